@@ -25,8 +25,9 @@ FORMAT_INSTRUCTIONS: dict[OutputFormat, str] = {
         "policy, 0 if it does not."
     ),
     OutputFormat.CATEGORY: (
-        'Answer with one JSON object and nothing else: {"violation": 1, "policy_category": "<rule id>"} '
-        'when the content violates this policy, or {"violation": 0, "policy_category": null} when it does not.'
+        'Answer with one JSON object and nothing else: '
+        '{"violation": 1, "policy_category": "<rule id>"} when the content violates this policy, '
+        'or {"violation": 0, "policy_category": null} when it does not.'
     ),
     OutputFormat.RATIONALE: (
         'Answer with one JSON object and nothing else: {"violation": 0 or 1, "policy_category": '

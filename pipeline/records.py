@@ -93,6 +93,8 @@ class Outcome:
     cost_usd: float = 0.0
     latency_ms: float = 0.0
     attempts: int = 0
+    #: answers that carried usage (what the host charged for), retries included.
+    billed_calls: int = 0
     finish_reason: str | None = None
     error: str | None = None
     #: the model's text when it was not a verdict (kept for audit).

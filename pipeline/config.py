@@ -1,0 +1,218 @@
+"""Run configuration: TOML file + command-line overrides, validated into one `RunConfig`.
+
+Paths in a config file are relative to the current directory, exactly like flags.
+
+Every key of a config file is listed in ``SCHEMA``; an unknown key or a wrong type is a one-line
+`ConfigError` naming the file and the key. Command-line flags override the file.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from pipeline.records import OutputFormat
+
+PROVIDERS = ("openai", "openrouter", "groq", "modelslab", "simulator")
+EFFORTS = ("low", "medium", "high")
+
+
+class ConfigError(Exception):
+    """A user mistake in a config file or flag; the message is one line."""
+
+
+@dataclass(slots=True)
+class RunConfig:
+    """Everything one `moderate run` needs. Field names match the config keys."""
+
+    # [input]
+    inputs: list[str] = field(default_factory=list)
+    id_column: str | None = None
+    text_column: str = "text"
+    limit: int | None = None
+    # [policies]
+    policies: list[str] = field(default_factory=list)
+    output_format: OutputFormat = OutputFormat.RATIONALE
+    # [endpoint]
+    provider: str = "openai"
+    base_url: str | None = None
+    model: str = "openai/gpt-oss-safeguard-20b"
+    api_key_env: str = "MODERATION_API_KEY"
+    reasoning_effort: str = "low"
+    max_tokens: int = 8192
+    max_tokens_cap: int = 32768
+    context_tokens: int = 131072
+    request_timeout: float = 120.0
+    max_attempts: int = 6
+    invalid_output_retries: int = 2
+    keep_reasoning: bool = False
+    too_long: str = "skip"  # "skip" (status too_long) or "truncate"
+    # [limits]
+    concurrency: int = 64
+    rpm: float | None = None
+    tpm: float | None = None
+    adaptive: bool = True
+    max_cost: float | None = None
+    # [output]
+    out: str = "out/run"
+    store: str | None = None
+    shard_rows: int = 20000
+    force: bool = False
+    grace_seconds: float = 30.0
+    # [pricing] per million tokens; None = from configs/pricing.toml for provider + model
+    input_per_million: float | None = None
+    cached_input_per_million: float | None = None
+    output_per_million: float | None = None
+    # [simulator] only for provider = "simulator": the built-in simulator is started in-process
+    simulator_latency_ms: float = 5.0
+    simulator_jitter_ms: float = 5.0
+    simulator_fault_rate: float = 0.0
+    # where the config came from (for messages), not a key
+    source: str = "<flags>"
+
+
+# section -> key -> (field name, accepted python types, description for the README)
+SCHEMA: dict[str, dict[str, tuple[str, tuple[type, ...]]]] = {
+    "input": {
+        "paths": ("inputs", (list,)),
+        "id_column": ("id_column", (str,)),
+        "text_column": ("text_column", (str,)),
+        "limit": ("limit", (int,)),
+    },
+    "policies": {
+        "files": ("policies", (list,)),
+        "output_format": ("output_format", (str,)),
+    },
+    "endpoint": {
+        "provider": ("provider", (str,)),
+        "base_url": ("base_url", (str,)),
+        "model": ("model", (str,)),
+        "api_key_env": ("api_key_env", (str,)),
+        "reasoning_effort": ("reasoning_effort", (str,)),
+        "max_tokens": ("max_tokens", (int,)),
+        "max_tokens_cap": ("max_tokens_cap", (int,)),
+        "context_tokens": ("context_tokens", (int,)),
+        "request_timeout": ("request_timeout", (int, float)),
+        "max_attempts": ("max_attempts", (int,)),
+        "invalid_output_retries": ("invalid_output_retries", (int,)),
+        "keep_reasoning": ("keep_reasoning", (bool,)),
+        "too_long": ("too_long", (str,)),
+    },
+    "limits": {
+        "concurrency": ("concurrency", (int,)),
+        "rpm": ("rpm", (int, float)),
+        "tpm": ("tpm", (int, float)),
+        "adaptive": ("adaptive", (bool,)),
+        "max_cost": ("max_cost", (int, float)),
+    },
+    "output": {
+        "dir": ("out", (str,)),
+        "store": ("store", (str,)),
+        "shard_rows": ("shard_rows", (int,)),
+        "grace_seconds": ("grace_seconds", (int, float)),
+    },
+    "pricing": {
+        "input_per_million": ("input_per_million", (int, float)),
+        "cached_input_per_million": ("cached_input_per_million", (int, float)),
+        "output_per_million": ("output_per_million", (int, float)),
+    },
+    "simulator": {
+        "latency_ms": ("simulator_latency_ms", (int, float)),
+        "jitter_ms": ("simulator_jitter_ms", (int, float)),
+        "fault_rate": ("simulator_fault_rate", (int, float)),
+    },
+}
+
+_TYPE_NAMES = {list: "a list", str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+
+
+def load_config(path: str | Path | None) -> RunConfig:
+    """Read a TOML config (or defaults when `path` is None) into a validated `RunConfig`.
+
+    >>> load_config(None).concurrency
+    64
+    """
+    config = RunConfig()
+    if path is None:
+        return config
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    config.source = str(path)
+    for section, table in data.items():
+        keys = SCHEMA.get(section)
+        if keys is None or not isinstance(table, dict):
+            raise ConfigError(f"{path}: unknown section [{section}] (known: {', '.join(SCHEMA)})")
+        for key, value in table.items():
+            if key not in keys:
+                raise ConfigError(f"{path}: unknown key '{section}.{key}' (known: {', '.join(keys)})")
+            name, types = keys[key]
+            _check_type(path, f"{section}.{key}", value, types)
+            if name in ("inputs", "policies") and not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{path}: '{section}.{key}' must be a list of strings")
+            setattr(config, name, value)
+    validate(config)
+    return config
+
+
+def apply_overrides(config: RunConfig, overrides: dict[str, Any]) -> RunConfig:
+    """Flags win over the file: every non-None override replaces the field of the same name."""
+    names = {f.name for f in fields(RunConfig)}
+    for name, value in overrides.items():
+        if name not in names:
+            raise ConfigError(f"unknown setting '{name}'")
+        if value is not None and value != []:
+            setattr(config, name, value)
+    validate(config)
+    return config
+
+
+def validate(config: RunConfig) -> None:
+    """Value checks shared by files and flags; raises ConfigError naming the key."""
+    where = config.source
+    try:
+        config.output_format = OutputFormat(config.output_format)
+    except ValueError:
+        choices = ", ".join(f.value for f in OutputFormat)
+        raise ConfigError(f"{where}: 'policies.output_format' must be one of {choices}") from None
+    if config.provider not in PROVIDERS:
+        raise ConfigError(f"{where}: 'endpoint.provider' must be one of {', '.join(PROVIDERS)}")
+    if config.reasoning_effort not in EFFORTS:
+        raise ConfigError(f"{where}: 'endpoint.reasoning_effort' must be one of {', '.join(EFFORTS)}")
+    if config.too_long not in ("skip", "truncate"):
+        raise ConfigError(f"{where}: 'endpoint.too_long' must be 'skip' or 'truncate'")
+    positive = {
+        "limits.concurrency": config.concurrency,
+        "endpoint.max_tokens": config.max_tokens,
+        "endpoint.max_attempts": config.max_attempts,
+        "endpoint.request_timeout": config.request_timeout,
+        "endpoint.context_tokens": config.context_tokens,
+        "output.shard_rows": config.shard_rows,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{where}: '{key}' must be greater than 0")
+    for key, value in {"limits.rpm": config.rpm, "limits.tpm": config.tpm, "input.limit": config.limit,
+                       "limits.max_cost": config.max_cost}.items():
+        if value is not None and value < 0:
+            raise ConfigError(f"{where}: '{key}' must not be negative")
+    if config.invalid_output_retries < 0:
+        raise ConfigError(f"{where}: 'endpoint.invalid_output_retries' must not be negative")
+    config.max_tokens_cap = max(config.max_tokens_cap, config.max_tokens)
+
+
+def _check_type(path: Path, key: str, value: object, types: tuple[type, ...]) -> None:
+    # bool is an int in Python: refuse true/false where a number is expected, and vice versa
+    ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
+    if not ok:
+        wanted = " or ".join(_TYPE_NAMES[t] for t in types)
+        raise ConfigError(f"{path}: '{key}' must be {wanted}, got {type(value).__name__} {value!r}")
+

@@ -1,0 +1,198 @@
+"""The output directory: atomic shard files, the manifest of finished shards, the run lock.
+
+Layout::
+
+    OUT/labels/part-00000.parquet   labelled shards (zstd), input rows [k*R, (k+1)*R) x policies
+    OUT/manifest.json               what this directory is (input, policies, model) + finished shards
+    OUT/store.sqlite                result store and billing ledger (unless --store points elsewhere)
+    OUT/cost_report.json|.md        written at the end of every run
+    OUT/.lock                       held by the running process
+
+A shard is written to a hidden temporary name, fsynced and renamed into place, and only then listed
+in the manifest (itself replaced atomically), so a crash never leaves a half-written shard visible.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import socket
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow.parquet as pq
+
+from pipeline.labels import to_table
+
+MANIFEST_VERSION = 1
+
+
+class OutputDirError(Exception):
+    """The output directory cannot be used as asked (one line, names the directory)."""
+
+
+@dataclass(slots=True)
+class ShardInfo:
+    file: str
+    labels: int
+    input_rows: int
+    sha256: str
+    #: rows not sent because the run stopped early (budget, signal, fatal error); such a shard is
+    #: rewritten by the next run.
+    unsent: int = 0
+
+    @property
+    def complete(self) -> bool:
+        return self.unsent == 0
+
+
+@dataclass(slots=True)
+class Manifest:
+    out_id: str
+    identity: dict[str, Any]
+    shard_rows: int
+    shards: dict[int, ShardInfo] = field(default_factory=dict)
+    #: set when every input row is in a complete shard.
+    finished: bool = False
+    total_rows: int | None = None
+
+    def to_json(self) -> bytes:
+        data = {
+            "version": MANIFEST_VERSION,
+            "out_id": self.out_id,
+            "identity": self.identity,
+            "shard_rows": self.shard_rows,
+            "finished": self.finished,
+            "total_rows": self.total_rows,
+            "shards": {f"{k:05d}": {"file": s.file, "labels": s.labels, "input_rows": s.input_rows,
+                                    "sha256": s.sha256, "unsent": s.unsent}
+                       for k, s in sorted(self.shards.items())},
+        }
+        return orjson.dumps(data, option=orjson.OPT_INDENT_2)
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> Manifest:
+        data = orjson.loads(raw)
+        shards = {int(k): ShardInfo(**v) for k, v in data.get("shards", {}).items()}
+        return cls(data["out_id"], data["identity"], data["shard_rows"], shards,
+                   data.get("finished", False), data.get("total_rows"))
+
+
+class OutputDir:
+    """Owns the files of one output directory."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.labels = self.path / "labels"
+        self.manifest_path = self.path / "manifest.json"
+        self._lock_file: Any = None
+
+    # -- lock --------------------------------------------------------------------------------
+    def lock(self) -> None:
+        """Take the run lock; refuse when a live process holds it (a dead one's lock is free)."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            handle = open(self.path / ".lock", "a+")  # noqa: SIM115 - held for the whole run
+        except OSError as exc:
+            raise OutputDirError(f"{self.path}: cannot create output directory ({exc.strerror})") from None
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise OutputDirError(f"{self.path}: another run is using this directory ({holder})") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        handle.flush()
+        self._lock_file = handle
+
+    def unlock(self) -> None:
+        if self._lock_file is not None:
+            with contextlib.suppress(OSError):
+                self._lock_file.seek(0)
+                self._lock_file.truncate()
+            self._lock_file.close()
+            self._lock_file = None
+
+    # -- manifest ----------------------------------------------------------------------------
+    def read_manifest(self) -> Manifest | None:
+        try:
+            raw = self.manifest_path.read_bytes()
+        except FileNotFoundError:
+            return None
+        try:
+            return Manifest.from_json(raw)
+        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            raise OutputDirError(f"{self.manifest_path}: unreadable manifest ({exc}); use --force "
+                                 "to start this directory over") from None
+
+    def new_manifest(self, *, identity: dict[str, Any], shard_rows: int) -> Manifest:
+        manifest = Manifest(uuid.uuid4().hex, identity, shard_rows)
+        self.write_manifest(manifest)
+        return manifest
+
+    def write_manifest(self, manifest: Manifest) -> None:
+        _atomic_write(self.manifest_path, manifest.to_json())
+
+    def clear(self) -> None:
+        """Remove shards, manifest and reports (``--force``); the store is left alone."""
+        for path in self.labels.glob("*.parquet"):
+            path.unlink()
+        for name in ("manifest.json", "cost_report.json", "cost_report.md"):
+            (self.path / name).unlink(missing_ok=True)
+
+    # -- shards ------------------------------------------------------------------------------
+    def write_shard(self, index: int, rows: list[tuple], *, input_rows: int, unsent: int) -> ShardInfo:
+        """Write one shard atomically and return its manifest entry (the caller records it)."""
+        self.labels.mkdir(parents=True, exist_ok=True)
+        name = f"part-{index:05d}.parquet"
+        final = self.labels / name
+        temp = self.labels / f".{name}.tmp"
+        pq.write_table(to_table(rows), temp, compression="zstd")
+        digest = _fsync_and_hash(temp)
+        os.replace(temp, final)
+        _fsync_dir(self.labels)
+        return ShardInfo(f"labels/{name}", len(rows), input_rows, digest, unsent)
+
+    def remove_stale_temp_files(self) -> None:
+        for temp in self.labels.glob(".*.tmp"):
+            temp.unlink(missing_ok=True)
+
+
+def _fsync_and_hash(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb+") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+        os.fsync(handle.fileno())
+    return digest.hexdigest()
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    temp = path.with_name(f".{path.name}.tmp")
+    with open(temp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temp, path)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a report file atomically."""
+    _atomic_write(path, text.encode())

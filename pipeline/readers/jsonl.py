@@ -1,0 +1,150 @@
+"""JSON Lines inputs (``.jsonl``, ``.ndjson``, optionally compressed), read line by line with orjson.
+
+A line that is not valid JSON, or not a JSON object, is still a row: its text is None and its error
+names the file and line, so the pipeline records it instead of losing it. Blank lines are not rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Iterator
+from typing import Any
+
+import orjson
+
+from pipeline.readers.base import Chunk, InputError, columns_hint, to_text
+from pipeline.readers.paths import Located, open_stream
+
+#: bytes read (after decompression) per step.
+READ_SIZE = 1 << 20
+#: lines looked at to find the first JSON object when checking the columns.
+PROBE_LINES = 1000
+_BOM = b"\xef\xbb\xbf"
+
+
+def _lines(stream: Any) -> Iterator[list[bytes]]:
+    """The stream's lines (without their ``\\n``) in order, as one list per read."""
+    pending: list[bytes] = []
+    first = True
+    while chunk := stream.read(READ_SIZE):
+        if first:
+            first = False
+            if chunk.startswith(_BOM):
+                chunk = chunk[len(_BOM) :]
+        if b"\n" not in chunk:
+            pending.append(chunk)
+            continue
+        lines = chunk.split(b"\n")
+        if pending:
+            pending.append(lines[0])
+            lines[0] = b"".join(pending)
+        pending = [lines.pop()]
+        yield lines
+    tail = b"".join(pending)
+    if tail:
+        yield [tail]
+
+
+def probe(f: Located, *, text_column: str, id_column: str | None) -> bool:
+    """Check the first JSON object has the text (and explicit id) column; True when it has ``id``."""
+    lineno = rows = 0
+    with open_stream(f) as stream:
+        for lines in _lines(stream):
+            for line in lines:
+                lineno += 1
+                if not line or line.isspace():
+                    continue
+                rows += 1
+                try:
+                    obj = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    obj = None
+                if type(obj) is dict:
+                    keys = columns_hint([str(k) for k in obj])
+                    if text_column not in obj:
+                        raise InputError(f"{f.path}: no column {text_column!r} (keys on line {lineno}: {keys})")
+                    if id_column is not None and id_column not in obj:
+                        raise InputError(f"{f.path}: no id column {id_column!r} (keys on line {lineno}: {keys})")
+                    return "id" in obj
+                if rows >= PROBE_LINES:
+                    break
+            if rows >= PROBE_LINES:
+                break
+    if rows:
+        raise InputError(f"{f.path}: not JSON Lines (no JSON object in the first {rows} lines)")
+    raise InputError(f"{f.path}: no rows (only blank lines)")
+
+
+def count_rows(f: Located, *, stop_after: int | None = None) -> int:
+    """The number of non-blank lines, fast (stops early once past ``stop_after``)."""
+    rows = 0
+    partial: bool | None = None  # the line the last read ended in: None (none), blank so far, or not
+    first = True
+    with open_stream(f) as stream:
+        while chunk := stream.read(4 * READ_SIZE):
+            if first:
+                first = False
+                chunk = chunk.removeprefix(_BOM)
+            first_nl = chunk.find(b"\n")
+            if first_nl < 0:
+                partial = partial is True or not chunk.isspace()
+                continue
+            head = chunk[:first_nl]
+            if partial is True or (head and not head.isspace()):
+                rows += 1
+            last_nl = chunk.rfind(b"\n")
+            if last_nl > first_nl:
+                # lines between the first and the last newline: all rows when each starts with "{"
+                lines = chunk.count(b"\n", first_nl, last_nl)
+                if chunk.count(b"\n{", first_nl, last_nl + 1) == lines:
+                    rows += lines
+                else:
+                    body = chunk[first_nl + 1 : last_nl].split(b"\n")
+                    rows += sum(1 for line in body if line and not line.isspace())
+            tail = chunk[last_nl + 1 :]
+            partial = None if not tail else not tail.isspace()
+            if stop_after is not None and rows > stop_after:
+                break
+    return rows + (partial is True)
+
+
+def chunks(f: Located, *, text_column: str, id_column: str | None, skip: int = 0) -> Generator[Chunk, None, int]:
+    """Rows of the file after the first ``skip``; returns how many rows the file holds."""
+    loads = orjson.loads
+    source = f.path
+    row = lineno = 0
+    with open_stream(f) as stream:
+        for lines in _lines(stream):
+            ids: list[Any] | None = [] if id_column is not None else None
+            texts: list[str | None] = []
+            errors: list[str | None] | None = None
+            for line in lines:
+                lineno += 1
+                if not line or line.isspace():
+                    continue
+                row += 1
+                if row <= skip:
+                    continue
+                try:
+                    obj = loads(line)
+                except orjson.JSONDecodeError as exc:
+                    obj = exc
+                if type(obj) is dict:
+                    text = obj.get(text_column)
+                    texts.append(text if text is None or type(text) is str else to_text(text))
+                    if ids is not None:
+                        ids.append(obj.get(id_column))
+                    if errors is not None:
+                        errors.append(None)
+                    continue
+                if errors is None:
+                    errors = [None] * len(texts)
+                if isinstance(obj, orjson.JSONDecodeError):
+                    errors.append(f"{source} line {lineno}: not valid JSON ({obj.msg}, column {obj.colno})")
+                else:
+                    errors.append(f"{source} line {lineno}: not a JSON object")
+                texts.append(None)
+                if ids is not None:
+                    ids.append(None)
+            if texts:
+                yield Chunk(ids, texts, errors)
+    return row

@@ -1,0 +1,71 @@
+"""Parquet inputs, streamed in record batches of the needed columns only."""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Iterator
+from contextlib import contextmanager
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.readers.base import Chunk, InputError, columns_hint, one_line, to_texts
+from pipeline.readers.paths import Located, open_random_access
+
+
+@contextmanager
+def _open(f: Located, metadata: pq.FileMetaData | None = None) -> Iterator[pq.ParquetFile]:
+    source = open_random_access(f)
+    try:
+        with pq.ParquetFile(source, metadata=metadata) as pf:
+            yield pf
+    finally:
+        if not isinstance(source, str):
+            source.close()
+
+
+def probe(f: Located, *, text_column: str, id_column: str | None) -> tuple[pq.FileMetaData, bool]:
+    """Open the footer and check the columns: ``(metadata, has an "id" column)``."""
+    try:
+        with _open(f) as pf:
+            metadata, names = pf.metadata, pf.schema_arrow.names
+    except (OSError, pa.ArrowException) as exc:
+        raise InputError(f"{f.path}: not a readable Parquet file ({one_line(exc)})") from None
+    if text_column not in names:
+        raise InputError(f"{f.path}: no column {text_column!r} (columns: {columns_hint(names)})")
+    if id_column is not None and id_column not in names:
+        raise InputError(f"{f.path}: no id column {id_column!r} (columns: {columns_hint(names)})")
+    return metadata, "id" in names
+
+
+def chunks(
+    f: Located,
+    *,
+    metadata: pq.FileMetaData,
+    text_column: str,
+    id_column: str | None,
+    skip: int = 0,
+    batch_size: int = 4096,
+) -> Generator[Chunk, None, int]:
+    """Rows after the first ``skip`` (whole row groups skipped by metadata); returns the file's rows."""
+    groups = []
+    for i in range(metadata.num_row_groups):
+        rows = metadata.row_group(i).num_rows
+        if skip >= rows:
+            skip -= rows
+        else:
+            groups.append(i)
+    if not groups:
+        return metadata.num_rows
+    columns = list(dict.fromkeys([text_column] + ([id_column] if id_column else [])))
+    with _open(f, metadata) as pf:
+        for batch in pf.iter_batches(batch_size=batch_size, row_groups=groups, columns=columns):
+            if skip:
+                if skip >= batch.num_rows:
+                    skip -= batch.num_rows
+                    continue
+                batch = batch.slice(skip)
+                skip = 0
+            texts = to_texts(batch.column(text_column).to_pylist())
+            ids = batch.column(id_column).to_pylist() if id_column else None
+            yield Chunk(ids, texts, None)
+    return metadata.num_rows

@@ -1,0 +1,157 @@
+"""The cost report: `cost_report.json` for machines, `cost_report.md` for people.
+
+Billing comes from the store's ledger (the server's `usage`, summed over every run that wrote to
+this output directory); label counts and latencies come from the shards themselves.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import polars as pl
+
+from pipeline.cost import Pricing
+from pipeline.outdir import atomic_write_text
+
+_TOKEN_KEYS = ("requests", "estimated_requests", "prompt_tokens", "cached_prompt_tokens",
+               "completion_tokens", "reasoning_tokens")
+
+
+def build_report(*, billing: list[dict], runs: list[dict], labels_dir: Path, pricing: Pricing,
+                 provider: str, model: str) -> dict[str, Any]:
+    """Everything billed to produce one output directory, with label statistics."""
+    totals: dict[str, Any] = dict.fromkeys(_TOKEN_KEYS, 0)
+    totals["cost_usd"] = 0.0
+    per_policy: dict[str, dict[str, Any]] = {}
+    server_cost = None
+    per_run: dict[str, dict[str, Any]] = {}
+    for bill in billing:
+        for target in (totals, per_policy.setdefault(bill["policy"], {**dict.fromkeys(_TOKEN_KEYS, 0),
+                                                                         "cost_usd": 0.0}),
+                       per_run.setdefault(bill["run_id"], {"requests": 0, "cost_usd": 0.0})):
+            for key in target:
+                target[key] += bill[key]
+        if bill["server_cost_usd"] is not None:
+            server_cost = (server_cost or 0.0) + bill["server_cost_usd"]
+    stats = label_stats(labels_dir)
+    elapsed = sum(run.get("elapsed_s") or 0.0 for run in runs)
+    rows = stats["rows"]
+    report: dict[str, Any] = {
+        **{key: totals[key] for key in _TOKEN_KEYS},
+        "cost_usd": round(totals["cost_usd"], 8),
+        "usage_estimated": totals["estimated_requests"] > 0,
+        "server_reported_cost_usd": server_cost,
+        "pricing": pricing.as_dict(),
+        "provider": provider,
+        "model": model,
+        "simulated": provider == "simulator",
+        "store_hits": sum(run.get("store_hits") or 0 for run in runs),
+        "duplicates": sum(run.get("duplicates") or 0 for run in runs),
+        "rows": rows,
+        "labels": stats["labels"],
+        "cost_per_1000_rows": round(totals["cost_usd"] / rows * 1000, 8) if rows else 0.0,
+        "rows_per_second": round(rows / elapsed, 2) if elapsed else None,
+        "latency_ms": stats["latency_ms"],
+        "statuses": stats["statuses"],
+        "per_policy": {
+            name: {**{k: round(v, 8) if isinstance(v, float) else v for k, v in values.items()},
+                   "violations": stats["violations"].get(name, {})}
+            for name, values in sorted(per_policy.items())
+        },
+        "runs": [
+            {**run, **{k: round(v, 8) if isinstance(v, float) else v
+                       for k, v in per_run.get(run["run_id"], {"requests": 0, "cost_usd": 0.0}).items()}}
+            for run in runs
+        ],
+        "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    for name in stats["violations"]:
+        report["per_policy"].setdefault(name, {**dict.fromkeys(_TOKEN_KEYS, 0), "cost_usd": 0.0,
+                                               "violations": stats["violations"][name]})
+    return report
+
+
+def label_stats(labels_dir: Path) -> dict[str, Any]:
+    """Counts by status and by (policy, violation), latency percentiles of paid calls."""
+    files = sorted(labels_dir.glob("part-*.parquet"))
+    empty = {"rows": 0, "labels": 0, "statuses": {}, "violations": {}, "latency_ms": {"p50": None, "p95": None}}
+    if not files:
+        return empty
+    frame = pl.scan_parquet([str(f) for f in files]).select(
+        "row_number", "policy", "status", "violation", "latency_ms", "source")
+    statuses = frame.group_by("status").len().collect()
+    violations = (frame.filter(pl.col("status") == "ok").group_by("policy", "violation").len()
+                  .sort("policy", "violation").collect())
+    latency = (frame.filter(pl.col("source") == "api")
+               .select(p50=pl.col("latency_ms").quantile(0.5), p95=pl.col("latency_ms").quantile(0.95))
+               .collect())
+    counts = frame.select(labels=pl.len(), rows=pl.col("row_number").n_unique()).collect()
+    by_policy: dict[str, dict[str, int]] = {}
+    for policy, violation, n in violations.iter_rows():
+        by_policy.setdefault(policy, {})[str(violation)] = n
+    p50, p95 = latency.row(0) if latency.height else (None, None)
+    return {
+        "rows": counts["rows"][0],
+        "labels": counts["labels"][0],
+        "statuses": dict(sorted(statuses.iter_rows())),
+        "violations": by_policy,
+        "latency_ms": {"p50": _round(p50), "p95": _round(p95)},
+    }
+
+
+def write_reports(report: dict[str, Any], out: Path) -> None:
+    atomic_write_text(out / "cost_report.json", orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+    atomic_write_text(out / "cost_report.md", render_markdown(report))
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """The report for people: totals, per policy, runs, statuses, labels."""
+    p = report["pricing"]
+    lines = [
+        "# Moderation cost report",
+        "",
+        f"Model `{report['model']}` via `{report['provider']}`"
+        + (" — **built-in simulator: verdicts come from a keyword rule, not a model**" if report["simulated"] else ""),
+        "",
+        "| | |",
+        "|---|---|",
+        f"| rows | {report['rows']:,} |",
+        f"| labels (rows x policies) | {report['labels']:,} |",
+        f"| billed requests | {report['requests']:,} |",
+        f"| prompt tokens (cached) | {report['prompt_tokens']:,} ({report['cached_prompt_tokens']:,}) |",
+        f"| completion tokens (reasoning) | {report['completion_tokens']:,} ({report['reasoning_tokens']:,}) |",
+        f"| cost | ${report['cost_usd']:.6f} |",
+        f"| cost per 1,000 rows | ${report['cost_per_1000_rows']:.6f} |",
+        f"| served from the store at no cost | {report['store_hits']:,} |",
+        f"| duplicates within a run | {report['duplicates']:,} |",
+        f"| rows/s | {report['rows_per_second'] if report['rows_per_second'] is not None else '-'} |",
+        f"| latency p50 / p95 (ms) | {report['latency_ms']['p50']} / {report['latency_ms']['p95']} |",
+        "",
+        f"Prices per 1 M tokens: input ${p['input_per_million']}, cached input ${p['cached_input_per_million']}, "
+        f"output ${p['output_per_million']}."
+        + (" Some usage was missing from answers and was estimated." if report["usage_estimated"] else ""),
+        "",
+        "## Per policy",
+        "",
+        "| policy | requests | prompt tokens | completion tokens | cost | violations (1) | safe (0) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, pol in report["per_policy"].items():
+        v = pol.get("violations", {})
+        lines.append(f"| {name} | {pol['requests']:,} | {pol['prompt_tokens']:,} | {pol['completion_tokens']:,} "
+                     f"| ${pol['cost_usd']:.6f} | {v.get('1', 0):,} | {v.get('0', 0):,} |")
+    lines += ["", "## Statuses", "", "| status | labels |", "|---|---:|"]
+    lines += [f"| {status} | {n:,} |" for status, n in report["statuses"].items()]
+    lines += ["", "## Runs", "", "| run | outcome | requests | cost | served from store | seconds |",
+              "|---|---|---:|---:|---:|---:|"]
+    for run in report["runs"]:
+        lines.append(f"| {run['run_id']} | {run.get('outcome') or 'unfinished'} | {run['requests']:,} "
+                     f"| ${run['cost_usd']:.6f} | {run.get('store_hits') or 0:,} | {run.get('elapsed_s') or 0:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(float(value), 1)

@@ -1,0 +1,206 @@
+"""Pure retry arithmetic: backoff delays, what the server's headers say about waiting, status classes.
+
+Nothing here sleeps or reads a clock: the caller passes ``now`` (epoch seconds) and a random number,
+so every rule is a plain function with exact tests.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC
+from email.utils import parsedate_to_datetime
+from typing import Literal
+
+__all__ = [
+    "RateLimitSnapshot",
+    "backoff_delay",
+    "classify_http_status",
+    "parse_duration",
+    "read_rate_limit_headers",
+    "retry_after_seconds",
+]
+
+_RATELIMIT_PREFIX = "x-ratelimit-"
+# Go-style durations as OpenAI and Groq send them: "1s", "250ms", "6m0s", "1m30.5s", "2h".
+_DURATION = re.compile(r"(?:(?:\d+(?:\.\d*)?|\.\d+)(?:h|ms|us|µs|μs|ns|m|s))+")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(h|ms|us|µs|μs|ns|m|s)")
+_UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ns": 1e-9}
+
+HttpClass = Literal["ok", "retry", "row", "fatal"]
+_RETRY_STATUSES = frozenset({408, 409, 425, 429})
+_FATAL_STATUSES = frozenset({401, 402, 403, 404})
+
+
+def backoff_delay(attempt: int, *, base: float = 0.5, cap: float = 30.0, rand: float) -> float:
+    """Seconds to wait before retry number ``attempt`` (1 = first retry): "full jitter".
+
+    A uniform draw in [0, min(cap, base·2^(attempt-1))) spreads the retries of many workers that
+    failed together, so they do not hit the server again in lock-step (AWS architecture blog,
+    "Exponential backoff and jitter"). ``rand`` in [0, 1) comes from the caller to keep this pure.
+
+    >>> backoff_delay(3, rand=0.5)
+    1.0
+    """
+    exponent = min(max(attempt, 1) - 1, 62)  # 2**62 already dwarfs any cap; avoids float overflow
+    return rand * min(cap, base * float(2**exponent))
+
+
+def parse_duration(value: str) -> float | None:
+    """Seconds in a rate-limit reset value: ``"6m0s"``, ``"250ms"``, ``"1m30.5s"``, ``"2h"`` or ``"12.5"``.
+
+    None for anything else. A leading minus sign (a reset already passed) gives 0.0.
+
+    >>> parse_duration("1m30.5s")
+    90.5
+    """
+    text = value.strip().lower()
+    negative = text.startswith("-")
+    if negative:
+        text = text[1:]
+    if not text:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        if _DURATION.fullmatch(text) is None:
+            return None
+        seconds = sum(float(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(text))
+    if not math.isfinite(seconds):
+        return None
+    return 0.0 if negative else max(seconds, 0.0)
+
+
+def _lower_keys(headers: Mapping[str, str]) -> dict[str, str]:
+    """One lower-cased copy, so a plain dict in any casing and aiohttp's CIMultiDict read alike."""
+    return {key.lower(): value for key, value in headers.items()}
+
+
+def _seconds(value: str | None, scale: float = 1.0) -> float | None:
+    if value is None:
+        return None
+    try:
+        seconds = float(value) * scale
+    except ValueError:
+        return None
+    return max(seconds, 0.0) if math.isfinite(seconds) else None
+
+
+def retry_after_seconds(headers: Mapping[str, str], *, now: float) -> float | None:
+    """How long the server asks us to wait, in seconds, or None when it does not say.
+
+    Looked up in order of precision: ``retry-after-ms``; ``Retry-After`` as delta seconds or as an
+    HTTP date (relative to ``now``, epoch seconds); else the largest ``x-ratelimit-reset-*`` whose
+    matching ``x-ratelimit-remaining-*`` is 0 (a reset of a quota not yet spent is no reason to
+    wait). A header with garbage is skipped; a time in the past gives 0.0.
+    """
+    h = _lower_keys(headers)
+    ms = _seconds(h.get("retry-after-ms"), 1e-3)
+    if ms is not None:
+        return ms
+    after = h.get("retry-after")
+    if after is not None:
+        seconds = _seconds(after)
+        if seconds is None:
+            seconds = _http_date_delta(after, now)
+        if seconds is not None:
+            return seconds
+    waits = []
+    for kind in ("requests", "tokens"):
+        remaining = _seconds(h.get(f"x-ratelimit-remaining-{kind}"))
+        reset = h.get(f"x-ratelimit-reset-{kind}")
+        if remaining == 0.0 and reset is not None:
+            seconds = parse_duration(reset)
+            if seconds is not None:
+                waits.append(seconds)
+    return max(waits) if waits else None
+
+
+def _http_date_delta(value: str, now: float) -> float | None:
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:  # "-0000" means UTC in RFC 5322
+        when = when.replace(tzinfo=UTC)
+    try:
+        return max(when.timestamp() - now, 0.0)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+@dataclass(slots=True)
+class RateLimitSnapshot:
+    """What one response's ``x-ratelimit-*`` headers said; None where a header was absent or unreadable.
+
+    Windows differ by host (OpenAI: requests per minute; Groq: requests per *day*, tokens per
+    minute), so only ``remaining`` and ``reset`` are safe to act on; ``limit`` gives their scale.
+    """
+
+    limit_requests: int | None = None
+    remaining_requests: int | None = None
+    reset_requests_s: float | None = None
+    limit_tokens: int | None = None
+    remaining_tokens: int | None = None
+    reset_tokens_s: float | None = None
+
+
+def _count(value: str | None) -> int | None:
+    seconds = _seconds(value)
+    return None if seconds is None else int(seconds)
+
+
+def read_rate_limit_headers(headers: Mapping[str, str]) -> RateLimitSnapshot | None:
+    """The rate-limit headers of a response, or None when it has no usable ``x-ratelimit-*`` header.
+
+    Called for every response, so a response without such headers costs one scan of its keys.
+    """
+    h = None
+    for key in headers:
+        if key.lower().startswith(_RATELIMIT_PREFIX):
+            h = _lower_keys(headers)
+            break
+    if h is None:
+        return None
+    reset_requests = h.get("x-ratelimit-reset-requests")
+    reset_tokens = h.get("x-ratelimit-reset-tokens")
+    snapshot = RateLimitSnapshot(
+        limit_requests=_count(h.get("x-ratelimit-limit-requests")),
+        remaining_requests=_count(h.get("x-ratelimit-remaining-requests")),
+        reset_requests_s=None if reset_requests is None else parse_duration(reset_requests),
+        limit_tokens=_count(h.get("x-ratelimit-limit-tokens")),
+        remaining_tokens=_count(h.get("x-ratelimit-remaining-tokens")),
+        reset_tokens_s=None if reset_tokens is None else parse_duration(reset_tokens),
+    )
+    if snapshot == _EMPTY:
+        return None
+    return snapshot
+
+
+_EMPTY = RateLimitSnapshot()
+
+
+def classify_http_status(status: int) -> HttpClass:
+    """What an HTTP status means for the run.
+
+    - ``"ok"``: 2xx.
+    - ``"retry"``: the same request may succeed later: 408, 409, 425, 429 and every 5xx.
+    - ``"row"``: this request will never succeed (400, 413, 422, other 4xx): the row fails with
+      its status, the run goes on.
+    - ``"fatal"``: no request will succeed (401/403 bad key, 402 out of credit, 404 wrong URL or
+      model): stop the run instead of failing every row. Statuses outside 2xx/4xx/5xx (an unfollowed
+      redirect, a non-HTTP code) also point at a misconfigured endpoint and are fatal.
+    """
+    if 200 <= status < 300:
+        return "ok"
+    if 500 <= status < 600:
+        return "retry"
+    if 400 <= status < 500:
+        if status in _RETRY_STATUSES:
+            return "retry"
+        if status in _FATAL_STATUSES:
+            return "fatal"
+        return "row"
+    return "fatal"

@@ -1,0 +1,257 @@
+"""The result store: SQLite, keyed by request fingerprint, plus the billing ledger.
+
+One table is at once the dedup cache, the resume log and the nightly "already labelled" index.
+Writes go through one background thread that commits whatever has queued up in a single
+transaction (group commit): under light load every answer is durable within a millisecond, under
+heavy load commits batch themselves. Billing counters are updated in the same transaction as the
+results they paid for, so a crash can never record one without the other.
+"""
+
+from __future__ import annotations
+
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from pipeline.records import FINAL_STATUSES, Outcome, Status, Usage, Verdict
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS results (
+    fingerprint BLOB PRIMARY KEY,
+    status TEXT NOT NULL,
+    violation INTEGER, category TEXT, rule_ids TEXT, confidence TEXT, rationale TEXT,
+    prompt_tokens INTEGER, cached_prompt_tokens INTEGER, completion_tokens INTEGER,
+    reasoning_tokens INTEGER, usage_estimated INTEGER, cost_usd REAL,
+    latency_ms REAL, attempts INTEGER, billed_calls INTEGER, finish_reason TEXT, error TEXT,
+    raw_output TEXT, reasoning TEXT, served_model TEXT, run_id TEXT, created_at REAL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS billing (
+    out_id TEXT NOT NULL, run_id TEXT NOT NULL, policy TEXT NOT NULL,
+    requests INTEGER NOT NULL DEFAULT 0, estimated_requests INTEGER NOT NULL DEFAULT 0,
+    prompt_tokens INTEGER NOT NULL DEFAULT 0, cached_prompt_tokens INTEGER NOT NULL DEFAULT 0,
+    completion_tokens INTEGER NOT NULL DEFAULT 0, reasoning_tokens INTEGER NOT NULL DEFAULT 0,
+    cost_usd REAL NOT NULL DEFAULT 0, server_cost_usd REAL,
+    PRIMARY KEY (out_id, run_id, policy)
+);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY, out_id TEXT NOT NULL, started_at REAL, ended_at REAL,
+    outcome TEXT, labels INTEGER DEFAULT 0, sent INTEGER DEFAULT 0,
+    store_hits INTEGER DEFAULT 0, duplicates INTEGER DEFAULT 0, elapsed_s REAL DEFAULT 0
+);
+"""
+
+_COLUMNS = (
+    "fingerprint, status, violation, category, rule_ids, confidence, rationale, prompt_tokens, "
+    "cached_prompt_tokens, completion_tokens, reasoning_tokens, usage_estimated, cost_usd, latency_ms, "
+    "attempts, billed_calls, finish_reason, error, raw_output, reasoning, served_model, run_id, created_at"
+)
+_INSERT = f"INSERT OR REPLACE INTO results ({_COLUMNS}) VALUES ({', '.join('?' * 23)})"
+_BILL = """
+INSERT INTO billing (out_id, run_id, policy, requests, estimated_requests, prompt_tokens,
+    cached_prompt_tokens, completion_tokens, reasoning_tokens, cost_usd, server_cost_usd)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (out_id, run_id, policy) DO UPDATE SET
+    requests = requests + excluded.requests,
+    estimated_requests = estimated_requests + excluded.estimated_requests,
+    prompt_tokens = prompt_tokens + excluded.prompt_tokens,
+    cached_prompt_tokens = cached_prompt_tokens + excluded.cached_prompt_tokens,
+    completion_tokens = completion_tokens + excluded.completion_tokens,
+    reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens,
+    cost_usd = cost_usd + excluded.cost_usd,
+    server_cost_usd = CASE WHEN excluded.server_cost_usd IS NULL THEN server_cost_usd
+                      ELSE COALESCE(server_cost_usd, 0) + excluded.server_cost_usd END
+"""
+
+
+class StoreError(Exception):
+    """The store file cannot be opened or written (one line, names the path)."""
+
+
+@dataclass(slots=True)
+class StoredResult:
+    outcome: Outcome
+    run_id: str
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    try:
+        conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.executescript(_SCHEMA)
+    except sqlite3.Error as exc:
+        raise StoreError(f"{path}: cannot open result store ({exc})") from None
+    return conn
+
+
+class ResultStore:
+    """Results by fingerprint and billing by (output directory, run, policy)."""
+
+    #: whether results are kept (False for NullStore: only billing is recorded).
+    keeps_results = True
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._read = _connect(self.path)
+        self._queue: queue.SimpleQueue[tuple | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._on_commit: Callable[[list[bytes]], None] | None = None
+        self._error: BaseException | None = None
+        self._write = self._read if self.path == ":memory:" else _connect(self.path)
+
+    # -- reads (caller's thread) -------------------------------------------------------------
+    def lookup(self, fingerprints: Sequence[bytes]) -> dict[bytes, StoredResult]:
+        """Stored final results for any of these fingerprints."""
+        found: dict[bytes, StoredResult] = {}
+        for start in range(0, len(fingerprints), 500):
+            chunk = fingerprints[start : start + 500]
+            sql = f"SELECT {_COLUMNS} FROM results WHERE fingerprint IN ({','.join('?' * len(chunk))})"
+            for row in self._read.execute(sql, chunk):
+                found[row[0]] = StoredResult(_outcome_from_row(row), row[21])
+        return found
+
+    def billing(self, out_id: str) -> list[dict]:
+        cursor = self._read.execute("SELECT * FROM billing WHERE out_id = ? ORDER BY rowid", (out_id,))
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor]
+
+    def runs(self, out_id: str) -> list[dict]:
+        cursor = self._read.execute("SELECT * FROM runs WHERE out_id = ? ORDER BY started_at", (out_id,))
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor]
+
+    def forget_output(self, out_id: str) -> None:
+        """Drop the ledger of an output directory that is started over (results stay cached)."""
+        with self._read:
+            self._read.execute("DELETE FROM billing WHERE out_id = ?", (out_id,))
+            self._read.execute("DELETE FROM runs WHERE out_id = ?", (out_id,))
+
+    # -- writes (background thread) ----------------------------------------------------------
+    def start(self, *, on_commit: Callable[[list[bytes]], None] | None = None) -> None:
+        self._on_commit = on_commit
+        self._thread = threading.Thread(target=self._writer, name="result-store", daemon=True)
+        self._thread.start()
+
+    def put(self, *, fingerprint: bytes | None, outcome: Outcome, policy: str, out_id: str,
+            run_id: str) -> None:
+        """Queue one finished call: its result (when final) and what it was billed."""
+        self._queue.put(("result", fingerprint, outcome, policy, out_id, run_id))
+
+    def record_run(self, run: dict) -> None:
+        """Queue an upsert of this run's row in `runs`."""
+        self._queue.put(("run", run))
+
+    def close(self) -> None:
+        """Commit everything queued, then stop the writer thread."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            raise StoreError(f"{self.path}: cannot write result store ({self._error})")
+
+    def _writer(self) -> None:
+        stop = False
+        while not stop:
+            batch = [self._queue.get()]
+            while True:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            if batch[-1] is None or None in batch:
+                stop = True
+                batch = [item for item in batch if item is not None]
+            try:
+                committed = self._commit(batch)
+            except sqlite3.Error as exc:  # disk full, locked for too long: surface at close()
+                self._error = exc
+                return
+            if committed and self._on_commit is not None:
+                self._on_commit(committed)
+
+    def _commit(self, batch: Iterable[tuple]) -> list[bytes]:
+        rows, bills, runs = [], {}, []
+        now = time.time()
+        for item in batch:
+            if item[0] == "run":
+                runs.append(item[1])
+                continue
+            _, fingerprint, outcome, policy, out_id, run_id = item
+            if self.keeps_results and fingerprint is not None and outcome.status in FINAL_STATUSES:
+                rows.append(_row_from_outcome(fingerprint, outcome, run_id, now))
+            if outcome.billed_calls:
+                key = (out_id, run_id, policy)
+                bill = bills.setdefault(key, [0, 0, Usage(), 0.0])
+                bill[0] += outcome.billed_calls
+                bill[1] += outcome.billed_calls if outcome.usage.estimated else 0
+                bill[2].add(outcome.usage)
+                bill[3] += outcome.cost_usd
+        conn = self._write
+        conn.execute("BEGIN")
+        try:
+            if rows:
+                conn.executemany(_INSERT, rows)
+            for (out_id, run_id, policy), (calls, estimated, usage, cost) in bills.items():
+                conn.execute(_BILL, (out_id, run_id, policy, calls, estimated, usage.prompt_tokens,
+                                     usage.cached_prompt_tokens, usage.completion_tokens,
+                                     usage.reasoning_tokens, cost, usage.server_cost_usd))
+            for run in runs:
+                columns = ", ".join(run)
+                updates = ", ".join(f"{k} = excluded.{k}" for k in run if k != "run_id")
+                conn.execute(
+                    f"INSERT INTO runs ({columns}) VALUES ({', '.join('?' * len(run))}) "
+                    f"ON CONFLICT (run_id) DO UPDATE SET {updates}",
+                    tuple(run.values()),
+                )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return [row[0] for row in rows]
+
+
+class NullStore(ResultStore):
+    """No persistence (``--store none``): no resume, no cache across runs; billing kept in memory."""
+
+    keeps_results = False
+
+    def __init__(self) -> None:
+        super().__init__(":memory:")
+
+    def lookup(self, fingerprints: Sequence[bytes]) -> dict[bytes, StoredResult]:
+        return {}
+
+
+def _row_from_outcome(fingerprint: bytes, o: Outcome, run_id: str, now: float) -> tuple:
+    v = o.verdict
+    u = o.usage
+    return (
+        fingerprint, o.status.value,
+        v.violation if v else None, v.category if v else None,
+        orjson.dumps(list(v.rule_ids)).decode() if v else None,
+        v.confidence if v else None, v.rationale if v else None,
+        u.prompt_tokens, u.cached_prompt_tokens, u.completion_tokens, u.reasoning_tokens,
+        int(u.estimated), o.cost_usd, o.latency_ms, o.attempts, o.billed_calls, o.finish_reason,
+        o.error, o.raw_output, o.reasoning, o.served_model, run_id, now,
+    )
+
+
+def _outcome_from_row(row: tuple) -> Outcome:
+    (_, status, violation, category, rule_ids, confidence, rationale, prompt, cached, completion,
+     reasoning_tokens, estimated, cost, latency, attempts, billed, finish, error, raw, reasoning,
+     served, _run_id, _created) = row
+    verdict = None
+    if violation is not None:
+        verdict = Verdict(violation, category, tuple(orjson.loads(rule_ids or "[]")), confidence, rationale)
+    usage = Usage(prompt, cached, completion, reasoning_tokens, bool(estimated))
+    return Outcome(Status(status), verdict, usage, cost, latency, attempts, billed, finish, error, raw,
+                   reasoning, served)

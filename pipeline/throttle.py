@@ -1,0 +1,128 @@
+"""The shared throttle every worker passes before a call: the async edge of `pipeline.limiter`.
+
+It combines the configured RPM/TPM buckets, pauses ordered by the server (Retry-After,
+x-ratelimit-*), an adaptive rate for hidden limits and a circuit breaker. With no limit configured
+and nothing heard from the server, `acquire` returns at once: the fast path costs one clock read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+
+from pipeline.breaker import CircuitBreaker
+from pipeline.limiter import AdaptiveRate, RateLimits, TokenBucket
+from pipeline.retry import read_rate_limit_headers
+
+
+class RateMeter:
+    """Successes per second over the last two seconds (quarter-second buckets)."""
+
+    BUCKETS = 8
+    WIDTH = 0.25
+
+    def __init__(self) -> None:
+        self._counts = [0] * self.BUCKETS
+        self._slot = 0
+
+    def tick(self, now: float) -> None:
+        slot = int(now / self.WIDTH)
+        if slot != self._slot:
+            self._advance(slot)
+        self._counts[slot % self.BUCKETS] += 1
+
+    def rate(self, now: float) -> float:
+        slot = int(now / self.WIDTH)
+        if slot != self._slot:
+            self._advance(slot)
+        return sum(self._counts) / (self.BUCKETS * self.WIDTH)
+
+    def _advance(self, slot: int) -> None:
+        for s in range(max(self._slot + 1, slot - self.BUCKETS + 1), slot + 1):
+            self._counts[s % self.BUCKETS] = 0
+        self._slot = slot
+
+
+class Throttle:
+    def __init__(self, *, rpm: float | None, tpm: float | None, adaptive: bool = True,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        now = clock()
+        self.limits = RateLimits(rpm=rpm, tpm=tpm, now=now)
+        self.adaptive = AdaptiveRate() if adaptive else None
+        self.breaker = CircuitBreaker()
+        self.meter = RateMeter()
+        self._configured_rpm = rpm
+        #: True once any limit applies; False keeps `acquire` on the fast path.
+        self._engaged = bool(rpm or tpm)
+        self.throttled = 0
+        self.breaker_pauses = 0
+
+    async def acquire(self, tokens: int) -> None:
+        """Wait until a request of about `tokens` tokens may start, and take its quota."""
+        limits = self.limits
+        if not self._engaged and self._clock() >= limits.paused_until:
+            return
+        while True:
+            wait = limits.reserve(tokens, now=self._clock())
+            if wait <= 0.0:
+                return
+            await asyncio.sleep(wait)
+
+    def settle(self, reserved: int, used: int) -> None:
+        if self.limits.tokens is not None:
+            self.limits.settle(reserved, used, now=self._clock())
+
+    def on_success(self) -> None:
+        now = self._clock()
+        self.meter.tick(now)
+        self.breaker.record(True, now=now)
+        adaptive = self.adaptive
+        if adaptive is not None and adaptive.current_rps is not None:
+            adaptive.on_success(now, observed_rps=self.meter.rate(now))
+            self._apply_rate(now)
+
+    def on_throttle(self, retry_after: float | None) -> None:
+        """429/503: pause everyone for Retry-After, and lower the adaptive rate."""
+        now = self._clock()
+        self.throttled += 1
+        self._engaged = True
+        if retry_after is not None:
+            self.limits.pause_until(now + retry_after)
+        if self.adaptive is not None and self.adaptive.on_throttle(now, self.meter.rate(now)):
+            self._apply_rate(now)
+
+    def on_failure(self, *, timeout: bool) -> None:
+        """A transport error, 5xx or broken body: feeds the breaker (and the rate, for timeouts)."""
+        now = self._clock()
+        until = self.breaker.record(False, now=now)
+        if until is not None:
+            self.breaker_pauses += 1
+            self.limits.pause_until(until)
+        if timeout and self.adaptive is not None and self.adaptive.on_throttle(now, self.meter.rate(now)):
+            self._engaged = True
+            self._apply_rate(now)
+
+    def on_headers(self, headers: Mapping[str, str]) -> None:
+        """Read x-ratelimit-* headers, when the server sends them, to slow down before a 429."""
+        if "x-ratelimit-remaining-requests" not in headers and "x-ratelimit-remaining-tokens" not in headers:
+            return
+        snapshot = read_rate_limit_headers(headers)
+        if snapshot is not None:
+            now = self._clock()
+            self.limits.observe(snapshot, now=now)
+            if self.limits.pace_s or self.limits.paused_until > now:
+                self._engaged = True
+
+    def _apply_rate(self, now: float) -> None:
+        rps = self.adaptive.current_rps if self.adaptive else None
+        if rps is None:
+            return
+        per_minute = rps * 60.0
+        if self._configured_rpm:
+            per_minute = min(per_minute, self._configured_rpm)
+        if self.limits.requests is None:
+            self.limits.requests = TokenBucket(per_minute=per_minute, now=now)
+        else:
+            self.limits.requests.set_rate(per_minute, now=now)

@@ -1,0 +1,210 @@
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pipeline.retry import (
+    RateLimitSnapshot,
+    backoff_delay,
+    classify_http_status,
+    parse_duration,
+    read_rate_limit_headers,
+    retry_after_seconds,
+)
+
+NOW = 1_445_412_470.0  # Wed, 21 Oct 2015 07:27:50 GMT
+
+# ---- backoff -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("attempt", "ceiling"), [(1, 0.5), (2, 1.0), (3, 2.0), (4, 4.0), (7, 30.0), (50, 30.0)]
+)
+def test_backoff_ceiling_doubles_up_to_the_cap(attempt: int, ceiling: float) -> None:
+    assert backoff_delay(attempt, rand=0.0) == 0.0
+    assert backoff_delay(attempt, rand=0.5) == ceiling / 2
+
+
+def test_backoff_custom_base_and_cap() -> None:
+    assert backoff_delay(3, base=1.0, cap=3.0, rand=0.5) == 1.5
+    assert backoff_delay(2, base=1.0, cap=3.0, rand=0.25) == 0.5
+
+
+def test_backoff_survives_absurd_attempt_numbers() -> None:
+    assert backoff_delay(10_000, rand=0.5) == 15.0
+    assert backoff_delay(0, rand=0.5) == 0.25  # treated as the first retry
+
+
+@given(st.integers(min_value=-5, max_value=5000), st.floats(min_value=0.0, max_value=1.0, exclude_max=True))
+def test_backoff_stays_within_zero_and_the_cap(attempt: int, rand: float) -> None:
+    assert 0.0 <= backoff_delay(attempt, rand=rand) < 30.0
+
+
+# ---- durations -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        ("1s", 1.0),
+        ("250ms", 0.25),
+        ("6m0s", 360.0),
+        ("1m30.5s", 90.5),
+        ("2h", 7200.0),
+        ("1h2m3s", 3723.0),
+        ("7.66s", 7.66),
+        ("12", 12.0),
+        ("0.5", 0.5),
+        (" 3s ", 3.0),
+        ("-2s", 0.0),
+        ("-5", 0.0),
+        ("0s", 0.0),
+    ],
+)
+def test_parse_duration(value: str, seconds: float) -> None:
+    assert parse_duration(value) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("value", ["", " ", "s", "1x", "abc", "1 m", "m1", "nan", "inf", "1s2", "--1s", "1d"])
+def test_parse_duration_garbage(value: str) -> None:
+    assert parse_duration(value) is None
+
+
+# ---- retry-after ---------------------------------------------------------------------------------
+
+
+def test_retry_after_ms_wins() -> None:
+    headers = {"retry-after-ms": "1500", "Retry-After": "9"}
+    assert retry_after_seconds(headers, now=NOW) == 1.5
+
+
+@pytest.mark.parametrize(("value", "seconds"), [("2", 2.0), ("0.25", 0.25), ("0", 0.0), ("-3", 0.0)])
+def test_retry_after_delta_seconds(value: str, seconds: float) -> None:
+    assert retry_after_seconds({"Retry-After": value}, now=NOW) == seconds
+
+
+def test_retry_after_http_date_is_relative_to_now() -> None:
+    assert retry_after_seconds({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}, now=NOW) == 10.0
+    assert retry_after_seconds({"Retry-After": "Wed, 21 Oct 2015 07:28:00 -0000"}, now=NOW) == 10.0
+
+
+def test_retry_after_date_in_the_past_is_zero() -> None:
+    assert retry_after_seconds({"Retry-After": "Wed, 21 Oct 2015 07:00:00 GMT"}, now=NOW) == 0.0
+
+
+@pytest.mark.parametrize("name", ["retry-after", "RETRY-AFTER", "Retry-After", "rEtRy-AfTeR"])
+def test_header_names_are_case_insensitive(name: str) -> None:
+    assert retry_after_seconds({name: "4"}, now=NOW) == 4.0
+
+
+def test_cimultidict_headers() -> None:
+    multidict = pytest.importorskip("multidict")
+    headers = multidict.CIMultiDict({"Retry-After": "3", "X-RateLimit-Remaining-Requests": "7"})
+    assert retry_after_seconds(headers, now=NOW) == 3.0
+    snapshot = read_rate_limit_headers(headers)
+    assert snapshot is not None and snapshot.remaining_requests == 7
+
+
+def test_garbage_retry_after_falls_through_to_the_next_source() -> None:
+    headers = {
+        "retry-after-ms": "soon",
+        "Retry-After": "later",
+        "x-ratelimit-remaining-requests": "0",
+        "x-ratelimit-reset-requests": "2s",
+    }
+    assert retry_after_seconds(headers, now=NOW) == 2.0
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Retry-After": "soon"}, {"retry-after-ms": "nan"}, {"Retry-After": "inf"}, {"content-type": "x"}],
+)
+def test_nothing_usable_is_none(headers: dict[str, str]) -> None:
+    assert retry_after_seconds(headers, now=NOW) is None
+
+
+def test_ratelimit_reset_only_counts_when_that_quota_is_spent() -> None:
+    headers = {
+        "x-ratelimit-remaining-requests": "12",
+        "x-ratelimit-reset-requests": "30s",
+        "x-ratelimit-remaining-tokens": "0",
+        "x-ratelimit-reset-tokens": "1m30.5s",
+    }
+    assert retry_after_seconds(headers, now=NOW) == 90.5
+    headers["x-ratelimit-remaining-tokens"] = "5"
+    assert retry_after_seconds(headers, now=NOW) is None
+
+
+def test_ratelimit_reset_takes_the_largest_spent_quota() -> None:
+    headers = {
+        "x-ratelimit-remaining-requests": "0",
+        "x-ratelimit-reset-requests": "6m0s",
+        "x-ratelimit-remaining-tokens": "0",
+        "x-ratelimit-reset-tokens": "250ms",
+    }
+    assert retry_after_seconds(headers, now=NOW) == 360.0
+
+
+def test_ratelimit_reset_garbage_is_none() -> None:
+    headers = {"x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "whenever"}
+    assert retry_after_seconds(headers, now=NOW) is None
+
+
+# ---- snapshot ------------------------------------------------------------------------------------
+
+
+def test_snapshot_of_openai_style_headers() -> None:
+    headers = {
+        "X-RateLimit-Limit-Requests": "60",
+        "X-RateLimit-Remaining-Requests": "59",
+        "X-RateLimit-Reset-Requests": "1s",
+        "X-RateLimit-Limit-Tokens": "150000",
+        "X-RateLimit-Remaining-Tokens": "149984",
+        "X-RateLimit-Reset-Tokens": "6m0s",
+    }
+    assert read_rate_limit_headers(headers) == RateLimitSnapshot(60, 59, 1.0, 150000, 149984, 360.0)
+
+
+def test_snapshot_with_some_headers_missing_or_broken() -> None:
+    headers = {"x-ratelimit-remaining-tokens": "100", "x-ratelimit-limit-tokens": "lots"}
+    assert read_rate_limit_headers(headers) == RateLimitSnapshot(remaining_tokens=100)
+
+
+def test_no_ratelimit_headers_is_none() -> None:
+    assert read_rate_limit_headers({"content-type": "application/json", "Retry-After": "1"}) is None
+    assert read_rate_limit_headers({"x-ratelimit-limit-requests": "??"}) is None
+
+
+# ---- statuses ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "meaning"),
+    [
+        (200, "ok"),
+        (201, "ok"),
+        (408, "retry"),
+        (409, "retry"),
+        (425, "retry"),
+        (429, "retry"),
+        (500, "retry"),
+        (502, "retry"),
+        (503, "retry"),
+        (529, "retry"),
+        (400, "row"),
+        (413, "row"),
+        (422, "row"),
+        (405, "row"),
+        (418, "row"),
+        (401, "fatal"),
+        (402, "fatal"),
+        (403, "fatal"),
+        (404, "fatal"),
+        (302, "fatal"),
+        (100, "fatal"),
+        (600, "fatal"),
+    ],
+)
+def test_classify_http_status(status: int, meaning: str) -> None:
+    assert classify_http_status(status) == meaning
