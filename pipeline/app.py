@@ -43,8 +43,14 @@ class UsageError(Exception):
 def run_job(config: RunConfig, *, stream: TextIO = sys.stderr, transport: Transport | None = None,
             progress: bool | None = None) -> int:
     """Run one moderation job and return its exit code (see `pipeline.exitcodes`)."""
+    return asyncio.run(run_job_async(config, stream=stream, transport=transport, progress=progress))
+
+
+async def run_job_async(config: RunConfig, *, stream: TextIO = sys.stderr, transport: Transport | None = None,
+                        progress: bool | None = None) -> int:
+    """`run_job` inside a running event loop (tests run the simulator on the same loop)."""
     try:
-        return asyncio.run(_run_job(config, stream=stream, transport=transport, progress=progress))
+        return await _run_job(config, stream=stream, transport=transport, progress=progress)
     except (UsageError, InputError, PolicyError, PricingError, StoreError) as exc:
         print(f"moderate: error: {exc}", file=stream)
         return exitcodes.EXIT_USAGE

@@ -8,6 +8,7 @@ and testable, and lets the same objects be driven by a simulated clock.
 from __future__ import annotations
 
 import math
+from collections import deque
 
 from pipeline.retry import RateLimitSnapshot
 
@@ -222,10 +223,13 @@ class AdaptiveRate:
     PROBE_PER_S = 0.005
     PROBE_PER_SUCCESS = 0.0005
     STARTUP_PER_S = 0.1
-    FORGET_ABOVE = 1.1
+    FORGET_ABOVE = 1.05
+    HISTORY_STEP_S = 0.1
+    HISTORY_LENGTH = 600
 
     __slots__ = (
         "_ceiling",
+        "_history",
         "_last_decrease",
         "_rate",
         "_updated",
@@ -254,6 +258,8 @@ class AdaptiveRate:
         self._ceiling: float | None = None
         self._last_decrease = -math.inf
         self._updated: float | None = None
+        # (since, rate) checkpoints, so a throttle is judged against the rate its request was sent at.
+        self._history: deque[tuple[float, float | None]] = deque(maxlen=self.HISTORY_LENGTH)
 
     @property
     def current_rps(self) -> float | None:
@@ -267,21 +273,28 @@ class AdaptiveRate:
 
     def on_throttle(self, now: float, observed_rps: float, *, sent_at: float | None = None) -> bool:
         """A 429 (or other throttle signal) arrived. True when it lowered the rate."""
-        if now - self._last_decrease < self.cooldown_s:
-            return False
-        if sent_at is not None and sent_at < self._last_decrease:
+        # the server needs a moment to recover from the overload that caused the last decrease
+        if (now if sent_at is None else sent_at) < self._last_decrease + self.cooldown_s:
             return False
         observed = observed_rps if observed_rps > 0 and math.isfinite(observed_rps) else None
-        rate = self._rate
-        if rate is not None:  # trust our own rate unless we were clearly sending far less
-            base = observed if observed is not None and observed < 0.5 * rate else rate
+        rate = self._rate if sent_at is None else self._rate_at(sent_at)
+        if rate is not None:  # the server let through less than we sent; one throttle costs <= 1 halving
+            base = rate
         else:  # first throttle: what the server let through is all we know
             base = observed if observed is not None else self.min_rps / self.decrease_factor
         self._ceiling = base
         self._rate = max(self.min_rps, self.decrease_factor * base)
         self._last_decrease = now
         self._updated = now
+        self._history.append((now, self._rate))
         return True
+
+    def _rate_at(self, instant: float) -> float | None:
+        """The rate in force at ``instant`` (the latest checkpoint at or before it)."""
+        for since, rate in reversed(self._history):
+            if since <= instant:
+                return rate
+        return self._history[0][1] if self._history else self._rate
 
     def on_success(self, now: float, *, observed_rps: float | None = None) -> None:
         """A request succeeded: raise the rate for the time elapsed since the last update."""
@@ -298,7 +311,7 @@ class AdaptiveRate:
         if observed_rps is not None and observed_rps < 0.25 * rate:
             return  # we are not using the rate we have: nothing learnt about the limit
         ceiling = self._ceiling
-        if ceiling is None or rate >= ceiling:  # no limit known, or the old one was passed safely
+        if ceiling is None or rate >= self.FORGET_ABOVE * ceiling:  # no limit known, or it moved up
             self._ceiling = None
             rate += rate * self.STARTUP_PER_S * dt
         else:
@@ -308,3 +321,5 @@ class AdaptiveRate:
             probe = max(self.increase_rps, self.PROBE_PER_S * rate) * dt
             rate += min(probe, self.PROBE_PER_SUCCESS * rate)
         self._rate = rate
+        if not self._history or now - self._history[-1][0] >= self.HISTORY_STEP_S:
+            self._history.append((now, rate))

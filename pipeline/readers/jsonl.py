@@ -21,15 +21,21 @@ PROBE_LINES = 1000
 _BOM = b"\xef\xbb\xbf"
 
 
+def _reads(stream: Any, size: int) -> Iterator[bytes]:
+    """The stream's bytes, ``size`` at a time, without a UTF-8 byte order mark at the start."""
+    head = b""
+    while len(head) < len(_BOM) and (piece := stream.read(size)):
+        head += piece
+    if head := head.removeprefix(_BOM):
+        yield head
+    while chunk := stream.read(size):
+        yield chunk
+
+
 def _lines(stream: Any) -> Iterator[list[bytes]]:
     """The stream's lines (without their ``\\n``) in order, as one list per read."""
     pending: list[bytes] = []
-    first = True
-    while chunk := stream.read(READ_SIZE):
-        if first:
-            first = False
-            if chunk.startswith(_BOM):
-                chunk = chunk[len(_BOM) :]
+    for chunk in _reads(stream, READ_SIZE):
         if b"\n" not in chunk:
             pending.append(chunk)
             continue
@@ -78,12 +84,8 @@ def count_rows(f: Located, *, stop_after: int | None = None) -> int:
     """The number of non-blank lines, fast (stops early once past ``stop_after``)."""
     rows = 0
     partial: bool | None = None  # the line the last read ended in: None (none), blank so far, or not
-    first = True
     with open_stream(f) as stream:
-        while chunk := stream.read(4 * READ_SIZE):
-            if first:
-                first = False
-                chunk = chunk.removeprefix(_BOM)
+        for chunk in _reads(stream, 4 * READ_SIZE):
             first_nl = chunk.find(b"\n")
             if first_nl < 0:
                 partial = partial is True or not chunk.isspace()

@@ -47,15 +47,13 @@ def chunks(
     batch_size: int = 4096,
 ) -> Generator[Chunk, None, int]:
     """Rows after the first ``skip`` (whole row groups skipped by metadata); returns the file's rows."""
-    groups = []
-    for i in range(metadata.num_row_groups):
-        rows = metadata.row_group(i).num_rows
-        if skip >= rows:
-            skip -= rows
-        else:
-            groups.append(i)
-    if not groups:
+    first = 0
+    while first < metadata.num_row_groups and skip >= (rows := metadata.row_group(first).num_rows):
+        skip -= rows
+        first += 1
+    if first == metadata.num_row_groups:
         return metadata.num_rows
+    groups = list(range(first, metadata.num_row_groups))
     columns = list(dict.fromkeys([text_column] + ([id_column] if id_column else [])))
     with _open(f, metadata) as pf:
         for batch in pf.iter_batches(batch_size=batch_size, row_groups=groups, columns=columns):

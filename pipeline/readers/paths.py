@@ -89,9 +89,9 @@ def _name_files(files: list[Located], found: list[_Found]) -> None:
     schemes = {g.scheme for g in found}
     root: str | None = None
     if len(schemes) == 1:
-        join = posixpath if schemes != {""} else os.path
+        pathmod = posixpath if schemes != {""} else os.path
         try:
-            root = join.commonpath([g.root for g in found])
+            root = pathmod.commonpath([g.root for g in found])
         except ValueError:
             root = None
     for f in files:
@@ -144,7 +144,13 @@ def _find_local(arg: str) -> _Found:
 
 def _walk_local(folder: str) -> list[Located]:
     files = []
+    seen: set[str] = set()  # real folders already walked: symbolic links may loop
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
         dirnames[:] = sorted(d for d in dirnames if not _hidden([d]))
         for filename in sorted(filenames):
             if not _hidden([filename]) and file_format(filename) is not None:

@@ -206,11 +206,19 @@ def test_fast_row_count_matches_the_reader(
     tmp_path_factory: pytest.TempPathFactory, body: list[bytes], final_newline: bool, read_size: int
 ) -> None:
     path = tmp_path_factory.mktemp("count") / "x.jsonl"
-    path.write_bytes(b"\n".join(body) + (b"\n" if final_newline else b""))
+    data = b"\n".join(body) + (b"\n" if final_newline else b"")
+    path.write_bytes(data)
     f = locate([str(path)])[0]
-    expected = sum(1 for line in body if line.strip())
+    expected = sum(1 for line in data.removeprefix(b"\xef\xbb\xbf").split(b"\n") if line.strip())
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(jsonl_reader, "READ_SIZE", read_size)  # reads end anywhere in a line
         assert jsonl_reader.count_rows(f) == expected
         chunks = jsonl_reader.chunks(f, text_column="text", id_column=None)
         assert sum(len(c.texts) for c in chunks) == expected
+
+
+def test_text_column_may_also_be_the_id_column(tmp_path: Path) -> None:
+    path = tmp_path / "x.jsonl"
+    path.write_bytes(lines({"text": "a"}, {"text": "b"}))
+    ids, texts, _ = flat(read_all([str(path)], id_column="text"))
+    assert ids == texts == ["a", "b"]

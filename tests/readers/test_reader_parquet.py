@@ -69,7 +69,8 @@ def test_corrupt_parquet_is_an_input_error(tmp_path: Path, damage: str) -> None:
 def test_50k_rows_stream_in_bounded_batches(tmp_path: Path) -> None:
     n = 50_000
     path = write(
-        tmp_path / "x.parquet", pa.table({"id": [f"r{i}" for i in range(n)], "text": [f"t{i}" for i in range(n)]}),
+        tmp_path / "x.parquet",
+        pa.table({"id": [f"r{i}" for i in range(n)], "text": [f"t{i}" for i in range(n)]}),
         row_group_size=7_000,
     )
     inputs = open_inputs([path])

@@ -46,12 +46,12 @@ def test_folders_are_searched_recursively_and_sorted(tmp_path: Path) -> None:
     touch(tmp_path / "data" / "_temporary" / "d.jsonl")
     touch(tmp_path / "data" / "_SUCCESS.jsonl")
     inputs = open_inputs([str(tmp_path / "data")])
-    assert [f.path for f in inputs.files] == [
-        str(tmp_path / "data" / "a" / "z.jsonl"),
+    assert [f.path for f in inputs.files] == [  # plain string order of the paths
         str(tmp_path / "data" / "a.jsonl"),
+        str(tmp_path / "data" / "a" / "z.jsonl"),
         str(tmp_path / "data" / "b.jsonl"),
     ]
-    assert [b.ids[0] for b in inputs.batches()] == ["a/z.jsonl:0", "a.jsonl:0", "b.jsonl:0"]
+    assert [b.ids[0] for b in inputs.batches()] == ["a.jsonl:0", "a/z.jsonl:0", "b.jsonl:0"]
 
 
 def test_globs_and_files_are_merged_sorted_and_deduplicated(tmp_path: Path) -> None:
@@ -119,3 +119,9 @@ def test_one_bad_input_among_good_ones_is_reported(tmp_path: Path) -> None:
 def test_no_input_at_all_is_an_input_error() -> None:
     with pytest.raises(InputError):
         open_inputs([])
+
+
+def test_symbolic_link_loops_in_folders_are_walked_once(tmp_path: Path) -> None:
+    touch(tmp_path / "data" / "a.jsonl")
+    (tmp_path / "data" / "loop").symlink_to(tmp_path / "data", target_is_directory=True)
+    assert [f.path for f in open_inputs([str(tmp_path / "data")]).files] == [str(tmp_path / "data" / "a.jsonl")]

@@ -1,0 +1,63 @@
+"""Helpers for end-to-end tests: run the whole pipeline in-process against the simulator over loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import polars as pl
+
+from pipeline.app import run_job_async
+from pipeline.config import RunConfig, validate
+from pipeline.simulator import SimulatorConfig, SimulatorStats, start_simulator
+
+SIM_MODEL = "gpt-oss-safeguard-20b-simulator"
+
+
+@dataclass
+class RunResult:
+    code: int
+    stats: SimulatorStats
+    stderr: str
+    out: Path
+
+    def labels(self) -> pl.DataFrame:
+        files = sorted((self.out / "labels").glob("part-*.parquet"))
+        return pl.read_parquet(files) if files else pl.DataFrame()
+
+    def report(self) -> dict[str, Any]:
+        return orjson.loads((self.out / "cost_report.json").read_bytes())
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.write_bytes(b"".join(orjson.dumps(row) + b"\n" for row in rows))
+    return path
+
+
+def make_config(tmp_path: Path, inputs: list[Path], **overrides: Any) -> RunConfig:
+    config = RunConfig(
+        inputs=[str(p) for p in inputs], policies=["spam", "hate_harassment"], out=str(tmp_path / "out"),
+        provider="openai", model=SIM_MODEL, concurrency=8, max_attempts=4, request_timeout=5.0,
+        grace_seconds=2.0,
+    )
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    validate(config)
+    return config
+
+
+def run_pipeline(config: RunConfig, sim: SimulatorConfig | None = None, *, env_key: str | None = None) -> RunResult:
+    """Start the simulator, point the config at it, run the job, return exit code and server stats."""
+
+    async def main() -> RunResult:
+        async with start_simulator(sim or SimulatorConfig()) as server:
+            config.base_url = server.base_url
+            stream = io.StringIO()
+            code = await run_job_async(config, stream=stream, progress=False)
+            return RunResult(code, server.stats, stream.getvalue(), Path(config.out))
+
+    return asyncio.run(main())
