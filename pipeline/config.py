@@ -8,6 +8,7 @@ Every key of a config file is listed in ``SCHEMA``; an unknown key or a wrong ty
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -206,6 +207,19 @@ def validate(config: RunConfig) -> None:
             raise ConfigError(f"{where}: '{key}' must not be negative")
     if config.invalid_output_retries < 0:
         raise ConfigError(f"{where}: 'endpoint.invalid_output_retries' must not be negative")
+    numbers = {
+        "endpoint.request_timeout": config.request_timeout, "limits.rpm": config.rpm, "limits.tpm": config.tpm,
+        "limits.max_cost": config.max_cost, "output.grace_seconds": config.grace_seconds,
+        "pricing.input_per_million": config.input_per_million,
+        "pricing.cached_input_per_million": config.cached_input_per_million,
+        "pricing.output_per_million": config.output_per_million,
+        "simulator.latency_ms": config.simulator_latency_ms, "simulator.jitter_ms": config.simulator_jitter_ms,
+    }
+    for key, value in numbers.items():  # TOML allows inf and nan
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise ConfigError(f"{where}: '{key}' must be a finite number, not negative")
+    if not 0.0 <= config.simulator_fault_rate <= 1.0:
+        raise ConfigError(f"{where}: 'simulator.fault_rate' must be within 0..1")
     config.max_tokens_cap = max(config.max_tokens_cap, config.max_tokens)
 
 

@@ -224,6 +224,7 @@ class AdaptiveRate:
     PROBE_PER_SUCCESS = 0.0005
     STARTUP_PER_S = 0.1
     FORGET_ABOVE = 1.05
+    USE_OBSERVED = False
     HISTORY_STEP_S = 0.1
     HISTORY_LENGTH = 600
 
@@ -279,7 +280,7 @@ class AdaptiveRate:
         observed = observed_rps if observed_rps > 0 and math.isfinite(observed_rps) else None
         rate = self._rate if sent_at is None else self._rate_at(sent_at)
         if rate is not None:  # the server let through less than we sent; one throttle costs <= 1 halving
-            base = rate
+            base = rate if observed is None or not self.USE_OBSERVED else max(min(observed, rate), self.decrease_factor * rate)
         else:  # first throttle: what the server let through is all we know
             base = observed if observed is not None else self.min_rps / self.decrease_factor
         self._ceiling = base
@@ -304,7 +305,9 @@ class AdaptiveRate:
         if self._updated is None:
             self._updated = now
             return
-        dt = min(now - self._updated, max(1.0, 2.0 / rate))
+        if now < self._last_decrease + self.cooldown_s:
+            return  # hold the lowered rate while the server recovers
+        dt = min(now - max(self._updated, self._last_decrease + self.cooldown_s), max(1.0, 2.0 / rate))
         if dt <= 0.0:
             return
         self._updated = now

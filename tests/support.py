@@ -61,3 +61,72 @@ def run_pipeline(config: RunConfig, sim: SimulatorConfig | None = None, *, env_k
             return RunResult(code, server.stats, stream.getvalue(), Path(config.out))
 
     return asyncio.run(main())
+
+
+class SimulatorProcess:
+    """The simulator in a process of its own (for tests that kill or signal `moderate run`)."""
+
+    def __init__(self, *args: str) -> None:
+        import subprocess
+        import sys
+
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pipeline", "simulate", "--port", "0", "--max-seconds", "120",
+             "--idle-seconds", "60", *args],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )
+        line = self.proc.stdout.readline() if self.proc.stdout else ""
+        if "http://" not in line:
+            self.proc.kill()
+            raise RuntimeError(f"simulator did not start: {line!r}")
+        self.base_url = line.split("http://", 1)[1].split()[0]
+        self.base_url = "http://" + self.base_url
+
+    def stats(self) -> dict[str, Any]:
+        import urllib.request
+
+        root = self.base_url.rsplit("/v1", 1)[0]
+        with urllib.request.urlopen(root + "/_simulator/stats", timeout=5) as response:
+            return orjson.loads(response.read())
+
+    def close(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=5)
+        except Exception:
+            self.proc.kill()
+
+    def __enter__(self) -> SimulatorProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def moderate_command(config_path: Path, *extra: str) -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "pipeline", "run", str(config_path), "--no-progress", *extra]
+
+
+def write_config(path: Path, *, inputs: list[Path], out: Path, base_url: str, concurrency: int = 8,
+                 shard_rows: int = 50, policies: tuple[str, ...] = ("spam",), extra: str = "") -> Path:
+    path.write_text(f"""
+[input]
+paths = {[str(p) for p in inputs]!r}
+[policies]
+files = {list(policies)!r}
+[endpoint]
+provider = "openai"
+base_url = "{base_url}"
+model = "{SIM_MODEL}"
+request_timeout = 10
+[limits]
+concurrency = {concurrency}
+[output]
+dir = "{out}"
+shard_rows = {shard_rows}
+grace_seconds = 5
+{extra}
+""".replace("'", '"'))
+    return path

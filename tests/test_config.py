@@ -1,0 +1,306 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import SCHEMA, ConfigError, RunConfig, apply_overrides, load_config, validate
+from pipeline.records import OutputFormat
+
+REPO = Path(__file__).resolve().parent.parent
+SHIPPED = sorted(p for p in (REPO / "configs").glob("*.toml") if p.name != "pricing.toml")
+
+
+def write(tmp_path: Path, text: str, name: str = "run.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def config_error(tmp_path: Path, text: str) -> str:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert str(path) in message, message
+    assert "\n" not in message
+    return message
+
+
+# ---- shipped configs -----------------------------------------------------------------------------
+
+
+def test_there_is_at_least_one_shipped_run_config() -> None:
+    assert SHIPPED, "configs/*.toml holds no run config"
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_every_shipped_config_loads(path: Path) -> None:
+    config = load_config(path)
+    assert config.source == str(path)
+    assert config.inputs, "a shipped config names its input"
+
+
+def test_pricing_table_is_not_a_run_config() -> None:
+    with pytest.raises(ConfigError, match="unknown section"):
+        load_config(REPO / "configs" / "pricing.toml")
+
+
+def test_demo_config_values() -> None:
+    config = load_config(REPO / "configs" / "demo.toml")
+    assert config.provider == "simulator"
+    assert config.output_format is OutputFormat.RATIONALE
+    assert config.concurrency == 32
+    assert config.out == "out/demo"
+    assert config.simulator_latency_ms == 20
+    assert len(config.policies) == 4
+
+
+# ---- defaults and a full file --------------------------------------------------------------------
+
+
+def test_no_path_gives_defaults() -> None:
+    config = load_config(None)
+    assert config == RunConfig()
+    assert config.source == "<flags>"
+    assert config.reasoning_effort == "low"
+    assert config.api_key_env == "MODERATION_API_KEY"
+
+
+def test_every_schema_key_is_a_config_field() -> None:
+    names = set(RunConfig.__slots__)
+    for section, keys in SCHEMA.items():
+        for key, (name, _types) in keys.items():
+            assert name in names, f"{section}.{key} -> {name}"
+
+
+def test_every_section_and_key_is_read(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+[input]
+paths = ["a.parquet", "b.jsonl"]
+id_column = "uid"
+text_column = "body"
+limit = 100
+[policies]
+files = ["p.md"]
+output_format = "binary"
+[endpoint]
+provider = "groq"
+base_url = "http://x/v1"
+model = "openai/gpt-oss-safeguard-120b"
+api_key_env = "GROQ_KEY"
+reasoning_effort = "high"
+max_tokens = 1000
+max_tokens_cap = 4000
+context_tokens = 65536
+request_timeout = 30
+max_attempts = 3
+invalid_output_retries = 0
+keep_reasoning = true
+too_long = "truncate"
+[limits]
+concurrency = 8
+rpm = 600
+tpm = 1.5e5
+adaptive = false
+max_cost = 2.5
+[output]
+dir = "out/x"
+store = "s.sqlite"
+shard_rows = 10
+grace_seconds = 5
+[pricing]
+input_per_million = 0.1
+cached_input_per_million = 0.05
+output_per_million = 0.4
+[simulator]
+latency_ms = 1
+jitter_ms = 0
+fault_rate = 0.1
+""")
+    c = load_config(path)
+    assert c.inputs == ["a.parquet", "b.jsonl"]
+    assert (c.id_column, c.text_column, c.limit) == ("uid", "body", 100)
+    assert c.policies == ["p.md"] and c.output_format is OutputFormat.BINARY
+    assert (c.provider, c.base_url, c.model, c.api_key_env) == (
+        "groq", "http://x/v1", "openai/gpt-oss-safeguard-120b", "GROQ_KEY")
+    assert (c.reasoning_effort, c.max_tokens, c.max_tokens_cap, c.context_tokens) == ("high", 1000, 4000, 65536)
+    assert (c.request_timeout, c.max_attempts, c.invalid_output_retries) == (30, 3, 0)
+    assert c.keep_reasoning is True and c.too_long == "truncate"
+    assert (c.concurrency, c.rpm, c.tpm, c.adaptive, c.max_cost) == (8, 600, 150000.0, False, 2.5)
+    assert (c.out, c.store, c.shard_rows, c.grace_seconds) == ("out/x", "s.sqlite", 10, 5)
+    assert (c.input_per_million, c.cached_input_per_million, c.output_per_million) == (0.1, 0.05, 0.4)
+    assert (c.simulator_latency_ms, c.simulator_jitter_ms, c.simulator_fault_rate) == (1, 0, 0.1)
+
+
+# ---- unknown names -------------------------------------------------------------------------------
+
+
+def test_unknown_section_names_file_and_section(tmp_path: Path) -> None:
+    message = config_error(tmp_path, "[limit]\nrpm = 5\n")
+    assert "[limit]" in message and "limits" in message
+
+
+def test_unknown_key_names_file_and_dotted_key(tmp_path: Path) -> None:
+    message = config_error(tmp_path, "[limits]\nrps = 5\n")
+    assert "'limits.rps'" in message
+    assert "rpm" in message  # the known keys are listed
+
+
+def test_top_level_value_is_not_a_section(tmp_path: Path) -> None:
+    message = config_error(tmp_path, 'model = "x"\n')
+    assert "[model]" in message
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_invalid_toml_is_a_config_error(tmp_path: Path) -> None:
+    message = config_error(tmp_path, "[limits\nrpm = 5\n")
+    assert "not valid TOML" in message
+
+
+# ---- wrong types ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value"),
+    [
+        ("limits", "rpm", '"600"'),
+        ("limits", "rpm", "true"),
+        ("limits", "tpm", "[1]"),
+        ("limits", "concurrency", "1.5"),
+        ("limits", "concurrency", "false"),
+        ("limits", "adaptive", "1"),
+        ("limits", "max_cost", '"5"'),
+        ("endpoint", "max_tokens", '"8192"'),
+        ("endpoint", "request_timeout", "true"),
+        ("endpoint", "keep_reasoning", '"yes"'),
+        ("endpoint", "model", "20"),
+        ("input", "paths", '"a.jsonl"'),
+        ("input", "limit", "false"),
+        ("policies", "files", '"p.md"'),
+        ("output", "shard_rows", "1e3"),
+        ("pricing", "input_per_million", '"0.075"'),
+        ("simulator", "latency_ms", "true"),
+    ],
+)
+def test_wrong_type_names_file_and_key(tmp_path: Path, section: str, key: str, value: str) -> None:
+    message = config_error(tmp_path, f"[{section}]\n{key} = {value}\n")
+    assert f"'{section}.{key}'" in message
+
+
+def test_bool_is_not_accepted_as_a_number(tmp_path: Path) -> None:
+    message = config_error(tmp_path, "[limits]\nrpm = true\n")
+    assert "'limits.rpm' must be an integer or a number" in message
+    assert "bool True" in message
+
+
+def test_integer_is_accepted_where_a_number_is_expected(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, "[endpoint]\nrequest_timeout = 10\n[limits]\nmax_cost = 3\n"))
+    assert config.request_timeout == 10 and config.max_cost == 3
+
+
+def test_list_of_non_strings_is_refused(tmp_path: Path) -> None:
+    message = config_error(tmp_path, "[input]\npaths = [1, 2]\n")
+    assert "'input.paths' must be a list of strings" in message
+
+
+# ---- value checks --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ('[policies]\noutput_format = "yaml"\n', "policies.output_format"),
+        ('[endpoint]\nprovider = "azure"\n', "endpoint.provider"),
+        ('[endpoint]\nreasoning_effort = "max"\n', "endpoint.reasoning_effort"),
+        ('[endpoint]\ntoo_long = "drop"\n', "endpoint.too_long"),
+        ("[limits]\nconcurrency = 0\n", "limits.concurrency"),
+        ("[endpoint]\nmax_tokens = -1\n", "endpoint.max_tokens"),
+        ("[endpoint]\nmax_attempts = 0\n", "endpoint.max_attempts"),
+        ("[endpoint]\nrequest_timeout = 0.0\n", "endpoint.request_timeout"),
+        ("[endpoint]\ncontext_tokens = 0\n", "endpoint.context_tokens"),
+        ("[output]\nshard_rows = 0\n", "output.shard_rows"),
+        ("[limits]\nrpm = -1\n", "limits.rpm"),
+        ("[limits]\ntpm = -0.5\n", "limits.tpm"),
+        ("[limits]\nmax_cost = -1\n", "limits.max_cost"),
+        ("[input]\nlimit = -3\n", "input.limit"),
+        ("[endpoint]\ninvalid_output_retries = -1\n", "endpoint.invalid_output_retries"),
+        ("[limits]\nrpm = inf\n", "limits.rpm"),
+        ("[limits]\ntpm = nan\n", "limits.tpm"),
+        ("[endpoint]\nrequest_timeout = inf\n", "endpoint.request_timeout"),
+        ("[limits]\nmax_cost = nan\n", "limits.max_cost"),
+        ("[simulator]\nfault_rate = 1.5\n", "simulator.fault_rate"),
+        ("[simulator]\nlatency_ms = -1\n", "simulator.latency_ms"),
+    ],
+)
+def test_invalid_value_names_file_and_key(tmp_path: Path, text: str, key: str) -> None:
+    message = config_error(tmp_path, text)
+    assert f"'{key}'" in message
+
+
+def test_output_format_string_becomes_the_enum(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, '[policies]\noutput_format = "category"\n'))
+    assert config.output_format is OutputFormat.CATEGORY
+
+
+def test_max_tokens_cap_is_raised_to_max_tokens(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, "[endpoint]\nmax_tokens = 50000\nmax_tokens_cap = 1000\n"))
+    assert config.max_tokens_cap == 50000
+
+
+def test_zero_rpm_and_zero_budget_are_allowed(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, "[limits]\nrpm = 0\nmax_cost = 0\n"))
+    assert config.rpm == 0 and config.max_cost == 0
+
+
+# ---- overrides -----------------------------------------------------------------------------------
+
+
+def test_overrides_win_over_the_file(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, '[limits]\nrpm = 600\nconcurrency = 4\n[endpoint]\nmodel = "a"\n'))
+    apply_overrides(config, {"rpm": 30.0, "model": "b", "inputs": ["x.jsonl"]})
+    assert config.rpm == 30.0
+    assert config.model == "b"
+    assert config.inputs == ["x.jsonl"]
+    assert config.concurrency == 4  # not overridden: the file's value stays
+
+
+def test_none_and_empty_list_overrides_keep_the_file_value(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, '[limits]\nrpm = 600\n[input]\npaths = ["a.jsonl"]\n'))
+    apply_overrides(config, {"rpm": None, "inputs": []})
+    assert config.rpm == 600
+    assert config.inputs == ["a.jsonl"]
+
+
+def test_false_override_is_applied() -> None:
+    config = apply_overrides(RunConfig(force=True), {"force": False})
+    assert config.force is False
+
+
+def test_unknown_override_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="unknown setting 'rps'"):
+        apply_overrides(RunConfig(), {"rps": 5})
+
+
+def test_overrides_are_validated(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, "[limits]\nconcurrency = 4\n"))
+    with pytest.raises(ConfigError) as info:
+        apply_overrides(config, {"concurrency": 0})
+    assert "'limits.concurrency'" in str(info.value)
+    with pytest.raises(ConfigError, match="'endpoint.reasoning_effort'"):
+        apply_overrides(RunConfig(), {"reasoning_effort": "extreme"})
+
+
+def test_output_format_override_by_name() -> None:
+    config = apply_overrides(RunConfig(), {"output_format": "binary"})
+    assert config.output_format is OutputFormat.BINARY
+
+
+def test_validate_accepts_the_defaults() -> None:
+    config = RunConfig()
+    validate(config)
+    assert config.output_format is OutputFormat.RATIONALE
