@@ -100,6 +100,8 @@ def decode_completion(body: bytes) -> Completion:
         data = orjson.loads(body)
         choice = data["choices"][0]
         message = choice.get("message") or {}
+        if not isinstance(message, dict):
+            raise TypeError("message is not an object")
     except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError):
         raise BadResponse(f"not a chat completion: {_snippet(body)}") from None
     reasoning = message.get("reasoning")
@@ -126,18 +128,22 @@ def error_message(reply: HttpReply) -> str:
 
 
 def _usage(raw: object) -> Usage | None:
+    """The usage block; None when missing or malformed (the caller then estimates the tokens)."""
     if not isinstance(raw, dict):
         return None
     prompt_details = raw.get("prompt_tokens_details") or {}
     completion_details = raw.get("completion_tokens_details") or {}
     cost = raw.get("cost")
-    return Usage(
-        prompt_tokens=int(raw.get("prompt_tokens") or 0),
-        cached_prompt_tokens=int(prompt_details.get("cached_tokens") or 0),
-        completion_tokens=int(raw.get("completion_tokens") or 0),
-        reasoning_tokens=int(completion_details.get("reasoning_tokens") or 0),
-        server_cost_usd=float(cost) if isinstance(cost, int | float) else None,
-    )
+    try:
+        return Usage(
+            prompt_tokens=int(raw.get("prompt_tokens") or 0),
+            cached_prompt_tokens=int(prompt_details.get("cached_tokens") or 0),
+            completion_tokens=int(raw.get("completion_tokens") or 0),
+            reasoning_tokens=int(completion_details.get("reasoning_tokens") or 0),
+            server_cost_usd=float(cost) if isinstance(cost, int | float) else None,
+        )
+    except (AttributeError, TypeError, ValueError, OverflowError):
+        return None
 
 
 def _snippet(body: bytes) -> str:

@@ -81,7 +81,7 @@ class Judge:
             except TransportError as exc:
                 self.throttle.settle(reserve, 0)
                 self.throttle.on_failure(timeout="no answer within" in str(exc))
-                outcome.error = str(exc)
+                outcome.error = self._redact(str(exc))
                 await self._backoff(attempt, None)
                 continue
             outcome.latency_ms = (time.perf_counter() - started) * 1000.0
@@ -89,7 +89,7 @@ class Judge:
             kind = classify_http_status(reply.status)
             if kind != "ok":
                 self.throttle.settle(reserve, 0)
-                outcome.error = error_message(reply)
+                outcome.error = self._redact(error_message(reply))
                 if kind == "fatal":
                     raise FatalEndpointError(outcome.error)
                 if kind == "row":
@@ -98,7 +98,7 @@ class Judge:
                     return outcome
                 retry_after = retry_after_seconds(reply.headers, now=time.time())
                 if reply.status in (429, 503):
-                    self.throttle.on_throttle(retry_after)
+                    self.throttle.on_throttle(retry_after, status=reply.status)
                 else:
                     self.throttle.on_failure(timeout=False)
                 await self._backoff(attempt, retry_after)
@@ -108,7 +108,7 @@ class Judge:
             except BadResponse as exc:
                 self.throttle.settle(reserve, 0)
                 self.throttle.on_failure(timeout=False)
-                outcome.error = str(exc)
+                outcome.error = self._redact(str(exc))
                 await self._backoff(attempt, None)
                 continue
             self.throttle.on_success()
@@ -135,7 +135,7 @@ class Judge:
                         continue
                     return outcome
                 outcome.status = Status.INVALID_OUTPUT
-                outcome.error = str(exc)
+                outcome.error = self._redact(str(exc))
                 outcome.raw_output = content
                 if invalid_left > 0:
                     invalid_left -= 1
@@ -148,6 +148,11 @@ class Judge:
         if outcome.status is Status.FAILED:
             outcome.error = f"{outcome.error} (after {s.max_attempts} attempts)"
         return outcome
+
+    def _redact(self, text: str) -> str:
+        """Servers sometimes echo what they were sent: never let the key through."""
+        key = self.settings.api_key
+        return text.replace(key, "[redacted]") if key and key in text else text
 
     async def _backoff(self, attempt: int, retry_after: float | None) -> None:
         if attempt >= self.settings.max_attempts:

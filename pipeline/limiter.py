@@ -1,8 +1,7 @@
 """Pure rate-limit bookkeeping: token buckets for RPM/TPM, server pauses, and an adaptive rate.
 
-Nothing here sleeps or reads a clock. Every method takes ``now`` (seconds, any monotonic origin) and
-answers with numbers; the async wrapper around it does the sleeping. That keeps the arithmetic exact
-and testable, and lets the same objects be driven by a simulated clock.
+Nothing here sleeps or reads a clock: every method takes ``now`` (seconds, any monotonic origin) and
+answers with numbers; the async wrapper does the sleeping, and tests drive a simulated clock.
 """
 
 from __future__ import annotations
@@ -33,30 +32,19 @@ class TokenBucket:
     __slots__ = ("_burst_seconds", "_capacity", "_level", "_rate", "_updated")
 
     def __init__(self, *, per_minute: float, burst_seconds: float = 1.0, now: float) -> None:
-        if burst_seconds <= 0:
+        if not burst_seconds > 0:
             raise ValueError(f"burst_seconds must be positive, got {burst_seconds}")
         self._burst_seconds = burst_seconds
-        self._rate = 0.0
-        self._capacity = 0.0
         self._updated = now
-        self._set_rate(per_minute)
-        self._level = self._capacity
-
-    def _set_rate(self, per_minute: float) -> None:
-        if not per_minute > 0 or math.isinf(per_minute):
-            raise ValueError(f"per_minute must be a positive number, got {per_minute}")
-        self._rate = per_minute / 60.0
-        self._capacity = max(1.0, self._rate * self._burst_seconds)
+        self._level = 0.0
+        self.set_rate(per_minute, now=now)
+        self._level = self._capacity  # starts full: an idle client may burst
 
     def _refill(self, now: float) -> None:
         elapsed = now - self._updated
         if elapsed > 0:  # a clock that goes backwards refills nothing
             self._level = min(self._capacity, self._level + elapsed * self._rate)
             self._updated = now
-
-    @property
-    def per_minute(self) -> float:
-        return self._rate * 60.0
 
     @property
     def capacity(self) -> float:
@@ -88,30 +76,30 @@ class TokenBucket:
 
     def set_rate(self, per_minute: float, *, now: float) -> None:
         """Change the rate from ``now`` on: time before ``now`` refills at the old rate."""
+        if not 0 < per_minute < math.inf:
+            raise ValueError(f"per_minute must be a positive number, got {per_minute}")
         self._refill(now)
-        self._set_rate(per_minute)
+        self._rate = per_minute / 60.0
+        self._capacity = max(1.0, self._rate * self._burst_seconds)
         self._level = min(self._level, self._capacity)
 
 
 class RateLimits:
     """The run's shared request (RPM) and token (TPM) budgets, plus what the server told us.
 
-    ``rpm`` / ``tpm`` of None means unlimited. Servers speak through headers:
-    - ``Retry-After`` → :meth:`pause_until`: nobody starts a request before that instant.
-    - ``x-ratelimit-*`` → :meth:`observe`: a spent quota pauses until its reset; a quota that runs
-      low (under 5 % of its limit) spaces requests so what is left lasts until the reset,
-      ``gap = reset / remaining`` (in requests; a token quota is converted with the mean request
-      size). That works whatever window the host counts in (minute, day), because it only uses
-      ``remaining`` and ``reset``.
+    ``rpm`` / ``tpm`` of None means unlimited. ``Retry-After`` → :meth:`pause_until`. ``x-ratelimit-*``
+    → :meth:`observe`: a spent quota pauses until its reset; a quota under 5 % of its limit spaces
+    request starts by ``reset / remaining`` (a token quota counted in mean-sized requests) so what is
+    left lasts until the reset. Only ``remaining`` and ``reset`` are used, so it works whatever window
+    the host counts in (minute, day).
     """
 
     LOW_FRACTION = 0.05
 
-    def __init__(
-        self, *, rpm: float | None, tpm: float | None, now: float, burst_seconds: float = 1.0
-    ) -> None:
+    def __init__(self, *, rpm: float | None, tpm: float | None, now: float, burst_seconds: float = 1.0) -> None:
         self.requests = TokenBucket(per_minute=rpm, burst_seconds=burst_seconds, now=now) if rpm else None
         self.tokens = TokenBucket(per_minute=tpm, burst_seconds=burst_seconds, now=now) if tpm else None
+        self._burst_seconds = burst_seconds
         self._paused_until = -math.inf
         self._pace_s = 0.0  # minimum gap between request starts while a server quota runs low
         self._pace_end = -math.inf
@@ -122,31 +110,33 @@ class RateLimits:
     def paused_until(self) -> float:
         return self._paused_until
 
-    @property
-    def pace_s(self) -> float:
-        """Current minimum gap between request starts (0.0 when the server's quotas are healthy)."""
-        return self._pace_s
+    def set_request_rate(self, rpm: float | None, *, now: float) -> None:
+        """Change the request budget from ``now`` on (from AdaptiveRate, say); None removes it."""
+        if rpm is None:
+            self.requests = None
+        elif self.requests is None:
+            self.requests = TokenBucket(per_minute=rpm, burst_seconds=self._burst_seconds, now=now)
+        else:
+            self.requests.set_rate(rpm, now=now)
 
     def reserve(self, tokens: int, *, now: float) -> float:
         """0.0 when a request of about ``tokens`` tokens may start now (its quota is then taken);
         else the seconds to wait before asking again (nothing taken)."""
-        if now < self._paused_until:
-            return self._paused_until - now
-        if now < self._pace_end:
-            ready = self._last_start + self._pace_s
-            if now < ready:
-                return ready - now
-        wait = 0.0
-        if self.requests is not None:
-            wait = self.requests.wait_time(1, now=now)
-        if self.tokens is not None:
-            wait = max(wait, self.tokens.wait_time(tokens, now=now))
+        ready = self._paused_until
+        if now < self._pace_end:  # a server quota runs low: space the starts
+            ready = max(ready, self._last_start + self._pace_s)
+        if now < ready:
+            return ready - now
+        requests, budget = self.requests, self.tokens
+        wait = 0.0 if requests is None else requests.wait_time(1, now=now)
+        if budget is not None:
+            wait = max(wait, budget.wait_time(tokens, now=now))
         if wait > 0.0:
             return wait
-        if self.requests is not None:
-            self.requests.take(1, now=now)
-        if self.tokens is not None:
-            self.tokens.take(tokens, now=now)
+        if requests is not None:
+            requests.take(1, now=now)
+        if budget is not None:
+            budget.take(tokens, now=now)
         self._last_start = now
         mean = self._mean_tokens
         self._mean_tokens = float(tokens) if mean is None else mean + 0.05 * (tokens - mean)
@@ -154,11 +144,9 @@ class RateLimits:
 
     def settle(self, reserved: int, used: int, *, now: float) -> None:
         """Correct the token budget once the server's usage is known: charge or refund the difference."""
-        if self.tokens is None or used == reserved:
-            return
-        if used > reserved:
+        if self.tokens is not None and used > reserved:
             self.tokens.take(used - reserved, now=now)
-        else:
+        elif self.tokens is not None and used < reserved:
             self.tokens.refund(reserved - used, now=now)
 
     def pause_until(self, instant: float) -> None:
@@ -181,7 +169,7 @@ class RateLimits:
             if remaining <= 0:
                 self.pause_until(now + reset)
             elif limit and remaining < self.LOW_FRACTION * limit and per_request:
-                gap = max(gap, reset * per_request / remaining)
+                gap = max(gap, min(reset, reset * per_request / remaining))
                 end = max(end, now + reset)
             else:
                 healthy = True
@@ -196,59 +184,39 @@ class RateLimits:
 class AdaptiveRate:
     """A request rate for servers that throttle without publishing their limit (a hidden RPM).
 
-    Unlimited until the first throttle (429). Then AIMD with a memory of where the limit was:
+    Unlimited (None) until the first throttle; then AIMD that remembers where the limit was:
 
-    - **Decrease** on a throttle: ``ceiling = min(observed_rps, rate)`` where ``observed_rps`` is what
-      the server actually accepted lately (successes per second over the last few seconds, which
-      under throttling is close to the hidden limit), and ``rate = max(min_rps, decrease_factor *
-      ceiling)``. At most one decrease per ``cooldown_s``, and none for requests sent before the last
-      decrease (``sent_at``): a burst of 429s for requests already in flight halves the rate once.
-    - **Recover fast**: below ``RECOVER_TO * ceiling`` the rate closes ``RECOVER_PER_S`` of the gap
-      each second, so the time spent far below the limit is a few seconds.
-    - **Probe slowly**: on top, it grows by ``max(increase_rps, PROBE_PER_S * rate)`` per second.
-      From 90 % of the ceiling to the ceiling takes ~20 s, so throttles come about once per
-      ~25 s: with the rate mostly between 90 % and 100 % of the limit, throughput stays above ~85 %
-      of the limit and 429s are about one per cycle.
-    - **Limit moved up**: 10 % above the old ceiling without a throttle, the ceiling is forgotten and
-      the rate grows ``STARTUP_PER_S`` per second again, as before the first throttle (also the mode
-      of a rate started at ``initial_rps``).
+    - **Decrease**: a 429 sets ``ceiling`` to the rate its request was *sent* at (``sent_at``; a short
+      rate history keeps it), or for the first throttle to ``observed_rps`` (what the server let
+      through lately), and the rate to ``decrease_factor * ceiling``. Throttles of requests sent
+      less than ``cooldown_s`` after a decrease are ignored and the lowered rate is held that long:
+      a burst of 429s halves the rate once, and the server gets time to drain.
+    - **Recover**: below 95 % of the ceiling, close half the gap per second (seconds far below it).
+    - **Probe**: grow by ``max(increase_rps, 0.5 % of the rate)`` per second but at most 0.05 % per
+      success, so the last 5 % up to the ceiling takes >= 10 s and >= 100 requests: the rate
+      spends most of its time within 5 % of the limit, with one 429 per 100+ requests even at 1/s.
+    - **Limit moved up**: 2 % past the ceiling without a throttle, forget it and grow 10 % a second
+      (the start-up mode, also the one of ``initial_rps``) until the next throttle.
 
-    Successes only raise the rate for time that passed (at most 1 s per call: a silence teaches
-    nothing) and not while the caller sends far less than allowed (``observed_rps`` below half the
-    rate), so an idle stretch does not build up a rate the server never confirmed.
+    Simulated against hidden limits of 1 to 500 requests/s (tests/test_limiter.py): >= 90 % of the
+    limit, < 2 % of 429s. A lower limit costs a few halvings; a higher one is found slowly at low
+    rates, the price of few 429s.
     """
 
     RECOVER_TO = 0.95
-    RECOVER_PER_S = 1.0
+    RECOVER_PER_S = 0.5
     PROBE_PER_S = 0.005
     PROBE_PER_SUCCESS = 0.0005
     STARTUP_PER_S = 0.1
-    FORGET_ABOVE = 1.05
-    USE_OBSERVED = False
+    FORGET_ABOVE = 1.02
     HISTORY_STEP_S = 0.1
     HISTORY_LENGTH = 600
 
-    __slots__ = (
-        "_ceiling",
-        "_history",
-        "_last_decrease",
-        "_rate",
-        "_updated",
-        "cooldown_s",
-        "decrease_factor",
-        "increase_rps",
-        "min_rps",
-    )
+    __slots__ = ("_ceiling", "_history", "_last_decrease", "_rate", "_updated", "cooldown_s",
+                 "decrease_factor", "increase_rps", "min_rps")  # fmt: skip
 
-    def __init__(
-        self,
-        *,
-        initial_rps: float | None = None,
-        min_rps: float = 0.5,
-        increase_rps: float = 0.01,
-        decrease_factor: float = 0.5,
-        cooldown_s: float = 1.0,
-    ) -> None:
+    def __init__(self, *, initial_rps: float | None = None, min_rps: float = 0.5, increase_rps: float = 0.01,
+                 decrease_factor: float = 0.5, cooldown_s: float = 1.0) -> None:  # fmt: skip
         if not 0.0 < decrease_factor < 1.0:
             raise ValueError(f"decrease_factor must be in (0, 1), got {decrease_factor}")
         self.min_rps = min_rps
@@ -259,7 +227,7 @@ class AdaptiveRate:
         self._ceiling: float | None = None
         self._last_decrease = -math.inf
         self._updated: float | None = None
-        # (since, rate) checkpoints, so a throttle is judged against the rate its request was sent at.
+        # (since, rate) checkpoints: a throttle is judged against the rate its request was sent at.
         self._history: deque[tuple[float, float | None]] = deque(maxlen=self.HISTORY_LENGTH)
 
     @property
@@ -273,18 +241,21 @@ class AdaptiveRate:
         return self._ceiling
 
     def on_throttle(self, now: float, observed_rps: float, *, sent_at: float | None = None) -> bool:
-        """A 429 (or other throttle signal) arrived. True when it lowered the rate."""
+        """A 429 (or another throttle signal) arrived; True when it lowered the rate.
+
+        ``observed_rps``: requests per second sent and *not* throttled over the last few seconds
+        (at least ~10 requests' worth), in-flight ones included; ``sent_at``: when the throttled
+        request was sent.
+        """
         # the server needs a moment to recover from the overload that caused the last decrease
         if (now if sent_at is None else sent_at) < self._last_decrease + self.cooldown_s:
             return False
         observed = observed_rps if observed_rps > 0 and math.isfinite(observed_rps) else None
         rate = self._rate if sent_at is None else self._rate_at(sent_at)
-        if rate is not None:  # the server let through less than we sent; one throttle costs <= 1 halving
-            base = rate if observed is None or not self.USE_OBSERVED else max(min(observed, rate), self.decrease_factor * rate)
-        else:  # first throttle: what the server let through is all we know
-            base = observed if observed is not None else self.min_rps / self.decrease_factor
-        self._ceiling = base
-        self._rate = max(self.min_rps, self.decrease_factor * base)
+        if rate is None:  # first throttle: what the server let through is all we know
+            rate = observed if observed is not None else self.min_rps / self.decrease_factor
+        self._ceiling = rate
+        self._rate = max(self.min_rps, self.decrease_factor * rate)
         self._last_decrease = now
         self._updated = now
         self._history.append((now, self._rate))
@@ -298,19 +269,19 @@ class AdaptiveRate:
         return self._history[0][1] if self._history else self._rate
 
     def on_success(self, now: float, *, observed_rps: float | None = None) -> None:
-        """A request succeeded: raise the rate for the time elapsed since the last update."""
+        """A request succeeded: raise the rate for the time since the last update.
+
+        Not while the caller uses under a quarter of the rate (``observed_rps``, as in on_throttle),
+        and for at most ~2 requests' worth of time, so idle spells build no rate the server never saw.
+        """
         rate = self._rate
         if rate is None:
             return
-        if self._updated is None:
-            self._updated = now
-            return
-        if now < self._last_decrease + self.cooldown_s:
-            return  # hold the lowered rate while the server recovers
-        dt = min(now - max(self._updated, self._last_decrease + self.cooldown_s), max(1.0, 2.0 / rate))
+        held_until = self._last_decrease + self.cooldown_s  # hold a lowered rate while the server recovers
+        dt = min(now - max(now if self._updated is None else self._updated, held_until), max(1.0, 2.0 / rate))
+        self._updated = now if self._updated is None else max(self._updated, now)
         if dt <= 0.0:
             return
-        self._updated = now
         if observed_rps is not None and observed_rps < 0.25 * rate:
             return  # we are not using the rate we have: nothing learnt about the limit
         ceiling = self._ceiling

@@ -129,7 +129,7 @@ class OutputDir:
             return None
         try:
             return Manifest.from_json(raw)
-        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
             raise OutputDirError(f"{self.manifest_path}: unreadable manifest ({exc}); use --force "
                                  "to start this directory over") from None
 

@@ -151,6 +151,8 @@ class ResultStore:
 
     def close(self) -> None:
         """Commit everything queued, then stop the writer thread."""
+        if self._thread is None and not self._queue.empty():
+            self.start(on_commit=self._on_commit)  # queued before any start(): still commit it
         if self._thread is not None:
             self._queue.put(None)
             self._thread.join()

@@ -53,6 +53,7 @@ class Throttle:
         self.adaptive = AdaptiveRate() if adaptive else None
         self.breaker = CircuitBreaker()
         self.meter = RateMeter()
+        self.stress = RateMeter()
         self._configured_rpm = rpm
         #: True once any limit applies; False keeps `acquire` on the fast path.
         self._engaged = bool(rpm or tpm)
@@ -83,15 +84,20 @@ class Throttle:
             adaptive.on_success(now, observed_rps=self.meter.rate(now))
             self._apply_rate(now)
 
-    def on_throttle(self, retry_after: float | None) -> None:
-        """429/503: pause everyone for Retry-After, and lower the adaptive rate."""
+    def on_throttle(self, retry_after: float | None, *, status: int = 429) -> None:
+        """429/503: pause everyone for Retry-After, and lower the adaptive rate.
+
+        A 429 always lowers the rate. A 503 without Retry-After (like a timeout) may be a random
+        fault rather than overload, so it only counts when such signals are a large share of
+        recent attempts (see `_stressed`).
+        """
         now = self._clock()
         self.throttled += 1
-        self._engaged = True
         if retry_after is not None:
+            self._engaged = True
             self.limits.pause_until(now + retry_after)
-        if self.adaptive is not None and self.adaptive.on_throttle(now, self.meter.rate(now)):
-            self._apply_rate(now)
+        if status == 429 or retry_after is not None or self._stressed(now):
+            self._decrease(now)
 
     def on_failure(self, *, timeout: bool) -> None:
         """A transport error, 5xx or broken body: feeds the breaker (and the rate, for timeouts)."""
@@ -99,8 +105,19 @@ class Throttle:
         until = self.breaker.record(False, now=now)
         if until is not None:
             self.breaker_pauses += 1
+            self._engaged = True
             self.limits.pause_until(until)
-        if timeout and self.adaptive is not None and self.adaptive.on_throttle(now, self.meter.rate(now)):
+        if timeout and self._stressed(now):
+            self._decrease(now)
+
+    def _stressed(self, now: float) -> bool:
+        """Overload signals (503s, timeouts) are at least a quarter of recent answers (min. 5)."""
+        self.stress.tick(now)
+        stress = self.stress.rate(now)
+        return stress * RateMeter.BUCKETS * RateMeter.WIDTH >= 5 and stress >= 0.25 * (stress + self.meter.rate(now))
+
+    def _decrease(self, now: float) -> None:
+        if self.adaptive is not None and self.adaptive.on_throttle(now, self.meter.rate(now)):
             self._engaged = True
             self._apply_rate(now)
 

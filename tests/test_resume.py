@@ -17,10 +17,10 @@ CONCURRENCY = 8
 KEY_COLUMNS = ["id", "policy", "status", "violation", "category", "rule_ids"]
 
 
-def _input(tmp_path: Path) -> Path:
+def _input(tmp_path: Path, rows: int = ROWS) -> Path:
     words = ["free money click here", "lovely weather", "buy now", "nice dog", "limited offer"]
     return write_jsonl(tmp_path / "in.jsonl",
-                       [{"id": f"r{i:04d}", "text": f"{words[i % 5]} number {i}"} for i in range(ROWS)])
+                       [{"id": f"r{i:04d}", "text": f"{words[i % 5]} number {i}"} for i in range(rows)])
 
 
 def _wait_for_billed(sim: SimulatorProcess, target: int, proc: subprocess.Popen, timeout: float = 30) -> None:
@@ -97,7 +97,8 @@ def test_sigint_drains_in_flight_calls_and_the_rerun_pays_nothing_twice(tmp_path
 
 
 def test_a_second_signal_stops_at_once_and_leaves_a_resumable_directory(tmp_path: Path) -> None:
-    data = _input(tmp_path)
+    rows = 120
+    data = _input(tmp_path, rows)
     with SimulatorProcess("--latency-ms", "300") as sim:
         out = tmp_path / "out"
         config = write_config(tmp_path / "run.toml", inputs=[data], out=out, base_url=sim.base_url,
@@ -114,5 +115,5 @@ def test_a_second_signal_stops_at_once_and_leaves_a_resumable_directory(tmp_path
         assert "stopping now" in stderr
         rerun = subprocess.run(moderate_command(config), capture_output=True, text=True, timeout=120)
         assert rerun.returncode == 0, rerun.stderr
-        assert sim.stats()["billed"] - ROWS <= CONCURRENCY
-    assert _labels(out).height == ROWS
+        assert sim.stats()["billed"] - rows <= CONCURRENCY
+    assert _labels(out).height == rows

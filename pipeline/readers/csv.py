@@ -11,11 +11,14 @@ from collections.abc import Generator
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from pipeline.readers.base import Chunk, InputError, columns_hint, one_line
+from pipeline.readers.base import Chunk, InputError, columns_hint
 from pipeline.readers.paths import Located, open_stream
 
-#: bytes parsed per step; one row (a long text) must fit in it.
-BLOCK_SIZE = 8 << 20
+#: bytes parsed per step. A row longer than that is read by starting the file again with blocks
+#: ``BLOCK_GROWTH`` times bigger (up to ``MAX_BLOCK_SIZE``), skipping the rows already read.
+BLOCK_SIZE = 1 << 20
+BLOCK_GROWTH = 8
+MAX_BLOCK_SIZE = 512 << 20
 _HEADER_LIMIT = 1 << 20
 
 
@@ -42,47 +45,66 @@ def probe(f: Located, *, text_column: str, id_column: str | None) -> bool:
     return "id" in names
 
 
-def _reader(f: Located, stream: pa.NativeFile, columns: list[str]) -> pacsv.CSVStreamingReader:
-    try:
-        return pacsv.open_csv(
-            stream,
-            read_options=pacsv.ReadOptions(block_size=BLOCK_SIZE),
-            parse_options=pacsv.ParseOptions(newlines_in_values=True),
-            convert_options=pacsv.ConvertOptions(
-                include_columns=columns,
-                column_types=dict.fromkeys(columns, pa.string()),
-                strings_can_be_null=False,
-                quoted_strings_can_be_null=False,
-            ),
-        )
-    except (OSError, pa.ArrowException) as exc:
-        raise InputError(f"{f.path}: not a readable CSV file ({one_line(exc)})") from None
+def _reader(stream: pa.NativeFile, columns: list[str], block_size: int) -> pacsv.CSVStreamingReader:
+    return pacsv.open_csv(
+        stream,
+        read_options=pacsv.ReadOptions(block_size=block_size, use_threads=False),
+        parse_options=pacsv.ParseOptions(newlines_in_values=True),
+        convert_options=pacsv.ConvertOptions(
+            include_columns=columns,
+            column_types=dict.fromkeys(columns, pa.string()),
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
+        ),
+    )
+
+
+def _batches(f: Located, columns: list[str], skip: int) -> Generator[pa.RecordBatch, None, int]:
+    """Record batches after the first ``skip`` rows; returns how many rows the file holds."""
+    block_size = BLOCK_SIZE
+    done = skip  # rows skipped or yielded so far
+    while True:
+        seen = 0
+        try:
+            with open_stream(f) as stream:
+                for batch in _reader(stream, columns, block_size):
+                    n = batch.num_rows
+                    seen += n
+                    if seen <= done:
+                        continue
+                    if seen - n < done:
+                        batch = batch.slice(done - (seen - n))
+                    done = seen
+                    yield batch
+            return seen
+        except pa.ArrowInvalid as exc:
+            if "straddl" not in str(exc) or block_size >= MAX_BLOCK_SIZE:
+                raise
+            block_size *= BLOCK_GROWTH
 
 
 def count_rows(f: Located, *, column: str, stop_after: int | None = None) -> int:
     """The number of rows (parses the file, converting one column; stops early once past ``stop_after``)."""
     rows = 0
-    with open_stream(f) as stream:
-        for batch in _reader(f, stream, [column]):
-            rows += batch.num_rows
-            if stop_after is not None and rows > stop_after:
-                break
+    for batch in _batches(f, [column], 0):
+        rows += batch.num_rows
+        if stop_after is not None and rows > stop_after:
+            break
     return rows
 
 
 def chunks(f: Located, *, text_column: str, id_column: str | None, skip: int = 0) -> Generator[Chunk, None, int]:
     """Rows after the first ``skip``; returns how many rows the file holds."""
     columns = list(dict.fromkeys([text_column] + ([id_column] if id_column else [])))
-    row = 0
-    with open_stream(f) as stream:
-        for batch in _reader(f, stream, columns):
-            n = batch.num_rows
-            row += n
-            if row <= skip:
-                continue
-            if row - n < skip:
-                batch = batch.slice(skip - (row - n))
+    batches = _batches(f, columns, skip)
+    try:
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration as stop:
+                return stop.value
             texts = batch.column(text_column).to_pylist()
             ids = batch.column(id_column).to_pylist() if id_column else None
             yield Chunk(ids, texts, None)
-    return row
+    finally:
+        batches.close()

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.readers import InputError, open_inputs
+from pipeline.readers import csv as csv_reader
 
 CSV = (
     b"id,lang,text\n"
@@ -81,3 +82,15 @@ def test_malformed_row_is_an_input_error_naming_the_file(tmp_path: Path) -> None
         list(open_inputs([str(path)]).batches())
     assert str(err.value).startswith(f"{path}: ")
     assert "\n" not in str(err.value)
+
+
+def test_rows_longer_than_a_parse_block_are_read_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(csv_reader, "BLOCK_SIZE", 1024)
+    texts = ["x" * (5000 if i in (30, 70) else 10) + str(i) for i in range(100)]
+    path = tmp_path / "x.csv"
+    path.write_text("id,text\n" + "".join(f"{i},{t}\n" for i, t in enumerate(texts)))
+    inputs = open_inputs([str(path)])
+    assert inputs.total_rows == 100
+    assert read([str(path)]) == ([str(i) for i in range(100)], texts)
+    resumed = [t for b in inputs.batches(batch_size=8, skip_rows=50) for t in b.texts]
+    assert resumed == texts[50:]

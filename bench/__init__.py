@@ -1,0 +1,1 @@
+"""Benchmarks of `moderate` against the built-in simulator: `python -m bench` (see BENCHMARKS.md)."""

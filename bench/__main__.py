@@ -1,0 +1,59 @@
+"""``python -m bench``: run the benchmarks, print their tables, append them to BENCHMARKS.md."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import shlex
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from bench import adaptive, client_overhead, latency, limiter, memory, scale
+from bench.common import Report, append_markdown, machine_info
+
+BENCHMARKS: dict[str, Callable[..., Report]] = {
+    "client": client_overhead.run,
+    "latency": latency.run,
+    "limiter": limiter.run,
+    "memory": memory.run,
+    "adaptive": adaptive.run,
+    "scale": scale.run,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--long", action="store_true", help="the long versions (minutes each)")
+    parser.add_argument("--only", action="append", choices=list(BENCHMARKS), metavar="NAME",
+                        help=f"run only this benchmark (repeatable): {', '.join(BENCHMARKS)}")
+    parser.add_argument("--no-record", action="store_true", help="print only; do not append to BENCHMARKS.md")
+    args = parser.parse_args(argv)
+    started = dt.datetime.now(dt.UTC)
+    info = machine_info()
+    print(f"machine: {info['cores']} cores ({info['cpu']}), {info['ram']}, Python {info['python']}, "
+          f"commit {info['commit']}", flush=True)
+    results: dict[str, Any] = {}
+    reports: list[Report] = []
+    failed = 0
+    for name in args.only or list(BENCHMARKS):
+        print(f"\n-- {name} ...", flush=True)
+        try:
+            report = BENCHMARKS[name](long=args.long, results=results)
+        except Exception as exc:
+            failed += 1
+            traceback.print_exc()
+            report = Report(f"{name}: FAILED")
+            report.note(f"`{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}`")
+        print(report.text(), flush=True)
+        reports.append(report)
+    if not args.no_record:
+        command = "python -m bench" + "".join(f" {shlex.quote(a)}" for a in (argv or sys.argv[1:]))
+        append_markdown(reports, command=command, started=started)
+        print("\nappended to BENCHMARKS.md")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
