@@ -124,6 +124,9 @@ async def _run_job(config: RunConfig, *, stream: TextIO, transport: Transport | 
             outdir.write_manifest(manifest)
         report = _finish_reports(store, manifest, outdir, pricing, config.provider, model)
         print(_summary(run, report, outdir, outcome, simulated), file=stream)
+        if report["duplicate_ids"]:
+            print(f"moderate: warning: {report['duplicate_ids']:,} rows share an id with another row "
+                  "(each is labelled on its own; join on row_number)", file=stream)
         if run.fatal_error:
             print(f"moderate: error: the endpoint refused the run: {run.fatal_error}", file=stream)
         return _exit_code(run)

@@ -52,6 +52,8 @@ def build_report(*, billing: list[dict], runs: list[dict], labels_dir: Path, pri
         "duplicates": sum(run.get("duplicates") or 0 for run in runs),
         "rows": rows,
         "labels": stats["labels"],
+        # input rows whose id another row already has (each row is still labelled on its own)
+        "duplicate_ids": stats["duplicate_ids"],
         "cost_per_1000_rows": round(totals["cost_usd"] / rows * 1000, 8) if rows else 0.0,
         "rows_per_second": round(rows / elapsed, 2) if elapsed else None,
         "latency_ms": stats["latency_ms"],
@@ -77,18 +79,19 @@ def build_report(*, billing: list[dict], runs: list[dict], labels_dir: Path, pri
 def label_stats(labels_dir: Path) -> dict[str, Any]:
     """Counts by status and by (policy, violation), latency percentiles of paid calls."""
     files = sorted(labels_dir.glob("part-*.parquet"))
-    empty = {"rows": 0, "labels": 0, "statuses": {}, "violations": {}, "latency_ms": {"p50": None, "p95": None}}
+    empty = {"rows": 0, "labels": 0, "duplicate_ids": 0, "statuses": {}, "violations": {}, "latency_ms": {"p50": None, "p95": None}}
     if not files:
         return empty
     frame = pl.scan_parquet([str(f) for f in files]).select(
-        "row_number", "policy", "status", "violation", "latency_ms", "source")
+        "id", "row_number", "policy", "status", "violation", "latency_ms", "source")
     statuses = frame.group_by("status").len().collect()
     violations = (frame.filter(pl.col("status") == "ok").group_by("policy", "violation").len()
                   .sort("policy", "violation").collect())
     latency = (frame.filter(pl.col("source") == "api")
                .select(p50=pl.col("latency_ms").quantile(0.5), p95=pl.col("latency_ms").quantile(0.95))
                .collect())
-    counts = frame.select(labels=pl.len(), rows=pl.col("row_number").n_unique()).collect()
+    counts = frame.select(labels=pl.len(), rows=pl.col("row_number").n_unique(),
+                          ids=pl.col("id").n_unique()).collect()
     by_policy: dict[str, dict[str, int]] = {}
     for policy, violation, n in violations.iter_rows():
         by_policy.setdefault(policy, {})[str(violation)] = n
@@ -96,6 +99,7 @@ def label_stats(labels_dir: Path) -> dict[str, Any]:
     return {
         "rows": counts["rows"][0],
         "labels": counts["labels"][0],
+        "duplicate_ids": counts["rows"][0] - counts["ids"][0],
         "statuses": dict(sorted(statuses.iter_rows())),
         "violations": by_policy,
         "latency_ms": {"p50": _round(p50), "p95": _round(p95)},
@@ -127,6 +131,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"| cost per 1,000 rows | ${report['cost_per_1000_rows']:.6f} |",
         f"| served from the store at no cost | {report['store_hits']:,} |",
         f"| duplicates within a run | {report['duplicates']:,} |",
+        f"| rows sharing an id with an earlier row | {report['duplicate_ids']:,} |",
         f"| rows/s | {report['rows_per_second'] if report['rows_per_second'] is not None else '-'} |",
         f"| latency p50 / p95 (ms) | {report['latency_ms']['p50']} / {report['latency_ms']['p95']} |",
         "",

@@ -182,7 +182,7 @@ def test_function_transport_timeout_is_a_transport_error() -> None:
         await asyncio.sleep(5)
         raise AssertionError("not reached")
 
-    with pytest.raises(TransportError, match="no answer within 0.05 s"):
+    with pytest.raises(TransportError, match=r"no answer within 0\.05 s"):
         asyncio.run(FunctionTransport(handler).post(b"{}", timeout=0.05))
 
 
@@ -258,7 +258,7 @@ def test_hang_past_the_timeout_is_a_transport_error() -> None:
     async def scenario(sim: Simulator, transport: AiohttpTransport) -> None:
         loop = asyncio.get_running_loop()
         started = loop.time()
-        with pytest.raises(TransportError, match="no answer within 0.2 s") as info:
+        with pytest.raises(TransportError, match=r"no answer within 0\.2 s") as info:
             await transport.post(request_body(), timeout=0.2)
         assert 0.19 <= loop.time() - started < 1.5
         assert_secret_absent(info.value)

@@ -291,7 +291,7 @@ def test_overrides_are_validated(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         apply_overrides(config, {"concurrency": 0})
     assert "'limits.concurrency'" in str(info.value)
-    with pytest.raises(ConfigError, match="'endpoint.reasoning_effort'"):
+    with pytest.raises(ConfigError, match=r"'endpoint\.reasoning_effort'"):
         apply_overrides(RunConfig(), {"reasoning_effort": "extreme"})
 
 

@@ -151,5 +151,5 @@ def test_custom_table(tmp_path: Path) -> None:
     table = tmp_path / "prices.toml"
     table.write_text("[acme.120b]\ninput_per_million = 1\noutput_per_million = 3\n")
     assert lookup_pricing(provider="acme", model="x-120b", table_path=table) == Pricing(1.0, 1.0, 3.0)
-    with pytest.raises(PricingError, match="prices.toml"):
+    with pytest.raises(PricingError, match=r"prices\.toml"):
         lookup_pricing(provider="acme", model="x-20b", table_path=table)

@@ -196,7 +196,7 @@ def test_missing_manifest_reads_as_none(tmp_path: Path) -> None:
 )
 def test_unreadable_manifest_is_an_output_dir_error(tmp_path: Path, raw: bytes) -> None:
     (tmp_path / "manifest.json").write_bytes(raw)
-    with pytest.raises(OutputDirError, match="unreadable manifest.*--force"):
+    with pytest.raises(OutputDirError, match=r"unreadable manifest.*--force"):
         OutputDir(tmp_path).read_manifest()
 
 
