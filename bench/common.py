@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.exitcodes import EXIT_INTERRUPTED
+
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "bench" / "out"
 DATASETS = REPO.parent / "shared" / "datasets"
@@ -107,10 +109,12 @@ class Measured:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def run_measured(cmd: Sequence[str], *, timeout: float, log: Path | None = None) -> Measured:
+def run_measured(cmd: Sequence[str], *, timeout: float, log: Path | None = None,
+                 interrupt_after: float | None = None) -> Measured:
     """Run ``cmd`` to the end, measuring it alone: ``os.wait4`` gives that child's own rusage.
 
-    stdout/stderr go to files (``log``.out/.err, or temporary ones) so a chatty child never blocks.
+    ``interrupt_after`` seconds: send one SIGINT (a graceful stop) if it is still running then.
+    stdout/stderr go to files (``log``.stdout/.stderr) so a chatty child never blocks.
     """
     log = log or OUT / f"child-{os.getpid()}-{time.monotonic_ns()}"
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -119,7 +123,8 @@ def run_measured(cmd: Sequence[str], *, timeout: float, log: Path | None = None)
         started = time.perf_counter()
         proc = subprocess.Popen(list(cmd), cwd=REPO, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
         try:
-            status, usage = _wait4(proc, deadline=started + timeout)
+            status, usage = _wait4(proc, deadline=started + timeout,
+                                   interrupt_at=None if interrupt_after is None else started + interrupt_after)
         finally:
             if proc.returncode is None:  # timed out or interrupted: do not leave it running
                 stop(proc)
@@ -131,12 +136,15 @@ def run_measured(cmd: Sequence[str], *, timeout: float, log: Path | None = None)
     )
 
 
-def _wait4(proc: subprocess.Popen[Any], *, deadline: float) -> tuple[int, Any]:
+def _wait4(proc: subprocess.Popen[Any], *, deadline: float, interrupt_at: float | None) -> tuple[int, Any]:
     while True:
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
         if pid == proc.pid:
             proc.returncode = os.waitstatus_to_exitcode(status)
             return status, usage
+        if interrupt_at is not None and time.perf_counter() > interrupt_at:
+            proc.send_signal(signal.SIGINT)
+            interrupt_at = None
         if time.perf_counter() > deadline:
             raise TimeoutError(f"{' '.join(proc.args)} ran past its time limit")  # type: ignore[arg-type]
         time.sleep(0.005)
@@ -302,6 +310,7 @@ class ClientRun:
     requests: int  # chat-completion requests the simulator received
     rate_limited: int
     sim_cpu_s: float | None
+    stopped: bool = False  # interrupted at a deadline before it finished
 
     @property
     def wall_rps(self) -> float:
@@ -342,20 +351,27 @@ def run_raw(sim: SimulatorProcess, *, name: str, connections: int, rows: int | N
 def run_moderate(sim: SimulatorProcess, *, name: str, store: str | None = "none", concurrency: int = 64,
                  inputs: Sequence[Path | str] = (TWEETS,), text_column: str = "tweet",
                  extra: Sequence[str] = (), timeout: float = 900.0,
-                 ok_codes: tuple[int, ...] = (0,)) -> tuple[ClientRun, list[str]]:
-    """One ``moderate run`` into a fresh ``bench/out/NAME``; returns the run and the command."""
+                 stop_after: float | None = None) -> tuple[ClientRun, list[str]]:
+    """One ``moderate run`` into a fresh ``bench/out/NAME``; returns the run and the command.
+
+    ``stop_after`` seconds: interrupt it then (SIGINT) and count the labels it finished;
+    ``ClientRun.stopped`` says whether that happened.
+    """
     out = fresh_dir(name)
     cmd = moderate_cmd(base_url=sim.base_url, out=out, inputs=inputs, text_column=text_column,
                        concurrency=concurrency, store=store, extra=extra)
     before, sim_cpu = sim.stats(), _sim_cpu(sim)
-    m = run_measured(cmd, timeout=timeout, log=OUT / "logs" / name)
+    m = run_measured(cmd, timeout=timeout, log=OUT / "logs" / name, interrupt_after=stop_after)
     after = sim.stats()
-    if m.returncode not in ok_codes:
+    stopped = m.returncode == EXIT_INTERRUPTED
+    if m.returncode != 0 and not (stopped and stop_after is not None):
         raise RuntimeError(f"moderate run failed ({m.returncode}): {m.stderr[-2000:]}")
     labels, elapsed, rate = parse_summary(m.stderr)
     loop_s = labels / rate if rate >= 100 else elapsed  # labels/s has more digits than elapsed
+    if stopped:  # labels counts the rows marked "interrupted" too: count only the answered ones
+        labels = after["billed"] - before["billed"]
     run = ClientRun(name, labels, m.wall_s, loop_s, m.cpu_s, m.max_rss_mb, after["requests"] - before["requests"],
-                    after["rate_limited"] - before["rate_limited"], _sim_cpu(sim) - sim_cpu)
+                    after["rate_limited"] - before["rate_limited"], _sim_cpu(sim) - sim_cpu, stopped)
     return run, cmd
 
 

@@ -99,7 +99,6 @@ class RateLimits:
     def __init__(self, *, rpm: float | None, tpm: float | None, now: float, burst_seconds: float = 1.0) -> None:
         self.requests = TokenBucket(per_minute=rpm, burst_seconds=burst_seconds, now=now) if rpm else None
         self.tokens = TokenBucket(per_minute=tpm, burst_seconds=burst_seconds, now=now) if tpm else None
-        self._burst_seconds = burst_seconds
         self._paused_until = -math.inf
         self._pace_s = 0.0  # minimum gap between request starts while a server quota runs low
         self._pace_end = -math.inf
@@ -109,15 +108,6 @@ class RateLimits:
     @property
     def paused_until(self) -> float:
         return self._paused_until
-
-    def set_request_rate(self, rpm: float | None, *, now: float) -> None:
-        """Change the request budget from ``now`` on (from AdaptiveRate, say); None removes it."""
-        if rpm is None:
-            self.requests = None
-        elif self.requests is None:
-            self.requests = TokenBucket(per_minute=rpm, burst_seconds=self._burst_seconds, now=now)
-        else:
-            self.requests.set_rate(rpm, now=now)
 
     def reserve(self, tokens: int, *, now: float) -> float:
         """0.0 when a request of about ``tokens`` tokens may start now (its quota is then taken);
@@ -160,9 +150,7 @@ class RateLimits:
             (snapshot.limit_requests, snapshot.remaining_requests, snapshot.reset_requests_s, 1.0),
             (snapshot.limit_tokens, snapshot.remaining_tokens, snapshot.reset_tokens_s, self._mean_tokens),
         )
-        gap = 0.0
-        end = -math.inf
-        healthy = False
+        gap, end, healthy = 0.0, -math.inf, False
         for limit, remaining, reset, per_request in quotas:
             if remaining is None or reset is None:
                 continue
@@ -186,17 +174,19 @@ class AdaptiveRate:
 
     Unlimited (None) until the first throttle; then AIMD that remembers where the limit was:
 
-    - **Decrease**: a 429 sets ``ceiling`` to the rate its request was *sent* at (``sent_at``; a short
-      rate history keeps it), or for the first throttle to ``observed_rps`` (what the server let
-      through lately), and the rate to ``decrease_factor * ceiling``. Throttles of requests sent
-      less than ``cooldown_s`` after a decrease are ignored and the lowered rate is held that long:
-      a burst of 429s halves the rate once, and the server gets time to drain.
+    - **Decrease**: a 429 sets ``ceiling`` to the rate its request was *sent* at (``sent_at``, from a
+      short rate history), for the first throttle to ``observed_rps``, and the rate to
+      ``decrease_factor * ceiling``. Throttles of requests sent within ``cooldown_s`` of a decrease
+      are ignored and the lowered rate is held that long: a burst of 429s halves once, and the
+      server gets time to drain. A first throttle with nothing observed (answers slower than 429s)
+      starts blind from ``min_rps``, doubling about every second until a throttle sets a ceiling.
     - **Recover**: below 95 % of the ceiling, close half the gap per second (seconds far below it).
     - **Probe**: grow by ``max(increase_rps, 0.5 % of the rate)`` per second but at most 0.05 % per
       success, so the last 5 % up to the ceiling takes >= 10 s and >= 100 requests: the rate
       spends most of its time within 5 % of the limit, with one 429 per 100+ requests even at 1/s.
     - **Limit moved up**: 2 % past the ceiling without a throttle, forget it and grow 10 % a second
-      (the start-up mode, also the one of ``initial_rps``) until the next throttle.
+      (as from ``initial_rps``) until the next throttle. Never above 16 times the best
+      ``observed_rps``: a caller using less than allowed builds no rate the server never saw.
 
     Simulated against hidden limits of 1 to 500 requests/s (tests/test_limiter.py): >= 90 % of the
     limit, < 2 % of 429s. A lower limit costs a few halvings; a higher one is found slowly at low
@@ -208,12 +198,12 @@ class AdaptiveRate:
     PROBE_PER_S = 0.005
     PROBE_PER_SUCCESS = 0.0005
     STARTUP_PER_S = 0.1
+    BLIND_START_PER_S = 1.0
+    RUNAWAY = 16.0
     FORGET_ABOVE = 1.02
-    HISTORY_STEP_S = 0.1
-    HISTORY_LENGTH = 600
 
-    __slots__ = ("_ceiling", "_history", "_last_decrease", "_rate", "_updated", "cooldown_s",
-                 "decrease_factor", "increase_rps", "min_rps")  # fmt: skip
+    __slots__ = ("_best_seen", "_ceiling", "_history", "_last_decrease", "_rate", "_startup", "_updated",
+                 "cooldown_s", "decrease_factor", "increase_rps", "min_rps")  # fmt: skip
 
     def __init__(self, *, initial_rps: float | None = None, min_rps: float = 0.5, increase_rps: float = 0.01,
                  decrease_factor: float = 0.5, cooldown_s: float = 1.0) -> None:  # fmt: skip
@@ -227,8 +217,10 @@ class AdaptiveRate:
         self._ceiling: float | None = None
         self._last_decrease = -math.inf
         self._updated: float | None = None
+        self._startup = self.STARTUP_PER_S  # growth per second while no ceiling is known
+        self._best_seen = 0.0
         # (since, rate) checkpoints: a throttle is judged against the rate its request was sent at.
-        self._history: deque[tuple[float, float | None]] = deque(maxlen=self.HISTORY_LENGTH)
+        self._history: deque[tuple[float, float | None]] = deque(maxlen=600)
 
     @property
     def current_rps(self) -> float | None:
@@ -253,9 +245,10 @@ class AdaptiveRate:
         observed = observed_rps if observed_rps > 0 and math.isfinite(observed_rps) else None
         rate = self._rate if sent_at is None else self._rate_at(sent_at)
         if rate is None:  # first throttle: what the server let through is all we know
-            rate = observed if observed is not None else self.min_rps / self.decrease_factor
+            rate = observed
+        self._startup = self.STARTUP_PER_S if rate is not None else self.BLIND_START_PER_S
         self._ceiling = rate
-        self._rate = max(self.min_rps, self.decrease_factor * rate)
+        self._rate = self.min_rps if rate is None else max(self.min_rps, self.decrease_factor * rate)
         self._last_decrease = now
         self._updated = now
         self._history.append((now, self._rate))
@@ -271,29 +264,30 @@ class AdaptiveRate:
     def on_success(self, now: float, *, observed_rps: float | None = None) -> None:
         """A request succeeded: raise the rate for the time since the last update.
 
-        Not while the caller uses under a quarter of the rate (``observed_rps``, as in on_throttle),
-        and for at most ~2 requests' worth of time, so idle spells build no rate the server never saw.
+        At most ~2 requests' worth of time per call: a silence teaches nothing. ``observed_rps`` as
+        in on_throttle (successes per second will do here).
         """
-        rate = self._rate
-        if rate is None:
+        if (rate := self._rate) is None:
             return
         held_until = self._last_decrease + self.cooldown_s  # hold a lowered rate while the server recovers
         dt = min(now - max(now if self._updated is None else self._updated, held_until), max(1.0, 2.0 / rate))
         self._updated = now if self._updated is None else max(self._updated, now)
         if dt <= 0.0:
             return
-        if observed_rps is not None and observed_rps < 0.25 * rate:
-            return  # we are not using the rate we have: nothing learnt about the limit
+        if observed_rps is not None and observed_rps > self._best_seen:
+            self._best_seen = observed_rps
         ceiling = self._ceiling
         if ceiling is None or rate >= self.FORGET_ABOVE * ceiling:  # no limit known, or it moved up
             self._ceiling = None
-            rate += rate * self.STARTUP_PER_S * dt
+            rate += rate * min(1.0, self._startup * dt)
         else:
             target = self.RECOVER_TO * ceiling
             if rate < target:
                 rate += (target - rate) * min(1.0, self.RECOVER_PER_S * dt)
             probe = max(self.increase_rps, self.PROBE_PER_S * rate) * dt
             rate += min(probe, self.PROBE_PER_SUCCESS * rate)
-        self._rate = rate
-        if not self._history or now - self._history[-1][0] >= self.HISTORY_STEP_S:
+        cap = self.RUNAWAY * self._best_seen if self._best_seen > 0 else 1e6
+        self._rate = max(self._rate, min(rate, cap, 1e6))  # never lowered here
+        rate = self._rate
+        if not self._history or now - self._history[-1][0] >= 0.1:  # 600 x 0.1 s: a minute
             self._history.append((now, rate))

@@ -127,9 +127,11 @@ class Throttle:
             return
         snapshot = read_rate_limit_headers(headers)
         if snapshot is not None:
-            now = self._clock()
-            self.limits.observe(snapshot, now=now)
-            if self.limits.pace_s or self.limits.paused_until > now:
+            self.limits.observe(snapshot, now=self._clock())
+            # a spent or low quota (see RateLimits.observe) takes `acquire` off the fast path
+            if _short(snapshot.limit_requests, snapshot.remaining_requests) or _short(
+                snapshot.limit_tokens, snapshot.remaining_tokens
+            ):
                 self._engaged = True
 
     def _apply_rate(self, now: float) -> None:
@@ -143,3 +145,10 @@ class Throttle:
             self.limits.requests = TokenBucket(per_minute=per_minute, now=now)
         else:
             self.limits.requests.set_rate(per_minute, now=now)
+
+
+def _short(limit: int | None, remaining: int | None) -> bool:
+    """A quota that is spent, or under `RateLimits.LOW_FRACTION` of its limit."""
+    if remaining is None:
+        return False
+    return remaining <= 0 or bool(limit and remaining < RateLimits.LOW_FRACTION * limit)

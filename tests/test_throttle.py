@@ -5,6 +5,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from multidict import CIMultiDict
 
 from pipeline.throttle import RateMeter, Throttle
 
@@ -316,3 +317,11 @@ def test_rate_meter_counts_the_last_two_seconds() -> None:
     assert meter.rate(11.9) == pytest.approx(10.0)
     assert meter.rate(13.0) == pytest.approx(3.5)  # 11.25..13.0 holds the 7 ticks 11.3..11.9
     assert meter.rate(20.0) == 0.0
+
+
+def test_headers_are_read_whatever_their_case(vt: VirtualTime) -> None:
+    throttle = Throttle(rpm=None, tpm=None, clock=vt.clock)
+    headers = CIMultiDict({"X-RateLimit-Limit-Requests": "100", "X-RateLimit-Remaining-Requests": "0",
+                           "X-RateLimit-Reset-Requests": "2s"})  # as aiohttp hands them over
+    throttle.on_headers(headers)
+    assert acquire_times(throttle, vt, 1) == [pytest.approx(T0 + 2.0)]

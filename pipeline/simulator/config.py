@@ -71,8 +71,8 @@ class SimulatorConfig:
             raise ValueError(f"retry_after must be one of {RETRY_AFTER_STYLES}, got {self.retry_after!r}")
         if self.reasoning_field not in REASONING_FIELDS:
             raise ValueError(f"reasoning_field must be one of {REASONING_FIELDS}")
-        if not self.models:
-            raise ValueError("the simulator needs at least one model name")
+        if not self.models or not all("simulator" in name for name in self.models):
+            raise ValueError("the simulator serves one or more model names, each containing 'simulator'")
         for name in ALL_FAULTS:
             p = getattr(self.faults, name)
             if not 0.0 <= p <= 1.0:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import ipaddress
 import random
 import socket
 import time
@@ -21,12 +20,9 @@ from aiohttp import web
 from pipeline.simulator import rules
 from pipeline.simulator.config import ALL_FAULTS, SimulatorConfig, SimulatorStats
 from pipeline.simulator.limits import RateLimits, retry_after_headers
+from pipeline.simulator.protocol import EFFORTS, HTML_502, authorised, effort, error, split_messages
 
 _JSON = "application/json"
-_HTML_502 = (
-    b"<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1>"
-    b"</center><hr><center>nginx</center></body></html>"
-)
 _PROFILE_CACHE = 256  # distinct system messages remembered (prefix cache, parsed topic)
 
 
@@ -38,39 +34,6 @@ class _Profile:
     keywords: tuple[tuple[str, str], ...]
     tokens: int
     warm: bool = False  # seen in an answered request: its prefix is cached now
-
-
-def _split_messages(messages: Any) -> tuple[str, str] | None:
-    """(system, user) from a messages list, or None when it is malformed."""
-    if not isinstance(messages, list):
-        return None
-    system: list[str] = []
-    user = None
-    for message in messages:
-        if not isinstance(message, dict):
-            return None
-        content = message.get("content")
-        if isinstance(content, list):  # [{"type": "text", "text": ...}, ...]
-            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
-        if not isinstance(content, str):
-            return None
-        role = message.get("role")
-        if role in ("system", "developer"):
-            system.append(content)
-        elif role == "user":
-            user = content
-        elif role != "assistant":
-            return None
-    return None if user is None else ("\n".join(system), user)
-
-
-def _authorised(request: web.Request, body: dict[str, Any], key: str) -> bool:
-    """The bearer header or ModelsLab's body ``key`` field carries the configured key."""
-    return request.headers.get("Authorization") == f"Bearer {key}" or body.get("key") == key
-
-
-def _error(status: int, kind: str, message: str, code: str | int | None = None) -> tuple[int, bytes]:
-    return status, orjson.dumps({"error": {"message": message, "type": kind, "code": code}})
 
 
 class Simulator:
@@ -104,8 +67,7 @@ class Simulator:
         app.router.add_post("/_simulator/reset", self._reset)
         runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=1.0)
         await runner.setup()
-        ipv6 = ipaddress.ip_address(socket.gethostbyname(self.host) if ":" not in self.host else self.host)
-        sock = socket.socket(socket.AF_INET6 if ipv6.version == 6 else socket.AF_INET)
+        sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((self.host, self.port))
@@ -182,21 +144,23 @@ class Simulator:
         try:
             body = orjson.loads(await request.read())
         except orjson.JSONDecodeError:
-            return self._send(*_error(400, "invalid_request_error", "request body is not valid JSON"))
+            return self._send(*error(400, "invalid_request_error", "request body is not valid JSON"))
         if not isinstance(body, dict):
-            return self._send(*_error(400, "invalid_request_error", "request body must be a JSON object"))
-        if cfg.api_key is not None and not _authorised(request, body, cfg.api_key):
-            return self._send(*_error(401, "invalid_request_error", "invalid API key", "invalid_api_key"))
+            return self._send(*error(400, "invalid_request_error", "request body must be a JSON object"))
+        if cfg.api_key is not None and not authorised(request.headers.get("Authorization"), body, cfg.api_key):
+            return self._send(*error(401, "invalid_request_error", "invalid API key", "invalid_api_key"))
         model = body.get("model") or body.get("model_id")
         if model not in cfg.models:
             message = f"the model {model!r} does not exist; served: {', '.join(cfg.models)}"
-            return self._send(*_error(404, "invalid_request_error", message, "model_not_found"))
+            return self._send(*error(404, "invalid_request_error", message, "model_not_found"))
         if cfg.out_of_credit:
-            return self._send(*_error(402, "insufficient_quota", "out of credit", "insufficient_credits"))
-        split = _split_messages(body.get("messages"))
+            return self._send(*error(402, "insufficient_quota", "out of credit", "insufficient_credits"))
+        split = split_messages(body.get("messages"))
         max_tokens = body.get("max_tokens", body.get("max_completion_tokens"))
         if split is None or not (max_tokens is None or (type(max_tokens) is int and max_tokens > 0)):
-            return self._send(*_error(400, "invalid_request_error", "messages or max_tokens malformed"))
+            return self._send(*error(400, "invalid_request_error", "messages or max_tokens malformed"))
+        if effort(body) not in EFFORTS:
+            return self._send(*error(400, "invalid_request_error", "reasoning effort must be low|medium|high"))
         system, user = split
         profile = self._profile(system)
         decision = rules.decide(profile.keywords, user)
@@ -209,10 +173,10 @@ class Simulator:
         wait = self._limits.take(cfg.rpm, cfg.tpm, prompt + completion)
         if wait > 0:
             self.stats.rate_limited += 1
-            status, error = _error(429, "rate_limit_exceeded", "rate limit reached", "rate_limit_exceeded")
-            return self._send(status, error, headers=retry_after_headers(cfg.retry_after, wait))
+            status, problem = error(429, "rate_limit_exceeded", "rate limit reached", "rate_limit_exceeded")
+            return self._send(status, problem, headers=retry_after_headers(cfg.retry_after, wait))
         if "[[reject]]" in user:
-            return self._send(*_error(400, "invalid_request_error", "content rejected", "content_rejected"))
+            return self._send(*error(400, "invalid_request_error", "content rejected", "content_rejected"))
         if cfg.latency_ms or cfg.jitter_ms:
             jitter = self._jitter_rng.uniform(-cfg.jitter_ms, cfg.jitter_ms) if cfg.jitter_ms else 0.0
             await asyncio.sleep(max(0.0, cfg.latency_ms + jitter) / 1000.0)
@@ -225,9 +189,9 @@ class Simulator:
                 fault = None
             elif fault == "error_5xx":
                 status = self._fault_rng.choice((500, 502, 503, 504))
-                return self._send(*_error(status, "server_error", "the upstream model server failed"))
+                return self._send(*error(status, "server_error", "the upstream model server failed"))
             elif fault == "html_error":
-                return self._send(502, _HTML_502, "text/html")
+                return self._send(502, HTML_502, "text/html")
             elif fault == "non_json":
                 return self._send(200, b"upstream busy, please try again later", "text/plain")
             elif fault == "reset":

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
-import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from email.utils import parsedate_to_datetime
@@ -19,7 +16,6 @@ import pytest
 from pipeline.prompt import render_system
 from pipeline.records import OutputFormat, Policy
 from pipeline.simulator import Faults, Simulator, SimulatorConfig, start_simulator
-from pipeline.simulator import cli as simulator_cli
 
 MODEL = "gpt-oss-safeguard-20b-simulator"
 SPAM = Policy("spam", "# Spam Policy\n{{OUTPUT_FORMAT}}\nVIOLATES: SP1 scams, SP2 ads, SP3 link farms.\n" * 8)
@@ -122,10 +118,12 @@ def test_error_paths_answer_openai_style_json() -> None:
         status, _, raw = await post(session, sim, {**chat(), "model": "gpt-4o"})
         assert status == 404 and orjson.loads(raw)["error"]["code"] == "model_not_found"
         for bad in (b"{not json", {"model": MODEL}, {"model": MODEL, "messages": "hi"},
-                    chat(max_tokens=0), chat("please [[reject]] this")):
+                    chat(max_tokens=0), chat(reasoning_effort="max"), chat("please [[reject]] this")):
             status, _, raw = await post(session, sim, bad)
             assert status == 400 and {"message", "type", "code"} <= orjson.loads(raw)["error"].keys()
-        assert sim.stats.status_counts == {404: 1, 400: 5} and sim.stats.billed == 0
+        assert sim.stats.status_counts == {404: 1, 400: 6} and sim.stats.billed == 0
+        for effort in (chat(reasoning_effort="high"), chat(reasoning={"effort": "low"}, include_reasoning=True)):
+            assert (await post(session, sim, effort))[0] == 200
 
     serve(SimulatorConfig(), scenario)
 
@@ -295,53 +293,6 @@ def test_stats_count_billed_and_concurrency_and_are_served_as_json() -> None:
     serve(SimulatorConfig(latency_ms=30, jitter_ms=5), scenario)
 
 
-def parse_cli(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    simulator_cli.add_arguments(parser)
-    return parser.parse_args(argv)
-
-
-def test_cli_flags_build_the_config() -> None:
-    config = simulator_cli.config_from_args(
-        parse_cli("--fault-rate", "0.6", "--reset", "0", "--refusal", "0.2", "--rpm", "60", "--no-usage")
-    )
-    assert config.faults.error_5xx == pytest.approx(0.1) and config.faults.reset == 0
-    assert config.faults.refusal == 0.2 and config.rpm == 60 and not config.include_usage
-
-
-def test_cli_refuses_a_non_loopback_host(capsys: pytest.CaptureFixture[str]) -> None:
-    assert simulator_cli.main(parse_cli("--host", "0.0.0.0")) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "loopback" in err
-
-
-CLI = (
-    "import argparse, sys; from pipeline.simulator import cli; p = argparse.ArgumentParser(); "
-    "cli.add_arguments(p); sys.exit(cli.main(p.parse_args(sys.argv[1:])))"
-)
-
-
-def test_cli_with_port_zero_prints_the_real_port_and_serves() -> None:
-    proc = subprocess.Popen([sys.executable, "-c", CLI, "--port", "0"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        line = proc.stdout.readline()
-        assert line.startswith("simulator listening on http://127.0.0.1:") and "keyword rule" in line
-        base_url = line.split()[3]
-        assert not base_url.endswith(":0/v1")
-
-        async def models() -> list[str]:
-            async with aiohttp.ClientSession() as session, session.get(f"{base_url}/models") as resp:
-                return [m["id"] for m in (await resp.json())["data"]]
-
-        assert asyncio.run(models()) == SimulatorConfig().models
-    finally:
-        proc.terminate()
-        _, err = proc.communicate(timeout=5)
-    assert proc.returncode == 0 and "Traceback" not in err
-
-
-def test_cli_stops_by_itself_when_idle() -> None:
-    done = subprocess.run([sys.executable, "-c", CLI, "--port", "0", "--idle-seconds", "0.3"],
-                          capture_output=True, text=True, timeout=10)
-    assert done.returncode == 0 and "idle-seconds" in done.stderr
+def test_model_names_must_say_simulator() -> None:
+    with pytest.raises(ValueError, match="simulator"):
+        Simulator(SimulatorConfig(models=["gpt-oss-safeguard-20b"]))

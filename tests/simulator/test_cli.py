@@ -1,0 +1,66 @@
+"""``moderate simulate``: flags, loopback-only binding, the startup line, stopping by itself."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import subprocess
+import sys
+
+import aiohttp
+import pytest
+
+from pipeline.simulator import SimulatorConfig
+from pipeline.simulator import cli as simulator_cli
+
+
+def parse_cli(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    simulator_cli.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_cli_flags_build_the_config() -> None:
+    config = simulator_cli.config_from_args(
+        parse_cli("--fault-rate", "0.6", "--reset", "0", "--refusal", "0.2", "--rpm", "60", "--no-usage")
+    )
+    assert config.faults.error_5xx == pytest.approx(0.1) and config.faults.reset == 0
+    assert config.faults.refusal == 0.2 and config.rpm == 60 and not config.include_usage
+
+
+def test_cli_refuses_a_non_loopback_host(capsys: pytest.CaptureFixture[str]) -> None:
+    assert simulator_cli.main(parse_cli("--host", "0.0.0.0")) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "loopback" in err
+
+
+CLI = (
+    "import argparse, sys; from pipeline.simulator import cli; p = argparse.ArgumentParser(); "
+    "cli.add_arguments(p); sys.exit(cli.main(p.parse_args(sys.argv[1:])))"
+)
+
+
+def test_cli_with_port_zero_prints_the_real_port_and_serves() -> None:
+    proc = subprocess.Popen([sys.executable, "-c", CLI, "--port", "0"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("simulator listening on http://127.0.0.1:") and "keyword rule" in line
+        base_url = line.split()[3]
+        assert not base_url.endswith(":0/v1")
+
+        async def models() -> list[str]:
+            async with aiohttp.ClientSession() as session, session.get(f"{base_url}/models") as resp:
+                return [m["id"] for m in (await resp.json())["data"]]
+
+        assert asyncio.run(models()) == SimulatorConfig().models
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=5)
+    assert proc.returncode == 0 and "Traceback" not in err
+
+
+def test_cli_stops_by_itself_when_idle() -> None:
+    done = subprocess.run([sys.executable, "-c", CLI, "--port", "0", "--idle-seconds", "0.3"],
+                          capture_output=True, text=True, timeout=10)
+    assert done.returncode == 0 and "idle-seconds" in done.stderr
