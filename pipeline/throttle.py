@@ -54,6 +54,7 @@ class Throttle:
         self.breaker = CircuitBreaker()
         self.meter = RateMeter()
         self.stress = RateMeter()
+        self.sent = RateMeter()
         self._configured_rpm = rpm
         #: True once any limit applies; False keeps `acquire` on the fast path.
         self._engaged = bool(rpm or tpm)
@@ -63,13 +64,16 @@ class Throttle:
     async def acquire(self, tokens: int) -> None:
         """Wait until a request of about `tokens` tokens may start, and take its quota."""
         limits = self.limits
-        if not self._engaged and self._clock() >= limits.paused_until:
+        now = self._clock()
+        self.sent.tick(now)
+        if not self._engaged and now >= limits.paused_until:
             return
         while True:
-            wait = limits.reserve(tokens, now=self._clock())
+            wait = limits.reserve(tokens, now=now)
             if wait <= 0.0:
                 return
             await asyncio.sleep(wait)
+            now = self._clock()
 
     def settle(self, reserved: int, used: int) -> None:
         if self.limits.tokens is not None:
@@ -117,7 +121,10 @@ class Throttle:
         return stress * RateMeter.BUCKETS * RateMeter.WIDTH >= 5 and stress >= 0.25 * (stress + self.meter.rate(now))
 
     def _decrease(self, now: float) -> None:
-        if self.adaptive is not None and self.adaptive.on_throttle(now, self.meter.rate(now)):
+        # What the server accepted lately is the best guess of its limit; before any success,
+        # half of what we were sending.
+        observed = self.meter.rate(now) or 0.5 * self.sent.rate(now)
+        if self.adaptive is not None and self.adaptive.on_throttle(now, observed):
             self._engaged = True
             self._apply_rate(now)
 

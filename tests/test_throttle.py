@@ -220,10 +220,10 @@ def test_a_429_engages_the_adaptive_rate(vt: VirtualTime) -> None:
     assert throttle.adaptive is not None and throttle.adaptive.current_rps is None
     assert acquire_times(throttle, vt, 100) == [T0] * 100
     throttle.on_throttle(None)
-    # nothing succeeded yet: the slowest rate, 0.5 request/s
-    assert throttle.adaptive.current_rps == pytest.approx(0.5)
-    granted = acquire_times(throttle, vt, 2)
-    assert granted == [T0, pytest.approx(T0 + 2.0)]
+    # nothing succeeded yet: half of what was sent (100 in the 2 s window = 50/s), halved again
+    assert throttle.adaptive.current_rps == pytest.approx(12.5)
+    granted = acquire_times(throttle, vt, 14)
+    assert granted[:12] == [T0] * 12 and granted[13] > T0  # a one-second burst, then paced
 
 
 def test_adaptive_rate_starts_from_what_the_server_accepted(vt: VirtualTime) -> None:
