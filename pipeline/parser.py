@@ -46,6 +46,7 @@ _REFUSAL = re.compile(
 )
 _JSON = json.JSONDecoder()
 _QUOTE_MAX = 80
+_MAX_ATTEMPTS = 200  # "{" positions tried: bounds the work on long junk full of braces
 
 
 def _quote(text: str) -> str:
@@ -121,8 +122,9 @@ def _json_objects(text: str) -> list[dict[str, Any]]:
     """Every top-level JSON object in ``text`` that carries a violation field (nested or not)."""
     found: list[dict[str, Any]] = []
     others: list[dict[str, Any]] = []
-    pos = text.find("{")
-    while pos != -1:
+    pos, attempts = text.find("{"), 0
+    while pos != -1 and attempts < _MAX_ATTEMPTS:
+        attempts += 1
         try:
             obj, end = _JSON.raw_decode(text, pos)
         except (ValueError, RecursionError):

@@ -27,6 +27,7 @@ _RATELIMIT_PREFIX = "x-ratelimit-"
 # Go-style durations as OpenAI and Groq send them: "1s", "250ms", "6m0s", "1m30.5s", "2h".
 _DURATION = re.compile(r"(?:(?:\d+(?:\.\d*)?|\.\d+)(?:h|ms|us|µs|μs|ns|m|s))+")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(h|ms|us|µs|μs|ns|m|s)")
+_DIGITS = frozenset("0123456789.")
 _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ns": 1e-9}
 
 HttpClass = Literal["ok", "retry", "row", "fatal"]
@@ -62,11 +63,14 @@ def parse_duration(value: str) -> float | None:
         text = text[1:]
     if not text:
         return None
-    try:
-        seconds = float(text)
-    except ValueError:
-        if _DURATION.fullmatch(text) is None:
+    if text[-1] in _DIGITS:  # a bare number of seconds
+        try:
+            seconds = float(text)
+        except ValueError:
             return None
+    elif _DURATION.fullmatch(text) is None:
+        return None
+    else:
         seconds = sum(float(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(text))
     if not math.isfinite(seconds):
         return None

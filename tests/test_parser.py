@@ -80,7 +80,8 @@ def test_labelled_or_fenced_binary(text: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("value", "expected"), [('"1"', 1), ('"0"', 0), ("true", 1), ("false", 0), (" 1.0", 1)]
+    ("value", "expected"),
+    [('"1"', 1), ('"0"', 0), ("true", 1), ("false", 0), (" 1.0", 1)],
 )
 def test_violation_as_string_or_boolean(value: str, expected: int) -> None:
     assert parse_verdict('{"violation": ' + value + "}").violation == expected

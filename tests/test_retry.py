@@ -19,7 +19,8 @@ NOW = 1_445_412_470.0  # Wed, 21 Oct 2015 07:27:50 GMT
 
 
 @pytest.mark.parametrize(
-    ("attempt", "ceiling"), [(1, 0.5), (2, 1.0), (3, 2.0), (4, 4.0), (7, 30.0), (50, 30.0)]
+    ("attempt", "ceiling"),
+    [(1, 0.5), (2, 1.0), (3, 2.0), (4, 4.0), (7, 30.0), (50, 30.0)],
 )
 def test_backoff_ceiling_doubles_up_to_the_cap(attempt: int, ceiling: float) -> None:
     assert backoff_delay(attempt, rand=0.0) == 0.0
