@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/moderate run configs/demo.toml --force
+	$(BIN)/moderate run configs/demo.toml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -84,10 +84,12 @@ async def _run_job(config: RunConfig, *, stream: TextIO, transport: Transport | 
         store = _open_store(config, outdir)
         manifest = _open_manifest(outdir, identity, config, store)
         if manifest.finished:
-            _finish_reports(store, manifest, outdir, pricing, config.provider, model)
-            print(f"moderate: nothing to do: {outdir.path} is complete ({manifest.total_rows} rows); "
-                  f"report in {outdir.path / 'cost_report.md'}", file=stream)
-            return exitcodes.EXIT_OK
+            report = _finish_reports(store, manifest, outdir, pricing, config.provider, model)
+            problems = sum(report["statuses"].get(s.value, 0) for s in _PROBLEM_STATUSES)
+            print(f"moderate: nothing to do: {outdir.path} is complete ({manifest.total_rows} rows"
+                  + (f", {problems} labels not ok: --force retries them, cached answers are reused"
+                     if problems else "") + f"); report in {outdir.path / 'cost_report.md'}", file=stream)
+            return exitcodes.EXIT_ROWS_FAILED if problems else exitcodes.EXIT_OK
         async with contextlib.AsyncExitStack() as stack:
             base_url = config.base_url or DEFAULT_BASE_URLS.get(config.provider)
             if simulated:
@@ -154,7 +156,8 @@ def _build_run(config: RunConfig, *, inputs: InputSet, plans: list[PolicyPlan], 
     run_settings = RunSettings(
         out_id=manifest.out_id, run_id=new_run_id(), model=model, reasoning_effort=config.reasoning_effort,
         output_format=config.output_format.value, concurrency=config.concurrency, too_long=config.too_long,
-        max_cost=config.max_cost, grace_seconds=config.grace_seconds, shard_rows=manifest.shard_rows,
+        max_cost=config.max_cost, spent_before=sum(b["cost_usd"] for b in store.billing(manifest.out_id)),
+        grace_seconds=config.grace_seconds, shard_rows=manifest.shard_rows,
         estimate_call_usd=estimate_call_usd,
     )
     return Run(inputs=inputs, plans=plans, judge=judge, store=store, outdir=outdir, manifest=manifest,
@@ -193,8 +196,8 @@ def _open_manifest(outdir: OutputDir, identity: dict, config: RunConfig, store: 
     if existing is not None and existing.identity != identity:
         if not config.force:
             changed = ", ".join(k for k in identity if existing.identity.get(k) != identity[k])
-            raise OutputDirError(f"{outdir.path} holds a run with a different {changed}; use a new --out, "
-                                 "or --force to start it over (cached answers are reused)")
+            raise OutputDirError(f"{outdir.path} holds a run with other settings ({changed} changed); "
+                                 "use a new --out, or --force to start it over (cached answers are reused)")
         store.forget_output(existing.out_id)
         outdir.clear()
         existing = None

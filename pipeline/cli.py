@@ -86,4 +86,11 @@ def _run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"moderate: error: {exc}", file=sys.stderr)
         return exitcodes.EXIT_USAGE
-    return run_job(config, progress=False if args.no_progress else None)
+    try:
+        return run_job(config, progress=False if args.no_progress else None)
+    except Exception:  # a bug, not a user mistake: show everything and say so
+        import traceback
+
+        traceback.print_exc()
+        print("moderate: internal error (a bug): please report it with the lines above", file=sys.stderr)
+        return exitcodes.EXIT_INTERNAL

@@ -52,7 +52,10 @@ def render_system(policy: Policy, output_format: OutputFormat) -> str:
     >>> render_system(Policy("p", "Rules.\\n{{OUTPUT_FORMAT}}"), OutputFormat.BINARY).endswith("not.")
     True
     """
-    return policy.text.replace(FORMAT_MARKER, FORMAT_INSTRUCTIONS[output_format]).strip()
+    instructions = FORMAT_INSTRUCTIONS[output_format]
+    if FORMAT_MARKER not in policy.text:  # a policy that does not say where: state it at the end
+        return f"{policy.text.strip()}\n\n{instructions}"
+    return policy.text.replace(FORMAT_MARKER, instructions).strip()
 
 
 def neutralise(text: str) -> str:

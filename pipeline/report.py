@@ -79,7 +79,8 @@ def build_report(*, billing: list[dict], runs: list[dict], labels_dir: Path, pri
 def label_stats(labels_dir: Path) -> dict[str, Any]:
     """Counts by status and by (policy, violation), latency percentiles of paid calls."""
     files = sorted(labels_dir.glob("part-*.parquet"))
-    empty = {"rows": 0, "labels": 0, "duplicate_ids": 0, "statuses": {}, "violations": {}, "latency_ms": {"p50": None, "p95": None}}
+    empty = {"rows": 0, "labels": 0, "duplicate_ids": 0, "statuses": {}, "violations": {},
+             "latency_ms": {"p50": None, "p95": None}}
     if not files:
         return empty
     frame = pl.scan_parquet([str(f) for f in files]).select(
@@ -133,7 +134,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"| duplicates within a run | {report['duplicates']:,} |",
         f"| rows sharing an id with an earlier row | {report['duplicate_ids']:,} |",
         f"| rows/s | {report['rows_per_second'] if report['rows_per_second'] is not None else '-'} |",
-        f"| latency p50 / p95 (ms) | {report['latency_ms']['p50']} / {report['latency_ms']['p95']} |",
+        f"| latency p50 / p95 (ms) | {_show(report['latency_ms']['p50'])} / {_show(report['latency_ms']['p95'])} |",
         "",
         f"Prices per 1 M tokens: input ${p['input_per_million']}, cached input ${p['cached_input_per_million']}, "
         f"output ${p['output_per_million']}."
@@ -160,3 +161,7 @@ def render_markdown(report: dict[str, Any]) -> str:
 
 def _round(value: float | None) -> float | None:
     return None if value is None else round(float(value), 1)
+
+
+def _show(value: float | None) -> str:
+    return "-" if value is None else f"{value:g}"

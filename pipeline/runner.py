@@ -104,6 +104,8 @@ class RunSettings:
     concurrency: int
     too_long: str
     max_cost: float | None
+    #: dollars earlier runs already spent on this output directory (the cap covers them too).
+    spent_before: float
     grace_seconds: float
     shard_rows: int
     #: estimated dollars of one call (for the budget), refined as answers arrive.
@@ -285,7 +287,8 @@ class Run:
             estimate = 0.0
             if settings.max_cost is not None:
                 estimate = settings.estimate_call_usd(plan, task.user, self._mean_completion)
-                if self.stats.spent_usd + self.stats.reserved_usd + estimate > settings.max_cost:
+                spent = settings.spent_before + self.stats.spent_usd + self.stats.reserved_usd
+                if spent + estimate > settings.max_cost:
                     self.request_stop(Status.BUDGET_EXHAUSTED)
                     self._finish(task, Outcome(Status.BUDGET_EXHAUSTED), "none")
                     continue

@@ -165,8 +165,27 @@ def test_a_different_policy_set_is_refused_unless_forced(tmp_path: Path, comment
     assert run_pipeline(config).code == 0
     config.policies = ["spam"]
     refused = run_pipeline(config)
-    assert refused.code == exitcodes.EXIT_USAGE and "different policies" in refused.stderr
+    assert refused.code == exitcodes.EXIT_USAGE and "policies changed" in refused.stderr
     config.force = True
     forced = run_pipeline(config)
     assert forced.code == 0 and forced.stats.requests == 0  # answers come from the store
     assert forced.labels().height == 60
+
+
+def test_max_cost_caps_the_whole_directory_across_reruns(tmp_path: Path, comments: Path) -> None:
+    config = make_config(tmp_path, [comments], max_cost=0.0015, concurrency=4)
+    first = run_pipeline(config, SimulatorConfig(latency_ms=2))
+    assert first.code == exitcodes.EXIT_BUDGET
+    again = run_pipeline(config, SimulatorConfig(latency_ms=2))  # same cap: nothing more to spend
+    assert again.code == exitcodes.EXIT_BUDGET
+    assert again.stats.billed <= 1
+    assert again.report()["cost_usd"] <= 0.0015
+
+
+def test_rerunning_a_finished_directory_with_failed_rows_still_says_so(tmp_path: Path) -> None:
+    rows = [{"id": "a", "text": "fine"}, {"id": "b", "text": "bad [[reject]]"}]
+    config = make_config(tmp_path, [write_jsonl(tmp_path / "r.jsonl", rows)], policies=["spam"])
+    assert run_pipeline(config).code == exitcodes.EXIT_ROWS_FAILED
+    again = run_pipeline(config)
+    assert again.code == exitcodes.EXIT_ROWS_FAILED and again.stats.requests == 0
+    assert "--force retries them" in again.stderr

@@ -36,9 +36,10 @@ def test_system_message_is_the_policy_with_the_format_filled_in(fmt: OutputForma
     assert system == POLICY_TEXT.replace(FORMAT_MARKER, FORMAT_INSTRUCTIONS[fmt]).strip()
 
 
-def test_policy_without_marker_is_sent_unchanged() -> None:
+def test_policy_without_marker_gets_the_answer_format_appended() -> None:
     text = "Rules: <|start|> is quoted here, and {braces} stay.\n  Indented line.\nLast line"
-    assert render_system(Policy("p", text), OutputFormat.BINARY) == text
+    rendered = render_system(Policy("p", text), OutputFormat.BINARY)
+    assert rendered == text + "\n\n" + FORMAT_INSTRUCTIONS[OutputFormat.BINARY]
 
 
 def test_system_message_is_byte_identical_for_every_row() -> None:
