@@ -33,6 +33,9 @@ def run(*, long: bool, results: dict[str, Any]) -> Report:
             runs["none"].append(run)
             run, _ = run_moderate(sim, name=f"client-store-{i}", store=None, concurrency=CONNECTIONS)
             runs["store"].append(run)
+        # the fixed cost of a run (interpreter, imports, tokenizer, reports): one row, default store
+        startup, _ = run_moderate(sim, name="client-startup", store=None, concurrency=CONNECTIONS,
+                                  extra=["--limit", "1"])
     for name, group in runs.items():
         for r in group:
             if r.requests != TWEETS_ROWS or r.rate_limited:
@@ -50,6 +53,14 @@ def run(*, long: bool, results: dict[str, Any]) -> Report:
                      (r.sim_cpu_s or 0.0) / r.loop_s])
     report.add_table([f"client (best of {rounds})", "rows/s (run)", "rows/s (process wall)",
                       "client CPU ms/row", "peak RSS MB", "simulator CPU (cores)"], rows)
+    marginal = {k: 1000 * (r.cpu_s - startup.cpu_s) / (r.rows - 1) for k, r in (("none", none), ("store", store))}
+    report.add_table(["fixed cost of a run (one row)", "wall s", "CPU s", "peak RSS MB"],
+                     [["moderate --limit 1", startup.wall_s, startup.cpu_s, startup.max_rss_mb]])
+    report.add_table(["CPU per row without the fixed cost", "ms/row", "x raw loop"], [
+        ["raw aiohttp loop (timed loop only)", f"{raw.cpu_ms_per_row:.3f}", "1.00"],
+        ["moderate --store none", f"{marginal['none']:.3f}", f"{marginal['none'] / raw.cpu_ms_per_row:.2f}"],
+        ["moderate (default store)", f"{marginal['store']:.3f}", f"{marginal['store'] / raw.cpu_ms_per_row:.2f}"],
+    ])
     ratio_run = none.loop_rps / raw.loop_rps
     ratio_wall = none.wall_rps / raw.loop_rps
     store_overhead = 1.0 - store.loop_rps / none.loop_rps
@@ -68,7 +79,8 @@ def run(*, long: bool, results: dict[str, Any]) -> Report:
                 "imports, tokenizer load and the final reports. Commands: `" + shown_cmd(cmd_none)
                 + "` and the same without `--store none`; raw loop: `python -m bench.raw_loop --url URL "
                 f"--connections {CONNECTIONS}`.")
-    report.results.update(raw=raw, none=none, store=store, ratio_run=ratio_run, store_overhead=store_overhead)
+    report.results.update(raw=raw, none=none, store=store, ratio_run=ratio_run, store_overhead=store_overhead,
+                          startup=startup, marginal_cpu_ms=marginal)
     results["client"] = report.results
     return report
 

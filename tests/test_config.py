@@ -38,7 +38,9 @@ def test_there_is_at_least_one_shipped_run_config() -> None:
 def test_every_shipped_config_loads(path: Path) -> None:
     config = load_config(path)
     assert config.source == str(path)
-    assert config.inputs, "a shipped config names its input"
+    assert config.policies, "a shipped config names its policies"
+    if path.name != "nightly.toml":  # the nightly job gets its input from the crontab line
+        assert config.inputs, "a shipped config names its input"
 
 
 def test_pricing_table_is_not_a_run_config() -> None:
