@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         reports.append(report)
     if not args.no_record:
         command = "python -m bench" + "".join(f" {shlex.quote(a)}" for a in (argv or sys.argv[1:]))
-        append_markdown(reports, command=command, started=started)
+        append_markdown(reports, command=command, started=started, info=info)
         print("\nappended to BENCHMARKS.md")
     return 1 if failed else 0
 

@@ -269,8 +269,10 @@ class Report:
         return "\n\n".join([f"### {self.title}", *(b[1] for b in self.blocks)])
 
 
-def append_markdown(reports: Sequence[Report], *, command: str, started: dt.datetime) -> None:
-    info = machine_info()
+def append_markdown(reports: Sequence[Report], *, command: str, started: dt.datetime,
+                    info: dict[str, str] | None = None) -> None:
+    """Append one run's section; ``info`` is `machine_info()` taken when the run started."""
+    info = info or machine_info()
     head = [
         f"## {started:%Y-%m-%d %H:%M} UTC — `{command}`",
         "",

@@ -30,7 +30,7 @@ from pipeline.report import build_report, write_reports
 from pipeline.runner import PolicyPlan, Run, RunSettings, make_plan, new_run_id
 from pipeline.store import NullStore, ResultStore, StoreError
 from pipeline.throttle import Throttle
-from pipeline.tokens import MESSAGE_OVERHEAD, count_tokens, quick_estimate
+from pipeline.tokens import MESSAGE_OVERHEAD, quick_estimate
 
 SIMULATOR_MODEL = "gpt-oss-safeguard-20b-simulator"
 _PROBLEM_STATUSES = (Status.FAILED, Status.INVALID_OUTPUT, Status.TRUNCATED, Status.REJECTED, Status.INPUT_ERROR)
@@ -168,7 +168,7 @@ def _plan(index: int, policy, config: RunConfig, model: str) -> PolicyPlan:
     system = render_system(policy, config.output_format)
     key = request_key(model=model, system=system, reasoning_effort=config.reasoning_effort,
                       output_format=config.output_format)
-    return make_plan(index, policy, system=system, key=key, system_tokens=count_tokens(system) + MESSAGE_OVERHEAD,
+    return make_plan(index, policy, system=system, key=key, system_tokens=quick_estimate(system) + MESSAGE_OVERHEAD,
                      context_tokens=config.context_tokens, max_tokens=config.max_tokens)
 
 

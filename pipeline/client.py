@@ -54,6 +54,7 @@ class AiohttpTransport:
         self._headers = dict(headers)
         self._connections = connections
         self._session: aiohttp.ClientSession | None = None
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
 
     async def __aenter__(self) -> AiohttpTransport:
         connector = aiohttp.TCPConnector(limit=self._connections, limit_per_host=self._connections,
@@ -69,11 +70,14 @@ class AiohttpTransport:
 
     async def post(self, body: bytes, *, timeout: float) -> HttpReply:
         assert self._session is not None, "use 'async with AiohttpTransport(...)'"
+        # aiohttp's own timer (one per request, cheaper than wrapping in asyncio.timeout)
+        client_timeout = self._timeouts.get(timeout)
+        if client_timeout is None:
+            client_timeout = self._timeouts[timeout] = aiohttp.ClientTimeout(total=timeout)
         try:
-            async with asyncio.timeout(timeout):
-                async with self._session.post(self.url, data=body) as response:
-                    payload = await response.read()
-                    return HttpReply(response.status, response.headers, payload)
+            async with self._session.post(self.url, data=body, timeout=client_timeout) as response:
+                payload = await response.read()
+                return HttpReply(response.status, response.headers, payload)
         except TimeoutError:
             raise TransportError(f"no answer within {timeout:g} s") from None
         except aiohttp.ClientError as exc:

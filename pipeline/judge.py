@@ -26,6 +26,9 @@ from pipeline.throttle import Throttle
 from pipeline.tokens import MESSAGE_OVERHEAD, count_tokens, quick_estimate
 
 
+_PLACEHOLDER = "\u0000content\u0000"
+
+
 class FatalEndpointError(Exception):
     """The endpoint refuses the whole run (bad key, no credit, wrong model or URL)."""
 
@@ -56,13 +59,25 @@ class Judge:
         self.settings = settings
         self.pricing = pricing
         self._rng = rng or random.Random()
+        self._templates: dict[tuple[str, int], tuple[bytes, bytes]] = {}
 
     def body(self, system: str, user: str, max_tokens: int) -> bytes:
-        s = self.settings
-        return orjson.dumps(build_body(
-            s.provider, model=s.model, system=system, user=user, reasoning_effort=s.reasoning_effort,
-            max_tokens=max_tokens, keep_reasoning=s.keep_reasoning, api_key=s.api_key,
-        ))
+        """The request body: a per-(policy, output cap) template with the content spliced in.
+
+        JSON string encoding does not depend on context, so encoding the content alone and
+        placing it between the template's two halves gives exactly `orjson.dumps(build_body(...))`.
+        """
+        template = self._templates.get((system, max_tokens))
+        if template is None:
+            s = self.settings
+            whole = orjson.dumps(build_body(
+                s.provider, model=s.model, system=system, user=_PLACEHOLDER, reasoning_effort=s.reasoning_effort,
+                max_tokens=max_tokens, keep_reasoning=s.keep_reasoning, api_key=s.api_key,
+            ))
+            prefix, _, suffix = whole.partition(orjson.dumps(_PLACEHOLDER))
+            template = self._templates[(system, max_tokens)] = (prefix, suffix)
+        prefix, suffix = template
+        return prefix + orjson.dumps(user) + suffix
 
     async def judge(self, *, system: str, system_tokens: int, user: str) -> Outcome:
         """Ask for a verdict until one arrives or the attempts run out. Raises only FatalEndpointError."""
@@ -114,8 +129,11 @@ class Judge:
             self.throttle.on_success()
             usage = completion.usage or self._estimate_usage(system_tokens, user, completion)
             self.throttle.settle(reserve, usage.prompt_tokens + usage.completion_tokens)
+            if outcome.billed_calls:
+                outcome.usage.add(usage)
+            else:
+                outcome.usage = usage
             outcome.billed_calls += 1
-            outcome.usage.add(usage)
             outcome.cost_usd += self.pricing.cost(usage)
             outcome.finish_reason = completion.finish_reason
             outcome.served_model = completion.model

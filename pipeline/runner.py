@@ -31,6 +31,7 @@ from pipeline.readers import InputSet, RowBatch
 from pipeline.records import FINAL_STATUSES, Outcome, Policy, Status
 from pipeline.store import ResultStore
 from pipeline.tokens import MESSAGE_OVERHEAD, fits, truncate
+from pipeline.workqueue import WorkQueue
 
 BATCH_ROWS = 2048
 
@@ -46,6 +47,11 @@ class PolicyPlan:
     system_tokens: int
     #: most tokens the content may have (context - system - output budget - template overhead).
     text_budget: int
+    #: the policy's version, hashed once (it goes on every label).
+    version: str = ""
+
+    def __post_init__(self) -> None:
+        self.version = self.version or self.policy.version
 
 
 @dataclass(slots=True)
@@ -130,7 +136,7 @@ class Run:
         self.stop_status: Status | None = None
         self.fatal_error: str | None = None
         self.rows_read = 0
-        self._queue: asyncio.Queue[Task | None] = asyncio.Queue(maxsize=settings.concurrency * 4)
+        self._queue: WorkQueue[Task] = WorkQueue(high=max(settings.concurrency * 4, BATCH_ROWS))
         self._inflight: dict[bytes, list[Slot]] = {}
         self._recent: dict[bytes, Outcome] = {}
         self._shards: dict[int, Shard] = {}
@@ -182,8 +188,7 @@ class Run:
                 batch = await asyncio.to_thread(next, batches, None)
                 if batch is None:
                     break
-                for task in self._plan(batch, row_number):
-                    await self._queue.put(task)
+                await self._queue.put_many(self._plan(batch, row_number))
                 row_number += len(batch.ids)
         finally:
             self.rows_read = row_number
@@ -192,8 +197,7 @@ class Run:
                 if not stopped_early:
                     shard.closed = True
                     self._maybe_flush(shard)
-            for _ in range(self.settings.concurrency):
-                await self._queue.put(None)
+            self._queue.close()
 
     def _plan(self, batch: RowBatch, first_row: int) -> list[Task]:
         plans = self.plans
@@ -334,7 +338,7 @@ class Run:
         shard = slot.shard
         shard.labels[slot.offset] = label_row(
             row_id=slot.row_id, policy=plan.policy.name, outcome=outcome, model=settings.model,
-            policy_version=plan.policy.version, reasoning_effort=settings.reasoning_effort,
+            policy_version=plan.version, reasoning_effort=settings.reasoning_effort,
             output_format=settings.output_format, source=source, fingerprint=fp,
             row_number=slot.row_number, input_file=slot.input_file, run_id=settings.run_id,
         )

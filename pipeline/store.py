@@ -95,6 +95,9 @@ class ResultStore:
 
     #: whether results are kept (False for NullStore: only billing is recorded).
     keeps_results = True
+    #: how long the writer waits after the first queued answer before committing: it bounds
+    #: what a crash can lose to 2 ms of answers while cutting commits to at most ~500/s.
+    LINGER_S = 0.002
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
@@ -164,6 +167,8 @@ class ResultStore:
         stop = False
         while not stop:
             batch = [self._queue.get()]
+            if self.LINGER_S:  # let a few more answers arrive: one commit (and one wake-up) for all
+                time.sleep(self.LINGER_S)
             while True:
                 try:
                     batch.append(self._queue.get_nowait())
@@ -181,15 +186,17 @@ class ResultStore:
                 self._on_commit(committed)
 
     def _commit(self, batch: Iterable[tuple]) -> list[bytes]:
-        rows, bills, runs = [], {}, []
+        rows, bills, runs, settled = [], {}, [], []
         now = time.time()
         for item in batch:
             if item[0] == "run":
                 runs.append(item[1])
                 continue
             _, fingerprint, outcome, policy, out_id, run_id = item
-            if self.keeps_results and fingerprint is not None and outcome.status in FINAL_STATUSES:
-                rows.append(_row_from_outcome(fingerprint, outcome, run_id, now))
+            if fingerprint is not None and outcome.status in FINAL_STATUSES:
+                settled.append(fingerprint)
+                if self.keeps_results:
+                    rows.append(_row_from_outcome(fingerprint, outcome, run_id, now))
             if outcome.billed_calls:
                 key = (out_id, run_id, policy)
                 bill = bills.setdefault(key, [0, 0, Usage(), 0.0])
@@ -218,7 +225,7 @@ class ResultStore:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        return [row[0] for row in rows]
+        return settled
 
 
 class NullStore(ResultStore):
