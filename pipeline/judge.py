@@ -25,7 +25,6 @@ from pipeline.retry import backoff_delay, classify_http_status, retry_after_seco
 from pipeline.throttle import Throttle
 from pipeline.tokens import MESSAGE_OVERHEAD, count_tokens, quick_estimate
 
-
 _PLACEHOLDER = "\u0000content\u0000"
 
 
