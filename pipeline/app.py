@@ -29,7 +29,7 @@ from pipeline.records import Status
 from pipeline.report import build_report, write_reports
 from pipeline.runner import PolicyPlan, Run, RunSettings, make_plan, new_run_id
 from pipeline.store import NullStore, ResultStore, StoreError
-from pipeline.throttle import Throttle
+from pipeline.throttle import LIMIT_MARGIN, Throttle
 from pipeline.tokens import MESSAGE_OVERHEAD, quick_estimate
 
 SIMULATOR_MODEL = "gpt-oss-safeguard-20b-simulator"
@@ -146,7 +146,8 @@ def _build_run(config: RunConfig, *, inputs: InputSet, plans: list[PolicyPlan], 
         max_attempts=config.max_attempts, invalid_output_retries=config.invalid_output_retries,
         keep_reasoning=config.keep_reasoning, api_key=api_key,
     )
-    throttle = Throttle(rpm=config.rpm or None, tpm=config.tpm or None, adaptive=config.adaptive)
+    throttle = Throttle(rpm=config.rpm or None, tpm=config.tpm or None, adaptive=config.adaptive,
+                        margin=LIMIT_MARGIN)
     judge = Judge(transport=transport, throttle=throttle, settings=settings, pricing=pricing)
 
     def estimate_call_usd(plan: PolicyPlan, user: str, mean_completion: float) -> float:

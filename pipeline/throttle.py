@@ -15,6 +15,9 @@ from pipeline.breaker import CircuitBreaker
 from pipeline.limiter import AdaptiveRate, RateLimits, TokenBucket
 from pipeline.retry import read_rate_limit_headers
 
+#: fraction of a configured RPM/TPM a run aims for (`moderate run` passes it as `margin`).
+LIMIT_MARGIN = 0.985
+
 
 class RateMeter:
     """Successes per second over the last two seconds (quarter-second buckets)."""
@@ -46,10 +49,13 @@ class RateMeter:
 
 class Throttle:
     def __init__(self, *, rpm: float | None, tpm: float | None, adaptive: bool = True,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, margin: float = 1.0) -> None:
         self._clock = clock
         now = clock()
-        self.limits = RateLimits(rpm=rpm, tpm=tpm, now=now)
+        # Aim a little under the configured limits: a server counting the same limit with its own
+        # clock then never sees a request early, so jitter costs no 429s.
+        self.limits = RateLimits(rpm=rpm and rpm * margin, tpm=tpm and tpm * margin, now=now)
+        self._margin = margin
         self.adaptive = AdaptiveRate() if adaptive else None
         self.breaker = CircuitBreaker()
         self.meter = RateMeter()
@@ -147,7 +153,7 @@ class Throttle:
             return
         per_minute = rps * 60.0
         if self._configured_rpm:
-            per_minute = min(per_minute, self._configured_rpm)
+            per_minute = min(per_minute, self._configured_rpm * self._margin)
         if self.limits.requests is None:
             self.limits.requests = TokenBucket(per_minute=per_minute, now=now)
         else:
