@@ -189,3 +189,14 @@ def test_rerunning_a_finished_directory_with_failed_rows_still_says_so(tmp_path:
     again = run_pipeline(config)
     assert again.code == exitcodes.EXIT_ROWS_FAILED and again.stats.requests == 0
     assert "--force retries them" in again.stderr
+
+
+def test_missing_usage_is_estimated_and_flagged(tmp_path: Path, comments: Path) -> None:
+    result = run_pipeline(make_config(tmp_path, [comments], policies=["spam"]), SimulatorConfig(include_usage=False))
+    assert result.code == exitcodes.EXIT_OK
+    report = result.report()
+    assert report["requests"] == result.stats.billed == 60
+    assert report["usage_estimated"] is True and report["estimated_requests"] == 60
+    assert report["prompt_tokens"] > 0 and report["completion_tokens"] > 0
+    assert result.labels()["usage_estimated"].all()
+    assert "estimated" in (result.out / "cost_report.md").read_text()
