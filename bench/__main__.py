@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bench import adaptive, client_overhead, latency, limiter, memory, scale
-from bench.common import Report, append_markdown, machine_info
+from bench.common import Report, append_markdown, git_commit, machine_info
 
 BENCHMARKS: dict[str, Callable[..., Report]] = {
     "client": client_overhead.run,
@@ -48,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
             report.note(f"`{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}`")
         print(report.text(), flush=True)
         reports.append(report)
+    end_commit = git_commit()
+    if end_commit != info["commit"]:
+        info["commit"] = f"{info['commit']} at the start, {end_commit} at the end (the code changed during the run)"
     if not args.no_record:
         command = "python -m bench" + "".join(f" {shlex.quote(a)}" for a in (argv or sys.argv[1:]))
         append_markdown(reports, command=command, started=started, info=info)

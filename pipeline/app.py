@@ -20,6 +20,7 @@ from pipeline.config import RunConfig
 from pipeline.cost import Pricing, PricingError, lookup_pricing
 from pipeline.judge import CallSettings, Judge
 from pipeline.outdir import Manifest, OutputDir, OutputDirError
+from pipeline.plan import PolicyPlan, RunSettings, make_plan, new_run_id
 from pipeline.policies import PolicyError, builtin_policy_dir, load_policies
 from pipeline.progress import Progress
 from pipeline.prompt import PROMPT_VERSION, render_system, request_key
@@ -27,7 +28,7 @@ from pipeline.providers import DEFAULT_BASE_URLS, chat_url, request_headers
 from pipeline.readers import InputError, InputSet, open_inputs
 from pipeline.records import Status
 from pipeline.report import build_report, write_reports
-from pipeline.runner import PolicyPlan, Run, RunSettings, make_plan, new_run_id
+from pipeline.runner import Run
 from pipeline.store import NullStore, ResultStore, StoreError
 from pipeline.throttle import LIMIT_MARGIN, Throttle
 from pipeline.tokens import MESSAGE_OVERHEAD, quick_estimate
