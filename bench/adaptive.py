@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.common import TWEETS_ROWS, Report, StatsSampler, run_moderate, shown_cmd, simulator
+from bench.clients import StatsSampler, run_moderate
+from bench.common import TWEETS_ROWS, Report, shown_cmd, simulator
 
 HIDDEN_RPM = 3000
 LATENCY_MS = 100

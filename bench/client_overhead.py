@@ -8,15 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.common import (
-    TWEETS_ROWS,
-    ClientRun,
-    Report,
-    run_moderate,
-    run_raw,
-    shown_cmd,
-    simulator,
-)
+from bench.clients import ClientRun, run_moderate, run_raw
+from bench.common import TWEETS_ROWS, Report, shown_cmd, simulator
 
 CONNECTIONS = 64
 TARGET_RATIO = 0.9
@@ -36,12 +29,10 @@ def run(*, long: bool, results: dict[str, Any]) -> Report:
         # the fixed cost of a run (interpreter, imports, tokenizer, reports): one row, default store
         startup, _ = run_moderate(sim, name="client-startup", store=None, concurrency=CONNECTIONS,
                                   extra=["--limit", "1"])
-    for name, group in runs.items():
-        for r in group:
-            if r.requests != TWEETS_ROWS or r.rate_limited:
-                raise RuntimeError(f"{r.name}: the simulator saw {r.requests} requests "
-                                   f"({r.rate_limited} throttled), expected {TWEETS_ROWS}")
-        del name
+    for r in (r for group in runs.values() for r in group):
+        if r.requests != TWEETS_ROWS or r.rate_limited:
+            raise RuntimeError(f"{r.name}: the simulator saw {r.requests} requests "
+                               f"({r.rate_limited} throttled), expected {TWEETS_ROWS}")
     raw = max(runs["raw"], key=lambda r: r.loop_rps)
     none = max(runs["none"], key=lambda r: r.loop_rps)
     store = max(runs["store"], key=lambda r: r.loop_rps)

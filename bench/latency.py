@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.common import Report, StatsSampler, run_moderate, run_raw, shown_cmd, simulator
+from bench.clients import StatsSampler, run_moderate, run_raw
+from bench.common import Report, shown_cmd, simulator
 
 CONNECTIONS = 256
 LATENCY_S = 0.2

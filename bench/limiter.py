@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from bench.common import OUT, TWEETS_ROWS, Report, StatsSampler, run_moderate, shown_cmd, simulator
+from bench.clients import StatsSampler, run_moderate
+from bench.common import OUT, TWEETS_ROWS, Report, shown_cmd, simulator
 
 LATENCY_MS = 100
 JITTER_MS = 20

@@ -14,7 +14,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from bench.common import OUT, TWEETS, Report, run_moderate, shown_cmd, simulator
+from bench.clients import run_moderate
+from bench.common import OUT, TWEETS, Report, shown_cmd, simulator
 
 TARGET_MB = 300.0
 TARGET_FLAT = 0.20

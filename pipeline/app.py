@@ -41,15 +41,16 @@ class UsageError(Exception):
     """A one-line user mistake found before anything is sent."""
 
 
-def run_job(config: RunConfig, *, stream: TextIO = sys.stderr, transport: Transport | None = None,
+def run_job(config: RunConfig, *, stream: TextIO | None = None, transport: Transport | None = None,
             progress: bool | None = None) -> int:
     """Run one moderation job and return its exit code (see `pipeline.exitcodes`)."""
     return asyncio.run(run_job_async(config, stream=stream, transport=transport, progress=progress))
 
 
-async def run_job_async(config: RunConfig, *, stream: TextIO = sys.stderr, transport: Transport | None = None,
+async def run_job_async(config: RunConfig, *, stream: TextIO | None = None, transport: Transport | None = None,
                         progress: bool | None = None) -> int:
     """`run_job` inside a running event loop (tests run the simulator on the same loop)."""
+    stream = stream if stream is not None else sys.stderr
     try:
         return await _run_job(config, stream=stream, transport=transport, progress=progress)
     except (UsageError, InputError, PolicyError, PricingError, StoreError) as exc:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from pipeline.client import BadResponse, Transport, TransportError, decode_completion, error_message
+from pipeline.client import BadResponse, HttpReply, Transport, TransportError, decode_completion, error_message
 from pipeline.cost import Pricing
 from pipeline.parser import InvalidOutput, parse_verdict
 from pipeline.providers import build_body
@@ -95,6 +95,7 @@ class Judge:
             except TransportError as exc:
                 self.throttle.settle(reserve, 0)
                 self.throttle.on_failure(timeout="no answer within" in str(exc))
+                outcome.status = Status.FAILED
                 outcome.error = self._redact(str(exc))
                 await self._backoff(attempt, None)
                 continue
@@ -103,13 +104,14 @@ class Judge:
             kind = classify_http_status(reply.status)
             if kind != "ok":
                 self.throttle.settle(reserve, 0)
-                outcome.error = self._redact(error_message(reply))
+                outcome.error = error_message(self._redacted(reply))
                 if kind == "fatal":
                     raise FatalEndpointError(outcome.error)
                 if kind == "row":
                     self.throttle.on_success()
                     outcome.status = Status.REJECTED
                     return outcome
+                outcome.status = Status.FAILED
                 retry_after = retry_after_seconds(reply.headers, now=time.time())
                 if reply.status in (429, 503):
                     self.throttle.on_throttle(retry_after, status=reply.status)
@@ -119,10 +121,11 @@ class Judge:
                 continue
             try:
                 completion = decode_completion(reply.body)
-            except BadResponse as exc:
+            except BadResponse:
                 self.throttle.settle(reserve, 0)
                 self.throttle.on_failure(timeout=False)
-                outcome.error = self._redact(str(exc))
+                outcome.status = Status.FAILED
+                outcome.error = _bad_response_message(self._redacted(reply).body)
                 await self._backoff(attempt, None)
                 continue
             self.throttle.on_success()
@@ -166,6 +169,13 @@ class Judge:
             outcome.error = f"{outcome.error} (after {s.max_attempts} attempts)"
         return outcome
 
+    def _redacted(self, reply: HttpReply) -> HttpReply:
+        """The reply with the key removed from its body, before any of it is quoted."""
+        key = self.settings.api_key
+        if key and key.encode() in reply.body:
+            return HttpReply(reply.status, reply.headers, reply.body.replace(key.encode(), b"[redacted]"))
+        return reply
+
     def _redact(self, text: str) -> str:
         """Servers sometimes echo what they were sent: never let the key through."""
         key = self.settings.api_key
@@ -191,3 +201,11 @@ class Judge:
             estimated=True,
         )
 
+
+
+def _bad_response_message(body: bytes) -> str:
+    try:
+        decode_completion(body)
+    except BadResponse as exc:
+        return str(exc)
+    return "not a chat completion"

@@ -95,7 +95,7 @@ class RunSettings:
 
 
 def new_run_id() -> str:
-    return time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
 
 
 def make_plan(index: int, policy: Policy, *, system: str, key: bytes, system_tokens: int,

@@ -46,4 +46,5 @@ def truncate(text: str, budget: int) -> str:
     tokens = encoding.encode_ordinary(text)
     if len(tokens) <= budget:
         return text
-    return encoding.decode(tokens[:budget])
+    # a cut may fall inside a character that the vocabulary splits into byte tokens: drop it
+    return encoding.decode_bytes(tokens[:budget]).decode("utf-8", "ignore")

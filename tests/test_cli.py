@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline import exitcodes
+from pipeline.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+EXIT_CODES = {name: value for name, value in vars(exitcodes).items() if name.startswith("EXIT_")}
+
+
+def one_error_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    assert lines[0].startswith("moderate: error: ")
+    return lines[0]
+
+
+def run_help(capsys: pytest.CaptureFixture[str]) -> str:
+    with pytest.raises(SystemExit) as exited:
+        main(["run", "--help"])
+    assert exited.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_run_help_lists_every_exit_code(capsys: pytest.CaptureFixture[str]) -> None:
+    text = run_help(capsys)
+    assert len(EXIT_CODES) == 8
+    listed = {int(line.split()[0]) for line in text.split("exit codes:", 1)[1].splitlines() if line.strip()}
+    assert listed == set(EXIT_CODES.values())
+
+
+def test_run_help_lists_the_flags_and_the_key_variable(capsys: pytest.CaptureFixture[str]) -> None:
+    text = run_help(capsys)
+    for flag in ("--input", "--policy", "--out", "--provider", "--concurrency", "--max-cost", "--force",
+                 "--no-progress", "--keep-reasoning"):
+        assert flag in text
+    assert "MODERATION_API_KEY" in text
+
+
+def test_config_with_an_unknown_key_exits_2_naming_the_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text('[limits]\nconcurrency = 4\nconcurency = 8\n')
+    assert main(["run", str(config)]) == exitcodes.EXIT_USAGE
+    line = one_error_line(capsys.readouterr().err)
+    assert "'limits.concurency'" in line and "bad.toml" in line
+
+
+def test_config_with_an_unknown_section_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text("[limitz]\nrpm = 1\n")
+    assert main(["run", str(config)]) == exitcodes.EXIT_USAGE
+    assert "[limitz]" in one_error_line(capsys.readouterr().err)
+
+
+def test_missing_config_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", str(tmp_path / "nope.toml")]) == exitcodes.EXIT_USAGE
+    assert "config file not found" in one_error_line(capsys.readouterr().err)
+
+
+def test_concurrency_zero_exits_2_naming_the_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["run", "--input", str(tmp_path / "x.jsonl"), "--concurrency", "0", "--out", str(tmp_path / "o")])
+    assert code == exitcodes.EXIT_USAGE
+    assert "'limits.concurrency' must be greater than 0" in one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "o").exists()
+
+
+def test_negative_max_cost_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--input", "x.jsonl", "--max-cost", "-1"]) == exitcodes.EXIT_USAGE
+    assert "'limits.max_cost'" in one_error_line(capsys.readouterr().err)
+
+
+def test_no_input_exits_2_with_one_line(tmp_path: Path) -> None:
+    # a process of its own: run_job's default stream is the sys.stderr of import time
+    done = subprocess.run([sys.executable, "-m", "pipeline", "run", "--out", str(tmp_path / "o"), "--no-progress"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=30)
+    assert done.returncode == exitcodes.EXIT_USAGE
+    assert done.stdout == ""
+    line = one_error_line(done.stderr)
+    assert "no input" in line and "--input" in line
+    assert not (tmp_path / "o").exists()
+
+
+def test_unknown_flag_is_an_argparse_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["run", "--concurency", "3"])
+    assert exited.value.code == exitcodes.EXIT_USAGE
+    assert "--concurency" in capsys.readouterr().err
+
+
+def test_bad_choice_is_an_argparse_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["run", "--provider", "nope"])
+    assert exited.value.code == exitcodes.EXIT_USAGE
+    assert "invalid choice" in capsys.readouterr().err
+
+
+def test_python_dash_m_pipeline_run_help_works() -> None:
+    done = subprocess.run([sys.executable, "-m", "pipeline", "run", "--help"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: moderate run")
+    assert "exit codes:" in done.stdout and "130" in done.stdout
