@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import polars as pl
 
 from pipeline.cost import Pricing
 from pipeline.outdir import atomic_write_text
@@ -78,6 +77,8 @@ def build_report(*, billing: list[dict], runs: list[dict], labels_dir: Path, pri
 
 def label_stats(labels_dir: Path) -> dict[str, Any]:
     """Counts by status and by (policy, violation), latency percentiles of paid calls."""
+    import polars as pl  # imported here: only the end-of-run report needs it
+
     files = sorted(labels_dir.glob("part-*.parquet"))
     empty = {"rows": 0, "labels": 0, "duplicate_ids": 0, "statuses": {}, "violations": {},
              "latency_ms": {"p50": None, "p95": None}}
