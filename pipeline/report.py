@@ -7,6 +7,7 @@ this output directory); label counts and latencies come from the shards themselv
 from __future__ import annotations
 
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -76,35 +77,40 @@ def build_report(*, billing: list[dict], runs: list[dict], labels_dir: Path, pri
 
 
 def label_stats(labels_dir: Path) -> dict[str, Any]:
-    """Counts by status and by (policy, violation), latency percentiles of paid calls."""
+    """Counts by status and by (policy, violation), latency percentiles of paid calls.
+
+    One shard at a time, so memory stays flat whatever the directory holds: only the latencies
+    of paid calls (4 bytes each) and a 64-bit hash per row id (for duplicate ids) are kept.
+    """
     import polars as pl  # imported here: only the end-of-run report needs it
 
-    files = sorted(labels_dir.glob("part-*.parquet"))
-    empty = {"rows": 0, "labels": 0, "duplicate_ids": 0, "statuses": {}, "violations": {},
-             "latency_ms": {"p50": None, "p95": None}}
-    if not files:
-        return empty
-    frame = pl.scan_parquet([str(f) for f in files]).select(
-        "id", "row_number", "policy", "status", "violation", "latency_ms", "source")
-    statuses = frame.group_by("status").len().collect()
-    violations = (frame.filter(pl.col("status") == "ok").group_by("policy", "violation").len()
-                  .sort("policy", "violation").collect())
-    latency = (frame.filter(pl.col("source") == "api")
-               .select(p50=pl.col("latency_ms").quantile(0.5), p95=pl.col("latency_ms").quantile(0.95))
-               .collect())
-    counts = frame.select(labels=pl.len(), rows=pl.col("row_number").n_unique(),
-                          ids=pl.col("id").n_unique()).collect()
+    statuses: Counter[str] = Counter()
+    violations: Counter[tuple[str, int]] = Counter()
+    latencies: list[pl.Series] = []
+    id_hashes: list[pl.Series] = []
+    rows = labels = 0
+    for path in sorted(labels_dir.glob("part-*.parquet")):
+        shard = pl.read_parquet(path, columns=["id", "row_number", "policy", "status", "violation",
+                                               "latency_ms", "source"])
+        labels += shard.height
+        row_ids = shard.unique("row_number", keep="first").get_column("id")
+        rows += row_ids.len()
+        id_hashes.append(row_ids.hash())
+        statuses.update(dict(shard.group_by("status").len().iter_rows()))
+        ok = shard.filter(pl.col("status") == "ok").group_by("policy", "violation").len()
+        violations.update({(policy, violation): n for policy, violation, n in ok.iter_rows()})
+        latencies.append(shard.filter(pl.col("source") == "api").get_column("latency_ms"))
+    latency = pl.concat(latencies) if latencies else pl.Series("latency_ms", [], dtype=pl.Float32)
     by_policy: dict[str, dict[str, int]] = {}
-    for policy, violation, n in violations.iter_rows():
+    for (policy, violation), n in sorted(violations.items()):
         by_policy.setdefault(policy, {})[str(violation)] = n
-    p50, p95 = latency.row(0) if latency.height else (None, None)
     return {
-        "rows": counts["rows"][0],
-        "labels": counts["labels"][0],
-        "duplicate_ids": counts["rows"][0] - counts["ids"][0],
-        "statuses": dict(sorted(statuses.iter_rows())),
+        "rows": rows,
+        "labels": labels,
+        "duplicate_ids": rows - (pl.concat(id_hashes).n_unique() if id_hashes else 0),
+        "statuses": dict(sorted(statuses.items())),
         "violations": by_policy,
-        "latency_ms": {"p50": _round(p50), "p95": _round(p95)},
+        "latency_ms": {"p50": _round(latency.quantile(0.5)), "p95": _round(latency.quantile(0.95))},
     }
 
 
