@@ -262,7 +262,8 @@ def _summary(run: Run, report: dict, outdir: OutputDir, outcome: str, simulated:
     elapsed = getattr(run, "elapsed", 0.0) or 1e-9
     statuses = " ".join(f"{k}={v}" for k, v in sorted(s.statuses.items()))
     prefix = "moderate [SIMULATOR]" if simulated else "moderate"
-    return (f"{prefix}: {outcome}: {s.labels:,} labels ({len(run.plans)} policies) in {elapsed:.1f} s "
+    seconds = f"{elapsed:.1f}" if elapsed >= 1 else f"{elapsed:.2f}"
+    return (f"{prefix}: {outcome}: {s.labels:,} labels ({len(run.plans)} policies) in {seconds} s "
             f"({s.labels / elapsed:,.0f} labels/s); {s.sent:,} calls, {s.store_hits:,} from store, "
             f"{s.duplicates:,} duplicates; this run ${s.spent_usd:.4f}, directory total "
             f"${report['cost_usd']:.4f}; {statuses or 'no labels'}; shards in {outdir.labels}, "

@@ -59,6 +59,8 @@ class Judge:
         self.pricing = pricing
         self._rng = rng or random.Random()
         self._templates: dict[tuple[str, int], tuple[bytes, bytes]] = {}
+        #: set by the run when it stops (signal, budget, fatal error): retries end at once.
+        self.stop_status: Status | None = None
 
     def body(self, system: str, user: str, max_tokens: int) -> bytes:
         """The request body: a per-(policy, output cap) template with the content spliced in.
@@ -87,8 +89,12 @@ class Judge:
         outcome = Outcome(Status.FAILED)
         invalid_left = s.invalid_output_retries
         for attempt in range(1, s.max_attempts + 1):
+            if self.stop_status is not None:  # the run is stopping: no new attempt
+                return self._stopped(outcome)
             outcome.attempts = attempt
             await self.throttle.acquire(reserve)
+            if self.stop_status is not None:
+                return self._stopped(outcome)
             started = time.perf_counter()
             try:
                 reply = await self.transport.post(body, timeout=s.request_timeout)
@@ -167,6 +173,15 @@ class Judge:
             return outcome
         if outcome.status is Status.FAILED:
             outcome.error = f"{outcome.error} (after {s.max_attempts} attempts)"
+        return outcome
+
+    def _stopped(self, outcome: Outcome) -> Outcome:
+        """The run stopped before a usable answer: the row is unsent (what was billed still counts)."""
+        assert self.stop_status is not None
+        outcome.status = self.stop_status
+        last = f" (last: {outcome.error})" if outcome.error else ""
+        outcome.error = f"the run stopped before a usable answer{last}"
+        outcome.verdict = None
         return outcome
 
     def _redacted(self, reply: HttpReply) -> HttpReply:

@@ -31,6 +31,8 @@ from pipeline.tokens import fits, truncate
 from pipeline.workqueue import WorkQueue
 
 BATCH_ROWS = 2048
+#: answers waiting for the store's commit thread before the workers pause (bounds memory).
+STORE_BACKLOG = 4096
 
 
 class Run:
@@ -90,6 +92,7 @@ class Run:
         """Stop sending: budget reached, a signal, or a fatal endpoint error."""
         if self.stop_status is None:
             self.stop_status = status
+            self.judge.stop_status = status
 
     # -- feeding -----------------------------------------------------------------------------
     async def _feed(self) -> None:
@@ -224,6 +227,13 @@ class Run:
             finally:
                 self.stats.reserved_usd -= estimate
             self._finish(task, outcome, "api" if outcome.attempts else "none")
+            if self.store.backlog() > STORE_BACKLOG:
+                await self._wait_for_store()
+
+    async def _wait_for_store(self) -> None:
+        """Backpressure: answers must not pile up faster than the store can commit them."""
+        while self.store.backlog() > STORE_BACKLOG // 2:
+            await asyncio.sleep(0.005)
 
     def _finish(self, task: Task, outcome: Outcome, source: str) -> None:
         fp = task.fingerprint

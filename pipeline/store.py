@@ -148,6 +148,10 @@ class ResultStore:
         """Queue one finished call: its result (when final) and what it was billed."""
         self._queue.put(("result", fingerprint, outcome, policy, out_id, run_id))
 
+    def backlog(self) -> int:
+        """Answers queued but not yet committed (the runner slows down when this grows)."""
+        return self._queue.qsize()
+
     def record_run(self, run: dict) -> None:
         """Queue an upsert of this run's row in `runs`."""
         self._queue.put(("run", run))

@@ -25,21 +25,39 @@ class RateMeter:
     BUCKETS = 8
     WIDTH = 0.25
 
+    span = BUCKETS * WIDTH
+
     def __init__(self) -> None:
         self._counts = [0] * self.BUCKETS
         self._slot = 0
+        self._first: float | None = None
 
     def tick(self, now: float) -> None:
         slot = int(now / self.WIDTH)
         if slot != self._slot:
             self._advance(slot)
+        if self._first is None:
+            self._first = now
         self._counts[slot % self.BUCKETS] += 1
 
-    def rate(self, now: float) -> float:
+    def count(self, now: float) -> int:
+        """Events in the last two seconds."""
         slot = int(now / self.WIDTH)
         if slot != self._slot:
             self._advance(slot)
-        return sum(self._counts) / (self.BUCKETS * self.WIDTH)
+        return sum(self._counts)
+
+    def rate(self, now: float) -> float:
+        """Events per second; over the time since the first event while that is shorter than
+        the window (so the first seconds of a run are not under-estimated)."""
+        slot = int(now / self.WIDTH)
+        if slot != self._slot:
+            self._advance(slot)
+        first = self._first
+        if first is None:
+            return 0.0
+        span = min(self.span, max(now - first, self.WIDTH))
+        return sum(self._counts) / span
 
     def _advance(self, slot: int) -> None:
         for s in range(max(self._slot + 1, slot - self.BUCKETS + 1), slot + 1):
@@ -61,6 +79,7 @@ class Throttle:
         self.meter = RateMeter()
         self.stress = RateMeter()
         self.sent = RateMeter()
+        self.rejections = RateMeter()
         self._configured_rpm = rpm
         #: True once any limit applies; False keeps `acquire` on the fast path.
         self._engaged = bool(rpm or tpm)
@@ -106,6 +125,9 @@ class Throttle:
         if retry_after is not None:
             self._engaged = True
             self.limits.pause_until(now + retry_after)
+        self.rejections.tick(now)
+        if self._configured_rpm and self.rejections.count(now) < 3:
+            return  # under a configured limit one 429 is jitter: the pause above is enough
         if status == 429 or retry_after is not None or self._stressed(now):
             self._decrease(now)
 
@@ -123,8 +145,8 @@ class Throttle:
     def _stressed(self, now: float) -> bool:
         """Overload signals (503s, timeouts) are at least a quarter of recent answers (min. 5)."""
         self.stress.tick(now)
-        stress = self.stress.rate(now)
-        return stress * RateMeter.BUCKETS * RateMeter.WIDTH >= 5 and stress >= 0.25 * (stress + self.meter.rate(now))
+        stress = self.stress.count(now)
+        return stress >= 5 and stress >= 0.25 * (stress + self.meter.count(now))
 
     def _decrease(self, now: float) -> None:
         # What the server accepted lately is the best guess of its limit; before any success,

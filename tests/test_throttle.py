@@ -220,37 +220,51 @@ def test_a_429_engages_the_adaptive_rate(vt: VirtualTime) -> None:
     assert throttle.adaptive is not None and throttle.adaptive.current_rps is None
     assert acquire_times(throttle, vt, 100) == [T0] * 100
     throttle.on_throttle(None)
-    # nothing succeeded yet: half of what was sent (100 in the 2 s window = 50/s), halved again
-    assert throttle.adaptive.current_rps == pytest.approx(12.5)
-    granted = acquire_times(throttle, vt, 14)
-    assert granted[:12] == [T0] * 12 and granted[13] > T0  # a one-second burst, then paced
+    # nothing succeeded yet: half of what was sent (100 in the first quarter second = 400/s), halved
+    assert throttle.adaptive.current_rps == pytest.approx(100.0)
+    granted = acquire_times(throttle, vt, 102)
+    assert granted[:100] == [T0] * 100 and granted[101] > T0  # a one-second burst, then paced
+
+
+def _accept_20_per_second_for_3_s(throttle: Throttle, vt: VirtualTime) -> None:
+    for _ in range(60):
+        vt.now += 0.05
+        throttle.on_success()
 
 
 def test_adaptive_rate_starts_from_what_the_server_accepted(vt: VirtualTime) -> None:
     throttle = Throttle(rpm=None, tpm=None, clock=vt.clock)
-    for _ in range(40):
-        throttle.on_success()  # 40 successes in the last 2 s: 20 per second
+    _accept_20_per_second_for_3_s(throttle, vt)
     throttle.on_throttle(None)
     assert throttle.adaptive is not None
-    assert throttle.adaptive.ceiling_rps == pytest.approx(20.0)
-    assert throttle.adaptive.current_rps == pytest.approx(10.0)
-    granted = acquire_times(throttle, vt, 11)  # 10 per second: a burst of 10, then one per 0.1 s
-    assert granted[:10] == [T0] * 10
-    assert granted[10] == pytest.approx(T0 + 0.1)
+    assert throttle.adaptive.ceiling_rps == pytest.approx(20.0, rel=0.1)
+    assert throttle.adaptive.current_rps == pytest.approx(10.0, rel=0.1)
+    start = vt.now
+    granted = acquire_times(throttle, vt, 40)  # about 10 per second after a one-second burst
+    assert granted[0] == start
+    assert granted[-1] - start == pytest.approx(3.0, rel=0.15)
 
 
 def test_adaptive_rate_never_exceeds_the_configured_rpm(vt: VirtualTime) -> None:
     throttle = Throttle(rpm=60, tpm=None, clock=vt.clock)
-    for _ in range(40):
-        throttle.on_success()
-    throttle.on_throttle(None)  # the adaptive rate is 10/s, the configured one 1/s
-    assert acquire_times(throttle, vt, 3) == [T0, pytest.approx(T0 + 1.0), pytest.approx(T0 + 2.0)]
+    _accept_20_per_second_for_3_s(throttle, vt)
+    for _ in range(3):  # under a configured limit it takes repeated 429s to lower the rate
+        throttle.on_throttle(None)
+    start = vt.now
+    assert acquire_times(throttle, vt, 3) == [start, pytest.approx(start + 1.0), pytest.approx(start + 2.0)]
+
+
+def test_one_429_under_a_configured_limit_only_pauses(vt: VirtualTime) -> None:
+    throttle = Throttle(rpm=1200, tpm=None, clock=vt.clock)
+    _accept_20_per_second_for_3_s(throttle, vt)
+    throttle.on_throttle(0.5)
+    assert throttle.adaptive is not None and throttle.adaptive.current_rps is None
+    assert throttle.limits.paused_until == pytest.approx(vt.now + 0.5)
 
 
 def test_successes_raise_the_adaptive_rate_again(vt: VirtualTime) -> None:
     throttle = Throttle(rpm=None, tpm=None, clock=vt.clock)
-    for _ in range(40):
-        throttle.on_success()
+    _accept_20_per_second_for_3_s(throttle, vt)
     throttle.on_throttle(None)
     assert throttle.adaptive is not None
     before = throttle.adaptive.current_rps
@@ -314,7 +328,8 @@ def test_rate_meter_counts_the_last_two_seconds() -> None:
     meter = RateMeter()
     for i in range(20):
         meter.tick(10.0 + i * 0.1)  # 10 per second for 2 s
-    assert meter.rate(11.9) == pytest.approx(10.0)
+    assert meter.rate(11.9) == pytest.approx(20 / 1.9)  # younger than the window: over its age
+    assert meter.count(11.9) == 20
     assert meter.rate(13.0) == pytest.approx(3.5)  # 11.25..13.0 holds the 7 ticks 11.3..11.9
     assert meter.rate(20.0) == 0.0
 
@@ -325,3 +340,10 @@ def test_headers_are_read_whatever_their_case(vt: VirtualTime) -> None:
                            "X-RateLimit-Reset-Requests": "2s"})  # as aiohttp hands them over
     throttle.on_headers(headers)
     assert acquire_times(throttle, vt, 1) == [pytest.approx(T0 + 2.0)]
+
+
+def test_rate_meter_is_not_diluted_in_its_first_seconds() -> None:
+    meter = RateMeter()
+    for i in range(50):
+        meter.tick(100.0 + i * 0.01)  # 100 per second for half a second
+    assert meter.rate(100.5) == pytest.approx(100.0, rel=0.05)
