@@ -6,6 +6,7 @@ Tests swap the transport for the in-process simulator or for a plain async funct
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -14,6 +15,9 @@ import aiohttp
 import orjson
 
 from pipeline.records import Usage
+from pipeline.redact import redact_body, redact_headers
+
+log = logging.getLogger("moderate.http")
 
 
 class TransportError(Exception):
@@ -74,9 +78,13 @@ class AiohttpTransport:
         client_timeout = self._timeouts.get(timeout)
         if client_timeout is None:
             client_timeout = self._timeouts[timeout] = aiohttp.ClientTimeout(total=timeout)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("POST %s headers=%s body=%s", self.url, redact_headers(self._headers), redact_body(body))
         try:
             async with self._session.post(self.url, data=body, timeout=client_timeout) as response:
                 payload = await response.read()
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug("HTTP %s %s", response.status, payload[:300])
                 return HttpReply(response.status, response.headers, payload)
         except TimeoutError:
             raise TransportError(f"no answer within {timeout:g} s") from None
