@@ -23,6 +23,11 @@ log = logging.getLogger("moderate.http")
 class TransportError(Exception):
     """The request got no HTTP answer: connection refused/reset, timeout, broken body."""
 
+    def __init__(self, message: str, *, unreachable: bool = False) -> None:
+        super().__init__(message)
+        #: no connection could be made at all (refused, unknown host): maybe a wrong URL
+        self.unreachable = unreachable
+
 
 class BadResponse(Exception):
     """An HTTP 200 whose body is not a chat completion (HTML, truncated JSON, no choices)."""
@@ -89,7 +94,8 @@ class AiohttpTransport:
         except TimeoutError:
             raise TransportError(f"no answer within {timeout:g} s") from None
         except aiohttp.ClientError as exc:
-            raise TransportError(_describe(exc)) from None
+            raise TransportError(_describe(exc),
+                                 unreachable=isinstance(exc, aiohttp.ClientConnectorError)) from None
 
 
 class FunctionTransport:

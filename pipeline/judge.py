@@ -28,6 +28,10 @@ from pipeline.tokens import MESSAGE_OVERHEAD, count_tokens, quick_estimate
 _PLACEHOLDER = "\u0000content\u0000"
 
 
+#: connection failures, before any answer at all, that make the endpoint count as unreachable.
+UNREACHABLE_BEFORE_FATAL = 3
+
+
 class FatalEndpointError(Exception):
     """The endpoint refuses the whole run (bad key, no credit, wrong model or URL)."""
 
@@ -61,6 +65,10 @@ class Judge:
         self._templates: dict[tuple[str, int], tuple[bytes, bytes]] = {}
         #: set by the run when it stops (signal, budget, fatal error): retries end at once.
         self.stop_status: Status | None = None
+        # an endpoint that never answered once and refuses connections is a wrong URL or a
+        # server that is down: stop the run instead of retrying every row
+        self._answered = False
+        self._unreachable = 0
 
     def body(self, system: str, user: str, max_tokens: int) -> bytes:
         """The request body: a per-(policy, output cap) template with the content spliced in.
@@ -99,6 +107,10 @@ class Judge:
             try:
                 reply = await self.transport.post(body, timeout=s.request_timeout)
             except TransportError as exc:
+                if exc.unreachable and not self._answered:
+                    self._unreachable += 1
+                    if self._unreachable >= UNREACHABLE_BEFORE_FATAL:
+                        raise FatalEndpointError(f"{exc}: is the server running and the base URL right?") from None
                 self.throttle.settle(reserve, 0)
                 self.throttle.on_failure(timeout="no answer within" in str(exc))
                 outcome.status = Status.FAILED
@@ -106,6 +118,7 @@ class Judge:
                 await self._backoff(attempt, None)
                 continue
             outcome.latency_ms = (time.perf_counter() - started) * 1000.0
+            self._answered = True
             self.throttle.on_headers(reply.headers)
             kind = classify_http_status(reply.status)
             if kind != "ok":

@@ -95,3 +95,24 @@ def test_the_api_key_appears_in_no_byte_written(tmp_path: Path, monkeypatch) -> 
     for path in Path(config.out).rglob("*"):
         if path.is_file():
             assert key.encode() not in path.read_bytes(), path
+
+
+def test_an_endpoint_that_never_answers_stops_the_run_at_once(tmp_path: Path) -> None:
+    import asyncio
+    import io
+    import socket
+    import time
+
+    from pipeline.app import run_job_async
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = make_config(tmp_path, [_rows(tmp_path, 200)], base_url=f"http://127.0.0.1:{port}/v1")
+    stream = io.StringIO()
+    started = time.monotonic()
+    code = asyncio.run(run_job_async(config, stream=stream, progress=False))
+    assert code == exitcodes.EXIT_ENDPOINT
+    assert time.monotonic() - started < 10
+    assert f"cannot connect to 127.0.0.1:{port}" in stream.getvalue()
+    assert "Traceback" not in stream.getvalue()
