@@ -4,7 +4,7 @@ EXIT_OK = 0  # every row labelled (skipped_empty / too_long rows count as handle
 EXIT_ROWS_FAILED = 1  # finished, but some rows ended failed, invalid_output, truncated, rejected or input_error
 EXIT_USAGE = 2  # bad flags, config, input or policy: nothing was sent
 EXIT_BUDGET = 3  # stopped by --max-cost (a cap on the whole directory): unsent rows are budget_exhausted
-EXIT_ENDPOINT = 4  # fatal endpoint error (401/403 bad key, 402 out of credit, 404 wrong model or URL)
+EXIT_ENDPOINT = 4  # fatal endpoint error (401/403 bad key, 402 out of credit, 404 wrong model or URL, unreachable endpoint)
 EXIT_LOCKED = 5  # another run holds the output directory
 EXIT_INTERNAL = 70  # a bug: please report it with the log
 EXIT_INTERRUPTED = 130  # SIGINT/SIGTERM: rerun the same command to resume
@@ -14,7 +14,8 @@ HELP = """exit codes:
   1    finished, some rows failed (failed, invalid_output, truncated, rejected, input_error)
   2    usage, config, input or policy error: nothing was sent
   3    stopped by --max-cost, a cap on everything the directory has spent (raise it to resume)
-  4    fatal endpoint error: bad key (401/403), out of credit (402), wrong model or URL (404)
+  4    fatal endpoint error: bad key (401/403), out of credit (402), wrong model or URL (404),
+       or nothing answering at the base URL
   5    another run is using the output directory
   70   internal error (a bug): the traceback is printed
   130  interrupted by SIGINT/SIGTERM (rerun the same command to resume)"""
