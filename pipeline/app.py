@@ -116,12 +116,20 @@ async def _run_job(config: RunConfig, *, stream: TextIO, transport: Transport | 
             store.record_run(_run_row(run, started_at, "running"))
             try:
                 await run.execute()
+            except BaseException:
+                # an unreadable input mid-run, a bug: keep what was answered and billed
+                store.record_run(_run_row(run, started_at, "failed"))
+                with contextlib.suppress(StoreError):
+                    store.close()
+                raise
             finally:
                 if run.progress:
                     run.progress.close()
         outcome = _outcome(run)
         store.record_run(_run_row(run, started_at, outcome))
         store.close()
+        if run.store_error:
+            raise StoreError(run.store_error)
         if run.stop_status is None and all(s.complete for s in manifest.shards.values()):
             manifest.finished = True
             manifest.total_rows = run.rows_read
@@ -133,7 +141,7 @@ async def _run_job(config: RunConfig, *, stream: TextIO, transport: Transport | 
                   "(each is labelled on its own; join on row_number)", file=stream)
         if run.fatal_error:
             print(f"moderate: error: the endpoint refused the run: {run.fatal_error}", file=stream)
-        return _exit_code(run)
+        return _exit_code(run, report)
     finally:
         outdir.unlock()
 
@@ -195,7 +203,13 @@ def _open_store(config: RunConfig, outdir: OutputDir) -> ResultStore:
 
 
 def _open_manifest(outdir: OutputDir, identity: dict, config: RunConfig, store: ResultStore) -> Manifest:
-    existing = outdir.read_manifest()
+    try:
+        existing = outdir.read_manifest()
+    except OutputDirError:
+        if not config.force:
+            raise
+        outdir.clear()  # --force starts over even from an unreadable manifest
+        existing = None
     if existing is not None and existing.identity != identity:
         if not config.force:
             changed = ", ".join(k for k in identity if existing.identity.get(k) != identity[k])
@@ -237,14 +251,15 @@ def _outcome(run: Run) -> str:
     return "finished"
 
 
-def _exit_code(run: Run) -> int:
+def _exit_code(run: Run, report: dict) -> int:
     if run.fatal_error:
         return exitcodes.EXIT_ENDPOINT
     if run.stop_status is Status.BUDGET_EXHAUSTED:
         return exitcodes.EXIT_BUDGET
     if run.stop_status is Status.INTERRUPTED:
         return exitcodes.EXIT_INTERRUPTED
-    if any(run.stats.statuses[s] for s in _PROBLEM_STATUSES):
+    # the whole directory counts, shards finished by earlier runs included
+    if any(report["statuses"].get(s.value, 0) for s in _PROBLEM_STATUSES):
         return exitcodes.EXIT_ROWS_FAILED
     return exitcodes.EXIT_OK
 

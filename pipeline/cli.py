@@ -93,6 +93,9 @@ def _run(args: argparse.Namespace) -> int:
         return exitcodes.EXIT_USAGE
     try:
         return run_job(config, progress=False if args.no_progress else None)
+    except KeyboardInterrupt:  # before the run's own signal handling is in place
+        print("moderate: interrupted while starting; rerun the same command to start or resume", file=sys.stderr)
+        return exitcodes.EXIT_INTERRUPTED
     except Exception:  # a bug, not a user mistake: show everything and say so
         import traceback
 

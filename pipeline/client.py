@@ -89,13 +89,20 @@ class AiohttpTransport:
             async with self._session.post(self.url, data=body, timeout=client_timeout) as response:
                 payload = await response.read()
                 if log.isEnabledFor(logging.DEBUG):
-                    log.debug("HTTP %s %s", response.status, payload[:300])
+                    log.debug("HTTP %s %s", response.status, self._without_key(payload)[:300])
                 return HttpReply(response.status, response.headers, payload)
         except TimeoutError:
             raise TransportError(f"no answer within {timeout:g} s") from None
         except aiohttp.ClientError as exc:
             raise TransportError(_describe(exc),
                                  unreachable=isinstance(exc, aiohttp.ClientConnectorError)) from None
+
+
+    def _without_key(self, payload: bytes) -> bytes:
+        """A body for the debug log: hosts sometimes quote the key they were sent."""
+        auth = self._headers.get("Authorization", "")
+        key = auth.removeprefix("Bearer ").encode()
+        return payload.replace(key, b"[redacted]") if key else payload
 
 
 class FunctionTransport:

@@ -2,9 +2,9 @@
 
 EXIT_OK = 0  # every row labelled (skipped_empty / too_long rows count as handled)
 EXIT_ROWS_FAILED = 1  # finished, but some rows ended failed, invalid_output, truncated, rejected or input_error
-EXIT_USAGE = 2  # bad flags, config, input or policy: nothing was sent
+EXIT_USAGE = 2  # bad flags, config, input or policy; an unreadable input or store (the directory stays resumable)
 EXIT_BUDGET = 3  # stopped by --max-cost (a cap on the whole directory): unsent rows are budget_exhausted
-EXIT_ENDPOINT = 4  # fatal endpoint error (401/403 bad key, 402 out of credit, 404 wrong model or URL, unreachable endpoint)
+EXIT_ENDPOINT = 4  # fatal endpoint error: 401/403 bad key, 402 no credit, 404 wrong model or URL, unreachable
 EXIT_LOCKED = 5  # another run holds the output directory
 EXIT_INTERNAL = 70  # a bug: please report it with the log
 EXIT_INTERRUPTED = 130  # SIGINT/SIGTERM: rerun the same command to resume
@@ -12,7 +12,8 @@ EXIT_INTERRUPTED = 130  # SIGINT/SIGTERM: rerun the same command to resume
 HELP = """exit codes:
   0    every row labelled
   1    finished, some rows failed (failed, invalid_output, truncated, rejected, input_error)
-  2    usage, config, input or policy error: nothing was sent
+  2    usage, config, input, policy or store error (found before sending, or an input or
+       store that became unreadable mid-run: the directory stays resumable)
   3    stopped by --max-cost, a cap on everything the directory has spent (raise it to resume)
   4    fatal endpoint error: bad key (401/403), out of credit (402), wrong model or URL (404),
        or nothing answering at the base URL

@@ -35,6 +35,11 @@ UNREACHABLE_BEFORE_FATAL = 3
 class FatalEndpointError(Exception):
     """The endpoint refuses the whole run (bad key, no credit, wrong model or URL)."""
 
+    def __init__(self, message: str, outcome: Outcome | None = None) -> None:
+        super().__init__(message)
+        #: the row's outcome so far (what earlier attempts were billed still counts)
+        self.outcome = outcome if outcome is not None else Outcome(Status.ABORTED)
+
 
 @dataclass(slots=True)
 class CallSettings:
@@ -110,7 +115,8 @@ class Judge:
                 if exc.unreachable and not self._answered:
                     self._unreachable += 1
                     if self._unreachable >= UNREACHABLE_BEFORE_FATAL:
-                        raise FatalEndpointError(f"{exc}: is the server running and the base URL right?") from None
+                        raise FatalEndpointError(f"{exc}: is the server running and the base URL right?",
+                                                 outcome) from None
                 self.throttle.settle(reserve, 0)
                 self.throttle.on_failure(timeout="no answer within" in str(exc))
                 outcome.status = Status.FAILED
@@ -125,7 +131,7 @@ class Judge:
                 self.throttle.settle(reserve, 0)
                 outcome.error = error_message(self._redacted(reply))
                 if kind == "fatal":
-                    raise FatalEndpointError(outcome.error)
+                    raise FatalEndpointError(outcome.error, outcome)
                 if kind == "row":
                     self.throttle.on_success()
                     outcome.status = Status.REJECTED

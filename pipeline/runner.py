@@ -26,7 +26,7 @@ from pipeline.progress import Progress
 from pipeline.prompt import fingerprint, neutralise, normalise
 from pipeline.readers import InputSet, RowBatch
 from pipeline.records import FINAL_STATUSES, Outcome, Status
-from pipeline.store import ResultStore
+from pipeline.store import ResultStore, StoreError
 from pipeline.tokens import fits, truncate
 from pipeline.workqueue import WorkQueue
 
@@ -52,6 +52,8 @@ class Run:
         self.stats = RunStats()
         self.stop_status: Status | None = None
         self.fatal_error: str | None = None
+        self.store_error: str | None = None
+        self._grace_deadline: float | None = None
         self.rows_read = 0
         self._queue: WorkQueue[Task] = WorkQueue(high=max(settings.concurrency * 4, BATCH_ROWS))
         self._inflight: dict[bytes, list[Slot]] = {}
@@ -93,26 +95,33 @@ class Run:
         if self.stop_status is None:
             self.stop_status = status
             self.judge.stop_status = status
+            if status is not Status.BUDGET_EXHAUSTED:  # a budget stop still labels every row
+                self._queue.stop()
+            if status is Status.INTERRUPTED:
+                self._grace_deadline = time.monotonic() + self.settings.grace_seconds
 
     # -- feeding -----------------------------------------------------------------------------
     async def _feed(self) -> None:
         skip = _complete_prefix(self.manifest) * self.settings.shard_rows
         row_number = skip
         batches = self.inputs.batches(batch_size=BATCH_ROWS, skip_rows=skip)
+        exhausted = False
         try:
             while True:
                 if self.stop_status in (Status.INTERRUPTED, Status.ABORTED):
                     break
                 batch = await asyncio.to_thread(next, batches, None)
                 if batch is None:
+                    exhausted = True
                     break
                 await self._queue.put_many(self._plan(batch, row_number))
                 row_number += len(batch.ids)
         finally:
             self.rows_read = row_number
-            stopped_early = self.stop_status in (Status.INTERRUPTED, Status.ABORTED)
-            for shard in list(self._shards.values()):
-                if not stopped_early:
+            # Only a fully read input closes its last shards: after a signal, a fatal error or
+            # an unreadable file, a shard may lack rows, and the next run rebuilds it.
+            if exhausted:
+                for shard in list(self._shards.values()):
                     shard.closed = True
                     self._maybe_flush(shard)
             self._queue.close()
@@ -220,15 +229,20 @@ class Run:
             except FatalEndpointError as exc:
                 self.fatal_error = str(exc)
                 self.request_stop(Status.ABORTED)
-                outcome = Outcome(Status.ABORTED, error=str(exc))
+                outcome = exc.outcome  # keeps what earlier attempts were billed
+                outcome.status, outcome.error, outcome.verdict = Status.ABORTED, str(exc), None
             except asyncio.CancelledError:
                 self._finish(task, Outcome(Status.INTERRUPTED, error="stopped before the answer came"), "none")
                 raise
             finally:
                 self.stats.reserved_usd -= estimate
             self._finish(task, outcome, "api" if outcome.attempts else "none")
-            if self.store.backlog() > STORE_BACKLOG:
-                await self._wait_for_store()
+            try:
+                if self.store.backlog() > STORE_BACKLOG:
+                    await self._wait_for_store()
+            except StoreError as exc:  # the store cannot be written (disk full, locked): stop
+                self.store_error = str(exc)
+                self.request_stop(Status.ABORTED)
 
     async def _wait_for_store(self) -> None:
         """Backpressure: answers must not pile up faster than the store can commit them."""
@@ -298,10 +312,8 @@ class Run:
     async def _drain(self, workers: list[asyncio.Task]) -> None:
         """Wait for the workers; after an interrupt, give calls in flight a grace period."""
         pending = set(workers)
-        deadline: float | None = None
         while pending:
-            if deadline is None and self.stop_status is Status.INTERRUPTED:
-                deadline = time.monotonic() + self.settings.grace_seconds
+            deadline = self._grace_deadline
             timeout = 0.5 if deadline is None else max(0.0, deadline - time.monotonic())
             _, pending = await asyncio.wait(pending, timeout=timeout)
             if deadline is not None and time.monotonic() >= deadline:

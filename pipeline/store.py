@@ -149,7 +149,12 @@ class ResultStore:
         self._queue.put(("result", fingerprint, outcome, policy, out_id, run_id))
 
     def backlog(self) -> int:
-        """Answers queued but not yet committed (the runner slows down when this grows)."""
+        """Answers queued but not yet committed (the runner slows down when this grows).
+
+        Raises StoreError once the writer thread has failed, so nobody waits for it forever.
+        """
+        if self._error is not None:
+            raise StoreError(f"{self.path}: cannot write result store ({self._error})")
         return self._queue.qsize()
 
     def record_run(self, run: dict) -> None:

@@ -23,18 +23,26 @@ class WorkQueue(Generic[T]):
         self._ready = asyncio.Event()  # items to take, or closed
         self._room = asyncio.Event()  # the feeder may add more
         self._closed = False
+        self._stopped = False
 
     def __len__(self) -> int:
         return len(self._items)
 
     async def put_many(self, items: Iterable[T]) -> None:
         """Add a batch once the queue has room (it may then exceed `high` by one batch)."""
-        while len(self._items) >= self._high:
+        while len(self._items) >= self._high and not self._stopped:
             self._room.clear()
             await self._room.wait()
+        if self._stopped:  # the run is stopping: nothing more is taken
+            return
         self._items.extend(items)
         if self._items:
             self._ready.set()
+
+    def stop(self) -> None:
+        """The run is stopping: wake a waiting feeder and refuse further batches."""
+        self._stopped = True
+        self._room.set()
 
     def close(self) -> None:
         """No more items: workers get None once the queue is empty."""
