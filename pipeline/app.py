@@ -26,7 +26,7 @@ from pipeline.progress import Progress
 from pipeline.prompt import PROMPT_VERSION, render_system, request_key
 from pipeline.providers import DEFAULT_BASE_URLS, chat_url, request_headers
 from pipeline.readers import InputError, InputSet, open_inputs
-from pipeline.records import Status
+from pipeline.records import Policy, Status
 from pipeline.report import build_report, write_reports
 from pipeline.runner import Run
 from pipeline.store import NullStore, ResultStore, StoreError
@@ -175,7 +175,7 @@ def _build_run(config: RunConfig, *, inputs: InputSet, plans: list[PolicyPlan], 
                settings=run_settings, progress=progress)
 
 
-def _plan(index: int, policy, config: RunConfig, model: str) -> PolicyPlan:
+def _plan(index: int, policy: Policy, config: RunConfig, model: str) -> PolicyPlan:
     system = render_system(policy, config.output_format)
     key = request_key(model=model, system=system, reasoning_effort=config.reasoning_effort,
                       output_format=config.output_format)
