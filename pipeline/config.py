@@ -59,7 +59,7 @@ class RunConfig:
     # [output]
     out: str = "out/run"
     store: str | None = None
-    shard_rows: int = 20000
+    shard_rows: int = 10000
     force: bool = False
     grace_seconds: float = 30.0
     # [pricing] per million tokens; None = from configs/pricing.toml for provider + model
