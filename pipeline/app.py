@@ -269,12 +269,12 @@ def _run_row(run: Run, started_at: float, outcome: str) -> dict:
     return {"run_id": run.settings.run_id, "out_id": run.settings.out_id, "started_at": started_at,
             "ended_at": time.time(), "outcome": outcome, "labels": s.labels, "sent": s.sent,
             "store_hits": s.store_hits, "duplicates": s.duplicates,
-            "elapsed_s": round(getattr(run, "elapsed", time.time() - started_at), 3)}
+            "elapsed_s": round(run.elapsed, 3)}
 
 
 def _summary(run: Run, report: dict, outdir: OutputDir, outcome: str, simulated: bool) -> str:
     s = run.stats
-    elapsed = getattr(run, "elapsed", 0.0) or 1e-9
+    elapsed = run.elapsed or 1e-9
     statuses = " ".join(f"{k}={v}" for k, v in sorted(s.statuses.items()))
     prefix = "moderate [SIMULATOR]" if simulated else "moderate"
     seconds = f"{elapsed:.1f}" if elapsed >= 1 else f"{elapsed:.2f}"

@@ -55,6 +55,8 @@ class Run:
         self.store_error: str | None = None
         self._grace_deadline: float | None = None
         self.rows_read = 0
+        #: seconds the run took (set when `execute` ends)
+        self.elapsed = 0.0
         self._queue: WorkQueue[Task] = WorkQueue(high=max(settings.concurrency * 4, BATCH_ROWS))
         self._inflight: dict[bytes, list[Slot]] = {}
         self._recent: dict[bytes, Outcome] = {}
