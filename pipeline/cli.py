@@ -1,4 +1,9 @@
-"""The `moderate` command: `moderate run` labels a dataset, `moderate simulate` serves the simulator."""
+"""The `moderate` command. Each sub-command registers its own flags and handler here.
+
+`run` labels a dataset, `simulate` serves the built-in simulator. Commands that work on the same
+job as `run` (inputs, policies, endpoint) take the same flags through `add_job_arguments` and read
+them back with `job_config`, so a config file means the same thing to all of them.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from pipeline import exitcodes
-from pipeline.config import EFFORTS, PROVIDERS, ConfigError, apply_overrides, load_config
+from pipeline.config import EFFORTS, PROVIDERS, ConfigError, RunConfig, apply_overrides, load_config
 from pipeline.records import OutputFormat
 
 RUN_EPILOG = f"""\
@@ -20,63 +25,42 @@ MODERATION_API_KEY (or the one named by [endpoint] api_key_env), never from a fl
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="moderate", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    run = commands.add_parser("run", help="label a dataset against one or more policies",
-                              epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    run.add_argument("config", nargs="?", help="TOML config (see configs/); flags override it")
-    run.add_argument("--input", dest="inputs", action="append", metavar="PATH",
-                     help="file, folder or glob (.parquet, .jsonl/.ndjson[.gz|.zst], .csv); repeatable")
-    run.add_argument("--id-column", metavar="C", help="id column (default: 'id' if present, else file:row)")
-    run.add_argument("--text-column", metavar="C", help="text column (default: text)")
-    run.add_argument("--policy", dest="policies", action="append", metavar="FILE",
-                     help="policy file or built-in name (spam, hate_harassment, ...); repeatable "
-                          "(default: every built-in policy)")
-    run.add_argument("--output-format", choices=[f.value for f in OutputFormat])
-    run.add_argument("--out", metavar="DIR", help="output directory (default: out/run)")
-    run.add_argument("--store", metavar="PATH",
-                     help="result store to share across runs (default: OUT/store.sqlite; 'none' = no store)")
-    run.add_argument("--provider", choices=PROVIDERS)
-    run.add_argument("--base-url", metavar="URL")
-    run.add_argument("--model", metavar="NAME")
-    run.add_argument("--concurrency", type=int, metavar="N", help="connections and workers (default 64)")
-    run.add_argument("--rpm", type=float, metavar="N", help="requests per minute (default: unlimited)")
-    run.add_argument("--tpm", type=float, metavar="N", help="tokens per minute (default: unlimited)")
-    run.add_argument("--request-timeout", type=float, metavar="S", help="seconds per attempt (default 120)")
-    run.add_argument("--reasoning-effort", choices=EFFORTS, help="default low")
-    run.add_argument("--max-tokens", type=int, metavar="N", help="output budget incl. reasoning (default 8192)")
-    run.add_argument("--limit", type=int, metavar="N", help="only the first N input rows")
-    run.add_argument("--max-cost", type=float, metavar="USD", help="stop sending once spend would pass this")
-    run.add_argument("--keep-reasoning", action="store_true", default=None,
-                     help="store the model's raw reasoning in the shards")
-    run.add_argument("--force", action="store_true", default=None,
-                     help="start the output directory over (answers in the store are reused)")
-    run.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
-
-    simulate = commands.add_parser("simulate", help="serve the built-in OpenAI-compatible simulator")
-    from pipeline.simulator.cli import add_arguments
-
-    add_arguments(simulate)
-    return parser
+def add_job_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags that describe a job: config file, inputs, policies, endpoint, limits, output."""
+    parser.add_argument("config", nargs="?", help="TOML config (see configs/); flags override it")
+    parser.add_argument("--input", dest="inputs", action="append", metavar="PATH",
+                        help="file, folder or glob (.parquet, .jsonl/.ndjson[.gz|.zst], .csv); repeatable")
+    parser.add_argument("--id-column", metavar="C", help="id column (default: 'id' if present, else file:row)")
+    parser.add_argument("--text-column", metavar="C", help="text column (default: text)")
+    parser.add_argument("--policy", dest="policies", action="append", metavar="FILE",
+                        help="policy file or built-in name (spam, hate_harassment, ...); repeatable "
+                             "(default: every built-in policy)")
+    parser.add_argument("--output-format", choices=[f.value for f in OutputFormat])
+    parser.add_argument("--out", metavar="DIR", help="output directory (default: out/run)")
+    parser.add_argument("--store", metavar="PATH",
+                        help="result store to share across runs (default: OUT/store.sqlite; 'none' = no store)")
+    parser.add_argument("--provider", choices=PROVIDERS)
+    parser.add_argument("--base-url", metavar="URL")
+    parser.add_argument("--model", metavar="NAME")
+    parser.add_argument("--concurrency", type=int, metavar="N", help="connections and workers (default 64)")
+    parser.add_argument("--rpm", type=float, metavar="N", help="requests per minute (default: unlimited)")
+    parser.add_argument("--tpm", type=float, metavar="N", help="tokens per minute (default: unlimited)")
+    parser.add_argument("--request-timeout", type=float, metavar="S", help="seconds per attempt (default 120)")
+    parser.add_argument("--reasoning-effort", choices=EFFORTS, help="default low")
+    parser.add_argument("--max-tokens", type=int, metavar="N", help="output budget incl. reasoning (default 8192)")
+    parser.add_argument("--limit", type=int, metavar="N", help="only the first N input rows")
+    parser.add_argument("--max-cost", type=float, metavar="USD", help="stop sending once spend would pass this")
+    parser.add_argument("--keep-reasoning", action="store_true", default=None,
+                        help="store the model's raw reasoning in the shards")
+    parser.add_argument("--force", action="store_true", default=None,
+                        help="start the output directory over (answers in the store are reused)")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if os.environ.get("MODERATE_DEBUG"):
-        # every request and answer on stderr; credentials are redacted (pipeline.redact)
-        logging.basicConfig(level=logging.DEBUG, format="%(asctime)s %(name)s %(message)s")
-    if args.command == "simulate":
-        from pipeline.simulator.cli import main as simulate_main
+def job_config(args: argparse.Namespace) -> RunConfig:
+    """The job's config: the file named by ``args.config`` with the flags laid over it.
 
-        return simulate_main(args)
-    return _run(args)
-
-
-def _run(args: argparse.Namespace) -> int:
-    from pipeline.app import run_job
-
+    Raises `ConfigError` (one line) on a bad file or flag.
+    """
     overrides = {
         "inputs": args.inputs, "id_column": args.id_column, "text_column": args.text_column,
         "policies": args.policies, "output_format": args.output_format, "out": args.out,
@@ -86,8 +70,41 @@ def _run(args: argparse.Namespace) -> int:
         "max_tokens": args.max_tokens, "limit": args.limit, "max_cost": args.max_cost,
         "keep_reasoning": args.keep_reasoning, "force": args.force,
     }
+    return apply_overrides(load_config(args.config), overrides)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="moderate", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="label a dataset against one or more policies",
+                              epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_job_arguments(run)
+    run.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
+    run.set_defaults(handler=_run)
+
+    simulate = commands.add_parser("simulate", help="serve the built-in OpenAI-compatible simulator")
+    from pipeline.simulator.cli import add_arguments
+    from pipeline.simulator.cli import main as simulate_main
+
+    add_arguments(simulate)
+    simulate.set_defaults(handler=simulate_main)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if os.environ.get("MODERATE_DEBUG"):
+        # every request and answer on stderr; credentials are redacted (pipeline.redact)
+        logging.basicConfig(level=logging.DEBUG, format="%(asctime)s %(name)s %(message)s")
+    return args.handler(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from pipeline.app import run_job
+
     try:
-        config = apply_overrides(load_config(args.config), overrides)
+        config = job_config(args)
     except ConfigError as exc:
         print(f"moderate: error: {exc}", file=sys.stderr)
         return exitcodes.EXIT_USAGE
