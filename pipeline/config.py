@@ -47,6 +47,8 @@ class RunConfig:
     context_tokens: int = 131072
     request_timeout: float = 120.0
     max_attempts: int = 6
+    #: the longest wait a host may order (Retry-After and the like); longer requests are cut to it
+    max_retry_after: float = 600.0
     invalid_output_retries: int = 2
     keep_reasoning: bool = False
     too_long: str = "skip"  # "skip" (status too_long) or "truncate"
@@ -97,6 +99,7 @@ SCHEMA: dict[str, dict[str, tuple[str, tuple[type, ...]]]] = {
         "context_tokens": ("context_tokens", (int,)),
         "request_timeout": ("request_timeout", (int, float)),
         "max_attempts": ("max_attempts", (int,)),
+        "max_retry_after": ("max_retry_after", (int, float)),
         "invalid_output_retries": ("invalid_output_retries", (int,)),
         "keep_reasoning": ("keep_reasoning", (bool,)),
         "too_long": ("too_long", (str,)),
@@ -209,7 +212,8 @@ def validate(config: RunConfig) -> None:
         raise ConfigError(f"{where}: 'endpoint.invalid_output_retries' must not be negative")
     numbers = {
         "endpoint.request_timeout": config.request_timeout, "limits.rpm": config.rpm, "limits.tpm": config.tpm,
-        "limits.max_cost": config.max_cost, "output.grace_seconds": config.grace_seconds,
+        "endpoint.max_retry_after": config.max_retry_after, "limits.max_cost": config.max_cost,
+        "output.grace_seconds": config.grace_seconds,
         "pricing.input_per_million": config.input_per_million,
         "pricing.cached_input_per_million": config.cached_input_per_million,
         "pricing.output_per_million": config.output_per_million,

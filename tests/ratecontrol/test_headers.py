@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.retry import (
+from pipeline.ratecontrol.headers import (
     RateLimitSnapshot,
     backoff_delay,
     classify_http_status,

@@ -1,0 +1,133 @@
+"""An adaptive request rate for hosts that push back without publishing a limit (pure, time passed in).
+
+A single 429 says little: busy upstreams, full queues and shared gateways refuse a few requests at
+random, and each refused request simply waits for its own retry. Only a *share* of pushback
+(refusals and timeouts) over a recent window is evidence of a limit all requests share:
+
+- **Decrease** when at least ``threshold`` of at least ``min_samples`` attempts in the last
+  ``window_s`` seconds were pushed back, at most once per window, to ``keep`` times the rate the
+  host accepted over that window (never below ``min_rps``): the host told us what it takes.
+- **Recover** additively: ``recover`` of that accepted rate per second, so the rate climbs back
+  to the limit in a few seconds and probes past it slowly; once well past the last limit (the
+  limit moved up), grow 10 % a second, and forget the limit entirely past ``RUNAWAY`` times it.
+
+`LoadWindow` counts the attempts; `AdaptiveRate` holds the rate (None = unlimited).
+"""
+
+from __future__ import annotations
+
+import math
+
+__all__ = ["AdaptiveRate", "LoadWindow"]
+
+
+class LoadWindow:
+    """Attempts, pushback and accepted answers over the last ``span`` seconds (quarter-second buckets)."""
+
+    WIDTH = 0.25
+
+    def __init__(self, span: float = 2.0) -> None:
+        self.buckets = max(1, round(span / self.WIDTH))
+        self.span = self.buckets * self.WIDTH
+        self._attempts = [0] * self.buckets
+        self._pushback = [0] * self.buckets
+        self._accepted = [0] * self.buckets
+        self._slot = 0
+        self._first: float | None = None
+
+    def record(self, now: float, *, pushback: bool, accepted: bool) -> None:
+        self._advance(now)
+        if self._first is None:
+            self._first = now
+        i = int(now / self.WIDTH) % self.buckets
+        self._attempts[i] += 1
+        self._pushback[i] += pushback
+        self._accepted[i] += accepted
+
+    def counts(self, now: float) -> tuple[int, int, float]:
+        """(attempts, pushed back, accepted per second) over the window."""
+        self._advance(now)
+        if self._first is None:
+            return 0, 0, 0.0
+        span = min(self.span, max(now - self._first, self.WIDTH))
+        return sum(self._attempts), sum(self._pushback), sum(self._accepted) / span
+
+    def _advance(self, now: float) -> None:
+        slot = int(now / self.WIDTH)
+        if slot <= self._slot:
+            return
+        for s in range(max(self._slot + 1, slot - self.buckets + 1), slot + 1):
+            i = s % self.buckets
+            self._attempts[i] = self._pushback[i] = self._accepted[i] = 0
+        self._slot = slot
+
+
+class AdaptiveRate:
+    """Requests per second to allow, from the share of pushback (see the module docstring)."""
+
+    RUNAWAY = 16.0
+    PAST_LIMIT = 1.1
+    GROWTH_PAST_LIMIT = 0.1
+
+    def __init__(self, *, threshold: float = 0.2, min_samples: int = 20, window_s: float = 2.0,
+                 keep: float = 0.9, recover: float = 0.02, min_rps: float = 0.2) -> None:
+        if not 0.0 < threshold <= 1.0 or not 0.0 < keep < 1.0:
+            raise ValueError("threshold must be in (0, 1] and keep in (0, 1)")
+        self.threshold = threshold
+        self.min_samples = min_samples
+        self.window_s = window_s
+        self.keep = keep
+        self.recover = recover
+        self.min_rps = min_rps
+        self._rate: float | None = None
+        self._limit: float | None = None  # accepted rate at the last decrease
+        self._last_decrease = -math.inf
+        self._updated: float | None = None
+        self.decreases = 0
+
+    @property
+    def current_rps(self) -> float | None:
+        """The rate to hold now; None = unlimited (no limit seen, or it went away)."""
+        return self._rate
+
+    @property
+    def limit_rps(self) -> float | None:
+        """What the host accepted when it last pushed back."""
+        return self._limit
+
+    def observe(self, now: float, *, attempts: int, pushback: int, accepted_rps: float) -> bool:
+        """Counts of the recent window after an attempt; True when the rate was lowered."""
+        self._grow(now)
+        if attempts < self.min_samples or pushback < self.threshold * attempts:
+            return False
+        if now < self._last_decrease + self.window_s:
+            return False  # once per window: the window still holds the pushback that lowered it
+        accepted = accepted_rps if math.isfinite(accepted_rps) and accepted_rps > 0 else 0.0
+        target = max(self.min_rps, self.keep * accepted)
+        self._rate = target if self._rate is None else min(self._rate, max(target, self.min_rps))
+        if accepted == 0.0 and self._rate > self.min_rps:
+            self._rate = self.min_rps
+        self._limit = max(accepted, self.min_rps)
+        self._last_decrease = now
+        self._updated = now
+        self.decreases += 1
+        return True
+
+    def _grow(self, now: float) -> None:
+        rate, limit = self._rate, self._limit
+        if rate is None or limit is None:
+            return
+        updated = self._updated if self._updated is not None else now
+        dt = now - max(updated, self._last_decrease + self.window_s)  # hold the lowered rate one window
+        if dt <= 0.0:
+            return
+        self._updated = now
+        dt = min(dt, 5.0)  # a silence teaches nothing
+        if rate < self.PAST_LIMIT * limit:
+            rate += self.recover * limit * dt
+        else:  # well past the last limit without pushback: the limit moved
+            rate *= 1.0 + self.GROWTH_PAST_LIMIT * dt
+        if rate >= self.RUNAWAY * limit:
+            self._rate = self._limit = None
+            return
+        self._rate = rate
