@@ -76,10 +76,13 @@ class Dispatcher:
         if self.stop_status is not None:
             return self._end_stopped(task)
         retry = task.retry
-        usd = 0.0
-        if self.budget.cap is not None and retry.poll_url is None:
-            usd = self.pricing.estimate(prompt_tokens=task.prompt_tokens, completion_tokens=retry.max_tokens)
-            if not await self._reserve(usd):
+        expected = worst = 0.0
+        budgeted = self.budget.cap is not None and retry.poll_url is None
+        if budgeted:
+            estimate = self.pricing.estimate
+            expected = estimate(prompt_tokens=task.prompt_tokens, completion_tokens=int(self.control.mean_completion))
+            worst = estimate(prompt_tokens=task.prompt_tokens, completion_tokens=retry.max_tokens)
+            if not await self._reserve(expected, worst):
                 self.stop(Status.BUDGET_EXHAUSTED, None)
                 return self._end_stopped(task)
         tokens = 0
@@ -97,9 +100,10 @@ class Dispatcher:
         outcome = task.outcome
         before = outcome.cost_usd
         account(outcome, result, self.pricing, keep_reasoning=self.keep_reasoning)
-        self.budget.settle(usd, charged_usd(usage, outcome.cost_usd - before))
-        if self.released is not None and usd:
-            self.released.set()
+        if budgeted:
+            self.budget.settle(expected, worst, charged_usd(usage, outcome.cost_usd - before))
+            if self.released is not None:
+                self.released.set()
         self._carry_out(task, decide(result.attempt, retry, self.rules, rand=(self.rng or random).random()))
 
     def _carry_out(self, task: Task, action: object) -> None:
@@ -122,9 +126,9 @@ class Dispatcher:
         else:  # pragma: no cover - decide returns one of the above
             raise TypeError(f"unknown action {action!r}")
 
-    async def _reserve(self, usd: float) -> bool:
+    async def _reserve(self, expected: float, worst: float) -> bool:
         """Reserve budget for one attempt, waiting while attempts in flight may free some."""
-        while not self.budget.reserve(usd):
+        while not self.budget.reserve(expected, worst):
             if self.budget.exhausted or self.stop_status is not None or self.released is None:
                 return False
             self.released.clear()
