@@ -14,10 +14,12 @@ class Engine:
         self._slots = asyncio.Semaphore(slots)
         self.running = 0
         self.waiting = 0
+        self.peak_waiting = 0  # the most requests ever waiting at once
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
         self.waiting += 1
+        self.peak_waiting = max(self.peak_waiting, self.waiting)
         try:
             await self._slots.acquire()
         finally:

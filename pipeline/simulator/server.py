@@ -102,6 +102,7 @@ class Simulator:
             value = getattr(self.stats, f.name)
             setattr(self.stats, f.name, {} if isinstance(value, dict) else 0)
         self._host.forget()
+        self._engine.peak_waiting = self._engine.waiting
 
     # -- admin routes ---------------------------------------------------------------------------
 
@@ -120,8 +121,7 @@ class Simulator:
     async def _metrics(self, request: web.Request) -> web.Response:
         self.stats.metrics_scrapes += 1
         text = metrics(self.config.models[0], self._engine.running, self._engine.waiting, self.config.max_num_seqs)
-        return web.Response(body=text, content_type="text/plain", charset="utf-8",
-                            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+        return web.Response(body=text, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
     async def _fetch(self, request: web.Request) -> web.StreamResponse:
         """ModelsLab's fetch: the finished answer once ``eta`` has passed, else still processing."""
@@ -174,7 +174,7 @@ class Simulator:
             return self._send(self._host.shape.no_credit(retry_after=1.0))
         if cfg.profile == "vllm":
             async with self._engine.slot():
-                self.stats.max_waiting = max(self.stats.max_waiting, self._engine.waiting)
+                self.stats.max_waiting = max(self.stats.max_waiting, self._engine.peak_waiting)
                 await self._think()
                 return await self._answer(request, ticket)
         if cfg.profile == "modelslab":
