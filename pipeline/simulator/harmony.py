@@ -53,6 +53,12 @@ def o200k(text: str) -> int:
     return total
 
 
+@lru_cache(maxsize=1024)
+def o200k_cached(text: str) -> int:
+    """``o200k`` for the few texts that repeat (answers, reasoning sentences, roles)."""
+    return o200k(text)
+
+
 def system_content(effort: str, date: str) -> str:
     """The Harmony system message's text for a reasoning effort and a date (YYYY-MM-DD)."""
     return (f"{MODEL_IDENTITY}\nKnowledge cutoff: {KNOWLEDGE_CUTOFF}\nCurrent date: {date}\n\n"
@@ -82,5 +88,5 @@ def prompt_tokens(policy: str, user: str, effort: str = "medium", date: str | No
     >>> prompt_tokens("", "hi", "low", "2025-06-28") == prefix_tokens("", "low", "2025-06-28") + 1 + 2
     True
     """
-    assistant_start = 1 + o200k("assistant")
+    assistant_start = 1 + o200k_cached("assistant")
     return prefix_tokens(policy, effort, date or today()) + o200k(user) + assistant_start

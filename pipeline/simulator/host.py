@@ -112,9 +112,9 @@ class Host:
         answer = rules.render_answer(prompt.fmt, decision)
         reasoning = rules.render_reasoning(decision)
         if cfg.count_tokens == "o200k":
-            reasoning_tokens = harmony.o200k(reasoning)
-            completion = harmony.o200k(answer) + reasoning_tokens
-            prompt_tokens = prompt.tokens + harmony.o200k(user) + 1 + harmony.o200k("assistant")
+            reasoning_tokens = harmony.o200k_cached(reasoning)
+            completion = harmony.o200k_cached(answer) + reasoning_tokens
+            prompt_tokens = prompt.tokens + harmony.o200k(user) + 1 + harmony.o200k_cached("assistant")
         else:
             reasoning_tokens = rules.count_tokens(reasoning)
             completion = rules.count_tokens(answer) + reasoning_tokens
@@ -213,7 +213,7 @@ class Host:
         finish = "stop"
         if fault in ("junk_output", "refusal"):
             answer = rules.JUNK_OUTPUT if fault == "junk_output" else rules.REFUSAL
-            count = harmony.o200k if cfg.count_tokens == "o200k" else rules.count_tokens
+            count = harmony.o200k_cached if cfg.count_tokens == "o200k" else rules.count_tokens
             completion = count(answer) + reasoning_tokens
         if fault == "length_empty" or (ticket.max_tokens is not None and completion > ticket.max_tokens):
             answer, finish = "", "length"
