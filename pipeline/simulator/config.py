@@ -147,8 +147,8 @@ class SimulatorConfig:
             raise ValueError(f"count_tokens must be one of {TOKEN_COUNTERS}, got {self.count_tokens!r}")
         if not self.models or not all("simulator" in name for name in self.models):
             raise ValueError("the simulator serves one or more model names, each containing 'simulator'")
-        for name in (*ALL_FAULTS, "processing"):
-            p = getattr(self.faults, name) if name != "processing" else self.processing
+        probabilities = {name: getattr(self.faults, name) for name in ALL_FAULTS}
+        for name, p in {**probabilities, "processing": self.processing}.items():
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"fault probability {name}={p} is not within 0..1")
         if self.queue < 1 or self.max_num_seqs < 1:

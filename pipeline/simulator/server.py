@@ -36,7 +36,7 @@ class Simulator:
         self.port = port
         self.last_request_at = time.monotonic()
         self._runner: web.AppRunner | None = None
-        self._host = Host(self.config, self.stats)
+        self._core = Host(self.config, self.stats)
         self._in_flight = 0
         self._jitter_rng = random.Random(self.config.seed + 1)
         self._engine = Engine(self.config.max_num_seqs)
@@ -51,16 +51,16 @@ class Simulator:
     @property
     def base_url(self) -> str:
         """The OpenAI-style base URL (``/chat/completions`` and ``/models`` below it)."""
-        return self.root + self._host.shape.paths[0].removesuffix("/chat/completions")
+        return self.root + self._core.shape.paths[0].removesuffix("/chat/completions")
 
     @property
     def chat_url(self) -> str:
         """Where this profile takes chat completions."""
-        return self.root + self._host.shape.paths[0]
+        return self.root + self._core.shape.paths[0]
 
     async def start(self) -> None:
         app = web.Application(client_max_size=32 * 1024 * 1024)
-        for path in self._host.shape.paths:
+        for path in self._core.shape.paths:
             app.router.add_post(path, self._chat)
         if self.config.profile == "modelslab":
             app.router.add_route("*", FETCH_PATH, self._fetch)
@@ -101,7 +101,7 @@ class Simulator:
         for f in dataclasses.fields(self.stats):
             value = getattr(self.stats, f.name)
             setattr(self.stats, f.name, {} if isinstance(value, dict) else 0)
-        self._host.forget()
+        self._core.forget()
         self._engine.peak_waiting = self._engine.waiting
 
     # -- admin routes ---------------------------------------------------------------------------
@@ -133,7 +133,7 @@ class Simulator:
             except orjson.JSONDecodeError:
                 body = None
             if not isinstance(body, dict) or body.get("key") != key:
-                return self._send(self._host.shape.bad_key())
+                return self._send(self._core.shape.bad_key())
         try:
             request_id = int(request.match_info["id"])
         except ValueError:
@@ -160,18 +160,18 @@ class Simulator:
             self._in_flight -= 1
 
     def _send(self, reply: Reply) -> web.Response:
-        self._host.count_status(reply.status)
-        headers = {**self._host.limit_headers(), **(reply.headers or {})} or None
+        self._core.count_status(reply.status)
+        headers = {**self._core.limit_headers(), **(reply.headers or {})} or None
         return web.Response(status=reply.status, body=reply.body, content_type=reply.content_type, headers=headers)
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         cfg = self.config
-        ticket = self._host.admit(await request.read(), request.headers.get("Authorization"))
+        ticket = self._core.admit(await request.read(), request.headers.get("Authorization"))
         if isinstance(ticket, Reply):
             return self._send(ticket)
         if cfg.in_flight_budget is not None and self._in_flight > cfg.in_flight_budget:
             self.stats.budget_refusals += 1
-            return self._send(self._host.shape.no_credit(retry_after=1.0))
+            return self._send(self._core.shape.no_credit(retry_after=1.0))
         if cfg.profile == "vllm":
             async with self._engine.slot():
                 self.stats.max_waiting = max(self.stats.max_waiting, self._engine.peak_waiting)
@@ -180,7 +180,7 @@ class Simulator:
         if cfg.profile == "modelslab":
             if not self._queue.enter(cfg.queue):
                 self.stats.queue_rejections += 1
-                return self._send(self._host.shape.full(cfg.queue, cfg.queue_retry_after))
+                return self._send(self._core.shape.full(cfg.queue, cfg.queue_retry_after))
             try:
                 await self._think()
                 return await self._answer(request, ticket)
@@ -196,7 +196,7 @@ class Simulator:
             await asyncio.sleep(max(0.0, cfg.latency_ms + jitter) / 1000.0)
 
     async def _answer(self, request: web.Request, ticket: Ticket) -> web.StreamResponse:
-        cfg, host = self.config, self._host
+        cfg, host = self.config, self._core
         fault = host.draw_fault()
         if fault == "hang":
             await asyncio.sleep(cfg.faults.hang_seconds)
@@ -218,7 +218,7 @@ class Simulator:
 
     async def _truncated(self, request: web.Request, payload: bytes) -> web.StreamResponse:
         """200 announcing the full length, half the body, then the connection closes."""
-        self._host.count_status(200)
+        self._core.count_status(200)
         response = web.StreamResponse(status=200)
         response.content_type = JSON
         response.content_length = len(payload)
