@@ -83,3 +83,22 @@ def test_cli_fault_mix_takes_the_eight_way_preset_or_pairs() -> None:
     assert config.faults.rate_limited == 0.05 and config.faults.choice_error == 0.1
     with pytest.raises(SystemExit):
         parse_cli("--fault-mix", "teapot=0.5")
+
+
+def test_cli_profile_serves_that_hosts_paths() -> None:
+    proc = subprocess.Popen([sys.executable, "-c", CLI, "--port", "0", "--profile", "vllm", "--max-num-seqs", "3"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert "profile vllm" in line
+        root = line.split()[3].removesuffix("/v1")
+
+        async def scrape() -> str:
+            async with aiohttp.ClientSession() as session, session.get(f"{root}/metrics") as resp:
+                return await resp.text()
+
+        assert "vllm:num_requests_waiting{" in asyncio.run(scrape())
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=5)
+    assert proc.returncode == 0 and "Traceback" not in err
