@@ -35,12 +35,23 @@ def _capture_run(config) -> tuple[int, list[dict], str]:
 
 def test_empty_texts_are_skipped_without_a_request(tmp_path: Path) -> None:
     rows = [{"id": "null", "text": None}, {"id": "empty", "text": ""}, {"id": "blank", "text": " \n\t "},
-            {"id": "missing"}, {"id": "real", "text": "hello"}]
+            {"id": "real", "text": "hello"}]
     result = run_pipeline(make_config(tmp_path, [write_jsonl(tmp_path / "e.jsonl", rows)], policies=["spam"]))
     labels = result.labels().sort("row_number")
-    assert labels["status"].to_list() == ["skipped_empty"] * 4 + ["ok"]
+    assert labels["status"].to_list() == ["skipped_empty"] * 3 + ["ok"]
     assert result.stats.requests == 1
     assert result.code == exitcodes.EXIT_OK
+
+
+def test_a_jsonl_row_without_the_text_key_is_an_input_error_naming_file_and_line(tmp_path: Path) -> None:
+    rows = [{"id": "real", "text": "hello"}, {"id": "missing"}, {"id": "null", "text": None}]
+    result = run_pipeline(make_config(tmp_path, [write_jsonl(tmp_path / "e.jsonl", rows)], policies=["spam"]))
+    labels = result.labels().sort("row_number")
+    assert labels["status"].to_list() == ["ok", "input_error", "skipped_empty"]
+    assert labels["id"][1] == "missing"
+    assert labels["error"][1] == f"{tmp_path / 'e.jsonl'} line 2: no key 'text'"
+    assert result.stats.requests == 1
+    assert result.code == exitcodes.EXIT_ROWS_FAILED
 
 
 def test_too_long_text_is_refused_or_truncated_as_configured(tmp_path: Path) -> None:
