@@ -10,6 +10,7 @@ from pathlib import Path
 
 import orjson
 import polars as pl
+import pytest
 from support import make_config, run_pipeline, write_jsonl
 
 from pipeline import exitcodes
@@ -125,6 +126,7 @@ def test_duplicate_ids_are_labelled_per_row_and_reported(tmp_path: Path) -> None
     assert "share an id" in result.stderr
 
 
+@pytest.mark.slow
 def test_unusable_inputs_are_one_line_errors_without_traceback(tmp_path: Path) -> None:
     corrupt = tmp_path / "corrupt.parquet"
     pl.DataFrame({"text": ["a"] * 100}).write_parquet(corrupt)
