@@ -62,7 +62,7 @@ class RunConfig:
     shard_rows: int = 10000
     force: bool = False
     grace_seconds: float = 30.0
-    # [pricing] per million tokens; None = from configs/pricing.toml for provider + model
+    # [pricing] per million tokens; None = from the built-in table (configs/pricing.toml) for provider + model
     input_per_million: float | None = None
     cached_input_per_million: float | None = None
     output_per_million: float | None = None
@@ -74,7 +74,7 @@ class RunConfig:
     source: str = "<flags>"
 
 
-# section -> key -> (field name, accepted python types, description for the README)
+# section -> key -> (field name, accepted python types); docs/config.md describes each key
 SCHEMA: dict[str, dict[str, tuple[str, tuple[type, ...]]]] = {
     "input": {
         "paths": ("inputs", (list,)),

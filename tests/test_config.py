@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import SCHEMA, ConfigError, RunConfig, apply_overrides, load_config, validate
+from pipeline.policies import load_policies
 from pipeline.records import OutputFormat
 
 REPO = Path(__file__).resolve().parent.parent
@@ -306,3 +307,13 @@ def test_validate_accepts_the_defaults() -> None:
     config = RunConfig()
     validate(config)
     assert config.output_format is OutputFormat.RATIONALE
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_every_shipped_config_names_policies_that_load_from_any_folder(
+    path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = load_config(path.resolve())
+    monkeypatch.chdir(tmp_path)
+    assert [p.name for p in load_policies(config.policies)] == ["spam", "hate_harassment", "self_harm",
+                                                                "sexual_minors"]
