@@ -118,6 +118,18 @@ def test_a_broken_jsonl_line_is_recorded_with_its_line_number(tmp_path: Path) ->
     assert "Traceback" not in result.stderr
 
 
+def test_an_unterminated_csv_quote_stops_the_run_naming_the_line_instead_of_merging_rows(tmp_path: Path) -> None:
+    lines = ["id,text"] + [f"{i},comment number {i}" for i in range(1000)]
+    lines[11] = '10,"unterminated start'
+    path = tmp_path / "comments.csv"
+    path.write_text("\n".join(lines) + "\n")
+    result = run_pipeline(make_config(tmp_path, [path], policies=["spam"]))
+    assert result.code == exitcodes.EXIT_USAGE
+    assert f"{path} line 12: a quoted field is not closed" in result.stderr
+    assert result.stats.requests == 0
+    assert "Traceback" not in result.stderr
+
+
 def test_duplicate_ids_are_labelled_per_row_and_reported(tmp_path: Path) -> None:
     rows = [{"id": "same", "text": "first"}, {"id": "same", "text": "second"}, {"id": "other", "text": "x"}]
     result = run_pipeline(make_config(tmp_path, [write_jsonl(tmp_path / "d.jsonl", rows)], policies=["spam"]))
