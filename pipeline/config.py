@@ -26,7 +26,7 @@ class ConfigError(Exception):
 
 @dataclass(slots=True)
 class RunConfig:
-    """Everything one `moderate run` needs. Field names match the config keys."""
+    """Everything one `moderate run` needs; ``SCHEMA`` maps each config key to its field."""
 
     # [input]
     inputs: list[str] = field(default_factory=list)

@@ -6,7 +6,7 @@ import pyarrow as pa
 
 from pipeline.records import Outcome
 
-#: column order and types of every shard (DESIGN.md §4).
+#: column order and types of every shard (docs/output.md describes each column).
 LABEL_SCHEMA = pa.schema([
     ("id", pa.string()),
     ("policy", pa.string()),

@@ -172,25 +172,12 @@ class RateLimits:
 class AdaptiveRate:
     """A request rate for servers that throttle without publishing their limit (a hidden RPM).
 
-    Unlimited (None) until the first throttle; then AIMD that remembers where the limit was:
-
-    - **Decrease**: a 429 sets ``ceiling`` to the rate its request was *sent* at (``sent_at``, from a
-      short rate history), for the first throttle to ``observed_rps``, and the rate to
-      ``decrease_factor * ceiling``. Throttles of requests sent within ``cooldown_s`` of a decrease
-      are ignored and the lowered rate is held that long: a burst of 429s halves once, and the
-      server gets time to drain. A first throttle with nothing observed (answers slower than 429s)
-      starts blind from ``min_rps``, doubling about every second until a throttle sets a ceiling.
-    - **Recover**: below 95 % of the ceiling, close half the gap per second (seconds far below it).
-    - **Probe**: grow by ``max(increase_rps, 0.5 % of the rate)`` per second but at most 0.05 % per
-      success, so the last 5 % up to the ceiling takes >= 10 s and >= 100 requests: the rate
-      spends most of its time within 5 % of the limit, with one 429 per 100+ requests even at 1/s.
-    - **Limit moved up**: 2 % past the ceiling without a throttle, forget it and grow 10 % a second
-      (as from ``initial_rps``) until the next throttle. Never above 16 times the best
-      ``observed_rps``: a caller using less than allowed builds no rate the server never saw.
-
-    Simulated against hidden limits of 1 to 500 requests/s (tests/test_limiter.py): >= 90 % of the
-    limit, < 2 % of 429s. A lower limit costs a few halvings; a higher one is found slowly at low
-    rates, the price of few 429s.
+    Unlimited (None) until the first throttle, then additive-increase/multiplicative-decrease around
+    a remembered ``ceiling``: a throttle sets the ceiling to the rate its request was sent at and the
+    rate to ``decrease_factor`` times it (once per ``cooldown_s``); below ``RECOVER_TO`` of the
+    ceiling the rate closes half the gap a second, above it it probes slowly (``PROBE_PER_S``,
+    ``PROBE_PER_SUCCESS``); past ``FORGET_ABOVE`` times the ceiling the ceiling is forgotten. Never
+    above ``RUNAWAY`` times the best observed rate.
     """
 
     RECOVER_TO = 0.95
