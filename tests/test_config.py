@@ -77,6 +77,15 @@ def test_every_schema_key_is_a_config_field() -> None:
             assert name in names, f"{section}.{key} -> {name}"
 
 
+def test_docs_config_md_describes_every_section_and_key() -> None:
+    text = (REPO / "docs" / "config.md").read_text(encoding="utf-8")
+    for section, keys in SCHEMA.items():
+        part = text.split(f"### `[{section}]`", 1)
+        assert len(part) == 2, f"no [{section}] section"
+        for key in keys:
+            assert f"| `{key}` |" in part[1].split("\n### ", 1)[0], f"{section}.{key} is not described"
+
+
 def test_every_section_and_key_is_read(tmp_path: Path) -> None:
     path = write(tmp_path, """
 [input]
