@@ -26,7 +26,7 @@ from pipeline.endpoints import SIMULATOR_MODEL, open_transport
 from pipeline.judge import CallSettings, Judge
 from pipeline.outdir import Manifest, OutputDir, OutputDirError
 from pipeline.planner import PolicyPlan, make_policy_plan
-from pipeline.policies import PolicyError, builtin_policy_dir, load_policies
+from pipeline.policies import PolicyError, builtin_policy_files, load_policies
 from pipeline.progress import Progress
 from pipeline.prompt import PROMPT_VERSION, render_system, request_key
 from pipeline.ratecontrol import LIMIT_MARGIN, RateControl, RetryRules
@@ -70,7 +70,7 @@ async def _run_job(config: RunConfig, *, stream: TextIO, transport: Transport | 
         raise UsageError("no input: pass --input PATH (file, folder or glob) or set [input] paths")
     inputs = open_inputs(config.inputs, text_column=config.text_column, id_column=config.id_column,
                          limit=config.limit)
-    policies = load_policies(config.policies or sorted(builtin_policy_dir().glob("*.md")))
+    policies = load_policies(config.policies or builtin_policy_files())
     simulated = config.provider == "simulator"
     model = config.model if not simulated or "simulator" in config.model else SIMULATOR_MODEL
     pricing = lookup_pricing(provider=config.provider, model=model, input_per_million=config.input_per_million,

@@ -26,7 +26,7 @@ class ConfigError(Exception):
 
 @dataclass(slots=True)
 class RunConfig:
-    """Everything one `moderate run` needs. Field names match the config keys."""
+    """Everything one `moderate run` needs; ``SCHEMA`` maps each config key to its field."""
 
     # [input]
     inputs: list[str] = field(default_factory=list)
@@ -64,7 +64,7 @@ class RunConfig:
     shard_rows: int = 10000
     force: bool = False
     grace_seconds: float = 30.0
-    # [pricing] per million tokens; None = from configs/pricing.toml for provider + model
+    # [pricing] per million tokens; None = from the built-in table (configs/pricing.toml) for provider + model
     input_per_million: float | None = None
     cached_input_per_million: float | None = None
     output_per_million: float | None = None
@@ -76,7 +76,7 @@ class RunConfig:
     source: str = "<flags>"
 
 
-# section -> key -> (field name, accepted python types, description for the README)
+# section -> key -> (field name, accepted python types); docs/config.md describes each key
 SCHEMA: dict[str, dict[str, tuple[str, tuple[type, ...]]]] = {
     "input": {
         "paths": ("inputs", (list,)),

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import SCHEMA, ConfigError, RunConfig, apply_overrides, load_config, validate
+from pipeline.policies import load_policies
 from pipeline.records import OutputFormat
 
 REPO = Path(__file__).resolve().parent.parent
@@ -74,6 +75,15 @@ def test_every_schema_key_is_a_config_field() -> None:
     for section, keys in SCHEMA.items():
         for key, (name, _types) in keys.items():
             assert name in names, f"{section}.{key} -> {name}"
+
+
+def test_docs_config_md_describes_every_section_and_key() -> None:
+    text = (REPO / "docs" / "config.md").read_text(encoding="utf-8")
+    for section, keys in SCHEMA.items():
+        part = text.split(f"### `[{section}]`", 1)
+        assert len(part) == 2, f"no [{section}] section"
+        for key in keys:
+            assert f"| `{key}` |" in part[1].split("\n### ", 1)[0], f"{section}.{key} is not described"
 
 
 def test_every_section_and_key_is_read(tmp_path: Path) -> None:
@@ -306,3 +316,13 @@ def test_validate_accepts_the_defaults() -> None:
     config = RunConfig()
     validate(config)
     assert config.output_format is OutputFormat.RATIONALE
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_every_shipped_config_names_policies_that_load_from_any_folder(
+    path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = load_config(path.resolve())
+    monkeypatch.chdir(tmp_path)
+    assert [p.name for p in load_policies(config.policies)] == ["spam", "hate_harassment", "self_harm",
+                                                                "sexual_minors"]

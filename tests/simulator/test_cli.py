@@ -60,6 +60,7 @@ def test_cli_with_port_zero_prints_the_real_port_and_serves() -> None:
     assert proc.returncode == 0 and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_cli_stops_by_itself_when_idle() -> None:
     done = subprocess.run([sys.executable, "-c", CLI, "--port", "0", "--idle-seconds", "0.3"],
                           capture_output=True, text=True, timeout=10)
