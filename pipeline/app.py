@@ -16,7 +16,7 @@ from typing import TextIO
 
 from pipeline import exitcodes
 from pipeline.client import AiohttpTransport, Transport
-from pipeline.config import RunConfig
+from pipeline.config import ConfigError, RunConfig, check_context_room
 from pipeline.cost import Pricing, PricingError, lookup_pricing
 from pipeline.judge import CallSettings, Judge
 from pipeline.outdir import Manifest, OutputDir, OutputDirError
@@ -53,7 +53,7 @@ async def run_job_async(config: RunConfig, *, stream: TextIO | None = None, tran
     stream = stream if stream is not None else sys.stderr
     try:
         return await _run_job(config, stream=stream, transport=transport, progress=progress)
-    except (UsageError, InputError, PolicyError, PricingError, StoreError) as exc:
+    except (UsageError, ConfigError, InputError, PolicyError, PricingError, StoreError) as exc:
         print(f"moderate: error: {exc}", file=stream)
         return exitcodes.EXIT_USAGE
     except OutputDirError as exc:
@@ -78,6 +78,7 @@ async def _run_job(config: RunConfig, *, stream: TextIO, transport: Transport | 
     if api_key is None and config.provider in ("openrouter", "groq", "modelslab") and transport is None:
         raise UsageError(f"no API key: set the environment variable {config.api_key_env}")
     plans = [_plan(i, p, config, model) for i, p in enumerate(policies)]
+    check_context_room(config, {p.policy.name: p.system_tokens for p in plans})
     identity = _identity(config, inputs, plans, model)
 
     outdir = OutputDir(config.out)

@@ -48,6 +48,8 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--request-timeout", type=float, metavar="S", help="seconds per attempt (default 120)")
     parser.add_argument("--reasoning-effort", choices=EFFORTS, help="default low")
     parser.add_argument("--max-tokens", type=int, metavar="N", help="output budget incl. reasoning (default 8192)")
+    parser.add_argument("--response-format", choices=("text", "json_schema"),
+                        help="json_schema: ask the host for answers matching the verdict schema (default text)")
     parser.add_argument("--limit", type=int, metavar="N", help="only the first N input rows")
     parser.add_argument("--max-cost", type=float, metavar="USD", help="stop sending once spend would pass this")
     parser.add_argument("--keep-reasoning", action="store_true", default=None,
@@ -68,7 +70,7 @@ def job_config(args: argparse.Namespace) -> RunConfig:
         "concurrency": args.concurrency, "rpm": args.rpm, "tpm": args.tpm,
         "request_timeout": args.request_timeout, "reasoning_effort": args.reasoning_effort,
         "max_tokens": args.max_tokens, "limit": args.limit, "max_cost": args.max_cost,
-        "keep_reasoning": args.keep_reasoning, "force": args.force,
+        "keep_reasoning": args.keep_reasoning, "force": args.force, "response_format": args.response_format,
     }
     return apply_overrides(load_config(args.config), overrides)
 
