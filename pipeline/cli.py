@@ -83,7 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
                               epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_job_arguments(run)
     run.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
+    run.add_argument("--preflight", action="store_true", help="run `moderate check` first; stop unless it passes")
     run.set_defaults(handler=_run)
+
+    check = commands.add_parser("check", help="preflight: endpoint, key, model, one canary request per policy",
+                                epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_job_arguments(check)
+    check.set_defaults(handler=_check)
 
     simulate = commands.add_parser("simulate", help="serve the built-in OpenAI-compatible simulator")
     from pipeline.simulator.cli import add_arguments
@@ -110,6 +116,8 @@ def _run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"moderate: error: {exc}", file=sys.stderr)
         return exitcodes.EXIT_USAGE
+    if args.preflight and (code := _check(args, config)) != exitcodes.EXIT_OK:
+        return code
     try:
         return run_job(config, progress=False if args.no_progress else None)
     except KeyboardInterrupt:  # before the run's own signal handling is in place
@@ -121,3 +129,14 @@ def _run(args: argparse.Namespace) -> int:
         traceback.print_exc()
         print("moderate: internal error (a bug): please report it with the lines above", file=sys.stderr)
         return exitcodes.EXIT_INTERNAL
+
+
+def _check(args: argparse.Namespace, config: RunConfig | None = None) -> int:
+    from pipeline.check import run_check
+
+    try:
+        config = config or job_config(args)
+    except ConfigError as exc:
+        print(f"moderate: error: {exc}", file=sys.stderr)
+        return exitcodes.EXIT_USAGE
+    return run_check(config)
