@@ -40,6 +40,7 @@ from pipeline.providers import (
 )
 from pipeline.records import Policy
 from pipeline.schemas import response_format
+from pipeline.vllm_metrics import RUNNING, WAITING, metrics_url, parse_metrics
 
 #: the text each canary asks about: known to violate the spam policy, harmless for the others.
 CANARY = "BUY NOW!!! Click here for FREE money, limited offer: http://win-cash.example/claim"
@@ -159,6 +160,8 @@ async def _checks(config: RunConfig, policies: list[Policy], *, base_url: str, m
         results += await _check_models(models_url(base_url), headers, model, config.request_timeout, limits)
         if any(r.ok is False for r in results):
             return [*results, _limits_row(limits)]
+    if host.prometheus_metrics:
+        results.append(await _check_vllm_metrics(metrics_url(base_url), headers, config.request_timeout))
     canaries: list[CheckResult] = []
     statuses: list[int] = []
     provider = "openai" if config.provider == "simulator" else config.provider
@@ -218,6 +221,20 @@ async def _check_models(url: str, headers: Mapping[str, str], model: str, timeou
     shown = ", ".join(served[:5]) + (f" and {len(served) - 5} more" if len(served) > 5 else "")
     return [answered, CheckResult("model", False, f"{model} is not served here (served: {shown or 'none'})",
                                   exitcodes.EXIT_ENDPOINT)]
+
+
+async def _check_vllm_metrics(url: str, headers: Mapping[str, str], timeout: float) -> CheckResult:
+    """vLLM's queue gauges, which the run's backpressure reads (information only)."""
+    try:
+        async with aiohttp.ClientSession(headers=dict(headers)) as session, \
+                session.get(url, timeout=aiohttp.ClientTimeout(total=min(timeout, 5.0))) as response:
+            text = await response.text() if response.status == 200 else ""
+    except (aiohttp.ClientError, TimeoutError, UnicodeDecodeError):
+        text = ""
+    gauges = parse_metrics(text)
+    if WAITING not in gauges:
+        return CheckResult("vllm metrics", None, f"none at {urlsplit(url).path} (not a vLLM server?)")
+    return CheckResult("vllm metrics", None, f"waiting={gauges[WAITING]:g} running={gauges.get(RUNNING, 0):g}")
 
 
 async def _canary(transport: AiohttpTransport, name: str, body: bytes,

@@ -242,3 +242,47 @@ def test_run_preflight_runs_the_job_when_the_check_passes(tmp_path: Path) -> Non
                  "--out", str(tmp_path / "out"), "--policy", "spam", "--no-progress"])
     assert code == exitcodes.EXIT_OK
     assert (tmp_path / "out" / "labels").is_dir()
+
+
+def test_vllm_queue_gauges_are_shown_for_openai_hosts() -> None:
+    """A vLLM-shaped host: /v1/models, /v1/chat/completions and /metrics."""
+    content = orjson.dumps({"violation": 0, "policy_category": None, "rule_ids": [], "confidence": "low",
+                            "rationale": "fine"}).decode()
+
+    async def models(request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": SIM_MODEL}]})
+
+    async def chat(request: web.Request) -> web.Response:
+        return web.json_response({"choices": [{"message": {"content": content}, "finish_reason": "stop"}]})
+
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(text='vllm:num_requests_waiting{engine="0"} 3.0\nvllm:num_requests_running 7.0\n')
+
+    async def go() -> tuple[int, str]:
+        app = web.Application()
+        app.router.add_get("/v1/models", models)
+        app.router.add_post("/v1/chat/completions", chat)
+        app.router.add_get("/metrics", metrics)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        try:
+            out = io.StringIO()
+            code = await check_async(make(base_url=f"http://127.0.0.1:{port}/v1"), stream=out)
+            return code, out.getvalue()
+        finally:
+            await runner.cleanup()
+
+    code, out = asyncio.run(go())
+    assert code == exitcodes.EXIT_OK, out
+    row = next(line.split() for line in out.splitlines() if "vllm metrics" in line)
+    assert row == ["vllm", "metrics", "info", "waiting=3", "running=7"]
+    assert "no usage sent" in out
+
+
+def test_a_server_without_vllm_metrics_says_so(key: str) -> None:
+    code, out, _ = check(make())
+    assert code == exitcodes.EXIT_OK
+    assert "none at /metrics" in out
