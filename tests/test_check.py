@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import pytest
 from aiohttp import web
-from support import SIM_MODEL
+from support import SIM_MODEL, serve_app
 
 from pipeline import exitcodes
 from pipeline.check import CheckResult, check_async, exit_code, format_table, host_error, rate_limit_headers
@@ -132,15 +132,8 @@ class ModelsLabLike:
     async def serve(self) -> AsyncIterator[str]:
         app = web.Application()
         app.router.add_post("/api/v7/llm/chat/completions", self.chat)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        try:
-            yield f"http://127.0.0.1:{port}/api/v7/llm"
-        finally:
-            await runner.cleanup()
+        async with serve_app(app) as root:
+            yield root + "/api/v7/llm"
 
 
 def check_modelslab(host: ModelsLabLike) -> tuple[int, str]:
@@ -263,17 +256,10 @@ def test_vllm_queue_gauges_are_shown_for_openai_hosts() -> None:
         app.router.add_get("/v1/models", models)
         app.router.add_post("/v1/chat/completions", chat)
         app.router.add_get("/metrics", metrics)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        try:
+        async with serve_app(app) as root:
             out = io.StringIO()
-            code = await check_async(make(base_url=f"http://127.0.0.1:{port}/v1"), stream=out)
+            code = await check_async(make(base_url=root + "/v1"), stream=out)
             return code, out.getvalue()
-        finally:
-            await runner.cleanup()
 
     code, out = asyncio.run(go())
     assert code == exitcodes.EXIT_OK, out

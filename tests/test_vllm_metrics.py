@@ -6,6 +6,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 from aiohttp import web
+from support import serve_app
 
 from pipeline.vllm_metrics import RUNNING, WAITING, BackpressureController, VllmBackpressure, metrics_url, parse_metrics
 
@@ -118,15 +119,8 @@ class FakeVllm:
     async def serve(self) -> AsyncIterator[str]:
         app = web.Application()
         app.router.add_get("/metrics", self.metrics)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        try:
-            yield f"http://127.0.0.1:{port}/v1"
-        finally:
-            await runner.cleanup()
+        async with serve_app(app) as root:
+            yield root + "/v1"
 
 
 def test_poller_lowers_the_limit_when_vllm_queues_and_gates_requests() -> None:
