@@ -24,7 +24,7 @@ from pipeline.plan import PolicyPlan, RunSettings, make_plan, new_run_id
 from pipeline.policies import PolicyError, builtin_policy_dir, load_policies
 from pipeline.progress import Progress
 from pipeline.prompt import PROMPT_VERSION, render_system, request_key
-from pipeline.providers import DEFAULT_BASE_URLS, chat_url, request_headers
+from pipeline.providers import DEFAULT_BASE_URLS, HOSTS, chat_url, request_headers
 from pipeline.readers import InputError, InputSet, open_inputs
 from pipeline.records import Policy, Status
 from pipeline.report import build_report, write_reports
@@ -75,7 +75,7 @@ async def _run_job(config: RunConfig, *, stream: TextIO, transport: Transport | 
                              cached_input_per_million=config.cached_input_per_million,
                              output_per_million=config.output_per_million)
     api_key = os.environ.get(config.api_key_env) or None
-    if api_key is None and config.provider in ("openrouter", "groq", "modelslab") and transport is None:
+    if api_key is None and HOSTS[config.provider].needs_key and transport is None:
         raise UsageError(f"no API key: set the environment variable {config.api_key_env}")
     plans = [_plan(i, p, config, model) for i, p in enumerate(policies)]
     check_context_room(config, {p.policy.name: p.system_tokens for p in plans})
