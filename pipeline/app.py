@@ -19,7 +19,7 @@ from typing import TextIO
 from pipeline import exitcodes
 from pipeline.budget import Budget
 from pipeline.client import Transport
-from pipeline.config import RunConfig
+from pipeline.config import ConfigError, RunConfig, check_context_room
 from pipeline.cost import Pricing, PricingError, lookup_pricing
 from pipeline.ending import exit_code, outcome_word, problems, summary_line
 from pipeline.endpoints import SIMULATOR_MODEL, open_transport
@@ -29,6 +29,7 @@ from pipeline.planner import PolicyPlan, make_policy_plan
 from pipeline.policies import PolicyError, builtin_policy_files, load_policies
 from pipeline.progress import Progress
 from pipeline.prompt import PROMPT_VERSION, render_system, request_key
+from pipeline.providers import HOSTS
 from pipeline.ratecontrol import LIMIT_MARGIN, RateControl, RetryRules
 from pipeline.readers import InputError, InputSet, open_inputs
 from pipeline.records import Policy, Status
@@ -56,7 +57,7 @@ async def run_job_async(config: RunConfig, *, stream: TextIO | None = None, tran
     stream = stream if stream is not None else sys.stderr
     try:
         return await _run_job(config, stream=stream, transport=transport, progress=progress)
-    except (UsageError, InputError, PolicyError, PricingError, StoreError) as exc:
+    except (UsageError, ConfigError, InputError, PolicyError, PricingError, StoreError) as exc:
         print(f"moderate: error: {exc}", file=stream)
         return exitcodes.EXIT_USAGE
     except OutputDirError as exc:
@@ -77,13 +78,10 @@ async def _run_job(config: RunConfig, *, stream: TextIO, transport: Transport | 
                              cached_input_per_million=config.cached_input_per_million,
                              output_per_million=config.output_per_million)
     api_key = os.environ.get(config.api_key_env) or None
-    if api_key is None and config.provider in ("openrouter", "groq", "modelslab") and transport is None:
+    if api_key is None and HOSTS[config.provider].needs_key and transport is None:
         raise UsageError(f"no API key: set the environment variable {config.api_key_env}")
     plans = [_policy_plan(i, p, config, model) for i, p in enumerate(policies)]
-    if config.too_long == "truncate" and (empty := [p.policy.name for p in plans if p.text_budget <= 0]):
-        raise UsageError(f"context_tokens {config.context_tokens:,} leaves no room for content after the policy "
-                         f"and max_tokens {config.max_tokens:,} ({', '.join(empty)}): raise context_tokens or "
-                         "lower max_tokens")
+    check_context_room(config, {p.policy.name: p.system_tokens for p in plans})
     outdir = OutputDir(config.out)
     outdir.lock()
     try:
