@@ -22,7 +22,7 @@ from pipeline.client import Transport
 from pipeline.config import ConfigError, RunConfig, check_context_room
 from pipeline.cost import Pricing, PricingError, lookup_pricing
 from pipeline.ending import exit_code, outcome_word, problems, summary_line
-from pipeline.endpoints import SIMULATOR_MODEL, open_transport
+from pipeline.endpoints import SIMULATOR_MODEL, Endpoint, open_endpoint
 from pipeline.judge import CallSettings, Judge
 from pipeline.outdir import Manifest, OutputDir, OutputDirError
 from pipeline.planner import PolicyPlan, make_policy_plan
@@ -37,6 +37,7 @@ from pipeline.report import build_report, write_reports
 from pipeline.resume import open_manifest
 from pipeline.runner import Run
 from pipeline.runstate import RunResult, RunSettings, new_run_id
+from pipeline.schemas import response_format
 from pipeline.store import NullStore, ResultStore, StoreError
 from pipeline.tokens import MESSAGE_OVERHEAD, count_tokens
 
@@ -91,8 +92,8 @@ async def _run_job(config: RunConfig, *, stream: TextIO, transport: Transport | 
         if manifest.finished:
             return _nothing_to_do(store, manifest, outdir, pricing, config, model, stream)
         async with contextlib.AsyncExitStack() as stack:
-            transport = await open_transport(stack, config, api_key=api_key, transport=transport, stream=stream)
-            run = _build_run(config, inputs=inputs, plans=plans, transport=transport, store=store, outdir=outdir,
+            endpoint = await open_endpoint(stack, config, api_key=api_key, transport=transport, stream=stream)
+            run = _build_run(config, inputs=inputs, plans=plans, endpoint=endpoint, store=store, outdir=outdir,
                              manifest=manifest, pricing=pricing, api_key=api_key, model=model, stream=stream,
                              progress=Progress(total=_total(inputs, plans), enabled=progress, stream=stream))
             result = await _execute(run, store, stream)
@@ -163,13 +164,15 @@ def _nothing_to_do(store: ResultStore, manifest: Manifest, outdir: OutputDir, pr
     return exitcodes.EXIT_ROWS_FAILED if bad else exitcodes.EXIT_OK
 
 
-def _build_run(config: RunConfig, *, inputs: InputSet, plans: list[PolicyPlan], transport: Transport,
+def _build_run(config: RunConfig, *, inputs: InputSet, plans: list[PolicyPlan], endpoint: Endpoint,
                store: ResultStore, outdir: OutputDir, manifest: Manifest, pricing: Pricing, api_key: str | None,
                model: str, stream: TextIO, progress: Progress) -> Run:
     provider = "openai" if config.provider == "simulator" else config.provider
-    judge = Judge(transport=transport, settings=CallSettings(
+    structured = response_format(config.output_format) if config.response_format == "json_schema" else None
+    judge = Judge(transport=endpoint.transport, settings=CallSettings(
         provider=provider, model=model, reasoning_effort=config.reasoning_effort, max_tokens=config.max_tokens,
-        request_timeout=config.request_timeout, keep_reasoning=config.keep_reasoning, api_key=api_key))
+        request_timeout=config.request_timeout, keep_reasoning=config.keep_reasoning, api_key=api_key,
+        response_format=structured))
 
     def on_pause(seconds: float, why: str) -> None:  # one line each, terminal or not
         print(f"moderate: pausing all requests for {seconds:.0f} s: {why}", file=stream, flush=True)
@@ -187,9 +190,12 @@ def _build_run(config: RunConfig, *, inputs: InputSet, plans: list[PolicyPlan], 
         max_tokens=config.max_tokens, keep_reasoning=config.keep_reasoning, grace_seconds=config.grace_seconds,
         shard_rows=manifest.shard_rows,
     )
-    return Run(inputs=inputs, plans=plans, judge=judge, control=control, rules=rules, pricing=pricing,
-               budget=Budget(config.max_cost, spent=spent), store=store, outdir=outdir, manifest=manifest,
-               settings=settings, progress=progress)
+    run = Run(inputs=inputs, plans=plans, judge=judge, control=control, rules=rules, pricing=pricing,
+              budget=Budget(config.max_cost, spent=spent), store=store, outdir=outdir, manifest=manifest,
+              settings=settings, progress=progress)
+    run.dispatcher.gate = endpoint.gate
+    run.dispatcher.cached_count_toward_tpm = HOSTS[config.provider].cached_tokens_count_toward_tpm
+    return run
 
 
 def _workers(concurrency: int, inputs: InputSet, plans: list[PolicyPlan]) -> int:
@@ -202,7 +208,7 @@ def _workers(concurrency: int, inputs: InputSet, plans: list[PolicyPlan]) -> int
 def _policy_plan(index: int, policy: Policy, config: RunConfig, model: str) -> PolicyPlan:
     system = render_system(policy, config.output_format)
     key = request_key(model=model, system=system, reasoning_effort=config.reasoning_effort,
-                      output_format=config.output_format)
+                      output_format=config.output_format, structured=config.response_format == "json_schema")
     return make_policy_plan(index, policy, system=system, key=key,
                             system_tokens=count_tokens(system) + MESSAGE_OVERHEAD,
                             context_tokens=config.context_tokens, max_tokens=config.max_tokens)
@@ -210,7 +216,7 @@ def _policy_plan(index: int, policy: Policy, config: RunConfig, model: str) -> P
 
 def _identity(config: RunConfig, inputs: InputSet, plans: list[PolicyPlan], model: str) -> dict:
     """What makes an output directory: resuming with anything else would mix two jobs."""
-    return {
+    identity = {
         "input": inputs.identity(),
         "limit": config.limit,
         "policies": [f"{p.policy.name}@{p.policy.version}" for p in plans],
@@ -219,6 +225,9 @@ def _identity(config: RunConfig, inputs: InputSet, plans: list[PolicyPlan], mode
         "output_format": config.output_format.value,
         "prompt_version": PROMPT_VERSION,
     }
+    if config.response_format != "text":  # absent by default, so existing directories still resume
+        identity["response_format"] = config.response_format
+    return identity
 
 
 def _reports(store: ResultStore, manifest: Manifest, outdir: OutputDir, pricing: Pricing,

@@ -24,7 +24,8 @@ import aiohttp
 import orjson
 
 from pipeline import exitcodes
-from pipeline.client import AiohttpTransport, BadResponse, HttpReply, TransportError, decode_completion, error_message
+from pipeline.answers import describe_error, read_reply
+from pipeline.client import AiohttpTransport, HttpReply, TransportError
 from pipeline.config import RunConfig
 from pipeline.parser import InvalidOutput, parse_verdict
 from pipeline.policies import PolicyError, builtin_policy_dir, load_policies
@@ -38,6 +39,7 @@ from pipeline.providers import (
     models_url,
     request_headers,
 )
+from pipeline.ratecontrol import AttemptKind
 from pipeline.records import Policy
 from pipeline.schemas import response_format
 from pipeline.vllm_metrics import RUNNING, WAITING, metrics_url, parse_metrics
@@ -87,31 +89,6 @@ def format_table(results: list[CheckResult], *, secret: str | None = None) -> st
         lines.append(f"  {r.name:<{width}}  {result:<6}  {r.detail}")
     text = "\n".join(lines)
     return text.replace(secret, "[redacted]") if secret else text
-
-
-def host_error(body: bytes) -> str | None:
-    """The message of an error a host sends inside a 200: ModelsLab's ``{"status": "error"}``, a
-    top-level ``error`` object, or a choice that ended with ``finish_reason: "error"`` (OpenRouter).
-
-    >>> host_error(b'{"status": "error", "message": "Invalid API key"}')
-    'Invalid API key'
-    """
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(data, dict):
-        return None
-    if data.get("status") == "error":
-        # some of ModelsLab's documented error bodies spell the field "messege"
-        return str(data.get("message") or data.get("messege") or "error")
-    problem = data.get("error")
-    choices = data.get("choices")
-    if problem is None and isinstance(choices, list) and choices and isinstance(choices[0], dict):
-        problem = choices[0].get("error") if choices[0].get("finish_reason") == "error" else None
-    if problem is None:
-        return None
-    return str(problem.get("message", problem)) if isinstance(problem, dict) else str(problem)
 
 
 def run_check(config: RunConfig, *, stream: TextIO | None = None) -> int:
@@ -208,10 +185,11 @@ async def _check_models(url: str, headers: Mapping[str, str], model: str, timeou
     limits.update(rate_limit_headers(reply.headers))
     answered = CheckResult("endpoint", True, f"GET {urlsplit(url).path} answered HTTP {reply.status} in {ms:.0f} ms")
     if reply.status in (401, 403):
-        return [answered, CheckResult("key", False, f"{_KEY_PROBLEM[reply.status]}: {error_message(reply)}",
+        detail = describe_error(reply.status, reply.body)
+        return [answered, CheckResult("key", False, f"{_KEY_PROBLEM[reply.status]}: {detail}",
                                       exitcodes.EXIT_ENDPOINT)]
     if reply.status != 200:
-        return [answered, CheckResult("model", None, f"no model list ({error_message(reply)})")]
+        return [answered, CheckResult("model", None, f"no model list ({describe_error(reply.status, reply.body)})")]
     try:
         served = [str(m["id"]) for m in orjson.loads(reply.body)["data"]]
     except (orjson.JSONDecodeError, KeyError, TypeError):
@@ -247,19 +225,14 @@ async def _canary(transport: AiohttpTransport, name: str, body: bytes,
         return CheckResult(label, False, f"{exc}: is the server running and the base URL right?",
                            exitcodes.EXIT_ENDPOINT), None
     seconds = time.perf_counter() - started
-    if reply.status in _KEY_PROBLEM:
-        return CheckResult(label, False, f"{_KEY_PROBLEM[reply.status]}: {error_message(reply)}",
-                           exitcodes.EXIT_ENDPOINT), reply
-    if reply.status != 200:
-        return CheckResult(label, False, error_message(reply), exitcodes.EXIT_ROWS_FAILED), reply
-    problem = host_error(reply.body)
-    if problem is not None:
-        return CheckResult(label, False, f"the host answered with an error: {' '.join(problem.split())[:200]}",
-                           exitcodes.EXIT_ENDPOINT), reply
-    try:
-        completion = decode_completion(reply.body)
-    except BadResponse as exc:
-        return CheckResult(label, False, str(exc), exitcodes.EXIT_ROWS_FAILED), reply
+    reading = read_reply(reply.status, reply.headers, reply.body, now=time.time())
+    attempt, completion = reading.attempt, reading.completion
+    if attempt.kind is AttemptKind.FATAL:
+        cause = _KEY_PROBLEM.get(reply.status)
+        detail = f"{cause}: {attempt.error}" if cause else f"the host refused: {attempt.error}"
+        return CheckResult(label, False, detail, exitcodes.EXIT_ENDPOINT), reply
+    if attempt.kind is not AttemptKind.ANSWER or completion is None:
+        return CheckResult(label, False, attempt.error or "no answer", exitcodes.EXIT_ROWS_FAILED), reply
     try:
         verdict = parse_verdict(completion.content or "")
     except InvalidOutput as exc:

@@ -64,6 +64,8 @@ class RunConfig:
     rpm: float | None = None
     tpm: float | None = None
     adaptive: bool = True
+    #: against vLLM, read its /metrics and hold its waiting queue near a target
+    vllm_backpressure: bool = True
     max_cost: float | None = None
     # [output]
     out: str = "out/run"
@@ -124,6 +126,7 @@ SCHEMA: dict[str, dict[str, tuple[str, tuple[type, ...]]]] = {
         "rpm": ("rpm", (int, float)),
         "tpm": ("tpm", (int, float)),
         "adaptive": ("adaptive", (bool,)),
+        "vllm_backpressure": ("vllm_backpressure", (bool,)),
         "max_cost": ("max_cost", (int, float)),
     },
     "output": {

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from pipeline.budget import Budget
 from pipeline.cost import Pricing
+from pipeline.endpoints import Gate
 from pipeline.judge import Judge, account
 from pipeline.planner import Task
 from pipeline.ratecontrol import Accept, GiveUp, Poll, RateControl, Retry, RetryRules, StopRun, decide
@@ -48,6 +49,10 @@ class Dispatcher:
     pace: Callable[[], Awaitable[None]]
     #: the run must stop sending (budget, fatal endpoint error)
     stop: Callable[[Status, str | None], None]
+    #: admission beyond our own limits (vLLM's waiting queue), or None
+    gate: Gate | None = None
+    #: prompt tokens served from cache count toward the host's TPM (not on Groq)
+    cached_count_toward_tpm: bool = True
     #: copies the run's stop status so a worker sees it between two steps
     stop_status: Status | None = None
     #: set while any budget reservation is released (waiters re-check)
@@ -90,13 +95,23 @@ class Dispatcher:
             tokens = self.control.reservation(task.prompt_tokens)
             await self.control.acquire(tokens)
         plan = task.slot.plan
-        result = await self.judge.attempt(system=plan.system, system_tokens=plan.system_tokens, user=task.user,
-                                          max_tokens=retry.max_tokens, poll_url=retry.poll_url)
+        gate = self.gate
+        if gate is not None:
+            await gate.wait_for_slot()
+        try:
+            result = await self.judge.attempt(system=plan.system, system_tokens=plan.system_tokens, user=task.user,
+                                              max_tokens=retry.max_tokens, poll_url=retry.poll_url)
+        finally:
+            if gate is not None:
+                gate.release()
         usage = result.usage
-        self.control.after_attempt(
-            result.attempt, headers=result.headers, reserved=tokens,
-            used=usage.prompt_tokens + usage.completion_tokens if usage else 0,
-            completion_tokens=usage.completion_tokens if usage else None)
+        used = 0
+        if usage is not None:
+            used = usage.prompt_tokens + usage.completion_tokens
+            if not self.cached_count_toward_tpm:
+                used -= usage.cached_prompt_tokens
+        self.control.after_attempt(result.attempt, headers=result.headers, reserved=tokens, used=used,
+                                   completion_tokens=usage.completion_tokens if usage else None)
         outcome = task.outcome
         before = outcome.cost_usd
         account(outcome, result, self.pricing, keep_reasoning=self.keep_reasoning)

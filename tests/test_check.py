@@ -13,7 +13,8 @@ from aiohttp import web
 from support import SIM_MODEL, serve_app
 
 from pipeline import exitcodes
-from pipeline.check import CheckResult, check_async, exit_code, format_table, host_error, rate_limit_headers
+from pipeline.answers import read_reply
+from pipeline.check import CheckResult, check_async, exit_code, format_table, rate_limit_headers
 from pipeline.cli import main
 from pipeline.config import RunConfig, validate
 from pipeline.providers import USER_AGENT
@@ -165,7 +166,7 @@ def test_a_modelslab_error_body_with_http_200_exits_4_and_hides_the_echoed_key(k
     host = ModelsLabLike("sk-another-key")
     code, out = check_modelslab(host)
     assert code == exitcodes.EXIT_ENDPOINT
-    assert "the host answered with an error: Invalid API key [redacted]" in out
+    assert "the host refused: host error (HTTP 200): Invalid API key [redacted]" in out
     assert len(host.bodies) == 1
     assert key not in out
 
@@ -174,19 +175,23 @@ def test_a_modelslab_error_body_with_http_200_exits_4_and_hides_the_echoed_key(k
 
 
 @pytest.mark.parametrize(
-    ("body", "message"),
+    ("body", "kind", "message"),
     [
-        (b'{"status": "error", "message": "Insufficient credit"}', "Insufficient credit"),
-        (b'{"status": "error", "messege": "Invalid Api Key"}', "Invalid Api Key"),
-        (b'{"error": {"message": "upstream timeout", "code": 502}}', "upstream timeout"),
-        (b'{"choices": [{"finish_reason": "error", "error": {"message": "provider down"}}]}', "provider down"),
-        (b'{"choices": [{"finish_reason": "stop", "message": {"content": "0"}}]}', None),
-        (b'not json', None),
-        (b'[1]', None),
+        (b'{"status": "error", "message": "Insufficient credit"}', "fatal", "Insufficient credit"),
+        (b'{"status": "error", "messege": "Invalid Api Key"}', "fatal", "Invalid Api Key"),
+        (b'{"error": {"message": "upstream timeout", "code": 502}}', "failed", "upstream timeout"),
+        (b'{"choices": [{"finish_reason": "error", "error": {"message": "provider down"}}]}', "failed",
+         "provider down"),
+        (b'{"choices": [{"finish_reason": "stop", "message": {"content": "0"}}]}', "answer", None),
+        (b'not json', "failed", None),
+        (b'[1]', "failed", None),
     ],
 )
-def test_host_error_finds_errors_sent_inside_a_200(body: bytes, message: str | None) -> None:
-    assert host_error(body) == message
+def test_errors_sent_inside_a_200_are_read_as_errors(body: bytes, kind: str, message: str | None) -> None:
+    attempt = read_reply(200, {}, body, now=0.0).attempt
+    assert attempt.kind == kind
+    if message is not None:
+        assert message in (attempt.error or "")
 
 
 def test_exit_code_is_the_most_serious_failure() -> None:
