@@ -7,7 +7,8 @@ random, and each refused request simply waits for its own retry. Only a *share* 
 - **Decrease** when at least ``threshold`` of the last ``min_samples`` attempts were pushed back
   (at most once per ``window_s`` and per fresh set of samples), to ``keep`` times the rate the host
   accepted over the last ``window_s`` seconds (never below ``min_rps``): the host told us what it
-  takes. 5 % random refusals reach 25 % of 50 attempts about once in ten million windows.
+  takes. 5 % random refusals reach 25 % of 50 attempts about once in ten million windows. Never
+  below half of the most the host accepted in one second lately (`LoadWindow.peak_rps`).
 - **Recover** additively: ``recover`` of that accepted rate per second, so the rate climbs back
   to the limit in a few seconds and probes past it slowly; once well past the last limit (the
   limit moved up), grow 10 % a second, and forget the limit entirely past ``RUNAWAY`` times it.
@@ -31,6 +32,7 @@ class LoadWindow:
     """
 
     WIDTH = 0.25
+    PEAK_SECONDS = 10
 
     def __init__(self, size: int = 50, span: float = 2.0) -> None:
         self.size = size
@@ -41,6 +43,8 @@ class LoadWindow:
         self._accepted = [0] * self.buckets
         self._slot = 0
         self._first: float | None = None
+        self._seconds = [0] * self.PEAK_SECONDS  # accepted per whole second, for the peak
+        self._second = 0
 
     def record(self, now: float, *, pushback: bool, accepted: bool) -> None:
         recent = self._recent
@@ -53,6 +57,7 @@ class LoadWindow:
             if self._first is None:
                 self._first = now
             self._accepted[int(now / self.WIDTH) % self.buckets] += 1
+            self._seconds[int(now) % self.PEAK_SECONDS] += 1
 
     def counts(self, now: float) -> tuple[int, int, float]:
         """(attempts, pushed back) among the last ``size`` attempts, and accepted answers per second."""
@@ -61,6 +66,12 @@ class LoadWindow:
             return len(self._recent), self._pushback, 0.0
         span = min(self.span, max(now - self._first, self.WIDTH))
         return len(self._recent), self._pushback, sum(self._accepted) / span
+
+    def peak_rps(self, now: float) -> float:
+        """The most answers accepted in one whole second over the last ten seconds."""
+        self._advance(now)
+        current = int(now) % self.PEAK_SECONDS
+        return float(max((n for i, n in enumerate(self._seconds) if i != current), default=0))
 
     def forget(self) -> None:
         """Start counting shares afresh (after a decision based on them)."""
@@ -74,12 +85,17 @@ class LoadWindow:
         for s in range(max(self._slot + 1, slot - self.buckets + 1), slot + 1):
             self._accepted[s % self.buckets] = 0
         self._slot = slot
+        second = int(now)
+        for s in range(max(self._second + 1, second - self.PEAK_SECONDS + 1), second + 1):
+            self._seconds[s % self.PEAK_SECONDS] = 0
+        self._second = max(self._second, second)
 
 
 class AdaptiveRate:
     """Requests per second to allow, from the share of pushback (see the module docstring)."""
 
     RUNAWAY = 16.0
+    FLOOR_OF_PEAK = 0.5
     PAST_LIMIT = 1.1
     GROWTH_PAST_LIMIT = 0.1
 
@@ -109,19 +125,25 @@ class AdaptiveRate:
         """What the host accepted when it last pushed back."""
         return self._limit
 
-    def observe(self, now: float, *, attempts: int, pushback: int, accepted_rps: float) -> bool:
-        """Counts of the recent window after an attempt; True when the rate was lowered."""
+    def observe(self, now: float, *, attempts: int, pushback: int, accepted_rps: float,
+                peak_rps: float = 0.0) -> bool:
+        """Counts of the recent window after an attempt; True when the rate was lowered.
+
+        ``peak_rps`` (the most the host accepted in a second lately) sets a floor of half of it:
+        at the end of a run, when only retries are left, few answers are accepted because little
+        is asked, not because the host refuses, and the rate must not collapse then.
+        """
         self._grow(now)
         if attempts < self.min_samples or pushback < self.threshold * attempts:
             return False
         if now < self._last_decrease + self.window_s:
             return False  # once per window: the window still holds the pushback that lowered it
         accepted = accepted_rps if math.isfinite(accepted_rps) and accepted_rps > 0 else 0.0
-        target = max(self.min_rps, self.keep * accepted)
+        target = max(self.min_rps, self.keep * accepted, self.FLOOR_OF_PEAK * peak_rps)
         self._rate = target if self._rate is None else min(self._rate, max(target, self.min_rps))
-        if accepted == 0.0 and self._rate > self.min_rps:
+        if accepted == 0.0 and peak_rps == 0.0 and self._rate > self.min_rps:
             self._rate = self.min_rps
-        self._limit = max(accepted, self.min_rps)
+        self._limit = max(accepted, self.min_rps, self.FLOOR_OF_PEAK * peak_rps)
         self._last_decrease = now
         self._updated = now
         self.decreases += 1

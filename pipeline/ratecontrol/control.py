@@ -94,7 +94,8 @@ class RateControl:
         if self.adaptive is None:
             return
         attempts, pushed, accepted_rps = self.window.counts(now)
-        lowered = self.adaptive.observe(now, attempts=attempts, pushback=pushed, accepted_rps=accepted_rps)
+        lowered = self.adaptive.observe(now, attempts=attempts, pushback=pushed, accepted_rps=accepted_rps,
+                                        peak_rps=self.window.peak_rps(now) if pushed else 0.0)
         if lowered:
             self.window.forget()
         if lowered and pushback and attempt.retry_after:
