@@ -185,7 +185,7 @@ def _build_run(config: RunConfig, *, inputs: InputSet, plans: list[PolicyPlan], 
     spent = sum(b["server_cost_usd"] if b["server_cost_usd"] is not None else b["cost_usd"] for b in billing)
     settings = RunSettings(
         out_id=manifest.out_id, run_id=new_run_id(), model=model, reasoning_effort=config.reasoning_effort,
-        output_format=config.output_format.value, concurrency=_workers(config.concurrency, inputs, plans),
+        output_format=config.output_format.value, concurrency=worker_count(config.concurrency, inputs.total_rows, len(plans)),
         too_long=config.too_long,
         max_tokens=config.max_tokens, keep_reasoning=config.keep_reasoning, grace_seconds=config.grace_seconds,
         shard_rows=manifest.shard_rows,
@@ -198,11 +198,15 @@ def _build_run(config: RunConfig, *, inputs: InputSet, plans: list[PolicyPlan], 
     return run
 
 
-def _workers(concurrency: int, inputs: InputSet, plans: list[PolicyPlan]) -> int:
-    """As many workers as connections, but never more than there are requests to make."""
-    if inputs.total_rows is None:
+def worker_count(concurrency: int, rows: int | None, policies: int) -> int:
+    """As many workers as connections, but never more than there are requests to make.
+
+    >>> worker_count(100_000, 5, 2)
+    10
+    """
+    if rows is None:
         return concurrency
-    return max(1, min(concurrency, inputs.total_rows * len(plans)))
+    return max(1, min(concurrency, rows * policies))
 
 
 def _policy_plan(index: int, policy: Policy, config: RunConfig, model: str) -> PolicyPlan:
