@@ -185,8 +185,8 @@ def _build_run(config: RunConfig, *, inputs: InputSet, plans: list[PolicyPlan], 
     spent = sum(b["server_cost_usd"] if b["server_cost_usd"] is not None else b["cost_usd"] for b in billing)
     settings = RunSettings(
         out_id=manifest.out_id, run_id=new_run_id(), model=model, reasoning_effort=config.reasoning_effort,
-        output_format=config.output_format.value, concurrency=worker_count(config.concurrency, inputs.total_rows, len(plans)),
-        too_long=config.too_long,
+        output_format=config.output_format.value, too_long=config.too_long,
+        concurrency=worker_count(config.concurrency, inputs.total_rows, len(plans)),
         max_tokens=config.max_tokens, keep_reasoning=config.keep_reasoning, grace_seconds=config.grace_seconds,
         shard_rows=manifest.shard_rows,
     )
