@@ -182,7 +182,7 @@ def _build_run(config: RunConfig, *, inputs: InputSet, plans: list[PolicyPlan], 
     rules = RetryRules(max_attempts=config.max_attempts, invalid_output_retries=config.invalid_output_retries,
                        max_tokens_cap=config.max_tokens_cap, max_retry_after=config.max_retry_after)
     billing = store.billing(manifest.out_id)
-    spent = sum(b["server_cost_usd"] if b["server_cost_usd"] is not None else b["cost_usd"] for b in billing)
+    spent = sum(b["cost_usd"] if b.get("charged_usd") is None else b["charged_usd"] for b in billing)
     settings = RunSettings(
         out_id=manifest.out_id, run_id=new_run_id(), model=model, reasoning_effort=config.reasoning_effort,
         output_format=config.output_format.value, too_long=config.too_long,

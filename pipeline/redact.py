@@ -39,15 +39,19 @@ class Redactor:
     passes through `body` before it is read, so error messages, raw output, reasoning and the store
     never hold the key.
 
-    >>> Redactor("sk-123").text("bad key sk-123")
+    Keys shorter than `MIN_SECRET` characters are placeholders (vLLM users send "EMPTY"), not
+    secrets: replacing every "k" of a reply would only corrupt it.
+
+    >>> Redactor("sk-12345678").text("bad key sk-12345678")
     'bad key [redacted]'
     """
 
+    MIN_SECRET = 8
     __slots__ = ("_key", "_key_bytes")
 
     def __init__(self, key: str | None) -> None:
-        self._key = key or None
-        self._key_bytes = key.encode() if key else None
+        self._key = key if key and len(key) >= self.MIN_SECRET else None
+        self._key_bytes = self._key.encode() if self._key else None
 
     def body(self, data: bytes) -> bytes:
         key = self._key_bytes

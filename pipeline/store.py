@@ -32,6 +32,7 @@ CREATE TABLE IF NOT EXISTS billing (
     prompt_tokens INTEGER NOT NULL DEFAULT 0, cached_prompt_tokens INTEGER NOT NULL DEFAULT 0,
     completion_tokens INTEGER NOT NULL DEFAULT 0, reasoning_tokens INTEGER NOT NULL DEFAULT 0,
     cost_usd REAL NOT NULL DEFAULT 0, server_cost_usd REAL,
+    charged_usd REAL, server_cost_requests INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (out_id, run_id, policy)
 );
 CREATE TABLE IF NOT EXISTS runs (
@@ -45,8 +46,9 @@ _COLUMNS = ", ".join(["fingerprint", *(c.name for c in STORED), "run_id", "creat
 _INSERT = f"INSERT OR REPLACE INTO results ({_COLUMNS}) VALUES ({', '.join('?' * (len(STORED) + 3))})"
 _BILL = """
 INSERT INTO billing (out_id, run_id, policy, requests, estimated_requests, prompt_tokens,
-    cached_prompt_tokens, completion_tokens, reasoning_tokens, cost_usd, server_cost_usd)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    cached_prompt_tokens, completion_tokens, reasoning_tokens, cost_usd, server_cost_usd, charged_usd,
+    server_cost_requests)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (out_id, run_id, policy) DO UPDATE SET
     requests = requests + excluded.requests,
     estimated_requests = estimated_requests + excluded.estimated_requests,
@@ -56,7 +58,9 @@ ON CONFLICT (out_id, run_id, policy) DO UPDATE SET
     reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens,
     cost_usd = cost_usd + excluded.cost_usd,
     server_cost_usd = CASE WHEN excluded.server_cost_usd IS NULL THEN server_cost_usd
-                      ELSE COALESCE(server_cost_usd, 0) + excluded.server_cost_usd END
+                      ELSE COALESCE(server_cost_usd, 0) + excluded.server_cost_usd END,
+    charged_usd = COALESCE(charged_usd, cost_usd) + excluded.charged_usd,
+    server_cost_requests = server_cost_requests + excluded.server_cost_requests
 """
 
 
@@ -89,6 +93,10 @@ def _add_missing_columns(conn: sqlite3.Connection) -> None:
     for column in STORED:
         if column.name not in present:
             conn.execute(f"ALTER TABLE results ADD COLUMN {column.name} {column.sql.replace(' NOT NULL', '')}")
+    present = {row[1] for row in conn.execute("PRAGMA table_info(billing)")}
+    if "charged_usd" not in present:  # older ledgers: what was charged is the list price (NULL here)
+        conn.execute("ALTER TABLE billing ADD COLUMN charged_usd REAL")
+        conn.execute("ALTER TABLE billing ADD COLUMN server_cost_requests INTEGER NOT NULL DEFAULT 0")
 
 
 class ResultStore:
@@ -215,20 +223,23 @@ class ResultStore:
                     rows.append((fingerprint, *store_values(outcome), run_id, now))
             if outcome.billed_calls:
                 key = (out_id, run_id, policy)
-                bill = bills.setdefault(key, [0, 0, Usage(), 0.0])
+                bill = bills.setdefault(key, [0, 0, Usage(), 0.0, 0.0, 0])
                 bill[0] += outcome.billed_calls
                 bill[1] += outcome.billed_calls if outcome.usage.estimated else 0
                 bill[2].add(outcome.usage)
                 bill[3] += outcome.cost_usd
+                reported = outcome.usage.server_cost_usd
+                bill[4] += outcome.cost_usd if reported is None else reported
+                bill[5] += outcome.billed_calls if reported is not None else 0
         conn = self._write
         conn.execute("BEGIN")
         try:
             if rows:
                 conn.executemany(_INSERT, rows)
-            for (out_id, run_id, policy), (calls, estimated, usage, cost) in bills.items():
+            for (out_id, run_id, policy), (calls, estimated, usage, cost, charged, reported) in bills.items():
                 conn.execute(_BILL, (out_id, run_id, policy, calls, estimated, usage.prompt_tokens,
                                      usage.cached_prompt_tokens, usage.completion_tokens,
-                                     usage.reasoning_tokens, cost, usage.server_cost_usd))
+                                     usage.reasoning_tokens, cost, usage.server_cost_usd, charged, reported))
             for run in runs:
                 columns = ", ".join(run)
                 updates = ", ".join(f"{k} = excluded.{k}" for k in run if k != "run_id")

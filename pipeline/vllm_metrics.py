@@ -108,8 +108,10 @@ def _split_name(line: str) -> tuple[str, str]:
 class BackpressureController:
     """Requests to keep in flight so that vLLM's waiting queue stays near ``target_waiting``.
 
-    Pure: it is told the time. Additive increase (``step`` per sample) only while our own requests
-    fill the limit, so an idle client does not grow a limit it never tested; a decrease at most once
+    Pure: it is told the time. It starts at ``initial`` requests and, until the queue first grows past
+    the target, grows by half a sample (slow start, so a large server is filled within seconds);
+    after that additively (``step`` per sample). It grows only while our own requests fill the
+    limit, so an idle client does not grow a limit it never tested; a decrease at most once
     per ``cooldown`` seconds (the time the queue needs to show the effect of the last cut) that takes
     back the queue's excess over the target from our requests in flight, and never more than a
     ``factor`` cut at once.
@@ -121,6 +123,7 @@ class BackpressureController:
     step: float = 1.0
     factor: float = 0.7
     cooldown: float = 2.0
+    initial: int = 8
     #: current limit as a real number (the integer part is handed out).
     level: float = 0.0
     last_decrease: float = -math.inf
@@ -128,7 +131,7 @@ class BackpressureController:
     def __post_init__(self) -> None:
         if self.max_limit < 1 or not 1 <= self.min_limit <= self.max_limit:
             raise ValueError("need 1 <= min_limit <= max_limit")
-        self.level = self.level or float(self.max_limit)
+        self.level = self.level or float(min(self.max_limit, max(self.min_limit, self.initial)))
 
     @property
     def limit(self) -> int:
@@ -143,7 +146,9 @@ class BackpressureController:
                 self.level = min(max(self.level * self.factor, in_flight - excess, self.min_limit), self.level)
                 self.last_decrease = now
         elif in_flight >= self.limit:
-            self.level = min(self.level + self.step, float(self.max_limit))
+            slow_start = self.last_decrease == -math.inf
+            grow = max(self.step, 0.5 * self.level) if slow_start else self.step
+            self.level = min(self.level + grow, float(self.max_limit))
         return self.limit
 
 
@@ -151,7 +156,7 @@ class VllmBackpressure:
     """Scrapes vLLM's metrics every ``interval`` seconds and gates requests by the controller's limit."""
 
     def __init__(self, url: str, *, max_limit: int, controller: BackpressureController | None = None,
-                 interval: float = 1.0, timeout: float = 2.0, clock: Callable[[], float] = time.monotonic) -> None:
+                 interval: float = 0.5, timeout: float = 2.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.url = url
         self.controller = controller or BackpressureController(max_limit=max_limit)
         self.interval = interval

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -57,6 +58,8 @@ def run_pipeline(config: RunConfig, sim: SimulatorConfig | None = None, *, env_k
     """Start the simulator, point the config at it, run the job, return exit code and server stats."""
 
     async def main() -> RunResult:
+        if env_key is not None:
+            os.environ[config.api_key_env] = env_key
         async with start_simulator(sim or SimulatorConfig()) as server:
             config.base_url = server.base_url
             stream = io.StringIO()

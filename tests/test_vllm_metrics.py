@@ -44,7 +44,7 @@ def test_metrics_live_at_the_server_root() -> None:
 
 
 def test_a_queue_over_target_cuts_the_limit_once_per_cooldown() -> None:
-    c = BackpressureController(max_limit=64, target_waiting=4, factor=0.5, cooldown=2.0)
+    c = BackpressureController(max_limit=64, level=64, target_waiting=4, factor=0.5, cooldown=2.0)
     assert c.observe(waiting=40, in_flight=64, now=10.0) == 32
     assert c.observe(waiting=40, in_flight=64, now=11.0) == 32  # inside the cooldown
     assert c.observe(waiting=30, in_flight=32, now=12.0) == 16
@@ -63,8 +63,17 @@ def test_the_limit_never_drops_below_min_limit() -> None:
     assert c.limit == 2
 
 
+def test_a_fresh_limit_starts_small_and_grows_by_half_until_the_queue_first_passes_the_target() -> None:
+    c = BackpressureController(max_limit=256, target_waiting=4)
+    assert c.limit == 8
+    assert [c.observe(waiting=0, in_flight=c.limit, now=float(t)) for t in range(5)] == [12, 18, 27, 40, 60]
+    c.observe(waiting=10, in_flight=60, now=5.0)  # past the target: cut, then grow additively
+    assert c.limit == 54
+    assert c.observe(waiting=0, in_flight=54, now=6.0) == 55
+
+
 def test_a_short_queue_grows_the_limit_while_it_is_used_up_to_max() -> None:
-    c = BackpressureController(max_limit=12, level=8, target_waiting=4)
+    c = BackpressureController(max_limit=12, level=8, target_waiting=4, last_decrease=-100.0)
     assert c.observe(waiting=4, in_flight=8, now=0.0) == 9
     assert c.observe(waiting=0, in_flight=9, now=1.0) == 10
     for t in range(10):
