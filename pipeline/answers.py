@@ -29,7 +29,7 @@ from pipeline.ratecontrol.decide import Attempt, AttemptKind
 from pipeline.ratecontrol.headers import retry_after_seconds
 from pipeline.records import Usage
 
-__all__ = ["Completion", "Reading", "decode_completion", "read_reply"]
+__all__ = ["Completion", "Reading", "decode_completion", "describe_error", "read_reply"]
 
 #: no request of ours has this many tokens: a usage above it is a host's bug, not a bill.
 MAX_PLAUSIBLE_TOKENS = 4_000_000
@@ -100,6 +100,11 @@ def read_reply(status: int, headers: Mapping[str, str], body: bytes, *, now: flo
     if status >= 500 or status in _TRANSIENT_STATUSES:
         return Reading(Attempt(AttemptKind.FAILED, message, retry_after))
     return Reading(Attempt(AttemptKind.ROW_ERROR, message))
+
+
+def describe_error(status: int, body: bytes) -> str:
+    """One line for a non-200 answer: its message in any known error shape, else a snippet."""
+    return f"HTTP {status}: {_error_text(_json(body), body)}"
 
 
 def decode_completion(body: bytes) -> Completion:

@@ -19,16 +19,17 @@ from typing import TextIO
 from pipeline import exitcodes
 from pipeline.budget import Budget
 from pipeline.client import Transport
-from pipeline.config import RunConfig
+from pipeline.config import ConfigError, RunConfig, check_context_room
 from pipeline.cost import Pricing, PricingError, lookup_pricing
 from pipeline.ending import exit_code, outcome_word, problems, summary_line
-from pipeline.endpoints import SIMULATOR_MODEL, open_transport
+from pipeline.endpoints import SIMULATOR_MODEL, Endpoint, open_endpoint
 from pipeline.judge import CallSettings, Judge
 from pipeline.outdir import Manifest, OutputDir, OutputDirError
 from pipeline.planner import PolicyPlan, make_policy_plan
-from pipeline.policies import PolicyError, builtin_policy_dir, load_policies
+from pipeline.policies import PolicyError, builtin_policy_files, load_policies
 from pipeline.progress import Progress
 from pipeline.prompt import PROMPT_VERSION, render_system, request_key
+from pipeline.providers import HOSTS
 from pipeline.ratecontrol import LIMIT_MARGIN, RateControl, RetryRules
 from pipeline.readers import InputError, InputSet, open_inputs
 from pipeline.records import Policy, Status
@@ -36,6 +37,7 @@ from pipeline.report import build_report, write_reports
 from pipeline.resume import open_manifest
 from pipeline.runner import Run
 from pipeline.runstate import RunResult, RunSettings, new_run_id
+from pipeline.schemas import response_format
 from pipeline.store import NullStore, ResultStore, StoreError
 from pipeline.tokens import MESSAGE_OVERHEAD, count_tokens
 
@@ -56,7 +58,7 @@ async def run_job_async(config: RunConfig, *, stream: TextIO | None = None, tran
     stream = stream if stream is not None else sys.stderr
     try:
         return await _run_job(config, stream=stream, transport=transport, progress=progress)
-    except (UsageError, InputError, PolicyError, PricingError, StoreError) as exc:
+    except (UsageError, ConfigError, InputError, PolicyError, PricingError, StoreError) as exc:
         print(f"moderate: error: {exc}", file=stream)
         return exitcodes.EXIT_USAGE
     except OutputDirError as exc:
@@ -70,20 +72,17 @@ async def _run_job(config: RunConfig, *, stream: TextIO, transport: Transport | 
         raise UsageError("no input: pass --input PATH (file, folder or glob) or set [input] paths")
     inputs = open_inputs(config.inputs, text_column=config.text_column, id_column=config.id_column,
                          limit=config.limit)
-    policies = load_policies(config.policies or sorted(builtin_policy_dir().glob("*.md")))
+    policies = load_policies(config.policies or builtin_policy_files())
     simulated = config.provider == "simulator"
     model = config.model if not simulated or "simulator" in config.model else SIMULATOR_MODEL
     pricing = lookup_pricing(provider=config.provider, model=model, input_per_million=config.input_per_million,
                              cached_input_per_million=config.cached_input_per_million,
                              output_per_million=config.output_per_million)
     api_key = os.environ.get(config.api_key_env) or None
-    if api_key is None and config.provider in ("openrouter", "groq", "modelslab") and transport is None:
+    if api_key is None and HOSTS[config.provider].needs_key and transport is None:
         raise UsageError(f"no API key: set the environment variable {config.api_key_env}")
     plans = [_policy_plan(i, p, config, model) for i, p in enumerate(policies)]
-    if config.too_long == "truncate" and (empty := [p.policy.name for p in plans if p.text_budget <= 0]):
-        raise UsageError(f"context_tokens {config.context_tokens:,} leaves no room for content after the policy "
-                         f"and max_tokens {config.max_tokens:,} ({', '.join(empty)}): raise context_tokens or "
-                         "lower max_tokens")
+    check_context_room(config, {p.policy.name: p.system_tokens for p in plans})
     outdir = OutputDir(config.out)
     outdir.lock()
     try:
@@ -93,8 +92,8 @@ async def _run_job(config: RunConfig, *, stream: TextIO, transport: Transport | 
         if manifest.finished:
             return _nothing_to_do(store, manifest, outdir, pricing, config, model, stream)
         async with contextlib.AsyncExitStack() as stack:
-            transport = await open_transport(stack, config, api_key=api_key, transport=transport, stream=stream)
-            run = _build_run(config, inputs=inputs, plans=plans, transport=transport, store=store, outdir=outdir,
+            endpoint = await open_endpoint(stack, config, api_key=api_key, transport=transport, stream=stream)
+            run = _build_run(config, inputs=inputs, plans=plans, endpoint=endpoint, store=store, outdir=outdir,
                              manifest=manifest, pricing=pricing, api_key=api_key, model=model, stream=stream,
                              progress=Progress(total=_total(inputs, plans), enabled=progress, stream=stream))
             result = await _execute(run, store, stream)
@@ -165,13 +164,15 @@ def _nothing_to_do(store: ResultStore, manifest: Manifest, outdir: OutputDir, pr
     return exitcodes.EXIT_ROWS_FAILED if bad else exitcodes.EXIT_OK
 
 
-def _build_run(config: RunConfig, *, inputs: InputSet, plans: list[PolicyPlan], transport: Transport,
+def _build_run(config: RunConfig, *, inputs: InputSet, plans: list[PolicyPlan], endpoint: Endpoint,
                store: ResultStore, outdir: OutputDir, manifest: Manifest, pricing: Pricing, api_key: str | None,
                model: str, stream: TextIO, progress: Progress) -> Run:
     provider = "openai" if config.provider == "simulator" else config.provider
-    judge = Judge(transport=transport, settings=CallSettings(
+    structured = response_format(config.output_format) if config.response_format == "json_schema" else None
+    judge = Judge(transport=endpoint.transport, settings=CallSettings(
         provider=provider, model=model, reasoning_effort=config.reasoning_effort, max_tokens=config.max_tokens,
-        request_timeout=config.request_timeout, keep_reasoning=config.keep_reasoning, api_key=api_key))
+        request_timeout=config.request_timeout, keep_reasoning=config.keep_reasoning, api_key=api_key,
+        response_format=structured))
 
     def on_pause(seconds: float, why: str) -> None:  # one line each, terminal or not
         print(f"moderate: pausing all requests for {seconds:.0f} s: {why}", file=stream, flush=True)
@@ -184,27 +185,34 @@ def _build_run(config: RunConfig, *, inputs: InputSet, plans: list[PolicyPlan], 
     spent = sum(b["server_cost_usd"] if b["server_cost_usd"] is not None else b["cost_usd"] for b in billing)
     settings = RunSettings(
         out_id=manifest.out_id, run_id=new_run_id(), model=model, reasoning_effort=config.reasoning_effort,
-        output_format=config.output_format.value, concurrency=_workers(config.concurrency, inputs, plans),
-        too_long=config.too_long,
+        output_format=config.output_format.value, too_long=config.too_long,
+        concurrency=worker_count(config.concurrency, inputs.total_rows, len(plans)),
         max_tokens=config.max_tokens, keep_reasoning=config.keep_reasoning, grace_seconds=config.grace_seconds,
         shard_rows=manifest.shard_rows,
     )
-    return Run(inputs=inputs, plans=plans, judge=judge, control=control, rules=rules, pricing=pricing,
-               budget=Budget(config.max_cost, spent=spent), store=store, outdir=outdir, manifest=manifest,
-               settings=settings, progress=progress)
+    run = Run(inputs=inputs, plans=plans, judge=judge, control=control, rules=rules, pricing=pricing,
+              budget=Budget(config.max_cost, spent=spent), store=store, outdir=outdir, manifest=manifest,
+              settings=settings, progress=progress)
+    run.dispatcher.gate = endpoint.gate
+    run.dispatcher.cached_count_toward_tpm = HOSTS[config.provider].cached_tokens_count_toward_tpm
+    return run
 
 
-def _workers(concurrency: int, inputs: InputSet, plans: list[PolicyPlan]) -> int:
-    """As many workers as connections, but never more than there are requests to make."""
-    if inputs.total_rows is None:
+def worker_count(concurrency: int, rows: int | None, policies: int) -> int:
+    """As many workers as connections, but never more than there are requests to make.
+
+    >>> worker_count(100_000, 5, 2)
+    10
+    """
+    if rows is None:
         return concurrency
-    return max(1, min(concurrency, inputs.total_rows * len(plans)))
+    return max(1, min(concurrency, rows * policies))
 
 
 def _policy_plan(index: int, policy: Policy, config: RunConfig, model: str) -> PolicyPlan:
     system = render_system(policy, config.output_format)
     key = request_key(model=model, system=system, reasoning_effort=config.reasoning_effort,
-                      output_format=config.output_format)
+                      output_format=config.output_format, structured=config.response_format == "json_schema")
     return make_policy_plan(index, policy, system=system, key=key,
                             system_tokens=count_tokens(system) + MESSAGE_OVERHEAD,
                             context_tokens=config.context_tokens, max_tokens=config.max_tokens)
@@ -212,7 +220,7 @@ def _policy_plan(index: int, policy: Policy, config: RunConfig, model: str) -> P
 
 def _identity(config: RunConfig, inputs: InputSet, plans: list[PolicyPlan], model: str) -> dict:
     """What makes an output directory: resuming with anything else would mix two jobs."""
-    return {
+    identity = {
         "input": inputs.identity(),
         "limit": config.limit,
         "policies": [f"{p.policy.name}@{p.policy.version}" for p in plans],
@@ -221,6 +229,9 @@ def _identity(config: RunConfig, inputs: InputSet, plans: list[PolicyPlan], mode
         "output_format": config.output_format.value,
         "prompt_version": PROMPT_VERSION,
     }
+    if config.response_format != "text":  # absent by default, so existing directories still resume
+        identity["response_format"] = config.response_format
+    return identity
 
 
 def _reports(store: ResultStore, manifest: Manifest, outdir: OutputDir, pricing: Pricing,

@@ -44,6 +44,8 @@ class CallSettings:
     request_timeout: float
     keep_reasoning: bool
     api_key: str | None
+    #: a structured-output request (pipeline.schemas.response_format), or None
+    response_format: dict | None = None
 
 
 @dataclass(slots=True)
@@ -82,6 +84,7 @@ class Judge:
             whole = orjson.dumps(build_body(
                 s.provider, model=s.model, system=system, user=_PLACEHOLDER, reasoning_effort=s.reasoning_effort,
                 max_tokens=max_tokens, keep_reasoning=s.keep_reasoning, api_key=s.api_key,
+                response_format=s.response_format,
             ))
             prefix, _, suffix = whole.partition(orjson.dumps(_PLACEHOLDER))
             template = self._templates[(system, max_tokens)] = (prefix, suffix)

@@ -39,7 +39,8 @@ def _usage(attr: str) -> Callable[[Outcome], Any]:
     return lambda o: getattr(o.usage, attr)
 
 
-#: every shard column, in order. Columns with ``get`` describe the answer and are also stored.
+#: every shard column, in order (docs/output.md describes each). Columns with ``get`` describe the
+#: answer and are also stored.
 COLUMNS: tuple[Column, ...] = (
     Column("id", pa.string()),
     Column("policy", pa.string()),

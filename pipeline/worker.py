@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from pipeline.budget import Budget
 from pipeline.cost import Pricing
+from pipeline.endpoints import Gate
 from pipeline.judge import Judge, account
 from pipeline.planner import Task
 from pipeline.ratecontrol import Accept, GiveUp, Poll, RateControl, Retry, RetryRules, StopRun, decide
@@ -48,6 +49,10 @@ class Dispatcher:
     pace: Callable[[], Awaitable[None]]
     #: the run must stop sending (budget, fatal endpoint error)
     stop: Callable[[Status, str | None], None]
+    #: admission beyond our own limits (vLLM's waiting queue), or None
+    gate: Gate | None = None
+    #: prompt tokens served from cache count toward the host's TPM (not on Groq)
+    cached_count_toward_tpm: bool = True
     #: copies the run's stop status so a worker sees it between two steps
     stop_status: Status | None = None
     #: set while any budget reservation is released (waiters re-check)
@@ -76,10 +81,13 @@ class Dispatcher:
         if self.stop_status is not None:
             return self._end_stopped(task)
         retry = task.retry
-        usd = 0.0
-        if self.budget.cap is not None and retry.poll_url is None:
-            usd = self.pricing.estimate(prompt_tokens=task.prompt_tokens, completion_tokens=retry.max_tokens)
-            if not await self._reserve(usd):
+        expected = worst = 0.0
+        budgeted = self.budget.cap is not None and retry.poll_url is None
+        if budgeted:
+            estimate = self.pricing.estimate
+            expected = estimate(prompt_tokens=task.prompt_tokens, completion_tokens=int(self.control.mean_completion))
+            worst = estimate(prompt_tokens=task.prompt_tokens, completion_tokens=retry.max_tokens)
+            if not await self._reserve(expected, worst):
                 self.stop(Status.BUDGET_EXHAUSTED, None)
                 return self._end_stopped(task)
         tokens = 0
@@ -87,19 +95,30 @@ class Dispatcher:
             tokens = self.control.reservation(task.prompt_tokens)
             await self.control.acquire(tokens)
         plan = task.slot.plan
-        result = await self.judge.attempt(system=plan.system, system_tokens=plan.system_tokens, user=task.user,
-                                          max_tokens=retry.max_tokens, poll_url=retry.poll_url)
+        gate = self.gate
+        if gate is not None:
+            await gate.wait_for_slot()
+        try:
+            result = await self.judge.attempt(system=plan.system, system_tokens=plan.system_tokens, user=task.user,
+                                              max_tokens=retry.max_tokens, poll_url=retry.poll_url)
+        finally:
+            if gate is not None:
+                gate.release()
         usage = result.usage
-        self.control.after_attempt(
-            result.attempt, headers=result.headers, reserved=tokens,
-            used=usage.prompt_tokens + usage.completion_tokens if usage else 0,
-            completion_tokens=usage.completion_tokens if usage else None)
+        used = 0
+        if usage is not None:
+            used = usage.prompt_tokens + usage.completion_tokens
+            if not self.cached_count_toward_tpm:
+                used -= usage.cached_prompt_tokens
+        self.control.after_attempt(result.attempt, headers=result.headers, reserved=tokens, used=used,
+                                   completion_tokens=usage.completion_tokens if usage else None)
         outcome = task.outcome
         before = outcome.cost_usd
         account(outcome, result, self.pricing, keep_reasoning=self.keep_reasoning)
-        self.budget.settle(usd, charged_usd(usage, outcome.cost_usd - before))
-        if self.released is not None and usd:
-            self.released.set()
+        if budgeted:
+            self.budget.settle(expected, worst, charged_usd(usage, outcome.cost_usd - before))
+            if self.released is not None:
+                self.released.set()
         self._carry_out(task, decide(result.attempt, retry, self.rules, rand=(self.rng or random).random()))
 
     def _carry_out(self, task: Task, action: object) -> None:
@@ -122,9 +141,9 @@ class Dispatcher:
         else:  # pragma: no cover - decide returns one of the above
             raise TypeError(f"unknown action {action!r}")
 
-    async def _reserve(self, usd: float) -> bool:
+    async def _reserve(self, expected: float, worst: float) -> bool:
         """Reserve budget for one attempt, waiting while attempts in flight may free some."""
-        while not self.budget.reserve(usd):
+        while not self.budget.reserve(expected, worst):
             if self.budget.exhausted or self.stop_status is not None or self.released is None:
                 return False
             self.released.clear()

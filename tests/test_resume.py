@@ -39,6 +39,7 @@ def _labels(out: Path) -> pl.DataFrame:
     return pl.read_parquet(sorted((out / "labels").glob("part-*.parquet"))).sort("id", "policy")
 
 
+@pytest.mark.slow
 def test_sigkill_at_several_points_then_rerun_matches_an_uninterrupted_run(tmp_path: Path) -> None:
     data = _input(tmp_path)
     with SimulatorProcess("--latency-ms", "20", "--jitter-ms", "15") as sim:
@@ -80,6 +81,7 @@ def test_sigkill_at_several_points_then_rerun_matches_an_uninterrupted_run(tmp_p
     assert len(orjson.loads(report)["runs"]) == 4
 
 
+@pytest.mark.slow
 def test_sigint_drains_in_flight_calls_and_the_rerun_pays_nothing_twice(tmp_path: Path) -> None:
     data = _input(tmp_path)
     with SimulatorProcess("--latency-ms", "40") as sim:
@@ -100,6 +102,7 @@ def test_sigint_drains_in_flight_calls_and_the_rerun_pays_nothing_twice(tmp_path
     assert _labels(out).height == ROWS
 
 
+@pytest.mark.slow
 def test_a_second_signal_stops_at_once_and_leaves_a_resumable_directory(tmp_path: Path) -> None:
     rows = 120
     data = _input(tmp_path, rows)

@@ -43,7 +43,7 @@ class RateControl:
         self.limits = RateLimits(rpm=rpm and rpm * margin, tpm=tpm and tpm * margin, now=now)
         self._configured_rpm = rpm * margin if rpm else None
         self.adaptive = AdaptiveRate() if adaptive else None
-        self.window = LoadWindow(self.adaptive.window_s if self.adaptive else 2.0)
+        self.window = LoadWindow(self.adaptive.min_samples, self.adaptive.window_s) if self.adaptive else LoadWindow()
         self.breaker = CircuitBreaker()
         self.max_retry_after = max_retry_after
         self._on_pause = on_pause
@@ -94,7 +94,10 @@ class RateControl:
         if self.adaptive is None:
             return
         attempts, pushed, accepted_rps = self.window.counts(now)
-        lowered = self.adaptive.observe(now, attempts=attempts, pushback=pushed, accepted_rps=accepted_rps)
+        lowered = self.adaptive.observe(now, attempts=attempts, pushback=pushed, accepted_rps=accepted_rps,
+                                        peak_rps=self.window.peak_rps(now) if pushed else 0.0)
+        if lowered:
+            self.window.forget()
         if lowered and pushback and attempt.retry_after:
             self.shared_pauses += 1
             wait = min(attempt.retry_after, self.max_retry_after)
