@@ -115,9 +115,7 @@ def test_shared_store_makes_a_grown_input_pay_only_for_new_rows(tmp_path: Path) 
 
 
 def test_budget_stop_marks_unsent_rows_and_a_larger_cap_resumes(tmp_path: Path, comments: Path) -> None:
-    # each attempt reserves its prompt plus its whole output cap (1024 tokens: about $0.00035) until
-    # it is charged, so a few fit under the cap at once and the run stops once none fits
-    config = make_config(tmp_path, [comments], max_cost=0.0015, concurrency=4, max_tokens=1024)
+    config = make_config(tmp_path, [comments], max_cost=0.0015, concurrency=4)
     first = run_pipeline(config, SimulatorConfig(latency_ms=2))
     assert first.code == exitcodes.EXIT_BUDGET, first.stderr
     labels = first.labels()
@@ -175,9 +173,7 @@ def test_a_different_policy_set_is_refused_unless_forced(tmp_path: Path, comment
 
 
 def test_max_cost_caps_the_whole_directory_across_reruns(tmp_path: Path, comments: Path) -> None:
-    # each attempt reserves its prompt plus its whole output cap (1024 tokens: about $0.00035) until
-    # it is charged, so a few fit under the cap at once and the run stops once none fits
-    config = make_config(tmp_path, [comments], max_cost=0.0015, concurrency=4, max_tokens=1024)
+    config = make_config(tmp_path, [comments], max_cost=0.0015, concurrency=4)
     first = run_pipeline(config, SimulatorConfig(latency_ms=2))
     assert first.code == exitcodes.EXIT_BUDGET
     again = run_pipeline(config, SimulatorConfig(latency_ms=2))  # same cap: nothing more to spend

@@ -62,9 +62,8 @@ def test_an_input_that_fails_mid_run_leaves_no_shard_marked_complete(tmp_path: P
 
 
 def test_the_exit_code_of_a_resumed_run_counts_problems_of_earlier_runs(tmp_path: Path) -> None:
-    # a 1024-token output cap reserves about $0.00035 an attempt: many fit under the cap
     config = make_config(tmp_path, [_rows(tmp_path, 200)], policies=["spam"], max_cost=0.002, concurrency=4,
-                         invalid_output_retries=0, shard_rows=5, max_tokens=1024)
+                         invalid_output_retries=0, shard_rows=5)
     first = run_pipeline(config, SimulatorConfig(faults=Faults(junk_output=0.1), seed=5))
     assert first.code == exitcodes.EXIT_BUDGET
     config.max_cost = None
