@@ -13,33 +13,72 @@ from pipeline.ratecontrol.adaptive import AdaptiveRate, LoadWindow
 
 
 def test_empty_window_counts_nothing() -> None:
-    assert LoadWindow().counts(5.0) == (0, 0, 0.0)
+    window = LoadWindow()
+    assert window.counts(5.0) == (0, 0, 0.0)
+    assert window.peak_rps(5.0) == 0.0
 
 
-def test_window_counts_attempts_pushback_and_accepted_rate() -> None:
-    window = LoadWindow(span=2.0)
-    for i in range(20):  # 10 a second for 2 s from t=10, every fourth pushed back
+def test_shares_are_over_the_last_size_attempts() -> None:
+    window = LoadWindow(size=10)
+    for i in range(20):  # every fourth pushed back
         window.record(10.0 + i * 0.1, pushback=i % 4 == 0, accepted=i % 4 != 0)
-    attempts, pushback, accepted_rps = window.counts(11.9)
-    assert (attempts, pushback) == (20, 5)
-    assert accepted_rps == pytest.approx(15 / 1.9)  # younger than its span: over its age
+    attempts, pushback, _ = window.counts(11.9)
+    assert (attempts, pushback) == (10, 2)  # i = 12 and 16 among 10..19
+    window.record(12.0, pushback=True, accepted=False)
+    assert window.counts(12.0)[:2] == (10, 3)
 
 
-def test_window_forgets_what_is_older_than_its_span() -> None:
+def test_shares_do_not_age_with_time() -> None:
+    window = LoadWindow(size=10)
+    for i in range(5):
+        window.record(float(i), pushback=True, accepted=False)
+    assert window.counts(1000.0)[:2] == (5, 5)  # a slow run keeps its samples
+
+
+def test_accepted_rate_is_over_the_span_since_the_first_accepted_answer() -> None:
     window = LoadWindow(span=2.0)
     for i in range(20):
-        window.record(10.0 + i * 0.1, pushback=True, accepted=False)
-    # at 12.6 the window holds the quarter-second buckets from 10.75 on
-    attempts, pushback, _ = window.counts(12.6)
-    assert attempts == pushback == sum(1 for i in range(20) if 10.0 + i * 0.1 >= 10.75 - 1e-9)
-    assert window.counts(20.0)[:2] == (0, 0)
+        window.record(10.0 + i * 0.1, pushback=i % 4 == 0, accepted=i % 4 != 0)
+    assert window.counts(11.9)[2] == pytest.approx(15 / 1.8)  # first accepted at 10.1: over its age
 
 
-def test_window_is_not_diluted_in_its_first_quarter_second() -> None:
+def test_accepted_rate_forgets_what_is_older_than_its_span() -> None:
+    window = LoadWindow(span=2.0)
+    for i in range(40):  # 10 a second from t=10 to 13.9
+        window.record(10.0 + i * 0.1, pushback=False, accepted=True)
+    # at 13.9 the quarter-second buckets from 12.0 on are kept: 12.0 .. 13.9 is 20 answers
+    assert window.counts(13.9)[2] == pytest.approx(20 / 2.0, abs=0.5)
+    assert window.counts(30.0)[2] == 0.0
+
+
+def test_accepted_rate_is_not_diluted_in_its_first_quarter_second() -> None:
     window = LoadWindow()
     for i in range(50):
         window.record(100.0 + i * 0.001, pushback=False, accepted=True)
     assert window.counts(100.049)[2] == pytest.approx(50 / 0.25)  # span at least one bucket
+
+
+def test_forget_starts_the_shares_afresh_but_keeps_the_accepted_rate() -> None:
+    window = LoadWindow(size=10)
+    for i in range(10):
+        window.record(10.0 + i * 0.1, pushback=i < 5, accepted=i >= 5)
+    window.forget()
+    attempts, pushback, accepted = window.counts(11.0)
+    assert (attempts, pushback) == (0, 0) and accepted > 0
+
+
+def test_peak_is_the_busiest_whole_second_of_the_last_ten_but_the_current_one() -> None:
+    window = LoadWindow()
+    for i in range(30):
+        window.record(20.0 + i * 0.01, pushback=False, accepted=True)  # 30 in second 20
+    for i in range(10):
+        window.record(21.0 + i * 0.05, pushback=False, accepted=True)  # 10 in second 21
+    for i in range(50):
+        window.record(22.0 + i * 0.001, pushback=True, accepted=False)  # refusals do not count
+    assert window.peak_rps(21.5) == 30.0
+    assert window.peak_rps(29.5) == 30.0
+    assert window.peak_rps(30.5) == 10.0  # second 20 has left the ten
+    assert window.peak_rps(40.0) == 0.0
 
 
 def test_window_span_is_a_whole_number_of_buckets() -> None:
@@ -57,6 +96,14 @@ def test_unlimited_until_pushed_back() -> None:
     assert rate.current_rps is None
 
 
+def test_defaults_are_a_quarter_of_fifty_attempts() -> None:
+    rate = AdaptiveRate()
+    assert (rate.threshold, rate.min_samples) == (0.25, 50)
+    assert not rate.observe(1.0, attempts=49, pushback=49, accepted_rps=0.0)
+    assert not rate.observe(1.0, attempts=50, pushback=12, accepted_rps=10.0)
+    assert rate.observe(1.0, attempts=50, pushback=13, accepted_rps=10.0)
+
+
 def test_no_decrease_below_min_samples_even_if_all_were_refused() -> None:
     rate = AdaptiveRate(min_samples=20)
     assert not rate.observe(1.0, attempts=19, pushback=19, accepted_rps=0.0)
@@ -65,7 +112,7 @@ def test_no_decrease_below_min_samples_even_if_all_were_refused() -> None:
 
 
 def test_no_decrease_below_the_threshold_share() -> None:
-    rate = AdaptiveRate(threshold=0.2)
+    rate = AdaptiveRate(threshold=0.2, min_samples=100)
     assert not rate.observe(1.0, attempts=100, pushback=19, accepted_rps=40.0)
     assert rate.current_rps is None
     assert rate.observe(1.0, attempts=100, pushback=20, accepted_rps=40.0)
@@ -109,12 +156,21 @@ def test_a_second_decrease_never_raises_the_rate() -> None:
     assert rate.current_rps == pytest.approx(9.0)
 
 
-def test_nothing_accepted_drops_to_the_floor() -> None:
+def test_nothing_accepted_and_no_peak_drops_to_the_floor() -> None:
     rate = AdaptiveRate(min_rps=0.2)
-    assert rate.observe(1.0, attempts=40, pushback=40, accepted_rps=0.0)
+    assert rate.observe(1.0, attempts=50, pushback=50, accepted_rps=0.0)
     assert rate.current_rps == 0.2 and rate.limit_rps == 0.2
-    assert rate.observe(3.0, attempts=40, pushback=40, accepted_rps=float("nan"))
+    assert rate.observe(3.0, attempts=50, pushback=50, accepted_rps=float("nan"))
     assert rate.current_rps == 0.2
+
+
+def test_never_below_half_the_recent_peak() -> None:
+    rate = AdaptiveRate()
+    assert rate.observe(1.0, attempts=50, pushback=50, accepted_rps=2.0, peak_rps=40.0)
+    assert rate.current_rps == pytest.approx(20.0) and rate.limit_rps == pytest.approx(20.0)
+    nothing = AdaptiveRate()
+    assert nothing.observe(1.0, attempts=50, pushback=50, accepted_rps=0.0, peak_rps=10.0)
+    assert nothing.current_rps == pytest.approx(5.0)  # the floor of the peak, not min_rps
 
 
 def test_rate_is_held_one_window_then_recovers_additively() -> None:
@@ -189,7 +245,7 @@ def simulate(limit: float, *, burst_seconds: float, latency: float = 0.5) -> dic
     """Send paced at the adaptive rate (10·limit while unlimited) for 120 simulated seconds.
 
     Accepted requests answer after ``latency``, refused ones after 50 ms; each answer goes into a
-    `LoadWindow` and the window's counts into `AdaptiveRate.observe`, as `RateControl` does.
+    `LoadWindow` and the window's counts (and peak) into `AdaptiveRate.observe`, as `RateControl` does.
     Returns the answers of the last minute (True: accepted, False: refused).
     """
     rate, window, server = AdaptiveRate(), LoadWindow(), HiddenLimitServer(limit, burst_seconds)
@@ -205,18 +261,22 @@ def simulate(limit: float, *, burst_seconds: float, latency: float = 0.5) -> dic
         now, _, ok = heapq.heappop(answers)
         window.record(now, pushback=not ok, accepted=ok)
         attempts, pushback, accepted_rps = window.counts(now)
-        rate.observe(now, attempts=attempts, pushback=pushback, accepted_rps=accepted_rps)
+        if rate.observe(now, attempts=attempts, pushback=pushback, accepted_rps=accepted_rps,
+                        peak_rps=window.peak_rps(now) if pushback else 0.0):
+            window.forget()
         late[ok] += 60.0 <= now < 120.0
     return late
 
 
 #: measured with the code as it is (deterministic): share of the limit used in the last minute.
-#: burst-1s: 2 -> 0.99, 10 -> 0.975, 50 -> 0.77, 250 -> 0.38; no-burst: 2 -> 0.78, 10 -> 0.78,
-#: 50 -> 0.62, 250 -> 0.30.
+#: burst-1s: 2 -> 0.99, 10 -> 0.99, 50 -> 0.78, 250 -> 0.38; no-burst: 2 -> 0.73, 10 -> 0.61,
+#: 50 -> 0.63, 250 -> 0.42.
 _SLOW_START = pytest.mark.xfail(strict=True, reason=(
-    "the first refusals come back before any accepted answer (refusals are fast, answers take the "
-    "latency), so the first decrease sees accepted_rps 0 and drops the rate to min_rps; it then climbs "
-    "back at 10 %/s and stays far under the limit for most of two minutes"))
+    "the first 50 answers are all refusals (they come back in 50 ms, accepted answers only after the "
+    "latency), so the first decrease sees accepted_rps 0 and a peak of 0 (the current second is left "
+    "out) and drops the rate to min_rps 0.2; it then climbs back at 10 %/s, taking most of two minutes "
+    "at 250 rps. Against a host without burst (strict spacing), keep x the accepted rate and the half-"
+    "peak floor settle near 0.6 of the limit"))
 
 
 @pytest.mark.parametrize(("limit", "burst_seconds"), [

@@ -210,15 +210,16 @@ def test_low_quota_in_headers_spaces_requests(vt: VirtualTime) -> None:
 # ---- refusals: one waits alone, a share slows everyone -------------------------------------------
 
 
-def _accept_20_per_second_for_1_s(control: RateControl, vt: VirtualTime) -> None:
-    for _ in range(20):
+def _accept(control: RateControl, vt: VirtualTime, count: int = 50) -> None:
+    """``count`` answers at 20 a second."""
+    for _ in range(count):
         vt.now += 0.05
         control.after_attempt(ANSWER)
 
 
 def test_a_single_429_does_not_pause_the_others(vt: VirtualTime) -> None:
     control = RateControl(rpm=None, tpm=None, clock=vt.clock)
-    _accept_20_per_second_for_1_s(control, vt)
+    _accept(control, vt)
     control.after_attempt(refused(30.0))
     assert control.refused == 1 and control.shared_pauses == 0
     assert control.limits.paused_until == float("-inf")
@@ -238,53 +239,68 @@ def test_a_few_percent_of_429s_never_slow_anyone(vt: VirtualTime) -> None:
     assert acquire_times(control, vt, 50) == [start] * 50
 
 
-def test_a_high_share_of_429s_lowers_the_rate_and_pauses_for_retry_after(vt: VirtualTime) -> None:
+def test_a_quarter_of_429s_lowers_the_rate_and_pauses_for_retry_after(vt: VirtualTime) -> None:
     pauses: list[tuple[float, str]] = []
     control = RateControl(rpm=None, tpm=None, clock=vt.clock, on_pause=lambda s, why: pauses.append((s, why)))
-    _accept_20_per_second_for_1_s(control, vt)  # answers at T0+0.05 .. T0+1.0
-    for _ in range(4):
+    _accept(control, vt)
+    for _ in range(12):
         control.after_attempt(refused(5.0))
-    assert control.shared_pauses == 0  # 4 of 24: under a fifth
-    control.after_attempt(refused(5.0))  # 5 of 25
+    assert control.shared_pauses == 0  # 12 of the last 50: under a quarter
+    accepted_rps = control.window.counts(vt.now)[2]
+    control.after_attempt(refused(5.0))  # 13 of 50
     assert control.shared_pauses == 1
-    assert control.limits.paused_until == pytest.approx(T0 + 1.0 + 5.0)
-    assert pauses == [(pytest.approx(5.0), "5 of the last 25 requests were refused")]
+    assert control.limits.paused_until == pytest.approx(vt.now + 5.0)
+    assert pauses == [(pytest.approx(5.0), "13 of the last 50 requests were refused")]
     assert control.adaptive is not None
-    assert control.adaptive.current_rps == pytest.approx(0.9 * 20 / 0.95)  # 20 accepted over 0.95 s
+    assert 15.0 < accepted_rps <= 20.0
+    assert control.adaptive.current_rps == pytest.approx(0.9 * accepted_rps)  # above half the peak of 20/s
+    assert control.window.counts(vt.now)[:2] == (0, 0)  # the next decision needs fresh samples
+    start = vt.now
     granted = acquire_times(control, vt, 40)
-    assert granted[0] == pytest.approx(T0 + 6.0)
-    assert granted[-1] - granted[0] == pytest.approx(39 / (0.9 * 20 / 0.95) - 1.0, rel=0.05)  # 1 s burst, paced
+    assert granted[0] == pytest.approx(start + 5.0)
+    assert granted[-1] > granted[0] + 1.0  # a one-second burst, then paced
 
 
 def test_the_shared_pause_is_capped_by_max_retry_after(vt: VirtualTime) -> None:
     control = RateControl(rpm=None, tpm=None, max_retry_after=60.0, clock=vt.clock)
-    _accept_20_per_second_for_1_s(control, vt)
-    for _ in range(5):
+    _accept(control, vt)
+    for _ in range(13):
         control.after_attempt(refused(3600.0))
-    assert control.limits.paused_until == pytest.approx(T0 + 1.0 + 60.0)
+    assert control.shared_pauses == 1
+    assert control.limits.paused_until == pytest.approx(vt.now + 60.0)
 
 
-def test_a_high_share_without_retry_after_lowers_the_rate_without_a_pause(vt: VirtualTime) -> None:
+def test_a_quarter_of_429s_without_retry_after_lowers_the_rate_without_a_pause(vt: VirtualTime) -> None:
     control = RateControl(rpm=None, tpm=None, clock=vt.clock)
-    _accept_20_per_second_for_1_s(control, vt)
-    for _ in range(5):
+    _accept(control, vt)
+    for _ in range(13):
         control.after_attempt(refused())
     assert control.shared_pauses == 0 and control.limits.paused_until == float("-inf")
     assert control.adaptive is not None and control.adaptive.current_rps is not None
 
 
+def test_refusals_after_a_busy_spell_never_drop_below_half_its_peak(vt: VirtualTime) -> None:
+    control = RateControl(rpm=None, tpm=None, clock=vt.clock)
+    _accept(control, vt, 100)  # 20 a second for 5 s
+    vt.now += 3.0  # the tail of a run: only retries are left
+    for _ in range(50):
+        vt.now += 0.01
+        control.after_attempt(refused())
+    assert control.adaptive is not None and control.adaptive.current_rps == pytest.approx(10.0)
+
+
 def test_many_timeouts_lower_the_rate(vt: VirtualTime) -> None:
     control = RateControl(rpm=None, tpm=None, clock=vt.clock)
-    _accept_20_per_second_for_1_s(control, vt)
-    for _ in range(5):
+    _accept(control, vt)
+    for _ in range(13):
         control.after_attempt(TIMEOUT)
     assert control.adaptive is not None and control.adaptive.decreases == 1
 
 
 def test_plain_failures_do_not_touch_the_rate(vt: VirtualTime) -> None:
     control = RateControl(rpm=None, tpm=None, clock=vt.clock)
-    _accept_20_per_second_for_1_s(control, vt)
-    for _ in range(10):
+    _accept(control, vt)
+    for _ in range(15):
         control.after_attempt(FAILED)
     assert control.adaptive is not None and control.adaptive.current_rps is None
     start = vt.now
@@ -293,9 +309,10 @@ def test_plain_failures_do_not_touch_the_rate(vt: VirtualTime) -> None:
 
 def test_the_adaptive_rate_never_exceeds_the_configured_rpm(vt: VirtualTime) -> None:
     control = RateControl(rpm=60, tpm=None, clock=vt.clock)
-    _accept_20_per_second_for_1_s(control, vt)
-    for _ in range(5):
-        control.after_attempt(refused())  # lowered to about 19/s: the configured 1/s still holds
+    _accept(control, vt)
+    for _ in range(13):
+        control.after_attempt(refused())  # lowered to about 18/s: the configured 1/s still holds
+    assert control.adaptive is not None and control.adaptive.decreases == 1
     start = vt.now
     granted = acquire_times(control, vt, 3)
     assert granted == [pytest.approx(start), pytest.approx(start + 1.0), pytest.approx(start + 2.0)]
