@@ -93,7 +93,7 @@ def read_reply(status: int, headers: Mapping[str, str], body: bytes, *, now: flo
     if status == 402:  # OpenRouter: with Retry-After an in-flight budget, without it no credit
         kind = AttemptKind.REFUSED if retry_after is not None else AttemptKind.FATAL
         return Reading(Attempt(kind, message, retry_after))
-    if status in _FATAL_STATUSES or not 200 <= status < 600:
+    if status in _FATAL_STATUSES or not 400 <= status < 600:  # a redirect or odd code: a wrong URL
         return Reading(Attempt(AttemptKind.FATAL, message))
     if status == 408:
         return Reading(Attempt(AttemptKind.TIMEOUT, message, retry_after))

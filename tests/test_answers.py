@@ -306,9 +306,6 @@ def test_error_message_is_short() -> None:
 # ---- statuses ------------------------------------------------------------------------------------
 
 A = AttemptKind
-_REDIRECT = pytest.mark.xfail(strict=True, reason=(
-    "3xx falls through to ROW_ERROR in read_reply (only <200 and >=600 are FATAL): a redirect means a wrong "
-    "base URL, which should stop the run as before instead of rejecting every row"))
 
 
 @pytest.mark.parametrize(
@@ -317,7 +314,7 @@ _REDIRECT = pytest.mark.xfail(strict=True, reason=(
         (408, A.TIMEOUT), (409, A.FAILED), (425, A.FAILED), (429, A.REFUSED), (500, A.FAILED),
         (502, A.FAILED), (503, A.REFUSED), (529, A.FAILED), (400, A.ROW_ERROR), (413, A.ROW_ERROR),
         (422, A.ROW_ERROR), (405, A.ROW_ERROR), (418, A.ROW_ERROR), (401, A.FATAL), (402, A.FATAL),
-        (403, A.FATAL), (404, A.FATAL), pytest.param(302, A.FATAL, marks=_REDIRECT), (100, A.FATAL),
+        (403, A.FATAL), (404, A.FATAL), (302, A.FATAL), (100, A.FATAL),
         (600, A.FATAL),
     ],
 )

@@ -174,7 +174,7 @@ def test_markdown_shows_the_totals(labels_dir: Path) -> None:
     assert "| billed requests | 6 |" in text
     assert "| prompt tokens (cached) | 600 (30) |" in text
     assert "| completion tokens (reasoning) | 90 (45) |" in text
-    assert "| cost | $0.001750 |" in text
+    assert "| cost (list price) | $0.001750 |" in text
     assert "| cost per 1,000 rows | $0.437500 |" in text
     assert "| served from the store at no cost | 4 |" in text
     assert "| latency p50 / p95 (ms) | 300 / 500 |" in text

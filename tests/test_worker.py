@@ -78,7 +78,7 @@ def dispatch(script: Script, *tasks: Task, rules: RetryRules = RULES, workers: i
         stops: list[tuple[Status, str | None]] = []
         judge = Judge(transport=FunctionTransport(script), settings=CallSettings(
             provider="openai", model="m", reasoning_effort="low", max_tokens=100, request_timeout=1.0,
-            keep_reasoning=False, api_key="sk-x"))
+            keep_reasoning=False, api_key="sk-x-0123456789"))
         rate = control or RateControl(rpm=None, tpm=None)
         money = budget or Budget(None)
 
@@ -215,7 +215,7 @@ def test_row_error_is_rejected_after_one_attempt(status: int) -> None:
 
 
 def test_fatal_answer_stops_the_run_and_the_rest_are_unsent() -> None:
-    script = Script(error(401, "bad key sk-x"))
+    script = Script(error(401, "bad key sk-x-0123456789"))
     ran = dispatch(script, task("a"), task("b"), task("c"))
     assert ran.stops == [(Status.ABORTED, "HTTP 401: bad key [redacted]")]
     statuses = {t.user: (t.outcome.status, source) for t, source in ran.finished}

@@ -7,8 +7,8 @@ random, and each refused request simply waits for its own retry. Only a *share* 
 - **Decrease** when at least ``threshold`` of the last ``min_samples`` attempts were pushed back
   (at most once per ``window_s`` and per fresh set of samples), to ``keep`` times the rate the host
   accepted over the last ``window_s`` seconds (never below ``min_rps``): the host told us what it
-  takes. 5 % random refusals reach 25 % of 50 attempts about once in ten million windows. Never
-  below half of the most the host accepted in one second lately (`LoadWindow.peak_rps`).
+  takes, in its best second lately (`LoadWindow.peak_rps`) or on average, whichever is more.
+  5 % random refusals reach 25 % of 50 attempts about once in ten million windows.
 - **Recover** additively: ``recover`` of that accepted rate per second, so the rate climbs back
   to the limit in a few seconds and probes past it slowly; once well past the last limit (the
   limit moved up), grow 10 % a second, and forget the limit entirely past ``RUNAWAY`` times it.
@@ -41,8 +41,11 @@ class LoadWindow:
         self.buckets = max(1, round(span / self.WIDTH))
         self.span = self.buckets * self.WIDTH
         self._accepted = [0] * self.buckets
+        self._sent = [0] * self.buckets
+        self._refused = [0] * self.buckets  # pushback per quarter second
         self._slot = 0
         self._first: float | None = None
+        self._first_sent: float | None = None
         self._seconds = [0] * self.PEAK_SECONDS  # accepted per whole second, for the peak
         self._second = 0
 
@@ -52,12 +55,29 @@ class LoadWindow:
             self._pushback -= recent[0]
         recent.append(pushback)
         self._pushback += pushback
+        if pushback:
+            self._advance(now)
+            self._refused[int(now / self.WIDTH) % self.buckets] += 1
         if accepted:
             self._advance(now)
             if self._first is None:
                 self._first = now
             self._accepted[int(now / self.WIDTH) % self.buckets] += 1
             self._seconds[int(now) % self.PEAK_SECONDS] += 1
+
+    def record_send(self, now: float) -> None:
+        """An attempt left (the rate at which we send is half of what a refusal share means)."""
+        self._advance(now)
+        if self._first_sent is None:
+            self._first_sent = now
+        self._sent[int(now / self.WIDTH) % self.buckets] += 1
+
+    def sent_rps(self, now: float) -> float:
+        """Attempts sent per second over the window, less those pushed back: what the host took."""
+        self._advance(now)
+        if self._first_sent is None:
+            return 0.0
+        return max(0, sum(self._sent) - sum(self._refused)) / min(self.span, max(now - self._first_sent, self.WIDTH))
 
     def counts(self, now: float) -> tuple[int, int, float]:
         """(attempts, pushed back) among the last ``size`` attempts, and accepted answers per second."""
@@ -83,7 +103,8 @@ class LoadWindow:
         if slot <= self._slot:
             return
         for s in range(max(self._slot + 1, slot - self.buckets + 1), slot + 1):
-            self._accepted[s % self.buckets] = 0
+            i = s % self.buckets
+            self._accepted[i] = self._sent[i] = self._refused[i] = 0
         self._slot = slot
         second = int(now)
         for s in range(max(self._second + 1, second - self.PEAK_SECONDS + 1), second + 1):
@@ -95,7 +116,6 @@ class AdaptiveRate:
     """Requests per second to allow, from the share of pushback (see the module docstring)."""
 
     RUNAWAY = 16.0
-    FLOOR_OF_PEAK = 0.5
     PAST_LIMIT = 1.1
     GROWTH_PAST_LIMIT = 0.1
 
@@ -126,12 +146,17 @@ class AdaptiveRate:
         return self._limit
 
     def observe(self, now: float, *, attempts: int, pushback: int, accepted_rps: float,
-                peak_rps: float = 0.0) -> bool:
+                peak_rps: float = 0.0, sent_rps: float = 0.0) -> bool:
         """Counts of the recent window after an attempt; True when the rate was lowered.
 
-        ``peak_rps`` (the most the host accepted in a second lately) sets a floor of half of it:
-        at the end of a run, when only retries are left, few answers are accepted because little
-        is asked, not because the host refuses, and the rate must not collapse then.
+        ``peak_rps`` (the most the host accepted in one second lately) counts as accepted too: a
+        host that refuses half of what exceeds its limit shows its limit in its best second, not
+        in its average; and at the end of a run, when only retries are left, few answers are
+        accepted because little is asked, not because the host refuses.
+
+        ``sent_rps`` (what we sent lately, less what was pushed back) also counts as accepted:
+        refusals come back at once, accepted answers only after the model's latency, so early on
+        the answers counted so far under-state what the host takes.
         """
         self._grow(now)
         if attempts < self.min_samples or pushback < self.threshold * attempts:
@@ -139,11 +164,14 @@ class AdaptiveRate:
         if now < self._last_decrease + self.window_s:
             return False  # once per window: the window still holds the pushback that lowered it
         accepted = accepted_rps if math.isfinite(accepted_rps) and accepted_rps > 0 else 0.0
-        target = max(self.min_rps, self.keep * accepted, self.FLOOR_OF_PEAK * peak_rps)
+        if math.isfinite(sent_rps):
+            accepted = max(accepted, sent_rps)
+        accepted = max(accepted, peak_rps if math.isfinite(peak_rps) else 0.0)
+        target = max(self.min_rps, self.keep * accepted)
         self._rate = target if self._rate is None else min(self._rate, max(target, self.min_rps))
         if accepted == 0.0 and peak_rps == 0.0 and self._rate > self.min_rps:
             self._rate = self.min_rps
-        self._limit = max(accepted, self.min_rps, self.FLOOR_OF_PEAK * peak_rps)
+        self._limit = max(accepted, self.min_rps)
         self._last_decrease = now
         self._updated = now
         self.decreases += 1

@@ -64,6 +64,7 @@ class RateControl:
         """Wait until a request of about ``tokens`` tokens may start, and take its quota."""
         limits = self.limits
         now = self._clock()
+        self.window.record_send(now)
         if not self._engaged and now >= limits.paused_until:
             return
         while True:
@@ -95,7 +96,8 @@ class RateControl:
             return
         attempts, pushed, accepted_rps = self.window.counts(now)
         lowered = self.adaptive.observe(now, attempts=attempts, pushback=pushed, accepted_rps=accepted_rps,
-                                        peak_rps=self.window.peak_rps(now) if pushed else 0.0)
+                                        peak_rps=self.window.peak_rps(now) if pushed else 0.0,
+                                        sent_rps=self.window.sent_rps(now) if pushed else 0.0)
         if lowered:
             self.window.forget()
         if lowered and pushback and attempt.retry_after:
@@ -105,9 +107,7 @@ class RateControl:
         self._apply_rate(now)
 
     def _read_headers(self, headers: Mapping[str, str], now: float) -> None:
-        if "x-ratelimit-remaining-requests" not in headers and "x-ratelimit-remaining-tokens" not in headers:
-            return
-        snapshot = read_rate_limit_headers(headers)
+        snapshot = read_rate_limit_headers(headers)  # one scan of the keys, any casing
         if snapshot is None:
             return
         before = self.limits.paused_until

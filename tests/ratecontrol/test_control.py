@@ -180,9 +180,6 @@ def test_headers_are_read_whatever_their_case(vt: VirtualTime) -> None:
     assert acquire_times(control, vt, 1) == [pytest.approx(T0 + 2.0)]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "RateControl._read_headers looks up 'x-ratelimit-remaining-*' with a case-sensitive `in` before "
-    "parsing: a plain dict with capitalised names (any transport other than aiohttp) is ignored"))
 def test_headers_in_a_plain_dict_are_read_whatever_their_case(vt: VirtualTime) -> None:
     control = RateControl(rpm=None, tpm=None, clock=vt.clock)
     control.after_attempt(ANSWER, headers={"X-RateLimit-Limit-Requests": "100",
@@ -279,14 +276,14 @@ def test_a_quarter_of_429s_without_retry_after_lowers_the_rate_without_a_pause(v
     assert control.adaptive is not None and control.adaptive.current_rps is not None
 
 
-def test_refusals_after_a_busy_spell_never_drop_below_half_its_peak(vt: VirtualTime) -> None:
+def test_refusals_after_a_busy_spell_keep_the_rate_near_its_peak(vt: VirtualTime) -> None:
     control = RateControl(rpm=None, tpm=None, clock=vt.clock)
     _accept(control, vt, 100)  # 20 a second for 5 s
     vt.now += 3.0  # the tail of a run: only retries are left
     for _ in range(50):
         vt.now += 0.01
         control.after_attempt(refused())
-    assert control.adaptive is not None and control.adaptive.current_rps == pytest.approx(10.0)
+    assert control.adaptive is not None and control.adaptive.current_rps == pytest.approx(18.0)  # 0.9 x 20
 
 
 def test_many_timeouts_lower_the_rate(vt: VirtualTime) -> None:
