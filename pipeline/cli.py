@@ -89,6 +89,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(simulate)
     simulate.set_defaults(handler=simulate_main)
+
+    from pipeline import estimate_cli
+
+    estimate = commands.add_parser("estimate", help="count rows, tokens, cost and time of a job (no network)",
+                                   description=estimate_cli.DESCRIPTION)
+    add_job_arguments(estimate)
+    estimate_cli.add_arguments(estimate)
+    estimate.set_defaults(handler=estimate_cli.main)
     return parser
 
 
