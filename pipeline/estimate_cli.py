@@ -43,8 +43,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    import pyarrow as pa
+
     from pipeline.cli import job_config
 
+    # one pass over the input: freed Parquet buffers go back to the system at once (mimalloc,
+    # pyarrow's default, keeps them: ~40 MB more peak on a 1 M-row file)
+    pa.set_memory_pool(pa.system_memory_pool())
     try:
         config = job_config(args)
         if not config.inputs:
