@@ -17,6 +17,7 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/moderate run configs/demo.toml
+	@echo "HTML report: out/demo/report.html"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

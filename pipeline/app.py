@@ -18,6 +18,7 @@ from pipeline import exitcodes
 from pipeline.client import AiohttpTransport, Transport
 from pipeline.config import RunConfig
 from pipeline.cost import Pricing, PricingError, lookup_pricing
+from pipeline.htmlreport import write_html_report
 from pipeline.judge import CallSettings, Judge
 from pipeline.outdir import Manifest, OutputDir, OutputDirError
 from pipeline.plan import PolicyPlan, RunSettings, make_plan, new_run_id
@@ -234,6 +235,7 @@ def _finish_reports(store: ResultStore, manifest: Manifest, outdir: OutputDir, p
     report = build_report(billing=store.billing(manifest.out_id), runs=store.runs(manifest.out_id),
                           labels_dir=outdir.labels, pricing=pricing, provider=provider, model=model)
     write_reports(report, outdir.path)
+    write_html_report(outdir.path)
     return report
 
 

@@ -97,6 +97,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_job_arguments(estimate)
     estimate_cli.add_arguments(estimate)
     estimate.set_defaults(handler=estimate_cli.main)
+
+    from pipeline import evaluate_cli
+
+    evaluate = commands.add_parser("eval", help="score a run's labels against ground truth",
+                                   description=evaluate_cli.DESCRIPTION)
+    evaluate_cli.add_arguments(evaluate)
+    evaluate.set_defaults(handler=evaluate_cli.main)
+
+    from pipeline import htmlreport
+
+    report = commands.add_parser("report", help="write OUT_DIR/report.html again (labels, cost, latency, eval)")
+    htmlreport.add_arguments(report)
+    report.set_defaults(handler=htmlreport.main)
     return parser
 
 
