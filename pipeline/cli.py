@@ -110,6 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="write OUT_DIR/report.html again (labels, cost, latency, eval)")
     htmlreport.add_arguments(report)
     report.set_defaults(handler=htmlreport.main)
+
+    from pipeline import export_cli
+
+    export = commands.add_parser("export", help="write a training set (chat JSONL or Parquet) from a run",
+                                 description=export_cli.DESCRIPTION)
+    export_cli.add_arguments(export)
+    export.set_defaults(handler=export_cli.main)
     return parser
 
 
