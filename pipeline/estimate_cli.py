@@ -86,14 +86,14 @@ def estimate(config: RunConfig, *, calibrate: str | None = None, date: str | Non
             "completion_tokens": _range(p.completion_tokens, 0), "cost_usd": round(p.cost_usd[1], 6),
             "cost_usd_range": _range(p.cost_usd, 6), "output_tokens_per_request": _range(output.as_tuple(), 1),
             "output_tokens_source": output.source,
+            "seconds": _seconds(p.requests, p.prompt_tokens, p.completion_tokens, config),
         }
         totals["requests"] += p.requests
         totals["prompt_tokens"] += p.prompt_tokens
         for i in range(3):
             totals["completion"][i] += p.completion_tokens[i]
             totals["cost"][i] += p.cost_usd[i]
-    seconds = [seconds_at_limits(requests=totals["requests"], tokens=totals["prompt_tokens"] + c,
-                                 rpm=config.rpm, tpm=config.tpm) for c in totals["completion"]]
+    seconds = _seconds(totals["requests"], totals["prompt_tokens"], totals["completion"], config)
     return {
         "rows": job.rows,
         "labels": job.rows * len(job.policies),
@@ -102,7 +102,7 @@ def estimate(config: RunConfig, *, calibrate: str | None = None, date: str | Non
         "completion_tokens": _range(totals["completion"], 0),
         "cost_usd": round(totals["cost"][1], 6),
         "cost_usd_range": _range(totals["cost"], 6),
-        "seconds": None if seconds[1] is None else _range(seconds, 1),
+        "seconds": seconds,
         **_row_counts(job),
         "provider": config.provider, "model": model, "reasoning_effort": config.reasoning_effort,
         "output_format": config.output_format.value, "rpm": config.rpm, "tpm": config.tpm,
@@ -139,6 +139,13 @@ def _output_tokens(policy: str, config: RunConfig, calibration: dict[str, Any] |
                              "measured on all policies of the run")
 
 
+def _seconds(requests: int, prompt_tokens: int, completion: Any, config: RunConfig) -> dict[str, float] | None:
+    """Time at the configured limits for each of (low, expected, high) output; None without limits."""
+    seconds = [seconds_at_limits(requests=requests, tokens=prompt_tokens + c, rpm=config.rpm, tpm=config.tpm)
+               for c in completion]
+    return None if seconds[1] is None else _range(seconds, 1)
+
+
 def _row_counts(job: JobCount) -> dict[str, Any]:
     return {"policy_count": len(job.policies), "skipped_empty": job.skipped_empty,
             "input_errors": job.input_errors, "duplicates": job.duplicates, "unique_texts": job.unique_texts,
@@ -172,9 +179,12 @@ def render_text(result: dict[str, Any]) -> str:
     if seconds is None:
         lines.append("time: no --rpm/--tpm configured; the endpoint's speed and --concurrency set it")
     else:
-        limits = ", ".join(f"{k} {result[k]:,g}" for k in ("rpm", "tpm") if result[k])
+        limits = ", ".join(f"{k} {result[k]:,.0f}" if result[k] >= 1 else f"{k} {result[k]:g}"
+                           for k in ("rpm", "tpm") if result[k])
         lines.append(f"time at {limits}: {_duration(seconds['expected'])} "
-                     f"({_duration(seconds['low'])} to {_duration(seconds['high'])})")
+                     f"({_duration(seconds['low'])} to {_duration(seconds['high'])}); alone, each policy: "
+                     + ", ".join(f"{name} {_duration(p['seconds']['expected'])}"
+                                 for name, p in result["policies"].items()))
     p = result["pricing"]
     lines.append(f"prices per 1 M tokens: input ${p['input_per_million']:g}, cached input "
                  f"${p['cached_input_per_million']:g}, output ${p['output_per_million']:g} "

@@ -104,7 +104,7 @@ def _throughput(out: Path, cost: dict[str, Any], api: pl.LazyFrame | None) -> di
         for t in times:
             counts[int((t - start) / width)] = counts.get(int((t - start) / width), 0) + 1
         points = [((i + 0.5) * width, counts.get(i, 0) / width) for i in range(max(counts) + 1)]
-        return {"points": points, "source": "answers per second, from the store's answer times"}
+        return {"points": points, "source": "answers per second, from the times the store committed them"}
     points, clock = [], 0.0
     for run in cost.get("runs", []):
         elapsed = run.get("elapsed_s") or 0.0
