@@ -143,16 +143,16 @@ async def _billed_prompt_tokens(base_url: str, system: str, user: str) -> int:
 
 
 def _simulator_counts_tokens() -> bool:
-    """Whether the simulator bills o200k tokens rather than text length: two texts of equal length,
-    one of 1 token per 4 bytes and one of about 1 token per byte, must be billed differently."""
+    """Whether the simulator bills o200k tokens rather than text length: two texts of 64 UTF-8 bytes,
+    one of 8 o200k tokens and one of 64, must be billed differently."""
 
     async def probe() -> tuple[int, int]:
         async with start_simulator(SimulatorConfig()) as sim:
             return (await _billed_prompt_tokens(sim.base_url, "policy", "a" * 64),
-                    await _billed_prompt_tokens(sim.base_url, "policy", "🙂" * 16))
+                    await _billed_prompt_tokens(sim.base_url, "policy", "\U00013000" * 16))
 
-    plain, emoji = asyncio.run(probe())
-    return emoji - plain > 8
+    plain, hieroglyphs = asyncio.run(probe())
+    return hieroglyphs - plain > 28
 
 
 def test_estimate_is_within_2_percent_of_the_simulators_billed_prompt_tokens(tmp_path: Path, mixed: Path) -> None:
