@@ -111,10 +111,16 @@ class _Counter:
         #: token counts of texts over some policy's budget (rare), for their duplicates' statuses.
         self.long_texts: dict[bytes, int] = {}
         self.min_budget = min((p.text_budget for p in job.policies), default=0)
+        #: distinct texts that fit every policy's budget, and their tokens.
+        self.fitting = 0
+        self.fitting_tokens = 0
 
     def feed(self, batches: Iterable[RowBatch]) -> None:
         for batch in batches:
             self.add(batch)
+        for policy in self.job.policies:
+            policy.requests += self.fitting
+            policy.content_tokens += self.fitting_tokens
 
     def add(self, batch: RowBatch) -> None:
         job = self.job
@@ -146,10 +152,9 @@ class _Counter:
                             policy.too_long += 1
                 continue
             tokens = count_tokens(user)
-            if tokens <= self.min_budget:
-                for policy in policies:
-                    policy.requests += 1
-                    policy.content_tokens += tokens
+            if tokens <= self.min_budget:  # fits every policy: added to all of them in `finish`
+                self.fitting += 1
+                self.fitting_tokens += tokens
                 continue
             self.long_texts[digest] = tokens
             for index, policy in enumerate(policies):
