@@ -87,7 +87,8 @@ async def _run_job(config: RunConfig, *, stream: TextIO, transport: Transport | 
         store = _open_store(config, outdir)
         manifest = _open_manifest(outdir, identity, config, store)
         if manifest.finished:
-            report = _finish_reports(store, manifest, outdir, pricing, config.provider, model)
+            report = _finish_reports(store, manifest, outdir, pricing, config.provider, model,
+                                     columns=(config.text_column, config.id_column))
             problems = sum(report["statuses"].get(s.value, 0) for s in _PROBLEM_STATUSES)
             print(f"moderate: nothing to do: {outdir.path} is complete ({manifest.total_rows} rows"
                   + (f", {problems} labels not ok: --force retries them, cached answers are reused"
@@ -135,7 +136,8 @@ async def _run_job(config: RunConfig, *, stream: TextIO, transport: Transport | 
             manifest.finished = True
             manifest.total_rows = run.rows_read
             outdir.write_manifest(manifest)
-        report = _finish_reports(store, manifest, outdir, pricing, config.provider, model)
+        report = _finish_reports(store, manifest, outdir, pricing, config.provider, model,
+                                 columns=(config.text_column, config.id_column))
         print(_summary(run, report, outdir, outcome, simulated), file=stream)
         if report["duplicate_ids"]:
             print(f"moderate: warning: {report['duplicate_ids']:,} rows share an id with another row "
@@ -231,11 +233,11 @@ def _open_manifest(outdir: OutputDir, identity: dict, config: RunConfig, store: 
 
 
 def _finish_reports(store: ResultStore, manifest: Manifest, outdir: OutputDir, pricing: Pricing,
-                    provider: str, model: str) -> dict:
+                    provider: str, model: str, *, columns: tuple[str, str | None]) -> dict:
     report = build_report(billing=store.billing(manifest.out_id), runs=store.runs(manifest.out_id),
                           labels_dir=outdir.labels, pricing=pricing, provider=provider, model=model)
     write_reports(report, outdir.path)
-    write_html_report(outdir.path)
+    write_html_report(outdir.path, text_column=columns[0], id_column=columns[1])
     return report
 
 

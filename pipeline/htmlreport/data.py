@@ -26,7 +26,7 @@ class ReportError(Exception):
     """The directory holds no finished report (one line)."""
 
 
-def collect(out: Path, *, text_column: str | None = "text") -> dict[str, Any]:
+def collect(out: Path, *, text_column: str | None = "text", id_column: str | None = None) -> dict[str, Any]:
     try:
         cost = orjson.loads((out / "cost_report.json").read_bytes())
     except FileNotFoundError:
@@ -34,7 +34,8 @@ def collect(out: Path, *, text_column: str | None = "text") -> dict[str, Any]:
     except (OSError, orjson.JSONDecodeError) as exc:
         raise ReportError(f"{out / 'cost_report.json'}: cannot read ({exc})") from None
     files = sorted((out / "labels").glob("part-*.parquet"))
-    data: dict[str, Any] = {"cost": cost, "out": str(out), "eval": _read_json(out / "eval.json")}
+    data: dict[str, Any] = {"cost": cost, "out": str(out), "eval": _read_json(out / "eval.json"),
+                            "columns": {"text": text_column, "id": id_column}}
     if not files:
         data.update(policies=[], statuses={}, errors=[], latency=[], expensive=[], flagged=[],
                     throughput=_throughput(out, cost, None))
@@ -53,7 +54,7 @@ def collect(out: Path, *, text_column: str | None = "text") -> dict[str, Any]:
                .with_columns(_pick=pl.col("row_number").hash(seed=7)).sort("_pick").head(SAMPLE_ROWS))
     data["flagged"] = flagged.select(keep).collect().to_dicts()
     if text_column:
-        _attach_texts(labels, data["expensive"] + data["flagged"], text_column)
+        _attach_texts(labels, data["expensive"] + data["flagged"], text_column, id_column)
     data["throughput"] = _throughput(out, cost, api)
     return data
 
@@ -128,7 +129,8 @@ def _answer_times(store: Path, run_ids: list[str]) -> list[float]:
     return [r[0] for r in rows]
 
 
-def _attach_texts(labels: pl.LazyFrame, rows: list[dict[str, Any]], text_column: str) -> None:
+def _attach_texts(labels: pl.LazyFrame, rows: list[dict[str, Any]], text_column: str,
+                  id_column: str | None) -> None:
     """Put the input text beside each row, when the inputs are small local files still in place."""
     from pipeline.readers import InputError, open_inputs
 
@@ -141,7 +143,7 @@ def _attach_texts(labels: pl.LazyFrame, rows: list[dict[str, Any]], text_column:
         return
     found: dict[int, tuple[str, str | None]] = {}
     try:
-        inputs = open_inputs([str(p) for p in paths], text_column=text_column)
+        inputs = open_inputs([str(p) for p in paths], text_column=text_column, id_column=id_column)
         number = 0
         for batch in inputs.batches(batch_size=4096):
             for row_id, text in zip(batch.ids, batch.texts, strict=True):

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from pipeline.htmlreport import svg
 from pipeline.htmlreport.svg import esc
 
@@ -42,6 +44,7 @@ def render(data: dict[str, Any]) -> str:
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; "
             "img-src data:\">"
+            f'<meta name="moderate-input-columns" content="{esc(orjson.dumps(data.get("columns")).decode())}">'
             f"<title>Moderation report: {esc(data['out'], 80)}</title><style>{_STYLE}</style></head><body>"
             + "".join(sections) + "</body></html>\n")
 

@@ -133,3 +133,13 @@ def test_the_browser_check_sees_console_errors(tmp_path: Path) -> None:
     bad.write_text("<!DOCTYPE html><html><body><script>console.error('broken page')</script></body></html>")
     _, console = load_in_chromium(bad)
     assert any("broken page" in line for line in console)
+
+
+def test_texts_come_from_the_runs_own_text_column_and_survive_a_rewrite(tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "body.jsonl", [{"id": "a", "body": "buy now, said the stranger"}])
+    config = make_config(tmp_path, [data], policies=["spam"], text_column="body")
+    assert run_pipeline(config).code == 0
+    report = Path(config.out, "report.html")
+    assert "buy now, said the stranger" in report.read_text()
+    write_html_report(config.out)  # as `moderate report OUT` and `moderate eval` rewrite it
+    assert "buy now, said the stranger" in report.read_text()
