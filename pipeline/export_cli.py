@@ -48,13 +48,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gold-id-column", metavar="C", help="id column of --gold (default: id)")
     parser.add_argument("--input", dest="inputs", action="append", metavar="PATH",
                         help="the run's input (default: the files named in the shards); repeatable")
-    parser.add_argument("--text-column", default="text", metavar="C", help="the run's text column (default: text)")
+    parser.add_argument("--text-column", metavar="C",
+                        help="the run's text column (default: as recorded in OUT_DIR/report.html, else text)")
     parser.add_argument("--id-column", metavar="C", help="the run's id column, if it named one")
     parser.add_argument("--policy", dest="policies", action="append", metavar="FILE",
                         help="the policy file the run used (default: the shipped policy of the same name)")
 
 
 def main(args: argparse.Namespace) -> int:
+    from pipeline.htmlreport import recorded_columns
+
+    if args.text_column is None:
+        args.text_column, recorded_id = recorded_columns(args.out_dir)
+        args.id_column = args.id_column or recorded_id
     try:
         summary = export(Path(args.out_dir), fmt=args.export_format, output=Path(args.output),
                          review=args.review, review_output=args.review_output, gold=args.gold,

@@ -124,3 +124,13 @@ def test_binary_runs_export_single_character_answers(tmp_path: Path) -> None:
     export(Path(config.out), fmt="chat-jsonl", output=target)
     answers = [orjson.loads(line)["messages"][2]["content"] for line in target.read_text().splitlines()]
     assert answers == ["1", "0"]
+
+
+def test_the_runs_text_column_is_found_without_a_flag(tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "body.jsonl", [{"key": "k1", "body": "buy now"}, {"key": "k2", "body": "hi"}])
+    config = make_config(tmp_path, [data], policies=["spam"], text_column="body", id_column="key")
+    assert run_pipeline(config).code == 0
+    target = tmp_path / "t.parquet"
+    assert main(["export", config.out, "--format", "parquet", "--output", str(target)]) == 0
+    frame = pl.read_parquet(target)
+    assert frame["id"].to_list() == ["k1", "k2"] and frame["text"].to_list() == ["buy now", "hi"]

@@ -21,7 +21,7 @@ from pipeline.outdir import atomic_write_text
 
 REPORT_FILE = "report.html"
 
-__all__ = ["REPORT_FILE", "ReportError", "add_arguments", "main", "write_html_report"]
+__all__ = ["REPORT_FILE", "ReportError", "add_arguments", "main", "recorded_columns", "write_html_report"]
 
 
 def write_html_report(out: str | Path, *, text_column: str | None = None, id_column: str | None = None) -> Path:
@@ -33,13 +33,15 @@ def write_html_report(out: str | Path, *, text_column: str | None = None, id_col
     out = Path(out)
     path = out / REPORT_FILE
     if text_column is None:
-        text_column, id_column = _previous_columns(path)
+        text_column, id_column = recorded_columns(out)
     data = collect(out, text_column=text_column, id_column=id_column)
     atomic_write_text(path, render(data))
     return path
 
 
-def _previous_columns(path: Path) -> tuple[str, str | None]:
+def recorded_columns(out: str | Path) -> tuple[str, str | None]:
+    """The run's (text, id) columns as the last report recorded them; ("text", None) when unknown."""
+    path = Path(out) / REPORT_FILE
     try:
         head = path.read_text(encoding="utf-8", errors="replace")[:4096]
     except OSError:
