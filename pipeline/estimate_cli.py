@@ -80,7 +80,7 @@ def estimate(config: RunConfig, *, calibrate: str | None = None, date: str | Non
         p = project(requests=policy.requests, prompt_tokens=policy.prompt_tokens,
                     prefix_tokens=policy.prefix_tokens, output=output, pricing=pricing)
         per_policy[policy.name] = {
-            "requests": p.requests, "prompt_tokens": p.prompt_tokens,
+            "rows": job.rows, "requests": p.requests, "prompt_tokens": p.prompt_tokens,
             "prompt_tokens_per_request_besides_content": policy.prefix_tokens,
             "too_long": policy.too_long, "truncated": policy.truncated,
             "completion_tokens": _range(p.completion_tokens, 0), "cost_usd": round(p.cost_usd[1], 6),

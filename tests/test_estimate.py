@@ -163,3 +163,14 @@ def test_estimate_is_within_2_percent_of_the_simulators_billed_prompt_tokens(tmp
     assert result.code == exitcodes.EXIT_OK, result.stderr
     estimated = sum(p.prompt_tokens for p in count_job(config).policies)
     assert abs(estimated - result.stats.prompt_tokens) <= 0.02 * result.stats.prompt_tokens
+
+
+def test_unreadable_lines_are_counted_as_input_errors(tmp_path: Path) -> None:
+    data = tmp_path / "bad.jsonl"
+    data.write_bytes(b'{"id": "a", "text": "buy now"}\n{not json\n{"id": "c", "text": "hello"}\n')
+    config = make_config(tmp_path, [data], policies=["spam"])
+    job = count_job(config)
+    assert (job.rows, job.input_errors, job.policies[0].requests) == (3, 1, 2)
+    result = run_pipeline(config)
+    assert result.labels().filter(result.labels()["status"] == "input_error").height == 1
+    assert result.stats.billed == 2
