@@ -97,6 +97,34 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(simulate)
     simulate.set_defaults(handler=simulate_main)
+
+    from pipeline import estimate_cli
+
+    estimate = commands.add_parser("estimate", help="count rows, tokens, cost and time of a job (no network)",
+                                   description=estimate_cli.DESCRIPTION)
+    add_job_arguments(estimate)
+    estimate_cli.add_arguments(estimate)
+    estimate.set_defaults(handler=estimate_cli.main)
+
+    from pipeline import evaluate_cli
+
+    evaluate = commands.add_parser("eval", help="score a run's labels against ground truth",
+                                   description=evaluate_cli.DESCRIPTION)
+    evaluate_cli.add_arguments(evaluate)
+    evaluate.set_defaults(handler=evaluate_cli.main)
+
+    from pipeline import htmlreport
+
+    report = commands.add_parser("report", help="write OUT_DIR/report.html again (labels, cost, latency, eval)")
+    htmlreport.add_arguments(report)
+    report.set_defaults(handler=htmlreport.main)
+
+    from pipeline import export_cli
+
+    export = commands.add_parser("export", help="write a training set (chat JSONL or Parquet) from a run",
+                                 description=export_cli.DESCRIPTION)
+    export_cli.add_arguments(export)
+    export.set_defaults(handler=export_cli.main)
     return parser
 
 
