@@ -111,7 +111,7 @@ class RateControl:
         if snapshot is None:
             return
         before = self.limits.paused_until
-        self.limits.observe(snapshot, now=now)
+        self.limits.observe(snapshot.capped(self.max_retry_after), now=now)
         self._engaged = True
         if self.limits.paused_until > before:
             self._report(self.limits.paused_until - now, "the host's rate-limit quota is spent")

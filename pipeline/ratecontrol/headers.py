@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 
@@ -129,6 +129,15 @@ class RateLimitSnapshot:
     limit_tokens: int | None = None
     remaining_tokens: int | None = None
     reset_tokens_s: float | None = None
+
+    def capped(self, max_wait: float) -> RateLimitSnapshot:
+        """The same snapshot with each reset cut to ``max_wait`` seconds (a garbage reset is no reason to stall)."""
+        return replace(self, reset_requests_s=_at_most(self.reset_requests_s, max_wait),
+                       reset_tokens_s=_at_most(self.reset_tokens_s, max_wait))
+
+
+def _at_most(value: float | None, cap: float) -> float | None:
+    return None if value is None else min(value, cap)
 
 
 def _count(value: str | None) -> int | None:

@@ -172,6 +172,14 @@ def test_spent_token_quota_in_headers_pauses_until_its_reset(vt: VirtualTime) ->
     assert acquire_times(control, vt, 1) == [pytest.approx(T0 + 0.25)]
 
 
+def test_a_spent_quota_whose_reset_is_absurd_pauses_no_longer_than_max_retry_after(vt: VirtualTime) -> None:
+    # a gateway sending "x-ratelimit-reset-requests: 1e9" must not stall a nightly run for 31 years
+    control = RateControl(rpm=None, tpm=None, max_retry_after=60.0, clock=vt.clock)
+    control.after_attempt(ANSWER, headers={"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "1e9",
+                                           "x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "9999h"})
+    assert control.limits.paused_until == pytest.approx(vt.now + 60.0)
+
+
 def test_headers_are_read_whatever_their_case(vt: VirtualTime) -> None:
     control = RateControl(rpm=None, tpm=None, clock=vt.clock)
     headers = CIMultiDict({"X-RateLimit-Limit-Requests": "100", "X-RateLimit-Remaining-Requests": "0",
