@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import aiohttp
+from yarl import URL
 
 from pipeline.redact import Redactor, redact_body, redact_headers
 
@@ -55,6 +56,7 @@ class AiohttpTransport:
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
         auth = self._headers.get("Authorization", "")
         self._redactor = Redactor(auth.removeprefix("Bearer ") or None)
+        self._origin = _origin(url)
 
     async def __aenter__(self) -> AiohttpTransport:
         connector = aiohttp.TCPConnector(limit=self._connections, limit_per_host=self._connections,
@@ -74,6 +76,11 @@ class AiohttpTransport:
         client_timeout = self._timeouts.get(timeout)
         if client_timeout is None:
             client_timeout = self._timeouts[timeout] = aiohttp.ClientTimeout(total=timeout)
+        if url is not None and _origin(url) != self._origin:
+            # the key travels in the headers (and in ModelsLab's body): it never goes to a host the
+            # endpoint merely named in an answer
+            raise TransportError(f"the host asked to fetch the answer from another host ({_origin(url)}); "
+                                 "not sent, so the key stays with the endpoint")
         if log.isEnabledFor(logging.DEBUG):
             log.debug("POST %s headers=%s body=%s", url or self.url, redact_headers(self._headers),
                       redact_body(body))
@@ -102,6 +109,15 @@ class FunctionTransport:
                 return await self._handler(body)
         except TimeoutError:
             raise TransportError(f"no answer within {timeout:g} s", timeout=True) from None
+
+
+def _origin(url: str) -> str:
+    """scheme://host:port of a URL (its path, query and any credentials left out)."""
+    try:
+        parsed = URL(url)
+        return f"{parsed.scheme}://{parsed.host}:{parsed.port}"
+    except (ValueError, TypeError):
+        return "?"
 
 
 def _describe(exc: aiohttp.ClientError) -> str:

@@ -12,7 +12,7 @@ import orjson
 import polars as pl
 import pytest
 from aiohttp import web
-from support import make_config, run_pipeline, write_jsonl
+from support import make_config, run_pipeline, serve_app, write_jsonl
 
 from pipeline import exitcodes
 from pipeline.app import run_job_async, worker_count
@@ -217,3 +217,33 @@ def test_a_host_that_refuses_one_in_twenty_requests_slows_nobody_down(tmp_path: 
     assert result.code == exitcodes.EXIT_OK
     assert result.labels().filter(pl.col("status") == "ok").height == 400
     assert "pausing all requests" not in result.stderr
+
+
+def test_a_queued_answer_on_another_host_is_not_fetched_with_the_key(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # a "processing" reply names where to fetch the answer; the key must not follow it to another host
+    secret = "sk-live-never-leaves-its-host-42"
+    monkeypatch.setenv("MODERATION_API_KEY", secret)
+    config = make_config(tmp_path, [_rows(tmp_path, 3)], policies=["spam"], concurrency=1)
+    seen: list[str] = []
+
+    async def elsewhere(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Authorization", "") + (await request.text()))
+        return web.json_response(_answer())
+
+    async def go() -> tuple[int, str]:
+        other = web.Application()
+        other.router.add_route("*", "/fetch/{id}", elsewhere)
+        async with serve_app(other) as other_root:
+            async def queued(request: web.Request) -> web.Response:
+                return web.json_response({"status": "processing", "id": 1, "eta": 0,
+                                          "fetch_result": f"{other_root}/fetch/1"})
+            return await _serve(queued, config)
+
+    code, stderr = asyncio.run(go())
+    assert seen == []
+    assert code == exitcodes.EXIT_ROWS_FAILED, stderr
+    labels = _labels(config)
+    assert labels["status"].unique().to_list() == ["failed"]
+    assert "another host" in labels["error"][0]
+    assert secret not in stderr
