@@ -46,6 +46,10 @@ class Budget:
             self.in_flight = max(0, self.in_flight - 1)
         self.spent += charged
 
+    def charge(self, charged: float) -> None:
+        """Add a charge while the attempt's reservation stays held (its answer is still to be fetched)."""
+        self.spent += charged
+
     @property
     def exhausted(self) -> bool:
         """Nothing is in flight, so nothing will free room: a refused reservation is final."""

@@ -71,6 +71,8 @@ class Task:
     prompt_tokens: int
     retry: RetryState
     outcome: Outcome = field(default_factory=lambda: Outcome(Status.FAILED))
+    #: the (expected, worst) budget reservation kept while the host prepares a queued answer
+    reserved: tuple[float, float] | None = None
 
 
 @dataclass(slots=True)

@@ -26,6 +26,9 @@ from pipeline.workqueue import WorkQueue
 
 __all__ = ["Dispatcher", "charged_usd"]
 
+#: seconds before a task that found the budget held by queued answers asks again
+RESERVE_AGAIN_S = 0.05
+
 
 def charged_usd(usage: Usage | None, list_price_usd: float) -> float:
     """What an answer cost: the host's own figure when it reports one (OpenRouter), else list price."""
@@ -58,6 +61,8 @@ class Dispatcher:
     #: set while any budget reservation is released (waiters re-check)
     released: asyncio.Event | None = None
     rng: random.Random | None = None
+    #: budget reservations held by answers waiting in the queue to be fetched
+    held_for_queued: int = 0
     internal_errors: int = 0
     first_internal_error: str | None = None
 
@@ -67,6 +72,7 @@ class Dispatcher:
             try:
                 await self._step(task)
             except asyncio.CancelledError:  # the grace period after a signal ran out
+                self._release(task)
                 task.outcome.status = Status.INTERRUPTED
                 task.outcome.error = "stopped before the answer came"
                 self.finish(task, "api" if task.outcome.attempts else "none")
@@ -78,16 +84,23 @@ class Dispatcher:
             await self.pace()
 
     async def _step(self, task: Task) -> None:
-        if self.stop_status is not None:
-            return self._end_stopped(task)
         retry = task.retry
+        # an answer the host is preparing was paid for when it was asked: a budget stop still fetches it
+        if self.stop_status is not None and not (retry.poll_url and self.stop_status is Status.BUDGET_EXHAUSTED):
+            return self._end_stopped(task)
         expected = worst = 0.0
-        budgeted = self.budget.cap is not None and retry.poll_url is None
-        if budgeted:
+        budgeted = self.budget.cap is not None
+        if budgeted and task.reserved is not None:  # a queued answer keeps the reservation that asked for it
+            expected, worst = task.reserved
+        elif budgeted:
             estimate = self.pricing.estimate
             expected = estimate(prompt_tokens=task.prompt_tokens, completion_tokens=int(self.control.mean_completion))
             worst = estimate(prompt_tokens=task.prompt_tokens, completion_tokens=retry.max_tokens)
-            if not await self._reserve(expected, worst):
+            reserved = await self._reserve(expected, worst)
+            if reserved is None:  # room is held by answers the host is preparing: fetch those first
+                self.queue.defer(task, RESERVE_AGAIN_S)
+                return None
+            if not reserved:
                 self.stop(Status.BUDGET_EXHAUSTED, None)
                 return self._end_stopped(task)
         tokens = 0
@@ -115,11 +128,40 @@ class Dispatcher:
         outcome = task.outcome
         before = outcome.cost_usd
         account(outcome, result, self.pricing, keep_reasoning=self.keep_reasoning)
+        action = decide(result.attempt, retry, self.rules, rand=(self.rng or random).random())
         if budgeted:
-            self.budget.settle(expected, worst, charged_usd(usage, outcome.cost_usd - before))
-            if self.released is not None:
-                self.released.set()
-        self._carry_out(task, decide(result.attempt, retry, self.rules, rand=(self.rng or random).random()))
+            charged = charged_usd(usage, outcome.cost_usd - before)
+            if isinstance(action, Poll):  # the answer is still to come: its reservation stays held
+                self._hold(task, expected, worst)
+                self.budget.charge(charged)
+                if self.released is not None:
+                    self.released.set()  # waiters re-check: this room is now held by a queued answer
+            else:
+                self._unhold(task)
+                self._settle(expected, worst, charged)
+        self._carry_out(task, action)
+
+    def _settle(self, expected: float, worst: float, charged: float) -> None:
+        self.budget.settle(expected, worst, charged)
+        if self.released is not None:
+            self.released.set()
+
+    def _hold(self, task: Task, expected: float, worst: float) -> None:
+        if task.reserved is None:
+            self.held_for_queued += 1
+        task.reserved = (expected, worst)
+
+    def _unhold(self, task: Task) -> tuple[float, float] | None:
+        held, task.reserved = task.reserved, None
+        if held is not None:
+            self.held_for_queued -= 1
+        return held
+
+    def _release(self, task: Task) -> None:
+        """A row ends while the host still prepares its answer: give its reservation back."""
+        held = self._unhold(task)
+        if held is not None:
+            self._settle(*held, 0.0)
 
     def _carry_out(self, task: Task, action: object) -> None:
         outcome = task.outcome
@@ -141,17 +183,24 @@ class Dispatcher:
         else:  # pragma: no cover - decide returns one of the above
             raise TypeError(f"unknown action {action!r}")
 
-    async def _reserve(self, expected: float, worst: float) -> bool:
-        """Reserve budget for one attempt, waiting while attempts in flight may free some."""
+    async def _reserve(self, expected: float, worst: float) -> bool | None:
+        """Reserve budget for one attempt, waiting while attempts being sent may free some.
+
+        None when only answers waiting in the queue to be fetched hold the room: the caller must
+        not wait here, or no worker would be left to fetch them.
+        """
         while not self.budget.reserve(expected, worst):
             if self.budget.exhausted or self.stop_status is not None or self.released is None:
                 return False
+            if self.budget.in_flight <= self.held_for_queued:
+                return None
             self.released.clear()
             await self.released.wait()
         return True
 
     def _end_stopped(self, task: Task) -> None:
         """The run stopped before a usable answer: the row is unsent (what was billed still counts)."""
+        self._release(task)
         outcome = task.outcome
         last = f" (last: {outcome.error})" if outcome.error else ""
         outcome.status = self.stop_status or Status.INTERRUPTED
@@ -160,6 +209,7 @@ class Dispatcher:
         self.finish(task, "api" if outcome.attempts else "none")
 
     def _bug(self, task: Task, exc: Exception) -> None:
+        self._release(task)
         self.internal_errors += 1
         description = f"internal error: {type(exc).__name__}: {exc}"
         if self.first_internal_error is None:

@@ -156,3 +156,16 @@ def test_vllm_waiting_queue_is_held_near_its_target(tmp_path: Path) -> None:
     assert result.code == exitcodes.EXIT_OK, result.stderr
     assert result.stats.metrics_scrapes >= 1
     assert result.stats.max_waiting < 40  # without the gate, 60 requests would wait at once
+
+
+def test_modelslab_answers_fetched_after_processing_count_against_max_cost(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODERATION_API_KEY", KEY)
+    config = _modelslab_job(tmp_path, "http://unused", n=100)
+    config.max_cost = 0.001  # a sixth of what 100 rows cost
+    code, stderr, stats, _ = asyncio.run(_run(config, SimulatorConfig(
+        profile="modelslab", api_key=KEY, processing=1.0, processing_eta=0.01, seed=2)))
+    assert stats.processing_replies > 0
+    assert code == exitcodes.EXIT_BUDGET, stderr
+    report = orjson.loads((tmp_path / "out" / "cost_report.json").read_bytes())
+    assert 0 < report["cost_usd"] <= config.max_cost * 1.1
