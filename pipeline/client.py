@@ -18,6 +18,10 @@ from pipeline.redact import Redactor, redact_body, redact_headers
 
 log = logging.getLogger("moderate.http")
 
+#: the largest answer read: a chat completion at the biggest output cap, reasoning kept, is under
+#: 1 MB; a reply past this is a broken gateway, and reading it whole could exhaust memory.
+MAX_REPLY_BYTES = 32 << 20
+
 
 class TransportError(Exception):
     """The request got no HTTP answer: connection refused/reset, timeout, broken body."""
@@ -86,7 +90,7 @@ class AiohttpTransport:
                       redact_body(body))
         try:
             async with self._session.post(url or self.url, data=body, timeout=client_timeout) as response:
-                payload = await response.read()
+                payload = await _read_capped(response, MAX_REPLY_BYTES)
                 if log.isEnabledFor(logging.DEBUG):
                     log.debug("HTTP %s %s", response.status, self._redactor.body(payload)[:300])
                 return HttpReply(response.status, response.headers, payload)
@@ -109,6 +113,23 @@ class FunctionTransport:
                 return await self._handler(body)
         except TimeoutError:
             raise TransportError(f"no answer within {timeout:g} s", timeout=True) from None
+
+
+async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The whole body, or a TransportError once it passes ``limit`` bytes (read no further)."""
+    too_big = TransportError(f"answer larger than {limit >> 20} MB: not read")
+    length = response.content_length
+    plain = response.headers.get("Content-Encoding", "identity").lower() == "identity"
+    if plain and length is not None and length <= limit:  # the common case: a small announced length
+        return await response.read()
+    chunks, size = [], 0
+    async for chunk in response.content.iter_chunked(1 << 16):
+        size += len(chunk)
+        if size > limit:
+            response.close()
+            raise too_big
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _origin(url: str) -> str:

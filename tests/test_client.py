@@ -9,6 +9,8 @@ from collections.abc import Awaitable, Callable
 
 import orjson
 import pytest
+from aiohttp import web
+from support import serve_app
 
 from pipeline.answers import decode_completion, read_reply
 from pipeline.client import AiohttpTransport, FunctionTransport, HttpReply, TransportError
@@ -161,3 +163,34 @@ def test_html_error_page_reaches_the_caller_as_a_reply() -> None:
             decode_completion(reply.body)
 
     against(SimulatorConfig(faults=Faults(html_error=1.0)), scenario)
+
+
+@pytest.mark.parametrize("chunked", [True, False])
+def test_an_answer_larger_than_the_reply_cap_is_a_transport_error_not_a_memory_blowup(
+        chunked: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a broken gateway streaming hundreds of MB per answer took 3 GB at 6 connections
+    import pipeline.client as client
+
+    monkeypatch.setattr(client, "MAX_REPLY_BYTES", 1 << 20)
+    blob = b'{"x": "' + b"A" * (3 << 20) + b'"}'
+
+    async def huge(request: web.Request) -> web.StreamResponse:
+        if not chunked:
+            return web.Response(body=blob, content_type="application/json")
+        response = web.StreamResponse()
+        await response.prepare(request)
+        for start in range(0, len(blob), 1 << 16):
+            await response.write(blob[start:start + (1 << 16)])
+        await response.write_eof()
+        return response
+
+    async def go() -> None:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", huge)
+        async with serve_app(app) as root:
+            url = f"{root}/v1/chat/completions"
+            async with AiohttpTransport(url=url, headers=request_headers("openai", SECRET), connections=1) as t:
+                with pytest.raises(TransportError, match="larger than 1 MB"):
+                    await t.post(request_body(), timeout=10.0)
+
+    asyncio.run(go())
