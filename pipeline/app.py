@@ -135,8 +135,12 @@ def _finish(run: Run, result: RunResult, store: ResultStore, manifest: Manifest,
             and not result.internal_error:
         manifest.finished = True
         manifest.total_rows = result.rows_read
-        outdir.write_manifest(manifest)
-    report = _reports(store, manifest, outdir, pricing, config, model)
+    try:
+        if manifest.finished:
+            outdir.write_manifest(manifest)
+        report = _reports(store, manifest, outdir, pricing, config, model)
+    except OSError as exc:  # the disk filled up (the store's journal may have taken the last bytes)
+        return _cannot_write(outdir, exc, stream)
     print(summary_line(result, report, policies=len(run.plans), labels_dir=outdir.labels,
                        report_path=Path(outdir.path) / "cost_report.md", simulated=config.provider == "simulator"),
           file=stream)
@@ -156,13 +160,23 @@ def _finish(run: Run, result: RunResult, store: ResultStore, manifest: Manifest,
 
 def _nothing_to_do(store: ResultStore, manifest: Manifest, outdir: OutputDir, pricing: Pricing,
                    config: RunConfig, model: str, stream: TextIO) -> int:
-    report = _reports(store, manifest, outdir, pricing, config, model)
-    store.close()
+    try:
+        report = _reports(store, manifest, outdir, pricing, config, model)
+    except OSError as exc:
+        return _cannot_write(outdir, exc, stream)
+    finally:
+        store.close()
     bad = problems(report)
     print(f"moderate: nothing to do: {outdir.path} is complete ({manifest.total_rows} rows"
           + (f", {bad} labels not ok: --force retries them, cached answers are reused" if bad else "")
           + f"); report in {outdir.path / 'cost_report.md'}", file=stream)
     return exitcodes.EXIT_ROWS_FAILED if bad else exitcodes.EXIT_OK
+
+
+def _cannot_write(outdir: OutputDir, exc: OSError, stream: TextIO) -> int:
+    print(f"moderate: error: cannot write the report in {outdir.path}: {exc.strerror or exc}; answers paid for "
+          "are kept in the store: free some space and run the same command to resume", file=stream)
+    return exitcodes.EXIT_USAGE
 
 
 def _build_run(config: RunConfig, *, inputs: InputSet, plans: list[PolicyPlan], endpoint: Endpoint,

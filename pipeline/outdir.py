@@ -183,11 +183,15 @@ def _fsync_and_hash(path: Path) -> str:
 
 def _atomic_write(path: Path, data: bytes) -> None:
     temp = path.with_name(f".{path.name}.tmp")
-    with open(temp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temp, path)
+    try:
+        with open(temp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)  # a full disk leaves no half-written file behind
+        raise
     _fsync_dir(path.parent)
 
 

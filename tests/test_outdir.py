@@ -235,3 +235,17 @@ def test_atomic_write_text_replaces_the_file(tmp_path: Path) -> None:
     atomic_write_text(path, "new ✓")
     assert path.read_text(encoding="utf-8") == "new ✓"
     assert [p.name for p in tmp_path.iterdir()] == ["cost_report.md"]
+
+
+def test_a_report_that_does_not_fit_on_the_disk_leaves_no_temp_file(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+    import os
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError, match="No space left"):
+        atomic_write_text(tmp_path / "cost_report.json", "{}")
+    assert list(tmp_path.iterdir()) == []

@@ -247,3 +247,25 @@ def test_a_queued_answer_on_another_host_is_not_fetched_with_the_key(tmp_path: P
     assert labels["status"].unique().to_list() == ["failed"]
     assert "another host" in labels["error"][0]
     assert secret not in stderr
+
+
+def test_a_disk_that_fills_up_while_the_report_is_written_is_one_line_not_a_traceback(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the store's journal can take the last free bytes: then the report is what cannot be written
+    import pipeline.app as app
+
+    config = make_config(tmp_path, [_rows(tmp_path, 40)], policies=["spam"])
+    real = app.write_reports
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(app, "write_reports", full)
+    first = run_pipeline(config, SimulatorConfig())
+    assert first.code == exitcodes.EXIT_USAGE, first.stderr
+    assert "No space left on device" in first.stderr and "Traceback" not in first.stderr
+    assert not list(Path(config.out).glob(".*.tmp"))
+    monkeypatch.setattr(app, "write_reports", real)
+    second = run_pipeline(config, SimulatorConfig())
+    assert second.code == exitcodes.EXIT_OK, second.stderr
+    assert second.stats.billed == 0 and (Path(config.out) / "cost_report.json").exists()
