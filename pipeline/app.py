@@ -87,7 +87,7 @@ async def _run_job(config: RunConfig, *, stream: TextIO, transport: Transport | 
     outdir = OutputDir(config.out)
     outdir.lock()
     try:
-        store = NullStore() if config.store == "none" else ResultStore(config.store or outdir.path / "store.sqlite")
+        store = _open_store(config, outdir)
         manifest = open_manifest(outdir, _identity(config, inputs, plans, model), shard_rows=config.shard_rows,
                                  force=bool(config.force), store=store)
         if manifest.finished:
@@ -171,6 +171,17 @@ def _nothing_to_do(store: ResultStore, manifest: Manifest, outdir: OutputDir, pr
           + (f", {bad} labels not ok: --force retries them, cached answers are reused" if bad else "")
           + f"); report in {outdir.path / 'cost_report.md'}", file=stream)
     return exitcodes.EXIT_ROWS_FAILED if bad else exitcodes.EXIT_OK
+
+
+def _open_store(config: RunConfig, outdir: OutputDir) -> ResultStore:
+    own = outdir.path / "store.sqlite"
+    if config.store != "none":
+        return ResultStore(config.store or own)
+    if own.exists():
+        raise UsageError(f"{outdir.path} keeps the answers it paid for and what it spent in {own.name}: "
+                         "--store none would pay for them again and forget that spend; drop --store none, "
+                         "or use a new --out")
+    return NullStore()
 
 
 def _cannot_write(outdir: OutputDir, exc: OSError, stream: TextIO) -> int:

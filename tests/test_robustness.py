@@ -269,3 +269,16 @@ def test_a_disk_that_fills_up_while_the_report_is_written_is_one_line_not_a_trac
     second = run_pipeline(config, SimulatorConfig())
     assert second.code == exitcodes.EXIT_OK, second.stderr
     assert second.stats.billed == 0 and (Path(config.out) / "cost_report.json").exists()
+
+
+def test_store_none_on_a_directory_with_its_own_store_is_refused_before_paying_again(tmp_path: Path) -> None:
+    # the directory's store.sqlite holds answers already paid for and what the directory spent:
+    # --store none would send them all again and forget that spend (--max-cost included)
+    rows = _rows(tmp_path, 30)
+    first = run_pipeline(make_config(tmp_path, [rows], policies=["spam"], limit=10), SimulatorConfig())
+    assert first.code == exitcodes.EXIT_OK, first.stderr
+    again = run_pipeline(make_config(tmp_path, [rows], policies=["spam"], store="none", force=True),
+                         SimulatorConfig())
+    assert again.code == exitcodes.EXIT_USAGE
+    assert again.stats.requests == 0
+    assert "store.sqlite" in again.stderr and "Traceback" not in again.stderr
