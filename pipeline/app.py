@@ -180,7 +180,8 @@ def _build_run(config: RunConfig, *, inputs: InputSet, plans: list[PolicyPlan], 
 
     control = RateControl(rpm=config.rpm or None, tpm=config.tpm or None, adaptive=config.adaptive,
                           margin=LIMIT_MARGIN, max_retry_after=config.max_retry_after, on_pause=on_pause)
-    rules = RetryRules(max_attempts=config.max_attempts, invalid_output_retries=config.invalid_output_retries,
+    rules = RetryRules(max_attempts=config.max_attempts, max_refusals=config.max_refusals,
+                       invalid_output_retries=config.invalid_output_retries,
                        max_tokens_cap=config.max_tokens_cap, max_retry_after=config.max_retry_after)
     billing = store.billing(manifest.out_id)
     spent = sum(b["cost_usd"] if b.get("charged_usd") is None else b["charged_usd"] for b in billing)
