@@ -156,3 +156,17 @@ def test_vllm_waiting_queue_is_held_near_its_target(tmp_path: Path) -> None:
     assert result.code == exitcodes.EXIT_OK, result.stderr
     assert result.stats.metrics_scrapes >= 1
     assert result.stats.max_waiting < 40  # without the gate, 60 requests would wait at once
+
+
+def test_structured_output_sends_the_verdict_schema_and_junk_answers_disappear(tmp_path: Path) -> None:
+    rows = _rows(tmp_path, 100)
+    plain = make_config(tmp_path / "plain", [rows], policies=["spam"], invalid_output_retries=0)
+    junky = SimulatorConfig(faults=Faults(junk_output=0.3), seed=11)
+    without = run_pipeline(plain, junky)
+    assert without.labels().filter(pl.col("status") == "invalid_output").height > 10
+    schema = make_config(tmp_path / "schema", [rows], policies=["spam"], invalid_output_retries=0,
+                         response_format="json_schema")
+    with_schema = run_pipeline(schema, SimulatorConfig(faults=Faults(junk_output=0.3), seed=11))
+    assert with_schema.code == exitcodes.EXIT_OK, with_schema.stderr
+    assert with_schema.stats.constrained > 10
+    assert with_schema.labels()["status"].unique().to_list() == ["ok"]
