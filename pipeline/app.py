@@ -149,6 +149,7 @@ def _finish(run: Run, result: RunResult, store: ResultStore, manifest: Manifest,
     elif result.fatal_error:
         print(f"moderate: error: the endpoint refused the run: {result.fatal_error}", file=stream)
     if result.internal_error:
+        print(result.internal_traceback or "", end="", file=stream)
         print(f"moderate: internal error (a bug) on {result.stats.internal_errors:,} rows, which are marked "
               f"failed: {result.internal_error}; please report it with the traceback above", file=stream)
     return exit_code(result, report)

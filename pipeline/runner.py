@@ -78,6 +78,7 @@ class Run:
             self._tick_once()
         self.stats.internal_errors = self.dispatcher.internal_errors
         self.result.internal_error = self.dispatcher.first_internal_error
+        self.result.internal_traceback = self.dispatcher.first_traceback
         self.stats.store_hits, self.stats.duplicates = self.planner.store_hits, self.planner.duplicates
         return self.result
 
