@@ -7,8 +7,8 @@ one place. With no limit configured and no pushback heard, `acquire` returns at 
 What slows everyone down, and what does not:
 - a refused request waits for its own retry (see `decide`); it does not pause anybody else;
 - ``x-ratelimit-remaining-*`` at 0 pauses everyone until its reset (a quota we all share);
-- pushback that is a large share of recent attempts lowers the adaptive rate and, when the host
-  said how long, pauses everyone that long (capped by ``max_retry_after``);
+- pushback that is a large share of recent attempts lowers the adaptive rate; when the host refuses
+  nearly everything and said how long, everyone also pauses that long (capped by ``max_retry_after``);
 - most recent attempts failing opens the circuit breaker (everyone pauses, the cool-down doubles).
 """
 
@@ -27,6 +27,8 @@ from pipeline.ratecontrol.headers import read_rate_limit_headers
 #: fraction of a configured RPM/TPM a run aims for: a server counting the same limit with its own
 #: clock then never sees a request early.
 LIMIT_MARGIN = 0.985
+#: share of recent attempts refused that makes everyone wait for the host's Retry-After.
+SHARED_PAUSE_SHARE = 0.9
 #: shared pauses at least this long are reported, one line each.
 REPORTED_PAUSE_S = 2.0
 _BILLED = frozenset({AttemptKind.ANSWER, AttemptKind.INVALID, AttemptKind.TRUNCATED, AttemptKind.FILTERED})
@@ -110,7 +112,9 @@ class RateControl:
                                         sent_rps=self.window.sent_rps(now) if pushed else 0.0)
         if lowered:
             self.window.forget()
-        if lowered and pushback and attempt.retry_after:
+        # the host still takes some: the lower rate is enough; it refuses (nearly) everything: a
+        # quota we all share is spent, so everyone waits as long as it says
+        if lowered and pushback and attempt.retry_after and pushed >= SHARED_PAUSE_SHARE * attempts:
             self.shared_pauses += 1
             wait = min(attempt.retry_after, self.max_retry_after)
             self._pause(now + wait, now, f"{pushed} of the last {attempts} requests were refused")
