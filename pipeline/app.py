@@ -11,7 +11,6 @@ import contextlib
 import os
 import sys
 import time
-from pathlib import Path
 from typing import TextIO
 
 from pipeline import exitcodes
@@ -19,7 +18,7 @@ from pipeline.client import AiohttpTransport, Transport
 from pipeline.config import RunConfig
 from pipeline.cost import Pricing, PricingError, lookup_pricing
 from pipeline.judge import CallSettings, Judge
-from pipeline.outdir import Manifest, OutputDir, OutputDirError
+from pipeline.outdir import Manifest, OutputDir, OutputDirError, open_output_dir
 from pipeline.plan import PolicyPlan, RunSettings, make_plan, new_run_id
 from pipeline.policies import PolicyError, builtin_policy_dir, load_policies
 from pipeline.progress import Progress
@@ -29,6 +28,7 @@ from pipeline.readers import InputError, InputSet, open_inputs
 from pipeline.records import Policy, Status
 from pipeline.report import build_report, write_reports
 from pipeline.runner import Run
+from pipeline.storage import StorageError, StorageSettings, configure
 from pipeline.store import NullStore, ResultStore, StoreError
 from pipeline.throttle import LIMIT_MARGIN, Throttle
 from pipeline.tokens import MESSAGE_OVERHEAD, quick_estimate
@@ -53,7 +53,7 @@ async def run_job_async(config: RunConfig, *, stream: TextIO | None = None, tran
     stream = stream if stream is not None else sys.stderr
     try:
         return await _run_job(config, stream=stream, transport=transport, progress=progress)
-    except (UsageError, InputError, PolicyError, PricingError, StoreError) as exc:
+    except (UsageError, InputError, PolicyError, PricingError, StoreError, StorageError) as exc:
         print(f"moderate: error: {exc}", file=stream)
         return exitcodes.EXIT_USAGE
     except OutputDirError as exc:
@@ -65,6 +65,7 @@ async def _run_job(config: RunConfig, *, stream: TextIO, transport: Transport | 
                    progress: bool | None) -> int:
     if not config.inputs:
         raise UsageError("no input: pass --input PATH (file, folder or glob) or set [input] paths")
+    configure(StorageSettings(config.storage_endpoint_url, config.storage_timeout, config.storage_lock))
     inputs = open_inputs(config.inputs, text_column=config.text_column, id_column=config.id_column,
                          limit=config.limit)
     policies = load_policies(config.policies or sorted(builtin_policy_dir().glob("*.md")))
@@ -80,7 +81,7 @@ async def _run_job(config: RunConfig, *, stream: TextIO, transport: Transport | 
     plans = [_plan(i, p, config, model) for i, p in enumerate(policies)]
     identity = _identity(config, inputs, plans, model)
 
-    outdir = OutputDir(config.out)
+    outdir = open_output_dir(config.out)
     outdir.lock()
     try:
         store = _open_store(config, outdir)
@@ -199,7 +200,7 @@ def _identity(config: RunConfig, inputs: InputSet, plans: list[PolicyPlan], mode
 def _open_store(config: RunConfig, outdir: OutputDir) -> ResultStore:
     if config.store == "none":
         return NullStore()
-    return ResultStore(config.store or outdir.path / "store.sqlite")
+    return ResultStore(config.store or outdir.default_store())
 
 
 def _open_manifest(outdir: OutputDir, identity: dict, config: RunConfig, store: ResultStore) -> Manifest:
@@ -282,4 +283,4 @@ def _summary(run: Run, report: dict, outdir: OutputDir, outcome: str, simulated:
             f"({s.labels / elapsed:,.0f} labels/s); {s.sent:,} calls, {s.store_hits:,} from store, "
             f"{s.duplicates:,} duplicates; this run ${s.spent_usd:.4f}, directory total "
             f"${report['cost_usd']:.4f}; {statuses or 'no labels'}; shards in {outdir.labels}, "
-            f"report in {Path(outdir.path) / 'cost_report.md'}")
+            f"report in {outdir.path / 'cost_report.md'}")

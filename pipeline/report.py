@@ -12,15 +12,17 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pyarrow.parquet as pq
 
 from pipeline.cost import Pricing
 from pipeline.outdir import atomic_write_text
+from pipeline.storage import Location
 
 _TOKEN_KEYS = ("requests", "estimated_requests", "prompt_tokens", "cached_prompt_tokens",
                "completion_tokens", "reasoning_tokens")
 
 
-def build_report(*, billing: list[dict], runs: list[dict], labels_dir: Path, pricing: Pricing,
+def build_report(*, billing: list[dict], runs: list[dict], labels_dir: Path | Location, pricing: Pricing,
                  provider: str, model: str) -> dict[str, Any]:
     """Everything billed to produce one output directory, with label statistics."""
     totals: dict[str, Any] = dict.fromkeys(_TOKEN_KEYS, 0)
@@ -76,7 +78,7 @@ def build_report(*, billing: list[dict], runs: list[dict], labels_dir: Path, pri
     return report
 
 
-def label_stats(labels_dir: Path) -> dict[str, Any]:
+def label_stats(labels_dir: Path | Location) -> dict[str, Any]:
     """Counts by status and by (policy, violation), latency percentiles of paid calls.
 
     One shard at a time, so memory stays flat whatever the directory holds: only the latencies
@@ -89,9 +91,12 @@ def label_stats(labels_dir: Path) -> dict[str, Any]:
     latencies: list[pl.Series] = []
     id_hashes: list[pl.Series] = []
     rows = labels = 0
-    for path in sorted(labels_dir.glob("part-*.parquet")):
-        shard = pl.read_parquet(path, columns=["id", "row_number", "policy", "status", "violation",
-                                               "latency_ms", "source"])
+    columns = ["id", "row_number", "policy", "status", "violation", "latency_ms", "source"]
+    for path in sorted(labels_dir.glob("part-*.parquet"), key=str):
+        if isinstance(path, Location):  # a shard on an object store
+            shard = pl.from_arrow(pq.read_table(path.path, filesystem=path.fs, columns=columns))
+        else:
+            shard = pl.read_parquet(path, columns=columns)
         labels += shard.height
         row_ids = shard.unique("row_number", keep="first").get_column("id")
         rows += row_ids.len()
@@ -114,7 +119,7 @@ def label_stats(labels_dir: Path) -> dict[str, Any]:
     }
 
 
-def write_reports(report: dict[str, Any], out: Path) -> None:
+def write_reports(report: dict[str, Any], out: Path | Location) -> None:
     atomic_write_text(out / "cost_report.json", orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
     atomic_write_text(out / "cost_report.md", render_markdown(report))
 
