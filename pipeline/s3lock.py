@@ -114,16 +114,20 @@ class S3Lock:
         if held is not None and held.get("token") == self._token:
             self._client.delete_object(Bucket=self.bucket, Key=self.key)
 
-    def _refresh_loop(self) -> None:
-        while not self._stop.wait(REFRESH_SECONDS):
-            try:
-                etag = self._put(if_match=self._etag)
-            except OutputDirError:
-                continue  # the store is unreachable for now: try again; the TTL is longer than this
-            if etag is None:
-                self.lost = "another run took it over"
-                return
+    def refresh(self) -> None:
+        """Push the lock's expiry forward; notice when another run has taken it over."""
+        try:
+            etag = self._put(if_match=self._etag)
+        except OutputDirError:
+            return  # unreachable for now: the next refresh tries again (the TTL is longer)
+        if etag is None:
+            self.lost = "another run took it over"
+        else:
             self._etag = etag
+
+    def _refresh_loop(self) -> None:
+        while not self._stop.wait(REFRESH_SECONDS) and not self.lost:
+            self.refresh()
 
 
 def _stale(held: dict) -> bool:

@@ -259,4 +259,7 @@ class Location:
 
     def probe(self) -> None:
         """One bounded call that proves the store answers (the folder need not exist)."""
-        bounded(self.uri, lambda: self.fs.get_file_info(self.path))
+        try:
+            bounded(self.uri, lambda: self.fs.get_file_info(self.path))
+        except OSError as exc:
+            raise StorageError(f"{self.uri}: cannot reach the object store ({_one_line(exc)})") from None
