@@ -284,3 +284,8 @@ def _summary(run: Run, report: dict, outdir: OutputDir, outcome: str, simulated:
             f"{s.duplicates:,} duplicates; this run ${s.spent_usd:.4f}, directory total "
             f"${report['cost_usd']:.4f}; {statuses or 'no labels'}; shards in {outdir.labels}, "
             f"report in {outdir.path / 'cost_report.md'}")
+
+
+#: how `run` plans a policy and names a job, shared with the batch commands (`pipeline.batch`).
+policy_plan = _plan
+job_identity = _identity

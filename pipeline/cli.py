@@ -89,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(simulate)
     simulate.set_defaults(handler=simulate_main)
+
+    from pipeline.batch.cli import add_batch_command
+
+    add_batch_command(commands)
     return parser
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 import pyarrow.parquet as pq
 
-from pipeline.cost import Pricing
+from pipeline.cost import Pricing, batch_discount
 from pipeline.outdir import atomic_write_text
 from pipeline.storage import Location
 
@@ -72,6 +72,13 @@ def build_report(*, billing: list[dict], runs: list[dict], labels_dir: Path | Lo
         ],
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    batch_runs = [run["run_id"] for run in runs if run.get("outcome") == "batch"]
+    if batch_runs:  # answers read back from batch files, billed at the host's batch prices
+        report["batch"] = {
+            "requests": sum(per_run.get(r, {}).get("requests", 0) for r in batch_runs),
+            "cost_usd": round(sum(per_run.get(r, {}).get("cost_usd", 0.0) for r in batch_runs), 8),
+            "discount": batch_discount(provider=provider, model=model),
+        }
     for name in stats["violations"]:
         report["per_policy"].setdefault(name, {**dict.fromkeys(_TOKEN_KEYS, 0), "cost_usd": 0.0,
                                                "violations": stats["violations"][name]})
@@ -150,7 +157,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         f"Prices per 1 M tokens: input ${p['input_per_million']}, cached input ${p['cached_input_per_million']}, "
         f"output ${p['output_per_million']}."
-        + (" Some usage was missing from answers and was estimated." if report["usage_estimated"] else ""),
+        + (" Some usage was missing from answers and was estimated." if report["usage_estimated"] else "")
+        + (f" {report['batch']['requests']:,} requests (${report['batch']['cost_usd']:.6f}) came from batch files, "
+           f"billed at batch prices ({report['batch']['discount']:.0%} off)." if "batch" in report else ""),
         "",
         "## Per policy",
         "",
