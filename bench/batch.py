@@ -1,0 +1,117 @@
+"""Benchmark: batch files round trip at 10,000 rows (100,000 with --long).
+
+rows -> ``moderate batch prepare`` -> the simulator answers the file (as a host's batch API would,
+over loopback HTTP) -> ``moderate batch ingest``, compared with ``moderate run`` of the same job
+against the same simulator: the labels must be identical, the token totals equal and the cost
+the online cost at the table's batch discount.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import polars as pl
+
+from bench.clients import run_moderate
+from bench.common import (
+    MODEL,
+    OUT,
+    OUTPUT_FORMAT,
+    POLICY,
+    PYTHON,
+    Report,
+    fresh_dir,
+    run_measured,
+    shown_cmd,
+    simulator,
+)
+from bench.memory import make_input
+
+COMPARED = ["id", "policy", "row_number", "status", "violation", "prompt_tokens", "completion_tokens", "fingerprint"]
+
+
+def answer_file(base_url: str, requests: Path, results: Path, *, concurrency: int = 32) -> int:
+    """POST every request line's body to the simulator; write OpenAI-style result lines. Returns lines."""
+
+    async def main() -> int:
+        lines = requests.read_bytes().splitlines()
+        answers: list[bytes] = [b""] * len(lines)
+        next_line = iter(range(len(lines)))
+
+        async def worker(session: aiohttp.ClientSession) -> None:
+            for i in next_line:
+                line = orjson.loads(lines[i])
+                async with session.post(base_url + "/chat/completions", data=orjson.dumps(line["body"]),
+                                        headers={"Content-Type": "application/json"}) as reply:
+                    body, status = orjson.loads(await reply.read()), reply.status
+                answers[i] = orjson.dumps({"custom_id": line["custom_id"],
+                                           "response": {"status_code": status, "body": body}, "error": None})
+
+        connector = aiohttp.TCPConnector(limit=concurrency)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            await asyncio.gather(*(worker(session) for _ in range(concurrency)))
+        results.write_bytes(b"\n".join(answers) + b"\n")
+        return len(lines)
+
+    return asyncio.run(main())
+
+
+def run(*, long: bool, results: dict[str, Any]) -> Report:
+    rows = 100_000 if long else 10_000
+    data = make_input(rows)
+    work = fresh_dir("batch")
+    out, requests, answers = work / "out", work / "requests.jsonl", work / "results.jsonl"
+    job = ["--input", str(data), "--text-column", "text", "--policy", POLICY, "--output-format", OUTPUT_FORMAT,
+           "--model", MODEL, "--out", str(out)]
+    steps = []
+    with simulator("--latency-ms", "0", max_seconds=3600) as sim:
+        prepare = [PYTHON, "-m", "pipeline", "batch", "prepare", *job, "--output", str(requests)]
+        m = run_measured(prepare, timeout=1800, log=work / "prepare")
+        if m.returncode != 0:
+            raise RuntimeError(f"batch prepare failed: {m.stderr[-2000:]}")
+        steps.append(("batch prepare", m.wall_s, m.max_rss_mb, shown_cmd(prepare)))
+        before = sim.stats()["billed"]
+        lines = answer_file(sim.base_url, requests, answers)
+        if sim.stats()["billed"] - before != lines:
+            raise RuntimeError("the simulator did not bill one call per request line")
+        ingest = [PYTHON, "-m", "pipeline", "batch", "ingest", str(out), str(answers)]
+        m = run_measured(ingest, timeout=1800, log=work / "ingest")
+        if m.returncode != 0:
+            raise RuntimeError(f"batch ingest failed: {m.stderr[-2000:]}")
+        steps.append(("batch ingest", m.wall_s, m.max_rss_mb, shown_cmd(ingest)))
+        online, cmd = run_moderate(sim, name="batch-online", store=None, inputs=[data], text_column="text",
+                                   timeout=1800)
+        steps.append(("run (online, for comparison)", online.wall_s, online.max_rss_mb, shown_cmd(cmd)))
+    batch_labels = _labels(out)
+    online_out = OUT / "batch-online"
+    online_labels = _labels(online_out)
+    same_labels = batch_labels.select(COMPARED).equals(online_labels.select(COMPARED))
+    batch_report = json.loads((out / "cost_report.json").read_text())
+    online_report = json.loads((online_out / "cost_report.json").read_text())
+    tokens = ("prompt_tokens", "completion_tokens", "requests")
+    same_tokens = all(batch_report[k] == online_report[k] for k in tokens)
+    ratio = batch_report["cost_usd"] / online_report["cost_usd"] if online_report["cost_usd"] else float("nan")
+    if not (same_labels and same_tokens):
+        raise RuntimeError(f"batch and online differ: labels identical {same_labels}, tokens equal {same_tokens}")
+    report = Report(f"batch files: {rows:,} rows, prepare -> simulated batch -> ingest vs online run")
+    report.add_table(["step", "wall s", "peak RSS MB"], [(name, f"{wall:.1f}", f"{rss:.0f}")
+                                                        for name, wall, rss, _ in steps])
+    report.add_table(["check", "result"], [
+        ("request lines (unique text x policy)", f"{lines:,}"),
+        ("labels identical to the online run", "yes" if same_labels else "NO"),
+        ("prompt/completion tokens and requests equal", "yes" if same_tokens else "NO"),
+        ("batch cost / online cost", f"{ratio:.3f} (table discount {batch_report['batch']['discount']:.0%})"),
+    ])
+    for name, _, _, shown in steps:
+        report.note(f"{name}: `{shown}`")
+    results["batch"] = {"rows": rows, "lines": lines, "cost_ratio": ratio}
+    return report
+
+
+def _labels(out: Path) -> pl.DataFrame:
+    return pl.read_parquet(sorted((out / "labels").glob("part-*.parquet"))).sort("row_number", "policy")
