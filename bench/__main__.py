@@ -10,7 +10,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from bench import adaptive, batch, client_overhead, latency, limiter, memory, scale
+from bench import adaptive, batch, client_overhead, latency, limiter, memory, objectstore, scale
 from bench.common import Report, append_markdown, git_commit, machine_info
 
 BENCHMARKS: dict[str, Callable[..., Report]] = {
@@ -21,6 +21,7 @@ BENCHMARKS: dict[str, Callable[..., Report]] = {
     "adaptive": adaptive.run,
     "scale": scale.run,
     "batch": batch.run,
+    "objectstore": objectstore.run,
 }
 
 
