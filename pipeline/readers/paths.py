@@ -209,10 +209,16 @@ def _find_uri(arg: str) -> _Found:
         fs, fs_path = filesystem(arg)
     except StorageError as exc:
         raise InputError(str(exc)) from None
+    # the first call is bounded from outside (credential chains may probe the network); the rest
+    # run under the filesystem's own timeouts, so a long listing of a big bucket is not cut short
+    first = _glob_base(fs_path, "/") if _MAGIC.search(fs_path) else fs_path
     try:
-        return bounded(arg, lambda: _find_on(fs, fs_path, arg, scheme), what="no listing")
+        bounded(arg, lambda: fs.get_file_info(first))
     except StorageError as exc:
         raise InputError(str(exc)) from None
+    except Exception as exc:  # network, permissions, credentials: report, don't trace back
+        raise InputError(f"{arg}: cannot list this location ({one_line(exc)})") from None
+    return _find_on(fs, fs_path, arg, scheme)
 
 
 def _find_on(fs: pafs.FileSystem, fs_path: str, arg: str, scheme: str) -> _Found:

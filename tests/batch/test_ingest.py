@@ -179,3 +179,15 @@ def test_ingest_into_a_folder_not_prepared_is_a_one_line_usage_error(tmp_path: P
     assert main(["batch", "ingest", str(tmp_path / "nowhere"), str(results)]) == exitcodes.EXIT_USAGE
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "batch prepare" in err
+
+
+def test_round_trip_into_an_s3_output_folder(tmp_path: Path, data: Path, s3) -> None:
+    bucket = s3.new_bucket()
+    out, requests, results = f"s3://{bucket}/batch", tmp_path / "requests.jsonl", tmp_path / "results.jsonl"
+    assert main(["batch", "prepare", *_job(data, Path("unused")), "--out", out, "--output", str(requests)]) == 0
+    answer_batch_file([requests], results)
+    assert main(["batch", "ingest", out, str(results)]) == exitcodes.EXIT_OK
+    keys = s3.keys(bucket)
+    assert "batch/manifest.json" in keys and "batch/cost_report.json" in keys and "batch/.lock" not in keys
+    again = run_pipeline(make_config(tmp_path, [data], out=out))
+    assert again.code == exitcodes.EXIT_OK and "nothing to do" in again.stderr and again.stats.requests == 0
