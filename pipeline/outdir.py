@@ -215,6 +215,13 @@ class OutputDir:
         """Where the result store lives unless ``--store`` says otherwise."""
         return str(self.path / "store.sqlite")
 
+    def shard_sha256(self, file: str) -> str | None:
+        """The SHA-256 of a shard (``labels/part-00000.parquet``) as it is now, or None when it is gone."""
+        try:
+            return _hash(self.path / file)
+        except OSError:
+            return None
+
     def shard_files(self) -> list[Path]:
         """The shard files the manifest lists (what the report counts)."""
         manifest = self.read_manifest()
@@ -236,6 +243,14 @@ class OutputDir:
     def remove_stale_temp_files(self) -> None:
         for temp in self.labels.glob(".*.tmp"):
             temp.unlink(missing_ok=True)
+
+
+def _hash(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _fsync_and_hash(path: Path) -> str:

@@ -130,6 +130,11 @@ class RemoteOutputDir(OutputDir):
         (self.labels / name).write_bytes(data)
         return ShardInfo(f"labels/{name}", len(rows), input_rows, hashlib.sha256(data).hexdigest(), unsent)
 
+    def shard_sha256(self, file: str) -> str | None:
+        """The SHA-256 of a shard as it is in the store now, or None when it is gone."""
+        data = (self.path / file).read_bytes()
+        return None if data is None else hashlib.sha256(data).hexdigest()
+
     def remove_stale_temp_files(self) -> None:
         """Shards a killed run uploaded but never committed to the manifest."""
         for shard in self.labels.glob("*.parquet"):

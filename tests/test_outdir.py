@@ -315,3 +315,13 @@ def test_an_output_folder_inside_the_input_folder_is_not_read_back_as_input(tmp_
     assert again.code == exitcodes.EXIT_OK, again.stderr
     assert "nothing to do" in again.stderr and again.stats.requests == 0
     assert again.labels().height == 10 * 2
+
+
+def test_shard_sha256_matches_the_manifest_until_the_file_changes(tmp_path: Path) -> None:
+    out = OutputDir(tmp_path)
+    info = out.write_shard(0, rows(2), input_rows=2, unsent=0)
+    assert out.shard_sha256(info.file) == info.sha256
+    (tmp_path / info.file).write_bytes(b"changed")
+    assert out.shard_sha256(info.file) != info.sha256
+    (tmp_path / info.file).unlink()
+    assert out.shard_sha256(info.file) is None

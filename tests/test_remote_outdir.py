@@ -79,6 +79,7 @@ def test_uncommitted_shard_of_a_killed_run_is_removed_and_replaced_shards_are_de
     finally:
         out.unlock()
     assert f"out/{first.file}" not in s3.keys(bucket)
+    assert out.shard_sha256(second.file) == second.sha256 and out.shard_sha256(first.file) is None
     assert f"out/{orphan.file}" in s3.keys(bucket)
     again = open_output_dir(f"s3://{bucket}/out")
     again.lock()
