@@ -191,3 +191,18 @@ def test_round_trip_into_an_s3_output_folder(tmp_path: Path, data: Path, s3) -> 
     assert "batch/manifest.json" in keys and "batch/cost_report.json" in keys and "batch/.lock" not in keys
     again = run_pipeline(make_config(tmp_path, [data], out=out))
     assert again.code == exitcodes.EXIT_OK and "nothing to do" in again.stderr and again.stats.requests == 0
+
+
+def test_prepare_refuses_a_job_without_a_store_and_a_folder_in_use(tmp_path: Path, data: Path, capsys) -> None:
+    from pipeline.outdir import OutputDir
+
+    requests = tmp_path / "requests.jsonl"
+    assert _prepare(data, tmp_path / "a", requests, "--store", "none") == exitcodes.EXIT_USAGE
+    assert "needs the result store" in capsys.readouterr().err
+    holder = OutputDir(tmp_path / "b")
+    holder.lock()
+    try:
+        assert _prepare(data, tmp_path / "b", requests) == exitcodes.EXIT_LOCKED
+    finally:
+        holder.unlock()
+    assert "another run" in capsys.readouterr().err and not requests.exists()
