@@ -123,15 +123,19 @@ def _find_local(arg: str) -> _Found:
         matches = sorted(glob.glob(path, recursive=True))
         if not matches:
             raise InputError(f"{arg}: no files match this pattern")
+        base = os.path.abspath(_glob_base(path, os.sep))
         files: list[Located] = []
+        outputs: dict[str, bool] = {}
         for match in matches:
+            if _inside_output(os.path.abspath(match), base, outputs):
+                continue
             if os.path.isdir(match):
                 files.extend(_walk_local(match))
             elif file_format(match) is not None:
                 files.append(_local_file(match))
         if not files:
             raise InputError(f"{arg}: no supported input files match this pattern (supported: {SUPPORTED})")
-        return _Found(files, "", os.path.abspath(_glob_base(path, os.sep)))
+        return _Found(files, "", base)
     if os.path.isdir(path):
         files = _walk_local(path)
         if not files:
@@ -158,6 +162,18 @@ def _walk_local(folder: str) -> list[Located]:
             if not _hidden([filename]) and file_format(filename) is not None:
                 files.append(_local_file(os.path.join(dirpath, filename)))
     return files
+
+
+def _inside_output(path: str, base: str, seen: dict[str, bool]) -> bool:
+    """Whether a glob match is, or lies in, an output folder below the glob's fixed part."""
+    folder = path
+    while folder.startswith(base) and len(folder) > len(base):
+        if folder not in seen:
+            seen[folder] = _local_output(folder)
+        if seen[folder]:
+            return True
+        folder = os.path.dirname(folder)
+    return False
 
 
 def _local_output(folder: str) -> bool:
