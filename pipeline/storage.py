@@ -224,7 +224,12 @@ class Location:
     def write_bytes(self, data: bytes) -> None:
         """Replace the object in one upload: readers see the old object or the new one, never a part."""
         try:
-            with self.fs.open_output_stream(self.path) as stream:
+            try:
+                stream = self.fs.open_output_stream(self.path)
+            except FileNotFoundError:  # a filesystem with real folders (file://): make the parent
+                self.fs.create_dir(posixpath.dirname(self.path), recursive=True)
+                stream = self.fs.open_output_stream(self.path)
+            with stream:
                 stream.write(data)
         except OSError as exc:
             raise StorageError(f"{self.uri}: cannot write ({_one_line(exc)})") from None

@@ -157,3 +157,25 @@ def test_s3_run_killed_with_sigkill_resumes_to_the_same_labels(tmp_path: Path, s
 def test_output_dir_error_names_an_unknown_scheme() -> None:
     with pytest.raises(OutputDirError, match=r"^ftp://x/out: cannot open this location"):
         open_output_dir("ftp://x/out")
+
+
+def test_a_store_without_conditional_writes_needs_lock_off_then_keeps_the_guarantees(tmp_path: Path) -> None:
+    from pipeline.storage import StorageSettings, configure
+
+    uri = f"file://{tmp_path}/out"  # the object-store code path on a filesystem with no lock object
+    with pytest.raises(OutputDirError, match=r"no run lock is available .* \[storage\] lock = false"):
+        RemoteOutputDir(uri).lock()
+    configure(StorageSettings(lock=False))
+    try:
+        out = RemoteOutputDir(uri)
+        out.lock()
+        manifest = out.new_manifest(identity={"x": 1}, shard_rows=10)
+        manifest.shards[0] = out.write_shard(0, [], input_rows=0, unsent=0)
+        out.write_manifest(manifest)
+        out.unlock()
+        assert out.read_manifest() == manifest
+        assert out.shard_files() == [out.path / manifest.shards[0].file]
+        out.clear()
+        assert out.read_manifest() is None and list((tmp_path / "out" / "labels").iterdir()) == []
+    finally:
+        configure(StorageSettings())
