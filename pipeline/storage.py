@@ -217,8 +217,6 @@ class Location:
         except FileNotFoundError:
             return None
         except OSError as exc:
-            if "NoSuchKey" in str(exc) or "does not exist" in str(exc) or "Path does not exist" in str(exc):
-                return None
             raise StorageError(f"{self.uri}: cannot read ({_one_line(exc)})") from None
 
     def write_bytes(self, data: bytes) -> None:
@@ -240,8 +238,7 @@ class Location:
         except FileNotFoundError:
             pass
         except OSError as exc:
-            if "NoSuchKey" not in str(exc) and "does not exist" not in str(exc):
-                raise StorageError(f"{self.uri}: cannot delete ({_one_line(exc)})") from None
+            raise StorageError(f"{self.uri}: cannot delete ({_one_line(exc)})") from None
 
     def files(self) -> list[Location]:
         """Every file under this folder, sorted (none when the folder does not exist)."""
