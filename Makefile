@@ -1,12 +1,13 @@
 # moderate — batch moderation with gpt-oss-safeguard.
 #   make demo   set up .venv, run the sample job against the built-in simulator
 #   make test   set up .venv, run the test suite
+#   make test-fast  the test suite without the slow (subprocess, signal, fault-mix) tests
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench bench-long clean
+.PHONY: install demo test test-fast lint bench bench-long clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +21,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check pipeline tests bench data/sample

@@ -1,4 +1,4 @@
-"""``python -m bench``: run the benchmarks, print their tables, append them to BENCHMARKS.md."""
+"""``python -m bench``: run the benchmarks, print their tables, record them in BENCHMARKS.md."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from collections.abc import Callable
 from typing import Any
 
 from bench import adaptive, batch, client_overhead, latency, limiter, memory, objectstore, scale
-from bench.common import Report, append_markdown, git_commit, machine_info
+from bench.common import Report, git_commit, machine_info
+from bench.record import record
 
 BENCHMARKS: dict[str, Callable[..., Report]] = {
     "client": client_overhead.run,
@@ -30,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--long", action="store_true", help="the long versions (minutes each)")
     parser.add_argument("--only", action="append", choices=list(BENCHMARKS), metavar="NAME",
                         help=f"run only this benchmark (repeatable): {', '.join(BENCHMARKS)}")
-    parser.add_argument("--no-record", action="store_true", help="print only; do not append to BENCHMARKS.md")
+    parser.add_argument("--no-record", action="store_true", help="print only; do not record in BENCHMARKS.md")
     args = parser.parse_args(argv)
     started = dt.datetime.now(dt.UTC)
     info = machine_info()
@@ -55,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         info["commit"] = f"{info['commit']} at the start, {end_commit} at the end (the code changed during the run)"
     if not args.no_record:
         command = "python -m bench" + "".join(f" {shlex.quote(a)}" for a in (argv or sys.argv[1:]))
-        append_markdown(reports, command=command, started=started, info=info)
-        print("\nappended to BENCHMARKS.md")
+        record(reports, results, command=command, started=started, info=info)
+        print("\nrecorded in BENCHMARKS.md")
     return 1 if failed else 0
 
 

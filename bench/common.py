@@ -1,11 +1,10 @@
 """What every benchmark shares: the simulator as a separate process, measured child processes,
-machine information and the Markdown log in BENCHMARKS.md.
+machine information and the Markdown tables of a report (bench/record.py keeps BENCHMARKS.md).
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import json
 import os
 import platform
@@ -221,7 +220,7 @@ def _cell(value: object) -> str:
 
 @dataclass(slots=True)
 class Report:
-    """One benchmark's output: a title, tables and notes; printed and appended to BENCHMARKS.md."""
+    """One benchmark's output: a title, tables and notes; printed and recorded in BENCHMARKS.md."""
 
     title: str
     blocks: list[tuple[str, str]] = field(default_factory=list)  # (text, markdown)
@@ -238,31 +237,3 @@ class Report:
 
     def markdown(self) -> str:
         return "\n\n".join([f"### {self.title}", *(b[1] for b in self.blocks)])
-
-
-def append_markdown(reports: Sequence[Report], *, command: str, started: dt.datetime,
-                    info: dict[str, str] | None = None) -> None:
-    """Append one run's section; ``info`` is `machine_info()` taken when the run started."""
-    info = info or machine_info()
-    head = [
-        f"## {started:%Y-%m-%d %H:%M} UTC — `{command}`",
-        "",
-        f"- machine: {info['cores']} cores ({info['cpu']}), {info['ram']} RAM; Python {info['python']}",
-        f"- commit: {info['commit']}",
-        f"- duration: {(dt.datetime.now(dt.UTC) - started).total_seconds():.0f} s",
-    ]
-    if not BENCHMARKS_MD.exists():
-        BENCHMARKS_MD.write_text(_PREAMBLE)
-    with BENCHMARKS_MD.open("a") as f:
-        f.write("\n" + "\n".join(head) + "\n\n" + "\n\n".join(r.markdown() for r in reports) + "\n")
-
-
-_PREAMBLE = """\
-# Benchmarks
-
-`make bench` (= `.venv/bin/python -m bench`) runs the short suite and appends one section here;
-`make bench-long` runs the long versions. `--only NAME` runs one benchmark (see `python -m bench -h`).
-Every figure is a ratio against a reference measured in the same run on the same machine, against
-the built-in simulator started as a separate process (`moderate simulate`). The simulator shares the
-CPU with the client, so absolute rows/s are a floor for what a real endpoint would allow.
-"""

@@ -48,6 +48,8 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--request-timeout", type=float, metavar="S", help="seconds per attempt (default 120)")
     parser.add_argument("--reasoning-effort", choices=EFFORTS, help="default low")
     parser.add_argument("--max-tokens", type=int, metavar="N", help="output budget incl. reasoning (default 8192)")
+    parser.add_argument("--response-format", choices=("text", "json_schema"),
+                        help="json_schema: ask the host for answers matching the verdict schema (default text)")
     parser.add_argument("--limit", type=int, metavar="N", help="only the first N input rows")
     parser.add_argument("--max-cost", type=float, metavar="USD", help="stop sending once spend would pass this")
     parser.add_argument("--keep-reasoning", action="store_true", default=None,
@@ -68,7 +70,7 @@ def job_config(args: argparse.Namespace) -> RunConfig:
         "concurrency": args.concurrency, "rpm": args.rpm, "tpm": args.tpm,
         "request_timeout": args.request_timeout, "reasoning_effort": args.reasoning_effort,
         "max_tokens": args.max_tokens, "limit": args.limit, "max_cost": args.max_cost,
-        "keep_reasoning": args.keep_reasoning, "force": args.force,
+        "keep_reasoning": args.keep_reasoning, "force": args.force, "response_format": args.response_format,
     }
     return apply_overrides(load_config(args.config), overrides)
 
@@ -81,7 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
                               epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_job_arguments(run)
     run.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
+    run.add_argument("--preflight", action="store_true", help="run `moderate check` first; stop unless it passes")
     run.set_defaults(handler=_run)
+
+    check = commands.add_parser("check", help="preflight: endpoint, key, model, one canary request per policy",
+                                epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_job_arguments(check)
+    check.set_defaults(handler=_check)
 
     simulate = commands.add_parser("simulate", help="serve the built-in OpenAI-compatible simulator")
     from pipeline.simulator.cli import add_arguments
@@ -112,6 +120,8 @@ def _run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"moderate: error: {exc}", file=sys.stderr)
         return exitcodes.EXIT_USAGE
+    if args.preflight and (code := _check(args, config)) != exitcodes.EXIT_OK:
+        return code
     try:
         return run_job(config, progress=False if args.no_progress else None)
     except KeyboardInterrupt:  # before the run's own signal handling is in place
@@ -123,3 +133,14 @@ def _run(args: argparse.Namespace) -> int:
         traceback.print_exc()
         print("moderate: internal error (a bug): please report it with the lines above", file=sys.stderr)
         return exitcodes.EXIT_INTERNAL
+
+
+def _check(args: argparse.Namespace, config: RunConfig | None = None) -> int:
+    from pipeline.check import run_check
+
+    try:
+        config = config or job_config(args)
+    except ConfigError as exc:
+        print(f"moderate: error: {exc}", file=sys.stderr)
+        return exitcodes.EXIT_USAGE
+    return run_check(config)

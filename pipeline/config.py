@@ -10,14 +10,19 @@ from __future__ import annotations
 
 import math
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from pipeline.providers import HOSTS, RESPONSE_FORMATS, base_url_problem
 from pipeline.records import OutputFormat
+from pipeline.tokens import MESSAGE_OVERHEAD
 
-PROVIDERS = ("openai", "openrouter", "groq", "modelslab", "simulator")
+PROVIDERS = tuple(HOSTS)
 EFFORTS = ("low", "medium", "high")
+#: fields whose default depends on the provider (`pipeline.providers.HOSTS`) until a file or flag sets them.
+PRESET_FIELDS = ("model", "concurrency")
 
 
 class ConfigError(Exception):
@@ -26,7 +31,7 @@ class ConfigError(Exception):
 
 @dataclass(slots=True)
 class RunConfig:
-    """Everything one `moderate run` needs. Field names match the config keys."""
+    """Everything one `moderate run` needs; ``SCHEMA`` maps each config key to its field."""
 
     # [input]
     inputs: list[str] = field(default_factory=list)
@@ -39,7 +44,7 @@ class RunConfig:
     # [endpoint]
     provider: str = "openai"
     base_url: str | None = None
-    model: str = "openai/gpt-oss-safeguard-20b"
+    model: str = HOSTS["openai"].model  # the provider's model id unless set
     api_key_env: str = "MODERATION_API_KEY"
     reasoning_effort: str = "low"
     max_tokens: int = 8192
@@ -47,14 +52,20 @@ class RunConfig:
     context_tokens: int = 131072
     request_timeout: float = 120.0
     max_attempts: int = 6
+    #: the longest wait a host may order (Retry-After and the like); longer requests are cut to it
+    max_retry_after: float = 600.0
     invalid_output_retries: int = 2
     keep_reasoning: bool = False
     too_long: str = "skip"  # "skip" (status too_long) or "truncate"
+    response_format: str = "text"  # "json_schema": ask the host for answers matching the verdict schema
     # [limits]
-    concurrency: int = 64
+    concurrency: int = HOSTS["openai"].concurrency  # the provider's default (or `queue`) unless set
+    queue: int | None = None  # the host's concurrent-request queue (ModelsLab: 5, 10 or 15 by plan)
     rpm: float | None = None
     tpm: float | None = None
     adaptive: bool = True
+    #: against vLLM, read its /metrics and hold its waiting queue near a target
+    vllm_backpressure: bool = True
     max_cost: float | None = None
     # [output]
     out: str = "out/run"
@@ -66,7 +77,7 @@ class RunConfig:
     storage_endpoint_url: str | None = None
     storage_timeout: float = 30.0
     storage_lock: bool = True
-    # [pricing] per million tokens; None = from configs/pricing.toml for provider + model
+    # [pricing] per million tokens; None = from the built-in table (configs/pricing.toml) for provider + model
     input_per_million: float | None = None
     cached_input_per_million: float | None = None
     output_per_million: float | None = None
@@ -76,9 +87,15 @@ class RunConfig:
     simulator_fault_rate: float = 0.0
     # where the config came from (for messages), not a key
     source: str = "<flags>"
+    #: PRESET_FIELDS still holding a provider default (not set by a file or flag), not a key
+    preset: set[str] = field(default_factory=set, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        defaults = RunConfig.__dataclass_fields__
+        self.preset = {name for name in PRESET_FIELDS if getattr(self, name) == defaults[name].default}
 
 
-# section -> key -> (field name, accepted python types, description for the README)
+# section -> key -> (field name, accepted python types); docs/config.md describes each key
 SCHEMA: dict[str, dict[str, tuple[str, tuple[type, ...]]]] = {
     "input": {
         "paths": ("inputs", (list,)),
@@ -101,15 +118,19 @@ SCHEMA: dict[str, dict[str, tuple[str, tuple[type, ...]]]] = {
         "context_tokens": ("context_tokens", (int,)),
         "request_timeout": ("request_timeout", (int, float)),
         "max_attempts": ("max_attempts", (int,)),
+        "max_retry_after": ("max_retry_after", (int, float)),
         "invalid_output_retries": ("invalid_output_retries", (int,)),
         "keep_reasoning": ("keep_reasoning", (bool,)),
         "too_long": ("too_long", (str,)),
+        "response_format": ("response_format", (str,)),
     },
     "limits": {
         "concurrency": ("concurrency", (int,)),
+        "queue": ("queue", (int,)),
         "rpm": ("rpm", (int, float)),
         "tpm": ("tpm", (int, float)),
         "adaptive": ("adaptive", (bool,)),
+        "vllm_backpressure": ("vllm_backpressure", (bool,)),
         "max_cost": ("max_cost", (int, float)),
     },
     "output": {
@@ -169,6 +190,7 @@ def load_config(path: str | Path | None) -> RunConfig:
             if name in ("inputs", "policies") and not all(isinstance(v, str) for v in value):
                 raise ConfigError(f"{path}: '{section}.{key}' must be a list of strings")
             setattr(config, name, value)
+            config.preset.discard(name)
     validate(config)
     return config
 
@@ -181,6 +203,7 @@ def apply_overrides(config: RunConfig, overrides: dict[str, Any]) -> RunConfig:
             raise ConfigError(f"unknown setting '{name}'")
         if value is not None and value != []:
             setattr(config, name, value)
+            config.preset.discard(name)
     validate(config)
     return config
 
@@ -199,6 +222,7 @@ def validate(config: RunConfig) -> None:
         raise ConfigError(f"{where}: 'endpoint.reasoning_effort' must be one of {', '.join(EFFORTS)}")
     if config.too_long not in ("skip", "truncate"):
         raise ConfigError(f"{where}: 'endpoint.too_long' must be 'skip' or 'truncate'")
+    _check_endpoint(config)
     positive = {
         "limits.concurrency": config.concurrency,
         "endpoint.max_tokens": config.max_tokens,
@@ -219,7 +243,8 @@ def validate(config: RunConfig) -> None:
         raise ConfigError(f"{where}: 'endpoint.invalid_output_retries' must not be negative")
     numbers = {
         "endpoint.request_timeout": config.request_timeout, "limits.rpm": config.rpm, "limits.tpm": config.tpm,
-        "limits.max_cost": config.max_cost, "output.grace_seconds": config.grace_seconds,
+        "endpoint.max_retry_after": config.max_retry_after, "limits.max_cost": config.max_cost,
+        "output.grace_seconds": config.grace_seconds,
         "pricing.input_per_million": config.input_per_million,
         "pricing.cached_input_per_million": config.cached_input_per_million,
         "pricing.output_per_million": config.output_per_million,
@@ -231,6 +256,41 @@ def validate(config: RunConfig) -> None:
     if not 0.0 <= config.simulator_fault_rate <= 1.0:
         raise ConfigError(f"{where}: 'simulator.fault_rate' must be within 0..1")
     config.max_tokens_cap = max(config.max_tokens_cap, config.max_tokens)
+
+
+def _check_endpoint(config: RunConfig) -> None:
+    """Provider presets, base URL, queue and structured output."""
+    where, host = config.source, HOSTS[config.provider]
+    if config.queue is not None and config.queue <= 0:
+        raise ConfigError(f"{where}: 'limits.queue' must be greater than 0 (ModelsLab plans: 5, 10 or 15)")
+    if "model" in config.preset:
+        config.model = host.model
+    if "concurrency" in config.preset:
+        config.concurrency = config.queue or host.concurrency
+    if config.base_url is not None:
+        problem = base_url_problem(config.base_url)
+        if problem:
+            raise ConfigError(f"{where}: 'endpoint.base_url' {problem}")
+    if config.response_format not in RESPONSE_FORMATS:
+        raise ConfigError(f"{where}: 'endpoint.response_format' must be one of {', '.join(RESPONSE_FORMATS)}")
+    if config.response_format == "json_schema" and not host.json_schema:
+        raise ConfigError(f"{where}: 'endpoint.response_format' = \"json_schema\" is not supported by "
+                          f"provider {config.provider}; use \"text\"")
+
+
+def check_context_room(config: RunConfig, system_tokens: Mapping[str, int]) -> None:
+    """Refuse a job where some policy leaves no room for the text (before any call is made).
+
+    ``system_tokens`` maps each policy's name to the tokens of its rendered system message. With
+    ``context_tokens - policy - max_tokens <= 0`` every text would be too_long, or sent empty
+    with ``too_long = "truncate"``.
+    """
+    for name, tokens in system_tokens.items():
+        if config.context_tokens - tokens - config.max_tokens - 4 * MESSAGE_OVERHEAD <= 0:
+            raise ConfigError(
+                f"{config.source}: policy '{name}' ({tokens} tokens) and 'endpoint.max_tokens' "
+                f"({config.max_tokens}) leave no room for the text in 'endpoint.context_tokens' "
+                f"({config.context_tokens}): raise context_tokens (and the server's context) or lower max_tokens")
 
 
 def _check_type(path: Path, key: str, value: object, types: tuple[type, ...]) -> None:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import asdict, dataclass
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 from pipeline.records import Usage
 
-PRICING_FILE = Path(__file__).resolve().parent.parent / "configs" / "pricing.toml"
+#: the price table shipped inside the package (``configs/pricing.toml`` in the repository links to it).
+PRICING_FILE = resources.files("pipeline") / "builtin" / "pricing.toml"
 
 
 class PricingError(Exception):
@@ -78,7 +81,7 @@ def lookup_pricing(
     input_per_million: float | None = None,
     cached_input_per_million: float | None = None,
     output_per_million: float | None = None,
-    table_path: Path = PRICING_FILE,
+    table_path: Path | Traversable = PRICING_FILE,
 ) -> Pricing:
     """The pricing table's entry for provider + model size, with any configured price on top."""
     table = tomllib.loads(table_path.read_text(encoding="utf-8"))

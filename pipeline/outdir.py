@@ -48,6 +48,11 @@ SHARD_NAME = re.compile(r"part-\d{5}(-[0-9a-f]{8})?\.parquet")
 class OutputDirError(Exception):
     """The output directory cannot be used as asked (one line, names the directory)."""
 
+    def __init__(self, message: str, *, locked: bool = False) -> None:
+        super().__init__(message)
+        #: another live run holds the directory
+        self.locked = locked
+
 
 @dataclass(slots=True)
 class ShardInfo:
@@ -145,7 +150,8 @@ class OutputDir:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
             handle.close()
-            raise OutputDirError(f"{self.path}: another run is using this directory ({holder})") from None
+            raise OutputDirError(f"{self.path}: another run is using this directory ({holder})",
+                                 locked=True) from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")

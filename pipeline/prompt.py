@@ -81,10 +81,16 @@ def normalise(text: str) -> str:
 
 
 def request_key(
-    *, model: str, system: str, reasoning_effort: str, output_format: OutputFormat
+    *, model: str, system: str, reasoning_effort: str, output_format: OutputFormat, structured: bool = False
 ) -> bytes:
-    """The part of a fingerprint shared by every row of one policy (hash it once per run)."""
-    parts = (PROMPT_VERSION, model, reasoning_effort, output_format.value, system)
+    """The part of a fingerprint shared by every row of one policy (hash it once per run).
+
+    ``structured``: the request asks for the verdict's JSON schema (a different request, so a
+    different answer; without it the key is what it always was, and stores stay valid).
+    """
+    parts: tuple[str, ...] = (PROMPT_VERSION, model, reasoning_effort, output_format.value, system)
+    if structured:
+        parts += ("json_schema",)
     return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=16).digest()
 
 

@@ -25,6 +25,7 @@ class Status(StrEnum):
     INVALID_OUTPUT = "invalid_output"  # billed answer that is not a verdict (junk, refusal)
     TRUNCATED = "truncated"  # finish_reason "length" with no usable answer
     REJECTED = "rejected"  # the endpoint refused this one row (HTTP 400/413/422)
+    FILTERED = "filtered"  # the host's content filter withheld the answer (finish_reason content_filter)
     FAILED = "failed"  # transport errors until the attempts ran out
     BUDGET_EXHAUSTED = "budget_exhausted"  # not sent: --max-cost reached
     INTERRUPTED = "interrupted"  # not sent: the run was stopped by a signal
@@ -106,3 +107,5 @@ class Outcome:
     reasoning: str | None = None
     #: the model name the server reported.
     served_model: str | None = None
+    #: the upstream provider that served the answer (OpenRouter routes to several).
+    provider: str | None = None

@@ -26,16 +26,21 @@ def build_report(*, billing: list[dict], runs: list[dict], labels_dir: Path | Lo
                  provider: str, model: str) -> dict[str, Any]:
     """Everything billed to produce one output directory, with label statistics."""
     totals: dict[str, Any] = dict.fromkeys(_TOKEN_KEYS, 0)
-    totals["cost_usd"] = 0.0
+    totals["cost_usd"] = totals["list_price_cost_usd"] = 0.0
+    totals["server_cost_requests"] = 0
     per_policy: dict[str, dict[str, Any]] = {}
     server_cost = None
     per_run: dict[str, dict[str, Any]] = {}
     for bill in billing:
+        # cost_usd of a report is what was charged: the host's own figure where it reported one
+        # (OpenRouter's usage.cost), else the list price; list_price_cost_usd is the list price of all
+        bill = {**bill, "list_price_cost_usd": bill["cost_usd"],
+                "cost_usd": bill["cost_usd"] if bill.get("charged_usd") is None else bill["charged_usd"]}
         for target in (totals, per_policy.setdefault(bill["policy"], {**dict.fromkeys(_TOKEN_KEYS, 0),
-                                                                         "cost_usd": 0.0}),
+                                                                         "cost_usd": 0.0, "list_price_cost_usd": 0.0}),
                        per_run.setdefault(bill["run_id"], {"requests": 0, "cost_usd": 0.0})):
             for key in target:
-                target[key] += bill[key]
+                target[key] += bill.get(key) or 0
         if bill["server_cost_usd"] is not None:
             server_cost = (server_cost or 0.0) + bill["server_cost_usd"]
     stats = label_stats(labels_dir)
@@ -44,6 +49,8 @@ def build_report(*, billing: list[dict], runs: list[dict], labels_dir: Path | Lo
     report: dict[str, Any] = {
         **{key: totals[key] for key in _TOKEN_KEYS},
         "cost_usd": round(totals["cost_usd"], 8),
+        "cost_basis": _basis(totals["server_cost_requests"], totals["requests"]),
+        "list_price_cost_usd": round(totals["list_price_cost_usd"], 8),
         "usage_estimated": totals["estimated_requests"] > 0,
         "server_reported_cost_usd": server_cost,
         "pricing": pricing.as_dict(),
@@ -83,6 +90,13 @@ def build_report(*, billing: list[dict], runs: list[dict], labels_dir: Path | Lo
         report["per_policy"].setdefault(name, {**dict.fromkeys(_TOKEN_KEYS, 0), "cost_usd": 0.0,
                                                "violations": stats["violations"][name]})
     return report
+
+
+def _basis(reported: int, requests: int) -> str:
+    """Which figure ``cost_usd`` is: the host's own charge, the list price, or both in part."""
+    if requests and reported >= requests:
+        return "host-reported"
+    return "mixed" if reported else "list price"
 
 
 def label_stats(labels_dir: Path | Location) -> dict[str, Any]:
@@ -147,7 +161,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"| billed requests | {report['requests']:,} |",
         f"| prompt tokens (cached) | {report['prompt_tokens']:,} ({report['cached_prompt_tokens']:,}) |",
         f"| completion tokens (reasoning) | {report['completion_tokens']:,} ({report['reasoning_tokens']:,}) |",
-        f"| cost | ${report['cost_usd']:.6f} |",
+        f"| cost ({report['cost_basis']}) | ${report['cost_usd']:.6f} |",
+        f"| cost at list price | ${report['list_price_cost_usd']:.6f} |",
         f"| cost per 1,000 rows | ${report['cost_per_1000_rows']:.6f} |",
         f"| served from the store at no cost | {report['store_hits']:,} |",
         f"| duplicates within a run | {report['duplicates']:,} |",

@@ -55,7 +55,7 @@ class S3Lock:
             if etag is None:
                 holder = (held or {}).get("holder", "another process")
                 raise OutputDirError(f"{self.location.uri.rsplit('/', 1)[0]}: another run is using this "
-                                     f"directory ({holder})")
+                                     f"directory ({holder})", locked=True)
         self._etag = etag
         if bounded(uri, lambda: self._put(if_none_match=True)) is not None:
             self._delete()

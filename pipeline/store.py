@@ -17,26 +17,22 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import orjson
+from pipeline.labels import STORED, outcome_from_values, store_values
+from pipeline.records import FINAL_STATUSES, Outcome, Usage
 
-from pipeline.records import FINAL_STATUSES, Outcome, Status, Usage, Verdict
-
+_RESULTS = (
+    "CREATE TABLE IF NOT EXISTS results (fingerprint BLOB PRIMARY KEY, "
+    + ", ".join(f"{c.name} {c.sql}" for c in STORED)
+    + ", run_id TEXT, created_at REAL) WITHOUT ROWID"
+)
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS results (
-    fingerprint BLOB PRIMARY KEY,
-    status TEXT NOT NULL,
-    violation INTEGER, category TEXT, rule_ids TEXT, confidence TEXT, rationale TEXT,
-    prompt_tokens INTEGER, cached_prompt_tokens INTEGER, completion_tokens INTEGER,
-    reasoning_tokens INTEGER, usage_estimated INTEGER, cost_usd REAL,
-    latency_ms REAL, attempts INTEGER, billed_calls INTEGER, finish_reason TEXT, error TEXT,
-    raw_output TEXT, reasoning TEXT, served_model TEXT, run_id TEXT, created_at REAL
-) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS billing (
     out_id TEXT NOT NULL, run_id TEXT NOT NULL, policy TEXT NOT NULL,
     requests INTEGER NOT NULL DEFAULT 0, estimated_requests INTEGER NOT NULL DEFAULT 0,
     prompt_tokens INTEGER NOT NULL DEFAULT 0, cached_prompt_tokens INTEGER NOT NULL DEFAULT 0,
     completion_tokens INTEGER NOT NULL DEFAULT 0, reasoning_tokens INTEGER NOT NULL DEFAULT 0,
     cost_usd REAL NOT NULL DEFAULT 0, server_cost_usd REAL,
+    charged_usd REAL, server_cost_requests INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (out_id, run_id, policy)
 );
 CREATE TABLE IF NOT EXISTS runs (
@@ -46,16 +42,13 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 """
 
-_COLUMNS = (
-    "fingerprint, status, violation, category, rule_ids, confidence, rationale, prompt_tokens, "
-    "cached_prompt_tokens, completion_tokens, reasoning_tokens, usage_estimated, cost_usd, latency_ms, "
-    "attempts, billed_calls, finish_reason, error, raw_output, reasoning, served_model, run_id, created_at"
-)
-_INSERT = f"INSERT OR REPLACE INTO results ({_COLUMNS}) VALUES ({', '.join('?' * 23)})"
+_COLUMNS = ", ".join(["fingerprint", *(c.name for c in STORED), "run_id", "created_at"])
+_INSERT = f"INSERT OR REPLACE INTO results ({_COLUMNS}) VALUES ({', '.join('?' * (len(STORED) + 3))})"
 _BILL = """
 INSERT INTO billing (out_id, run_id, policy, requests, estimated_requests, prompt_tokens,
-    cached_prompt_tokens, completion_tokens, reasoning_tokens, cost_usd, server_cost_usd)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    cached_prompt_tokens, completion_tokens, reasoning_tokens, cost_usd, server_cost_usd, charged_usd,
+    server_cost_requests)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (out_id, run_id, policy) DO UPDATE SET
     requests = requests + excluded.requests,
     estimated_requests = estimated_requests + excluded.estimated_requests,
@@ -65,7 +58,9 @@ ON CONFLICT (out_id, run_id, policy) DO UPDATE SET
     reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens,
     cost_usd = cost_usd + excluded.cost_usd,
     server_cost_usd = CASE WHEN excluded.server_cost_usd IS NULL THEN server_cost_usd
-                      ELSE COALESCE(server_cost_usd, 0) + excluded.server_cost_usd END
+                      ELSE COALESCE(server_cost_usd, 0) + excluded.server_cost_usd END,
+    charged_usd = COALESCE(charged_usd, cost_usd) + excluded.charged_usd,
+    server_cost_requests = server_cost_requests + excluded.server_cost_requests
 """
 
 
@@ -84,10 +79,24 @@ def _connect(path: str) -> sqlite3.Connection:
         conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute(_RESULTS)
         conn.executescript(_SCHEMA)
+        _add_missing_columns(conn)
     except sqlite3.Error as exc:
         raise StoreError(f"{path}: cannot open result store ({exc})") from None
     return conn
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    """A store written by an older version lacks newer answer columns: add them (NULL for old rows)."""
+    present = {row[1] for row in conn.execute("PRAGMA table_info(results)")}
+    for column in STORED:
+        if column.name not in present:
+            conn.execute(f"ALTER TABLE results ADD COLUMN {column.name} {column.sql.replace(' NOT NULL', '')}")
+    present = {row[1] for row in conn.execute("PRAGMA table_info(billing)")}
+    if "charged_usd" not in present:  # older ledgers: what was charged is the list price (NULL here)
+        conn.execute("ALTER TABLE billing ADD COLUMN charged_usd REAL")
+        conn.execute("ALTER TABLE billing ADD COLUMN server_cost_requests INTEGER NOT NULL DEFAULT 0")
 
 
 class ResultStore:
@@ -118,7 +127,7 @@ class ResultStore:
             chunk = fingerprints[start : start + 500]
             sql = f"SELECT {_COLUMNS} FROM results WHERE fingerprint IN ({','.join('?' * len(chunk))})"
             for row in self._read.execute(sql, chunk):
-                found[row[0]] = StoredResult(_outcome_from_row(row), row[21])
+                found[row[0]] = StoredResult(outcome_from_values(row[1:-2]), row[-2])
         return found
 
     def billing(self, out_id: str) -> list[dict]:
@@ -130,6 +139,12 @@ class ResultStore:
         cursor = self._read.execute("SELECT * FROM runs WHERE out_id = ? ORDER BY started_at", (out_id,))
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor]
+
+    def mark_killed(self, out_id: str) -> None:
+        """Runs of this directory still marked running were killed (the caller holds its lock)."""
+        with self._read:
+            self._read.execute("UPDATE runs SET outcome = 'killed' WHERE out_id = ? AND outcome = 'running'",
+                               (out_id,))
 
     def forget_output(self, out_id: str) -> None:
         """Drop the ledger of an output directory that is started over (results stay cached)."""
@@ -205,23 +220,26 @@ class ResultStore:
             if fingerprint is not None and outcome.status in FINAL_STATUSES:
                 settled.append(fingerprint)
                 if self.keeps_results:
-                    rows.append(_row_from_outcome(fingerprint, outcome, run_id, now))
+                    rows.append((fingerprint, *store_values(outcome), run_id, now))
             if outcome.billed_calls:
                 key = (out_id, run_id, policy)
-                bill = bills.setdefault(key, [0, 0, Usage(), 0.0])
+                bill = bills.setdefault(key, [0, 0, Usage(), 0.0, 0.0, 0])
                 bill[0] += outcome.billed_calls
                 bill[1] += outcome.billed_calls if outcome.usage.estimated else 0
                 bill[2].add(outcome.usage)
                 bill[3] += outcome.cost_usd
+                reported = outcome.usage.server_cost_usd
+                bill[4] += outcome.cost_usd if reported is None else reported
+                bill[5] += outcome.billed_calls if reported is not None else 0
         conn = self._write
         conn.execute("BEGIN")
         try:
             if rows:
                 conn.executemany(_INSERT, rows)
-            for (out_id, run_id, policy), (calls, estimated, usage, cost) in bills.items():
+            for (out_id, run_id, policy), (calls, estimated, usage, cost, charged, reported) in bills.items():
                 conn.execute(_BILL, (out_id, run_id, policy, calls, estimated, usage.prompt_tokens,
                                      usage.cached_prompt_tokens, usage.completion_tokens,
-                                     usage.reasoning_tokens, cost, usage.server_cost_usd))
+                                     usage.reasoning_tokens, cost, usage.server_cost_usd, charged, reported))
             for run in runs:
                 columns = ", ".join(run)
                 updates = ", ".join(f"{k} = excluded.{k}" for k in run if k != "run_id")
@@ -247,29 +265,3 @@ class NullStore(ResultStore):
 
     def lookup(self, fingerprints: Sequence[bytes]) -> dict[bytes, StoredResult]:
         return {}
-
-
-def _row_from_outcome(fingerprint: bytes, o: Outcome, run_id: str, now: float) -> tuple:
-    v = o.verdict
-    u = o.usage
-    return (
-        fingerprint, o.status.value,
-        v.violation if v else None, v.category if v else None,
-        orjson.dumps(list(v.rule_ids)).decode() if v else None,
-        v.confidence if v else None, v.rationale if v else None,
-        u.prompt_tokens, u.cached_prompt_tokens, u.completion_tokens, u.reasoning_tokens,
-        int(u.estimated), o.cost_usd, o.latency_ms, o.attempts, o.billed_calls, o.finish_reason,
-        o.error, o.raw_output, o.reasoning, o.served_model, run_id, now,
-    )
-
-
-def _outcome_from_row(row: tuple) -> Outcome:
-    (_, status, violation, category, rule_ids, confidence, rationale, prompt, cached, completion,
-     reasoning_tokens, estimated, cost, latency, attempts, billed, finish, error, raw, reasoning,
-     served, _run_id, _created) = row
-    verdict = None
-    if violation is not None:
-        verdict = Verdict(violation, category, tuple(orjson.loads(rule_ids or "[]")), confidence, rationale)
-    usage = Usage(prompt, cached, completion, reasoning_tokens, bool(estimated))
-    return Outcome(Status(status), verdict, usage, cost, latency, attempts, billed, finish, error, raw,
-                   reasoning, served)

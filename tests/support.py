@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 import polars as pl
+from aiohttp import web
 
 from pipeline.app import run_job_async
 from pipeline.config import RunConfig, validate
@@ -54,6 +58,8 @@ def run_pipeline(config: RunConfig, sim: SimulatorConfig | None = None, *, env_k
     """Start the simulator, point the config at it, run the job, return exit code and server stats."""
 
     async def main() -> RunResult:
+        if env_key is not None:
+            os.environ[config.api_key_env] = env_key
         async with start_simulator(sim or SimulatorConfig()) as server:
             config.base_url = server.base_url
             stream = io.StringIO()
@@ -61,6 +67,20 @@ def run_pipeline(config: RunConfig, sim: SimulatorConfig | None = None, *, env_k
             return RunResult(code, server.stats, stream.getvalue(), Path(config.out))
 
     return asyncio.run(main())
+
+
+@asynccontextmanager
+async def serve_app(app: web.Application) -> AsyncIterator[str]:
+    """Serve a small aiohttp app on 127.0.0.1 (a free port) while the block runs; yields its root URL."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
 
 
 class SimulatorProcess:

@@ -200,3 +200,11 @@ def test_missing_usage_is_estimated_and_flagged(tmp_path: Path, comments: Path) 
     assert report["prompt_tokens"] > 0 and report["completion_tokens"] > 0
     assert result.labels()["usage_estimated"].all()
     assert "estimated" in (result.out / "cost_report.md").read_text()
+
+
+def test_no_room_for_the_text_exits_2_before_any_call(tmp_path: Path, comments: Path) -> None:
+    config = make_config(tmp_path, [comments], context_tokens=2048, max_tokens=2000, too_long="truncate")
+    result = run_pipeline(config)
+    assert result.code == exitcodes.EXIT_USAGE
+    assert "leave no room for the text" in result.stderr and "Traceback" not in result.stderr
+    assert result.stats.requests == 0

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import exitcodes
-from pipeline.cli import main
+from pipeline.cli import build_parser, job_config, main
 
 ROOT = Path(__file__).resolve().parent.parent
 EXIT_CODES = {name: value for name, value in vars(exitcodes).items() if name.startswith("EXIT_")}
@@ -107,3 +107,20 @@ def test_python_dash_m_pipeline_run_help_works() -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("usage: moderate run")
     assert "exit codes:" in done.stdout and "130" in done.stdout
+
+
+def test_response_format_flag_reaches_the_config() -> None:
+    args = build_parser().parse_args(["run", "--provider", "groq", "--response-format", "json_schema"])
+    assert job_config(args).response_format == "json_schema"
+    args = build_parser().parse_args(["check", "--provider", "modelslab"])
+    assert job_config(args).model == "openai-gpt-oss-safeguard-20b"
+
+
+@pytest.mark.parametrize("url", ["ftp://example.com/v1", "not a url", "http://127.0.0.1:8000/v1?key=sk-1"])
+def test_unusable_base_url_exits_2_before_anything(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                  url: str) -> None:
+    code = main(["run", "--input", str(tmp_path / "x.jsonl"), "--base-url", url, "--out", str(tmp_path / "o")])
+    assert code == exitcodes.EXIT_USAGE
+    line = one_error_line(capsys.readouterr().err)
+    assert "'endpoint.base_url'" in line and "sk-1" not in line
+    assert not (tmp_path / "o").exists()

@@ -4,7 +4,16 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import SCHEMA, ConfigError, RunConfig, apply_overrides, load_config, validate
+from pipeline.config import (
+    SCHEMA,
+    ConfigError,
+    RunConfig,
+    apply_overrides,
+    check_context_room,
+    load_config,
+    validate,
+)
+from pipeline.policies import load_policies
 from pipeline.records import OutputFormat
 
 REPO = Path(__file__).resolve().parent.parent
@@ -74,6 +83,15 @@ def test_every_schema_key_is_a_config_field() -> None:
     for section, keys in SCHEMA.items():
         for key, (name, _types) in keys.items():
             assert name in names, f"{section}.{key} -> {name}"
+
+
+def test_docs_config_md_describes_every_section_and_key() -> None:
+    text = (REPO / "docs" / "config.md").read_text(encoding="utf-8")
+    for section, keys in SCHEMA.items():
+        part = text.split(f"### `[{section}]`", 1)
+        assert len(part) == 2, f"no [{section}] section"
+        for key in keys:
+            assert f"| `{key}` |" in part[1].split("\n### ", 1)[0], f"{section}.{key} is not described"
 
 
 def test_every_section_and_key_is_read(tmp_path: Path) -> None:
@@ -306,3 +324,82 @@ def test_validate_accepts_the_defaults() -> None:
     config = RunConfig()
     validate(config)
     assert config.output_format is OutputFormat.RATIONALE
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_every_shipped_config_names_policies_that_load_from_any_folder(
+    path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = load_config(path.resolve())
+    monkeypatch.chdir(tmp_path)
+    assert [p.name for p in load_policies(config.policies)] == ["spam", "hate_harassment", "self_harm",
+                                                                "sexual_minors"]
+
+
+# ---- provider presets, base URL, structured output, context room -------------------------------
+
+
+def test_modelslab_without_a_model_uses_modelslab_model_id(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, '[endpoint]\nprovider = "modelslab"\n'))
+    assert config.model == "openai-gpt-oss-safeguard-20b"
+
+
+def test_provider_flag_alone_picks_that_providers_model_and_concurrency(tmp_path: Path) -> None:
+    config = apply_overrides(load_config(write(tmp_path, "[input]\nlimit = 3\n")), {"provider": "modelslab"})
+    assert (config.model, config.concurrency) == ("openai-gpt-oss-safeguard-20b", 5)
+    config = apply_overrides(load_config(None), {"provider": "ollama"})
+    assert config.model == "gpt-oss-safeguard:20b"
+
+
+def test_an_explicit_model_wins_over_the_provider_default(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, '[endpoint]\nprovider = "openai"\nmodel = "mine"\n'))
+    assert apply_overrides(config, {"provider": "modelslab"}).model == "mine"
+    assert apply_overrides(load_config(None), {"provider": "modelslab", "model": "x"}).model == "x"
+    config = RunConfig(provider="modelslab", model="built-in-name")
+    validate(config)
+    assert config.model == "built-in-name"
+
+
+def test_queue_sets_concurrency_unless_concurrency_is_given(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, '[endpoint]\nprovider = "modelslab"\n[limits]\nqueue = 10\n'))
+    assert config.concurrency == 10
+    config = load_config(write(tmp_path, '[endpoint]\nprovider = "modelslab"\n[limits]\nqueue = 15\nconcurrency = 3\n'))
+    assert config.concurrency == 3
+    assert apply_overrides(config, {"concurrency": 12}).concurrency == 12
+
+
+def test_queue_must_be_positive(tmp_path: Path) -> None:
+    assert "'limits.queue'" in config_error(tmp_path, "[limits]\nqueue = 0\n")
+
+
+def test_other_providers_keep_the_usual_default_concurrency() -> None:
+    for provider in ("openai", "openrouter", "groq"):
+        assert apply_overrides(load_config(None), {"provider": provider}).concurrency == 64
+
+
+@pytest.mark.parametrize("url", ["ftp://example.com/v1", "not a url", "http://", "https://x/v1?key=1"])
+def test_unusable_base_url_is_a_config_error(tmp_path: Path, url: str) -> None:
+    message = config_error(tmp_path, f'[endpoint]\nbase_url = "{url}"\n')
+    assert "'endpoint.base_url'" in message
+    with pytest.raises(ConfigError, match=r"endpoint\.base_url"):
+        apply_overrides(load_config(None), {"base_url": url})
+
+
+def test_response_format_is_text_unless_asked(tmp_path: Path) -> None:
+    assert load_config(None).response_format == "text"
+    config = load_config(write(tmp_path, '[endpoint]\nprovider = "groq"\nresponse_format = "json_schema"\n'))
+    assert config.response_format == "json_schema"
+
+
+def test_response_format_must_be_known_and_supported(tmp_path: Path) -> None:
+    assert "text, json_schema" in config_error(tmp_path, '[endpoint]\nresponse_format = "xml"\n')
+    message = config_error(tmp_path, '[endpoint]\nprovider = "modelslab"\nresponse_format = "json_schema"\n')
+    assert "not supported by provider modelslab" in message
+
+
+def test_no_room_for_the_text_is_a_config_error() -> None:
+    config = RunConfig(context_tokens=4096, max_tokens=4000)
+    with pytest.raises(ConfigError, match=r"policy .spam. .*no room for the text"):
+        check_context_room(config, {"hate": 10, "spam": 600})
+    check_context_room(config, {"hate": 10})  # room left: no error
+    check_context_room(RunConfig(), {"spam": 600})

@@ -90,11 +90,12 @@ def test_model_size_from_the_name(model: str, size: str) -> None:
     [
         ("openrouter", "openai/gpt-oss-safeguard-20b", Pricing(0.075, 0.075, 0.30)),
         ("openrouter", "openai/gpt-oss-safeguard-120b", Pricing(0.15, 0.15, 0.60)),
-        ("groq", "openai/gpt-oss-safeguard-20b", Pricing(0.075, 0.037, 0.30)),
+        ("groq", "openai/gpt-oss-safeguard-20b", Pricing(0.075, 0.0375, 0.30)),  # cached: 50 % off
         ("groq", "openai/gpt-oss-safeguard-120b", Pricing(0.15, 0.075, 0.60)),
-        ("modelslab", "gpt-oss-safeguard-20b", Pricing(0.075, 0.075, 0.30)),
+        ("modelslab", "openai-gpt-oss-safeguard-20b", Pricing(0.075, 0.075, 0.30)),
         ("modelslab", "gpt-oss-safeguard-120b", Pricing(0.15, 0.15, 0.60)),
         ("openai", "openai/gpt-oss-safeguard-20b", Pricing(0.075, 0.075, 0.30)),
+        ("ollama", "gpt-oss-safeguard:20b", Pricing(0.075, 0.075, 0.30)),
         ("simulator", "gpt-oss-safeguard-120b-simulator", Pricing(0.15, 0.15, 0.60)),
     ],
 )
@@ -114,7 +115,7 @@ def test_overrides_replace_table_prices() -> None:
 
 def test_output_override_keeps_table_input_and_cached_prices() -> None:
     pricing = lookup_pricing(provider="groq", model="gpt-oss-safeguard-20b", output_per_million=0.0)
-    assert pricing == Pricing(0.075, 0.037, 0.0)
+    assert pricing == Pricing(0.075, 0.0375, 0.0)
 
 
 def test_input_override_without_cached_price_bills_cache_at_the_new_input_price() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import polars as pl
+import pytest
 from support import make_config, run_pipeline, write_jsonl
 
 from pipeline import exitcodes
@@ -19,6 +20,7 @@ def _rows(tmp_path: Path, n: int) -> Path:
     return write_jsonl(tmp_path / "in.jsonl", [{"id": str(i), "text": f"{words[i % 5]} {i}"} for i in range(n)])
 
 
+@pytest.mark.slow
 def test_twenty_percent_faults_of_every_kind_lose_nothing(tmp_path: Path) -> None:
     config = make_config(tmp_path, [_rows(tmp_path, 300)], concurrency=32, request_timeout=0.5, max_attempts=6)
     result = run_pipeline(config, SimulatorConfig(latency_ms=2, jitter_ms=2, faults=ALL_FAULTS, seed=7))
@@ -76,6 +78,7 @@ def test_wrong_model_or_no_credit_is_fatal_without_a_retry_storm(tmp_path: Path)
     assert no_credit.stats.requests <= 5
 
 
+@pytest.mark.slow
 def test_rate_limited_server_is_obeyed_through_retry_after(tmp_path: Path) -> None:
     config = make_config(tmp_path, [_rows(tmp_path, 40)], policies=["spam"], concurrency=16, max_attempts=8)
     result = run_pipeline(config, SimulatorConfig(rpm=1200, retry_after="seconds"))
@@ -84,6 +87,7 @@ def test_rate_limited_server_is_obeyed_through_retry_after(tmp_path: Path) -> No
     assert result.stats.rate_limited < 40  # paused and slowed down, not a retry storm
 
 
+@pytest.mark.slow
 def test_the_api_key_appears_in_no_byte_written(tmp_path: Path, monkeypatch) -> None:
     key = "sk-TEST-7f3a9c-recognisable-key"
     monkeypatch.setenv("MODERATION_API_KEY", key)

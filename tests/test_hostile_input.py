@@ -10,6 +10,7 @@ from pathlib import Path
 
 import orjson
 import polars as pl
+import pytest
 from support import make_config, run_pipeline, write_jsonl
 
 from pipeline import exitcodes
@@ -35,12 +36,23 @@ def _capture_run(config) -> tuple[int, list[dict], str]:
 
 def test_empty_texts_are_skipped_without_a_request(tmp_path: Path) -> None:
     rows = [{"id": "null", "text": None}, {"id": "empty", "text": ""}, {"id": "blank", "text": " \n\t "},
-            {"id": "missing"}, {"id": "real", "text": "hello"}]
+            {"id": "real", "text": "hello"}]
     result = run_pipeline(make_config(tmp_path, [write_jsonl(tmp_path / "e.jsonl", rows)], policies=["spam"]))
     labels = result.labels().sort("row_number")
-    assert labels["status"].to_list() == ["skipped_empty"] * 4 + ["ok"]
+    assert labels["status"].to_list() == ["skipped_empty"] * 3 + ["ok"]
     assert result.stats.requests == 1
     assert result.code == exitcodes.EXIT_OK
+
+
+def test_a_jsonl_row_without_the_text_key_is_an_input_error_naming_file_and_line(tmp_path: Path) -> None:
+    rows = [{"id": "real", "text": "hello"}, {"id": "missing"}, {"id": "null", "text": None}]
+    result = run_pipeline(make_config(tmp_path, [write_jsonl(tmp_path / "e.jsonl", rows)], policies=["spam"]))
+    labels = result.labels().sort("row_number")
+    assert labels["status"].to_list() == ["ok", "input_error", "skipped_empty"]
+    assert labels["id"][1] == "missing"
+    assert labels["error"][1] == f"{tmp_path / 'e.jsonl'} line 2: no key 'text'"
+    assert result.stats.requests == 1
+    assert result.code == exitcodes.EXIT_ROWS_FAILED
 
 
 def test_too_long_text_is_refused_or_truncated_as_configured(tmp_path: Path) -> None:
@@ -106,6 +118,18 @@ def test_a_broken_jsonl_line_is_recorded_with_its_line_number(tmp_path: Path) ->
     assert "Traceback" not in result.stderr
 
 
+def test_an_unterminated_csv_quote_stops_the_run_naming_the_line_instead_of_merging_rows(tmp_path: Path) -> None:
+    lines = ["id,text"] + [f"{i},comment number {i}" for i in range(1000)]
+    lines[11] = '10,"unterminated start'
+    path = tmp_path / "comments.csv"
+    path.write_text("\n".join(lines) + "\n")
+    result = run_pipeline(make_config(tmp_path, [path], policies=["spam"]))
+    assert result.code == exitcodes.EXIT_USAGE
+    assert f"{path} line 12: a quoted field is not closed" in result.stderr
+    assert result.stats.requests == 0
+    assert "Traceback" not in result.stderr
+
+
 def test_duplicate_ids_are_labelled_per_row_and_reported(tmp_path: Path) -> None:
     rows = [{"id": "same", "text": "first"}, {"id": "same", "text": "second"}, {"id": "other", "text": "x"}]
     result = run_pipeline(make_config(tmp_path, [write_jsonl(tmp_path / "d.jsonl", rows)], policies=["spam"]))
@@ -114,6 +138,7 @@ def test_duplicate_ids_are_labelled_per_row_and_reported(tmp_path: Path) -> None
     assert "share an id" in result.stderr
 
 
+@pytest.mark.slow
 def test_unusable_inputs_are_one_line_errors_without_traceback(tmp_path: Path) -> None:
     corrupt = tmp_path / "corrupt.parquet"
     pl.DataFrame({"text": ["a"] * 100}).write_parquet(corrupt)

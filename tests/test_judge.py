@@ -1,8 +1,9 @@
-"""Judge: one verdict per (text, policy) through a function transport and a real throttle."""
+"""Judge: one attempt per call through a function transport (or aiohttp against loopback); `account`."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -10,44 +11,39 @@ from typing import Any
 import orjson
 import pytest
 
-import pipeline.judge as judge_module
-from pipeline.client import FunctionTransport, HttpReply, TransportError
+from pipeline.client import AiohttpTransport, FunctionTransport, HttpReply, TransportError
 from pipeline.cost import Pricing
-from pipeline.judge import CallSettings, FatalEndpointError, Judge
-from pipeline.providers import build_body
+from pipeline.judge import UNREACHABLE_BEFORE_FATAL, AttemptResult, CallSettings, Judge, account
+from pipeline.providers import build_body, request_headers
+from pipeline.ratecontrol import AttemptKind
 from pipeline.records import Outcome, Status, Usage, Verdict
-from pipeline.throttle import Throttle
 from pipeline.tokens import MESSAGE_OVERHEAD, count_tokens
 
 PRICING = Pricing(0.075, 0.037, 0.30)
 SECRET = "sk-SECRET-judge-4b1e77"
 SYSTEM = "Spam policy. Answer 0 or 1."
-SYSTEM_TOKENS = 7
+SYSTEM_TOKENS = 7  # its message overhead included, as PolicyPlan counts it
 USER = "buy cheap watches now"
 USAGE = {"prompt_tokens": 120, "completion_tokens": 30, "prompt_tokens_details": {"cached_tokens": 20},
          "completion_tokens_details": {"reasoning_tokens": 25}}
 VERDICT = '{"violation": 1, "policy_category": "SP1"}'
 
 
-@pytest.fixture(autouse=True)
-def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(judge_module, "backoff_delay", lambda attempt, **kw: 0.0)
-
-
 def settings(**overrides: Any) -> CallSettings:
     values: dict[str, Any] = dict(
         provider="openai", model="gpt-oss-safeguard-20b", reasoning_effort="low", max_tokens=100,
-        max_tokens_cap=400, request_timeout=2.0, max_attempts=4, invalid_output_retries=2,
-        keep_reasoning=False, api_key=SECRET,
+        request_timeout=2.0, keep_reasoning=False, api_key=SECRET,
     )
     values.update(overrides)
     return CallSettings(**values)
 
 
-def answer(content: str | None, *, finish: str = "stop", usage: dict | None = USAGE, status: int = 200,
-           headers: dict[str, str] | None = None, model: str = "served-20b") -> HttpReply:
-    data: dict[str, Any] = {"model": model, "choices": [{"index": 0, "finish_reason": finish,
-                                                         "message": {"role": "assistant", "content": content}}]}
+def answer(content: Any, *, finish: str = "stop", usage: dict | None = USAGE, status: int = 200,
+           headers: dict[str, str] | None = None, model: str = "served-20b", reasoning: str | None = None) -> HttpReply:
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    if reasoning is not None:
+        message["reasoning"] = reasoning
+    data: dict[str, Any] = {"model": model, "choices": [{"index": 0, "finish_reason": finish, "message": message}]}
     if usage is not None:
         data["usage"] = usage
     return HttpReply(status, headers or {}, orjson.dumps(data))
@@ -63,26 +59,30 @@ class Script:
     def __init__(self, *replies: HttpReply | Exception) -> None:
         self.replies = list(replies)
         self.bodies: list[dict[str, Any]] = []
-        self.times: list[float] = []
 
     async def __call__(self, body: bytes) -> HttpReply:
         self.bodies.append(orjson.loads(body))
-        self.times.append(time.monotonic())
         reply = self.replies.pop(0) if len(self.replies) > 1 else self.replies[0]
         if isinstance(reply, Exception):
             raise reply
         return reply
 
 
-def make_judge(handler: Callable[[bytes], Awaitable[HttpReply]], *, throttle: Throttle | None = None,
-               **overrides: Any) -> Judge:
-    return Judge(transport=FunctionTransport(handler),
-                 throttle=throttle or Throttle(rpm=None, tpm=None, adaptive=False),
-                 settings=settings(**overrides), pricing=PRICING)
+def make_judge(handler: Callable[[bytes], Awaitable[HttpReply]], **overrides: Any) -> Judge:
+    return Judge(transport=FunctionTransport(handler), settings=settings(**overrides))
 
 
-def judge(j: Judge, user: str = USER) -> Outcome:
-    return asyncio.run(j.judge(system=SYSTEM, system_tokens=SYSTEM_TOKENS, user=user))
+def attempt(j: Judge, *, user: str = USER, max_tokens: int = 100, poll_url: str | None = None) -> AttemptResult:
+    return asyncio.run(j.attempt(system=SYSTEM, system_tokens=SYSTEM_TOKENS, user=user, max_tokens=max_tokens,
+                                 poll_url=poll_url))
+
+
+def attempts(j: Judge, count: int) -> list[AttemptResult]:
+    async def go() -> list[AttemptResult]:
+        return [await j.attempt(system=SYSTEM, system_tokens=SYSTEM_TOKENS, user=USER, max_tokens=100)
+                for _ in range(count)]
+
+    return asyncio.run(go())
 
 
 def expected_usage(times: int = 1) -> Usage:
@@ -90,215 +90,256 @@ def expected_usage(times: int = 1) -> Usage:
                  reasoning_tokens=25 * times)
 
 
-# ---- success and retries ------------------------------------------------------------------------
+def accounted(*results: AttemptResult, keep_reasoning: bool = False) -> Outcome:
+    outcome = Outcome(Status.FAILED)
+    for result in results:
+        account(outcome, result, PRICING, keep_reasoning=keep_reasoning)
+    return outcome
 
 
-def test_first_answer_is_a_verdict_billed_once_at_the_pricing_cost() -> None:
+# ---- one attempt ---------------------------------------------------------------------------------
+
+
+def test_a_verdict_is_an_answer_billed_at_the_pricing_cost() -> None:
     script = Script(answer(VERDICT))
-    outcome = judge(make_judge(script))
-    assert outcome.status is Status.OK
-    assert outcome.verdict == Verdict(1, category="SP1")
+    result = attempt(make_judge(script))
+    assert result.attempt.kind is AttemptKind.ANSWER and result.attempt.error is None
+    assert result.verdict == Verdict(1, category="SP1")
+    assert result.usage == expected_usage()
+    assert result.latency_ms > 0
+    assert script.bodies[0]["messages"] == [{"role": "system", "content": SYSTEM}, {"role": "user", "content": USER}]
+    outcome = accounted(result)
     assert (outcome.attempts, outcome.billed_calls) == (1, 1)
     assert outcome.usage == expected_usage()
     assert outcome.cost_usd == PRICING.cost(expected_usage()) == pytest.approx((100 * 0.075 + 20 * 0.037
                                                                                 + 30 * 0.30) / 1e6)
+    assert outcome.verdict == Verdict(1, category="SP1")
     assert outcome.error is None and outcome.raw_output is None
     assert outcome.finish_reason == "stop" and outcome.served_model == "served-20b"
-    assert outcome.latency_ms > 0
-    assert len(script.bodies) == 1
-    assert script.bodies[0]["messages"] == [{"role": "system", "content": SYSTEM}, {"role": "user", "content": USER}]
 
 
-def test_server_error_is_retried_and_not_billed() -> None:
-    script = Script(error(500, "boom"), answer("0"))
-    outcome = judge(make_judge(script))
-    assert outcome.status is Status.OK and outcome.verdict == Verdict(0)
-    assert (outcome.attempts, outcome.billed_calls) == (2, 1)
-    assert outcome.usage == expected_usage()
+def test_server_error_is_a_failure_and_not_billed() -> None:
+    result = attempt(make_judge(Script(error(500, "boom"))))
+    assert (result.attempt.kind, result.attempt.error) == (AttemptKind.FAILED, "HTTP 500: boom")
+    assert result.usage is None and result.verdict is None
+    outcome = accounted(result)
+    assert (outcome.attempts, outcome.billed_calls, outcome.cost_usd) == (1, 0, 0.0)
+    assert outcome.error == "HTTP 500: boom"
+
+
+def test_429_with_retry_after_is_a_refusal_with_the_wait_and_the_headers() -> None:
+    result = attempt(make_judge(Script(error(429, "slow down", headers={"Retry-After": "0.05"}))))
+    assert (result.attempt.kind, result.attempt.retry_after) == (AttemptKind.REFUSED, 0.05)
+    assert result.headers == {"Retry-After": "0.05"}
+
+
+def test_junk_is_invalid_billed_and_kept_as_raw_output() -> None:
+    result = attempt(make_judge(Script(answer("I like turtles"))))
+    assert result.attempt.kind is AttemptKind.INVALID
+    assert result.attempt.error is not None and "not a verdict" in result.attempt.error
+    outcome = accounted(result)
+    assert outcome.raw_output == "I like turtles" and outcome.billed_calls == 1
     assert outcome.cost_usd == PRICING.cost(expected_usage())
-    assert outcome.error is None
-    assert len(script.bodies) == 2 and script.bodies[0] == script.bodies[1]
 
 
-def test_429_with_retry_after_pauses_the_shared_throttle_then_succeeds() -> None:
-    throttle = Throttle(rpm=None, tpm=None, adaptive=False)
-    script = Script(error(429, "slow down", headers={"Retry-After": "0.05"}), answer("1"))
-    before = time.monotonic()
-    outcome = judge(make_judge(script, throttle=throttle))
-    after = time.monotonic()
-    assert outcome.status is Status.OK and outcome.verdict == Verdict(1)
-    assert (outcome.attempts, outcome.billed_calls) == (2, 1)
-    assert throttle.throttled == 1
-    assert before + 0.05 <= throttle.limits.paused_until <= after + 0.05
-    assert script.times[1] - script.times[0] >= 0.045
+def test_a_refusal_of_the_model_is_invalid_output() -> None:
+    result = attempt(make_judge(Script(answer("I'm sorry, I can't help with that."))))
+    assert result.attempt.kind is AttemptKind.INVALID
+    assert (result.attempt.error or "").startswith("refusal")
 
 
-def test_junk_answers_are_retried_then_invalid_output_with_every_answer_billed() -> None:
-    script = Script(answer("I like turtles", usage={"prompt_tokens": 100, "completion_tokens": 10}),
-                    answer("still not sure", usage={"prompt_tokens": 100, "completion_tokens": 20}),
-                    answer("the weather is nice", usage={"prompt_tokens": 100, "completion_tokens": 40}))
-    outcome = judge(make_judge(script, invalid_output_retries=2, max_attempts=6))
-    assert outcome.status is Status.INVALID_OUTPUT
-    assert outcome.verdict is None
-    assert (outcome.attempts, outcome.billed_calls) == (3, 3)
-    assert len(script.bodies) == 3
-    assert outcome.raw_output == "the weather is nice"
-    assert outcome.error is not None and "not a verdict" in outcome.error
-    assert (outcome.usage.prompt_tokens, outcome.usage.completion_tokens) == (300, 70)
-    assert outcome.cost_usd == pytest.approx((300 * 0.075 + 70 * 0.30) / 1e6)
+@pytest.mark.parametrize("content", ["", None, '{"violation": '])
+def test_cut_off_answer_is_truncated_with_the_cap_it_had(content: str | None) -> None:
+    result = attempt(make_judge(Script(answer(content, finish="length"))), max_tokens=300)
+    assert result.attempt.kind is AttemptKind.TRUNCATED
+    assert result.attempt.error == "output cap of 300 tokens reached before an answer"
+    assert result.usage == expected_usage()
 
 
-def test_invalid_output_retries_zero_gives_up_after_one_billed_answer() -> None:
-    script = Script(answer("I'm sorry, I can't help with that."))
-    outcome = judge(make_judge(script, invalid_output_retries=0))
-    assert outcome.status is Status.INVALID_OUTPUT
-    assert (outcome.attempts, outcome.billed_calls) == (1, 1)
-    assert outcome.error is not None and outcome.error.startswith("refusal")
-
-
-def test_junk_then_verdict_is_ok_and_clears_the_junk() -> None:
-    script = Script(answer("hmm"), answer("1"))
-    outcome = judge(make_judge(script))
-    assert outcome.status is Status.OK
-    assert outcome.raw_output is None and outcome.error is None
-    assert outcome.billed_calls == 2
-    assert outcome.usage == expected_usage(2)
-
-
-def test_cut_off_answer_is_retried_with_a_doubled_cap_up_to_the_limit_then_truncated() -> None:
-    script = Script(answer("", finish="length"))
-    outcome = judge(make_judge(script, max_tokens=100, max_tokens_cap=300, max_attempts=6))
-    assert [b["max_tokens"] for b in script.bodies] == [100, 200, 300]
-    assert outcome.status is Status.TRUNCATED
-    assert (outcome.attempts, outcome.billed_calls) == (3, 3)
-    assert outcome.finish_reason == "length"
-    assert outcome.error == "output cap of 300 tokens reached before an answer"
-    assert outcome.raw_output is None
-    assert outcome.usage == expected_usage(3)
-
-
-def test_cut_off_answer_then_verdict_at_the_bigger_cap_is_ok() -> None:
-    script = Script(answer(None, finish="length"), answer("0"))
-    outcome = judge(make_judge(script, max_tokens=100, max_tokens_cap=400))
-    assert [b["max_tokens"] for b in script.bodies] == [100, 200]
-    assert outcome.status is Status.OK and outcome.verdict == Verdict(0)
-    assert outcome.error is None
-
-
-def test_groq_doubles_max_completion_tokens() -> None:
-    script = Script(answer("", finish="length"))
-    outcome = judge(make_judge(script, provider="groq", max_tokens=64, max_tokens_cap=256))
-    assert [b["max_completion_tokens"] for b in script.bodies] == [64, 128, 256]
-    assert all("max_tokens" not in b for b in script.bodies)
-    assert outcome.status is Status.TRUNCATED
-
-
-def test_cap_already_at_limit_is_truncated_after_one_attempt() -> None:
-    script = Script(answer("", finish="length"))
-    outcome = judge(make_judge(script, max_tokens=100, max_tokens_cap=100))
-    assert outcome.status is Status.TRUNCATED
-    assert outcome.attempts == 1 and len(script.bodies) == 1
-
-
-# ---- errors -------------------------------------------------------------------------------------
+def test_a_verdict_that_reached_the_cap_is_still_a_verdict() -> None:
+    result = attempt(make_judge(Script(answer("1", finish="length"))))
+    assert result.attempt.kind is AttemptKind.ANSWER and result.verdict == Verdict(1)
 
 
 @pytest.mark.parametrize("status", [400, 413, 422])
-def test_row_error_is_rejected_after_one_attempt(status: int) -> None:
-    script = Script(error(status, "content too large"), answer("1"))
-    outcome = judge(make_judge(script))
-    assert outcome.status is Status.REJECTED
-    assert outcome.attempts == 1 and outcome.billed_calls == 0 and outcome.cost_usd == 0.0
-    assert outcome.error == f"HTTP {status}: content too large"
-    assert len(script.bodies) == 1
+def test_row_error_is_a_row_error_with_the_hosts_message(status: int) -> None:
+    result = attempt(make_judge(Script(error(status, "content too large"))))
+    assert (result.attempt.kind, result.attempt.error) == (AttemptKind.ROW_ERROR, f"HTTP {status}: content too large")
 
 
 @pytest.mark.parametrize("status", [401, 402, 403, 404])
-def test_key_credit_or_url_errors_stop_the_run(status: int) -> None:
-    script = Script(error(status, f"bad key {SECRET}"), answer("1"))
-    with pytest.raises(FatalEndpointError) as caught:
-        judge(make_judge(script))
-    assert str(caught.value) == f"HTTP {status}: bad key [redacted]"
-    assert len(script.bodies) == 1
+def test_key_credit_or_url_errors_are_fatal_and_redacted(status: int) -> None:
+    result = attempt(make_judge(Script(error(status, f"bad key {SECRET}"))))
+    assert result.attempt.kind is AttemptKind.FATAL
+    assert result.attempt.error == f"HTTP {status}: bad key [redacted]"
 
 
-def test_transport_errors_until_attempts_run_out_fail_the_row() -> None:
-    script = Script(TransportError("server closed the connection"))
-    outcome = judge(make_judge(script, max_attempts=3))
-    assert outcome.status is Status.FAILED
-    assert outcome.attempts == 3 and len(script.bodies) == 3
-    assert outcome.error == "server closed the connection (after 3 attempts)"
-    assert outcome.billed_calls == 0 and outcome.cost_usd == 0.0 and outcome.verdict is None
+def test_transport_error_is_a_failure_with_its_message() -> None:
+    result = attempt(make_judge(Script(TransportError("server closed the connection"))))
+    assert (result.attempt.kind, result.attempt.error) == (AttemptKind.FAILED, "server closed the connection")
+    assert result.usage is None and result.headers is None
 
 
-def test_server_errors_until_attempts_run_out_fail_with_the_last_status() -> None:
-    script = Script(error(503, "overloaded"))
-    outcome = judge(make_judge(script, max_attempts=2))
-    assert outcome.status is Status.FAILED
-    assert outcome.error == "HTTP 503: overloaded (after 2 attempts)"
-
-
-def test_slow_answer_is_a_timeout_and_is_retried() -> None:
-    calls = 0
-
+def test_slow_answer_is_a_timeout() -> None:
     async def handler(body: bytes) -> HttpReply:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            await asyncio.sleep(1.0)
+        await asyncio.sleep(1.0)
         return answer("1")
 
-    outcome = judge(make_judge(handler, request_timeout=0.05))
-    assert outcome.status is Status.OK
-    assert outcome.attempts == 2 and outcome.billed_calls == 1
+    result = attempt(make_judge(handler, request_timeout=0.05))
+    assert result.attempt.kind is AttemptKind.TIMEOUT
+    assert result.attempt.error == "no answer within 0.05 s"
 
 
-def test_200_that_is_not_a_completion_is_retried() -> None:
-    script = Script(HttpReply(200, {}, b"<html>gateway</html>"), answer("0"))
-    outcome = judge(make_judge(script))
-    assert outcome.status is Status.OK
-    assert (outcome.attempts, outcome.billed_calls) == (2, 1)
+def test_200_that_is_not_a_completion_is_a_failure() -> None:
+    result = attempt(make_judge(Script(HttpReply(200, {}, b"<html>gateway</html>"))))
+    assert result.attempt.kind is AttemptKind.FAILED and result.usage is None
+
+
+def test_filtered_answer_is_billed() -> None:
+    result = attempt(make_judge(Script(answer("", finish="content_filter"))))
+    assert result.attempt.kind is AttemptKind.FILTERED
+    assert accounted(result).billed_calls == 1
+
+
+# ---- an unreachable endpoint ---------------------------------------------------------------------
+
+
+def test_unreachable_endpoint_is_fatal_after_three_connection_failures_before_any_answer() -> None:
+    script = Script(TransportError("cannot connect to 127.0.0.1:9", unreachable=True))
+    results = attempts(make_judge(script), UNREACHABLE_BEFORE_FATAL)
+    assert UNREACHABLE_BEFORE_FATAL == 3
+    assert [r.attempt.kind for r in results] == [AttemptKind.FAILED, AttemptKind.FAILED, AttemptKind.FATAL]
+    assert results[-1].attempt.error == ("cannot connect to 127.0.0.1:9: is the server running and the base URL "
+                                         "right?")
+
+
+def test_connection_failures_after_an_answer_are_only_failures() -> None:
+    script = Script(answer("1"), *[TransportError("cannot connect", unreachable=True)] * 5)
+    results = attempts(make_judge(script), 6)
+    assert results[0].attempt.kind is AttemptKind.ANSWER
+    assert {r.attempt.kind for r in results[1:]} == {AttemptKind.FAILED}
+
+
+def test_a_refused_port_over_real_http_stops_the_run_at_the_third_attempt() -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    async def go() -> list[AttemptResult]:
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        async with AiohttpTransport(url=url, headers=request_headers("openai", SECRET), connections=1) as t:
+            j = Judge(transport=t, settings=settings())
+            return [await j.attempt(system=SYSTEM, system_tokens=SYSTEM_TOKENS, user=USER, max_tokens=100)
+                    for _ in range(3)]
+
+    results = asyncio.run(go())
+    assert [r.attempt.kind for r in results] == [AttemptKind.FAILED, AttemptKind.FAILED, AttemptKind.FATAL]
+    assert f"cannot connect to 127.0.0.1:{port}" in (results[-1].attempt.error or "")
+
+
+# ---- secrets -------------------------------------------------------------------------------------
 
 
 def test_error_body_echoing_the_api_key_is_redacted() -> None:
-    script = Script(error(400, f"invalid request from key {SECRET} please check"))
-    outcome = judge(make_judge(script))
-    assert outcome.status is Status.REJECTED
-    assert outcome.error == "HTTP 400: invalid request from key [redacted] please check"
-    assert SECRET not in repr(outcome)
+    result = attempt(make_judge(Script(error(400, f"invalid request from key {SECRET} please check"))))
+    assert result.attempt.error == "HTTP 400: invalid request from key [redacted] please check"
+    assert SECRET not in repr(accounted(result))
 
 
 def test_transport_error_echoing_the_api_key_is_redacted() -> None:
-    script = Script(TransportError(f"proxy refused Bearer {SECRET}"))
-    outcome = judge(make_judge(script, max_attempts=1))
-    assert outcome.error == "proxy refused Bearer [redacted] (after 1 attempts)"
+    result = attempt(make_judge(Script(TransportError(f"proxy refused Bearer {SECRET}"))))
+    assert result.attempt.error == "proxy refused Bearer [redacted]"
 
 
-# ---- usage --------------------------------------------------------------------------------------
+def test_raw_output_and_reasoning_echoing_the_key_are_redacted() -> None:
+    script = Script(answer(f"your key is {SECRET}", reasoning=f"the user sent {SECRET}"))
+    result = attempt(make_judge(script, keep_reasoning=True))
+    outcome = accounted(result, keep_reasoning=True)
+    assert outcome.raw_output == "your key is [redacted]"
+    assert outcome.reasoning == "the user sent [redacted]"
+    assert SECRET not in repr(outcome) and SECRET not in repr(result)
+
+
+# ---- usage and accounting ------------------------------------------------------------------------
 
 
 def test_answer_without_usage_is_estimated() -> None:
-    script = Script(answer('{"violation": 0, "policy_category": null}', usage=None))
-    outcome = judge(make_judge(script))
-    assert outcome.status is Status.OK
-    usage = outcome.usage
-    assert usage.estimated is True
-    assert usage.prompt_tokens == SYSTEM_TOKENS + count_tokens(USER) + 2 * MESSAGE_OVERHEAD
-    assert usage.completion_tokens == count_tokens('{"violation": 0, "policy_category": null}') > 0
-    assert outcome.cost_usd == PRICING.cost(usage) > 0
+    content = '{"violation": 0, "policy_category": null}'
+    result = attempt(make_judge(Script(answer(content, usage=None))))
+    usage = result.usage
+    assert usage is not None and usage.estimated is True
+    assert usage.prompt_tokens == SYSTEM_TOKENS + count_tokens(USER) + MESSAGE_OVERHEAD
+    assert usage.completion_tokens == count_tokens(content) > 0
+    outcome = accounted(result)
+    assert outcome.usage.estimated and outcome.cost_usd == PRICING.cost(usage) > 0
+
+
+def test_estimated_usage_counts_the_reasoning_as_completion() -> None:
+    result = attempt(make_judge(Script(answer("1", usage=None, reasoning="it sells watches"))))
+    assert result.usage is not None
+    assert result.usage.reasoning_tokens == count_tokens("it sells watches") > 0
+    assert result.usage.completion_tokens == count_tokens("1") + result.usage.reasoning_tokens
+
+
+def test_account_sums_every_billed_attempt_and_a_verdict_clears_the_junk() -> None:
+    results = attempts(make_judge(Script(error(500), answer("hmm"), answer("1"))), 3)
+    outcome = accounted(*results)
+    assert (outcome.attempts, outcome.billed_calls) == (3, 2)
+    assert outcome.usage == expected_usage(2)
+    assert outcome.cost_usd == pytest.approx(2 * PRICING.cost(expected_usage()))
+    assert outcome.raw_output is None and outcome.error is None and outcome.verdict == Verdict(1)
+
+
+def test_account_does_not_alias_the_first_usage() -> None:
+    results = attempts(make_judge(Script(answer("hmm"))), 2)
+    accounted(*results)
+    assert results[0].usage == expected_usage()
 
 
 def test_keep_reasoning_keeps_the_reasoning_only_when_asked() -> None:
-    body = orjson.dumps({"choices": [{"finish_reason": "stop",
-                                      "message": {"content": "1", "reasoning": "it sells watches"}}],
-                         "usage": USAGE})
-    kept = judge(make_judge(Script(HttpReply(200, {}, body)), keep_reasoning=True))
-    dropped = judge(make_judge(Script(HttpReply(200, {}, body)), keep_reasoning=False))
+    reply = answer("1", reasoning="it sells watches")
+    kept = accounted(attempt(make_judge(Script(reply))), keep_reasoning=True)
+    dropped = accounted(attempt(make_judge(Script(reply))), keep_reasoning=False)
     assert kept.reasoning == "it sells watches"
     assert dropped.reasoning is None
 
 
-# ---- request bodies -----------------------------------------------------------------------------
+# ---- a queued answer -----------------------------------------------------------------------------
+
+
+class Recorder:
+    """A transport that records (url, body) and answers from a script."""
+
+    def __init__(self, *replies: HttpReply) -> None:
+        self.replies = list(replies)
+        self.calls: list[tuple[str | None, bytes]] = []
+
+    async def post(self, body: bytes, *, timeout: float, url: str | None = None) -> HttpReply:
+        self.calls.append((url, body))
+        return self.replies.pop(0)
+
+
+def test_a_queued_answer_is_fetched_from_its_url_with_the_key_in_the_body() -> None:
+    url = "https://modelslab.com/api/v6/llm/fetch/8b5f"
+    transport = Recorder(HttpReply(200, {}, orjson.dumps({"status": "processing", "fetch_result": url, "eta": 2})),
+                         answer("0"))
+    j = Judge(transport=transport, settings=settings(provider="modelslab"))
+
+    async def go() -> list[AttemptResult]:
+        first = await j.attempt(system=SYSTEM, system_tokens=SYSTEM_TOKENS, user=USER, max_tokens=100)
+        assert first.attempt.poll_url == url
+        second = await j.attempt(system=SYSTEM, system_tokens=SYSTEM_TOKENS, user=USER, max_tokens=100,
+                                 poll_url=first.attempt.poll_url)
+        return [first, second]
+
+    first, second = asyncio.run(go())
+    assert (first.attempt.kind, first.attempt.retry_after) == (AttemptKind.QUEUED, 2.0)
+    assert second.attempt.kind is AttemptKind.ANSWER and second.verdict == Verdict(0)
+    assert transport.calls[0][0] is None
+    assert transport.calls[1] == (url, orjson.dumps({"key": SECRET}))
+
+
+# ---- request bodies ------------------------------------------------------------------------------
 
 AWKWARD = [
     "plain",
@@ -326,7 +367,26 @@ def test_body_equals_the_provider_body_for_awkward_contents(provider: str, keep_
                 assert j.body(system, user, max_tokens) == expected, (provider, system, user)
 
 
+def test_the_sent_body_carries_the_attempts_output_cap() -> None:
+    script = Script(answer("1"))
+    attempt(make_judge(script), max_tokens=800)
+    groq = Script(answer("1"))
+    attempt(make_judge(groq, provider="groq"), max_tokens=64)
+    assert script.bodies[0]["max_tokens"] == 800
+    assert groq.bodies[0]["max_completion_tokens"] == 64 and "max_tokens" not in groq.bodies[0]
+
+
 def test_body_without_api_key_has_no_key_field() -> None:
     j = make_judge(Script(answer("1")), provider="modelslab", api_key=None)
     body = orjson.loads(j.body(SYSTEM, USER, 100))
     assert "key" not in body and body["model_id"] == "gpt-oss-safeguard-20b"
+
+
+def test_latency_is_measured_per_attempt() -> None:
+    async def handler(body: bytes) -> HttpReply:
+        await asyncio.sleep(0.02)
+        return answer("1")
+
+    started = time.perf_counter()
+    result = attempt(make_judge(handler))
+    assert 19.0 <= result.latency_ms <= (time.perf_counter() - started) * 1000.0

@@ -1,16 +1,21 @@
+"""The label field table: shard rows, store rows and the conversions between them and an Outcome."""
+
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from hypothesis import given
+from hypothesis import strategies as st
 
-from pipeline.labels import COLUMNS, LABEL_SCHEMA, label_row, to_table
+from pipeline.labels import COLUMNS, LABEL_SCHEMA, STORED, label_row, outcome_from_values, store_values, to_table
 from pipeline.records import Outcome, Status, Usage, Verdict
 
 
 def row(outcome: Outcome, *, row_id: str = "r1", fingerprint: bytes | None = b"\xab\xcd", source: str = "api") -> tuple:
-    return label_row(row_id=row_id, policy="spam", outcome=outcome, model="gpt-oss-safeguard-20b",
+    return label_row(id=row_id, policy="spam", outcome=outcome, model="gpt-oss-safeguard-20b",
                      policy_version="abc123", reasoning_effort="low", output_format="rationale", source=source,
                      fingerprint=fingerprint, row_number=7, input_file="data/in.jsonl", run_id="run-1")
 
@@ -24,7 +29,7 @@ OK = Outcome(Status.OK, verdict=Verdict(1, category="SP1", rule_ids=("SP1", "SP3
 
 def test_label_row_has_one_value_per_column() -> None:
     assert len(row(OK)) == len(COLUMNS) == len(LABEL_SCHEMA)
-    assert COLUMNS[:4] == ("id", "policy", "violation", "status")
+    assert tuple(c.name for c in COLUMNS[:4]) == ("id", "policy", "violation", "status")
 
 
 def test_to_table_has_the_label_schema_and_the_values() -> None:
@@ -82,3 +87,65 @@ def test_column_types() -> None:
     assert LABEL_SCHEMA.field("attempts").type == pa.int16()
     assert LABEL_SCHEMA.field("latency_ms").type == pa.float32()
     assert LABEL_SCHEMA.field("row_number").type == pa.int64()
+
+
+# ---- one field table -----------------------------------------------------------------------------
+
+
+def test_column_names_are_unique() -> None:
+    names = [c.name for c in COLUMNS]
+    assert len(set(names)) == len(names)
+
+
+def test_label_schema_is_derived_from_the_columns() -> None:
+    assert LABEL_SCHEMA.names == [c.name for c in COLUMNS]
+    assert [f.type for f in LABEL_SCHEMA] == [c.type for c in COLUMNS]
+
+
+def test_stored_columns_are_the_answer_columns_in_shard_order() -> None:
+    assert tuple(c for c in COLUMNS if c.get is not None) == STORED
+    assert all(c.sql for c in STORED)
+    assert {"id", "policy", "model", "source", "fingerprint", "row_number", "input_file", "run_id"}.isdisjoint(
+        c.name for c in STORED)
+    assert {"status", "violation", "provider", "server_cost_usd", "error"} <= {c.name for c in STORED}
+
+
+_text = st.none() | st.text(max_size=20)
+_count = st.integers(min_value=0, max_value=2**31 - 1)
+_int16 = st.integers(min_value=0, max_value=2**15 - 1)
+_money = st.floats(min_value=0.0, max_value=1e3, allow_nan=False)
+_verdicts = st.none() | st.builds(
+    Verdict, violation=st.integers(min_value=0, max_value=1), category=_text,
+    rule_ids=st.lists(st.text(max_size=8), max_size=4).map(tuple), confidence=_text, rationale=_text)
+_usages = st.builds(Usage, prompt_tokens=_count, cached_prompt_tokens=_count, completion_tokens=_count,
+                    reasoning_tokens=_count, estimated=st.booleans(), server_cost_usd=st.none() | _money)
+outcomes = st.builds(
+    Outcome, status=st.sampled_from(list(Status)), verdict=_verdicts, usage=_usages, cost_usd=_money,
+    latency_ms=st.floats(min_value=0.0, max_value=1e6, width=32), attempts=_int16, billed_calls=_int16,
+    finish_reason=_text, error=_text, raw_output=_text, reasoning=_text, served_model=_text, provider=_text)
+
+
+def by_name(row: tuple) -> dict:
+    return {c.name: value for c, value in zip(COLUMNS, row, strict=True)}
+
+
+@given(outcomes)
+def test_outcome_to_label_row_and_back_by_name_is_identity(outcome: Outcome) -> None:
+    assert outcome_from_values(by_name(row(outcome))) == outcome
+
+
+@given(outcomes)
+def test_outcome_to_store_values_and_back_is_identity(outcome: Outcome) -> None:
+    values = store_values(outcome)
+    assert len(values) == len(STORED)
+    assert all(v is None or isinstance(v, int | float | str) for v in values)  # what SQLite takes
+    assert outcome_from_values(values) == outcome
+
+
+@given(outcomes)
+def test_shard_row_survives_parquet_types(outcome: Outcome) -> None:
+    back = to_table([row(outcome)]).to_pylist()[0]
+    restored = outcome_from_values(back)
+    assert math.isclose(restored.latency_ms, outcome.latency_ms, rel_tol=1e-6)  # stored as float32
+    restored.latency_ms = outcome.latency_ms
+    assert restored == outcome

@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parent.parent
 def rows(n: int, *, start: int = 0) -> list[tuple]:
     outcome = Outcome(Status.OK, Verdict(1, "SP2", ("SP2",), "high", "ad"), Usage(100, 0, 20, 10), 1e-5, 5.0, 1, 1)
     return [
-        label_row(row_id=str(i), policy="spam", outcome=outcome, model="m", policy_version="v1",
+        label_row(id=str(i), policy="spam", outcome=outcome, model="m", policy_version="v1",
                   reasoning_effort="low", output_format="rationale", source="api", fingerprint=bytes(16),
                   row_number=i, input_file="in.jsonl", run_id="r1")
         for i in range(start, start + n)
@@ -131,7 +131,7 @@ def test_shard_holds_the_rows_with_the_label_schema(tmp_path: Path) -> None:
     out = OutputDir(tmp_path)
     out.write_shard(0, rows(3), input_rows=3, unsent=0)
     table = pq.read_table(tmp_path / "labels" / "part-00000.parquet")
-    assert tuple(table.column_names) == COLUMNS
+    assert tuple(table.column_names) == tuple(c.name for c in COLUMNS)
     assert table.column("id").to_pylist() == ["0", "1", "2"]
     assert table.column("violation").to_pylist() == [1, 1, 1]
     assert table.column("rule_ids").to_pylist() == [["SP2"]] * 3

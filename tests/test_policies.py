@@ -9,7 +9,7 @@ from pathlib import Path
 import bpe_openai
 import pytest
 
-from pipeline.policies import PolicyError, builtin_policy_dir, load_policies, load_policy
+from pipeline.policies import PolicyError, builtin_policy_dir, builtin_policy_files, load_policies, load_policy
 from pipeline.prompt import FORMAT_MARKER, render_system
 from pipeline.records import OutputFormat
 
@@ -84,8 +84,14 @@ def test_existing_path_wins_over_shipped_policy(tmp_path: Path, monkeypatch: pyt
 
 
 def test_builtin_policy_dir_holds_the_shipped_policies() -> None:
-    names = {p.stem for p in builtin_policy_dir().glob("*.md")}
+    names = {p.name.removesuffix(".md") for p in builtin_policy_dir().iterdir()}
     assert set(SHIPPED) <= names
+
+
+def test_builtin_policy_files_load_as_the_shipped_policies_in_name_order() -> None:
+    policies = load_policies(builtin_policy_files())
+    assert [p.name for p in policies] == sorted(SHIPPED)
+    assert policies == load_policies(sorted(SHIPPED))
 
 
 @pytest.mark.parametrize(

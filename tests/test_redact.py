@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from support import SimulatorProcess, write_jsonl
 
 from pipeline.redact import REDACTED, redact_body, redact_headers
@@ -26,6 +27,7 @@ def test_key_field_of_a_body_is_redacted_and_long_bodies_are_cut() -> None:
     assert redact_body(b"not json") == "<8 bytes, not JSON>"
 
 
+@pytest.mark.slow
 def test_debug_log_of_a_real_run_never_shows_the_key(tmp_path: Path) -> None:
     data = write_jsonl(tmp_path / "in.jsonl", [{"id": "1", "text": "hello"}, {"id": "2", "text": "buy now"}])
     with SimulatorProcess("--api-key", KEY) as sim:

@@ -39,7 +39,7 @@ def label(row_id: str, row_number: int, policy: str, status: Status, *, violatio
           latency: float = 0.0, source: str = "api") -> tuple:
     outcome = Outcome(status, verdict=Verdict(violation) if violation is not None else None,
                       usage=Usage(prompt_tokens=10, completion_tokens=2), latency_ms=latency, attempts=1)
-    return label_row(row_id=row_id, policy=policy, outcome=outcome, model=MODEL, policy_version="v1",
+    return label_row(id=row_id, policy=policy, outcome=outcome, model=MODEL, policy_version="v1",
                      reasoning_effort="low", output_format="binary", source=source, fingerprint=b"\x01\x02",
                      row_number=row_number, input_file="in.jsonl", run_id="run-1")
 
@@ -174,7 +174,7 @@ def test_markdown_shows_the_totals(labels_dir: Path) -> None:
     assert "| billed requests | 6 |" in text
     assert "| prompt tokens (cached) | 600 (30) |" in text
     assert "| completion tokens (reasoning) | 90 (45) |" in text
-    assert "| cost | $0.001750 |" in text
+    assert "| cost (list price) | $0.001750 |" in text
     assert "| cost per 1,000 rows | $0.437500 |" in text
     assert "| served from the store at no cost | 4 |" in text
     assert "| latency p50 / p95 (ms) | 300 / 500 |" in text

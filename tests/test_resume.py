@@ -8,9 +8,13 @@ import time
 from pathlib import Path
 
 import polars as pl
+import pytest
 from support import SimulatorProcess, moderate_command, write_config, write_jsonl
 
 from pipeline import exitcodes
+from pipeline.outdir import OutputDir, OutputDirError
+from pipeline.resume import identity_changes, open_manifest, verify_shards
+from pipeline.store import ResultStore
 
 ROWS = 400
 CONCURRENCY = 8
@@ -35,6 +39,7 @@ def _labels(out: Path) -> pl.DataFrame:
     return pl.read_parquet(sorted((out / "labels").glob("part-*.parquet"))).sort("id", "policy")
 
 
+@pytest.mark.slow
 def test_sigkill_at_several_points_then_rerun_matches_an_uninterrupted_run(tmp_path: Path) -> None:
     data = _input(tmp_path)
     with SimulatorProcess("--latency-ms", "20", "--jitter-ms", "15") as sim:
@@ -76,6 +81,7 @@ def test_sigkill_at_several_points_then_rerun_matches_an_uninterrupted_run(tmp_p
     assert len(orjson.loads(report)["runs"]) == 4
 
 
+@pytest.mark.slow
 def test_sigint_drains_in_flight_calls_and_the_rerun_pays_nothing_twice(tmp_path: Path) -> None:
     data = _input(tmp_path)
     with SimulatorProcess("--latency-ms", "40") as sim:
@@ -96,6 +102,7 @@ def test_sigint_drains_in_flight_calls_and_the_rerun_pays_nothing_twice(tmp_path
     assert _labels(out).height == ROWS
 
 
+@pytest.mark.slow
 def test_a_second_signal_stops_at_once_and_leaves_a_resumable_directory(tmp_path: Path) -> None:
     rows = 120
     data = _input(tmp_path, rows)
@@ -117,3 +124,78 @@ def test_a_second_signal_stops_at_once_and_leaves_a_resumable_directory(tmp_path
         assert rerun.returncode == 0, rerun.stderr
         assert sim.stats()["billed"] - rows <= CONCURRENCY
     assert _labels(out).height == rows
+
+
+# ---- the resume rules, without a process -------------------------------------------------------
+
+IDENTITY = {"input": "a.jsonl@1", "limit": None, "policies": ["spam@abc"], "model": "m"}
+
+
+def test_identity_changes_name_the_keys_that_differ() -> None:
+    assert identity_changes(IDENTITY, dict(IDENTITY)) == []
+    assert identity_changes(IDENTITY, {**IDENTITY, "model": "other", "limit": 5}) == ["limit", "model"]
+    assert identity_changes({}, {"model": "m"}) == ["model"]
+
+
+def directory_with_two_shards(tmp_path: Path) -> tuple[OutputDir, ResultStore]:
+    outdir = OutputDir(tmp_path / "out")
+    outdir.path.mkdir()  # `moderate run` creates it when it takes the lock
+    store = ResultStore(tmp_path / "store.sqlite")
+    manifest = open_manifest(outdir, IDENTITY, shard_rows=10, force=False, store=store)
+    for index in (0, 1):
+        manifest.shards[index] = outdir.write_shard(index, [], input_rows=10, unsent=0)
+    manifest.finished = True
+    outdir.write_manifest(manifest)
+    return outdir, store
+
+
+def test_the_same_job_continues_its_manifest(tmp_path: Path) -> None:
+    outdir, store = directory_with_two_shards(tmp_path)
+    again = open_manifest(outdir, dict(IDENTITY), shard_rows=10, force=False, store=store)
+    assert sorted(again.shards) == [0, 1] and again.finished
+
+
+def test_another_job_is_refused_with_what_changed(tmp_path: Path) -> None:
+    outdir, store = directory_with_two_shards(tmp_path)
+    with pytest.raises(OutputDirError, match=r"\(model changed\).*--force"):
+        open_manifest(outdir, {**IDENTITY, "model": "other"}, shard_rows=10, force=False, store=store)
+
+
+def test_force_starts_over_with_a_new_manifest(tmp_path: Path) -> None:
+    outdir, store = directory_with_two_shards(tmp_path)
+    old = outdir.read_manifest()
+    assert old is not None
+    fresh = open_manifest(outdir, {**IDENTITY, "model": "other"}, shard_rows=10, force=True, store=store)
+    assert fresh.shards == {} and fresh.out_id != old.out_id and not fresh.finished
+    assert list(outdir.labels.glob("*.parquet")) == []
+
+
+def test_a_missing_or_altered_shard_is_dropped_and_the_directory_reopened(tmp_path: Path) -> None:
+    outdir, store = directory_with_two_shards(tmp_path)
+    (outdir.labels / "part-00000.parquet").unlink()
+    with open(outdir.labels / "part-00001.parquet", "ab") as shard:
+        shard.write(b"x")
+    manifest = open_manifest(outdir, dict(IDENTITY), shard_rows=10, force=False, store=store)
+    assert manifest.shards == {} and not manifest.finished
+    reread = outdir.read_manifest()
+    assert reread is not None and reread.shards == {}
+
+
+def test_verify_shards_keeps_intact_shards(tmp_path: Path) -> None:
+    outdir, _ = directory_with_two_shards(tmp_path)
+    manifest = outdir.read_manifest()
+    assert manifest is not None
+    assert verify_shards(outdir.path, manifest) == []
+    assert sorted(manifest.shards) == [0, 1]
+
+
+def test_runs_left_running_are_marked_killed(tmp_path: Path) -> None:
+    outdir, store = directory_with_two_shards(tmp_path)
+    manifest = outdir.read_manifest()
+    assert manifest is not None
+    store.record_run({"run_id": "r1", "out_id": manifest.out_id, "started_at": 1.0, "ended_at": 2.0,
+                      "outcome": "running", "labels": 0, "sent": 0, "store_hits": 0, "duplicates": 0,
+                      "elapsed_s": 0.0})
+    store.close()
+    open_manifest(outdir, dict(IDENTITY), shard_rows=10, force=False, store=store)
+    assert [r["outcome"] for r in store.runs(manifest.out_id)] == ["killed"]

@@ -312,3 +312,60 @@ def test_a_failed_write_surfaces_at_close(tmp_path: Path) -> None:
     with pytest.raises(StoreError) as info:
         store.close()
     assert str(path) in str(info.value) and "cannot write" in str(info.value)
+
+
+# ---- a store written by an older version ---------------------------------------------------------
+
+#: the results table as the store created it before `provider` and `server_cost_usd` were stored
+OLD_RESULTS = """
+CREATE TABLE results (
+    fingerprint BLOB PRIMARY KEY,
+    status TEXT NOT NULL,
+    violation INTEGER, category TEXT, rule_ids TEXT, confidence TEXT, rationale TEXT,
+    prompt_tokens INTEGER, cached_prompt_tokens INTEGER, completion_tokens INTEGER,
+    reasoning_tokens INTEGER, usage_estimated INTEGER, cost_usd REAL,
+    latency_ms REAL, attempts INTEGER, billed_calls INTEGER, finish_reason TEXT, error TEXT,
+    raw_output TEXT, reasoning TEXT, served_model TEXT, run_id TEXT, created_at REAL
+) WITHOUT ROWID;
+"""
+
+
+def old_store(path: Path) -> None:
+    conn = sqlite3.connect(path)
+    conn.executescript(OLD_RESULTS)
+    conn.execute(
+        "INSERT INTO results VALUES (?, 'ok', 1, 'SP2', '[\"SP1\",\"SP2\"]', 'high', 'Advertises a scam.', 900, 512, "
+        "120, 100, 0, 0.0001, 812.5, 2, 1, 'stop', NULL, NULL, 'because', 'gpt-oss-safeguard-20b', 'old-run', 1.0)",
+        (FP1,))
+    conn.execute(
+        "INSERT INTO results VALUES (?, 'rejected', NULL, NULL, NULL, NULL, NULL, 0, 0, 0, 0, 0, 0.0, 3.0, 1, 0, "
+        "NULL, 'HTTP 400: too big', NULL, NULL, NULL, 'old-run', 1.0)", (FP2,))
+    conn.commit()
+    conn.close()
+
+
+def test_an_old_results_table_gains_the_new_columns_and_its_rows_still_read(tmp_path: Path) -> None:
+    path = tmp_path / "store.sqlite"
+    old_store(path)
+    store = ResultStore(path)
+    found = store.lookup([FP1, FP2])
+    assert found[FP1].run_id == "old-run"
+    assert found[FP1].outcome == ok_outcome(reasoning="because")
+    assert found[FP1].outcome.provider is None and found[FP1].outcome.usage.server_cost_usd is None
+    assert found[FP2].outcome == Outcome(Status.REJECTED, latency_ms=3.0, attempts=1, error="HTTP 400: too big")
+    store.close()
+    with sqlite3.connect(path) as conn:
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(results)")}
+    assert {"provider", "server_cost_usd"} <= columns
+
+
+def test_an_upgraded_store_takes_new_answers_with_every_column(tmp_path: Path) -> None:
+    path = tmp_path / "store.sqlite"
+    old_store(path)
+    fp3 = bytes(range(2, 18))
+    outcome = ok_outcome(provider="Groq", usage=Usage(prompt_tokens=10, completion_tokens=2, server_cost_usd=1e-6))
+    write(path, [(fp3, outcome)])
+    write(path, [])  # opening it again adds nothing twice
+    found = ResultStore(path).lookup([FP1, fp3])
+    assert found[fp3].outcome == outcome
+    assert found[FP1].outcome == ok_outcome(reasoning="because")

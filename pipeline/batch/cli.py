@@ -174,7 +174,7 @@ def _guarded(step: Callable[[], int]) -> int:
         return step()
     except OutputDirError as exc:
         print(f"moderate: error: {exc}", file=sys.stderr)
-        return exitcodes.EXIT_LOCKED if "another run" in str(exc) else exitcodes.EXIT_USAGE
+        return exitcodes.EXIT_LOCKED if exc.locked else exitcodes.EXIT_USAGE
     except (_Usage, ConfigError, InputError, PolicyError, PricingError, StoreError, StorageError, ValueError) as exc:
         print(f"moderate: error: {exc}", file=sys.stderr)
         return exitcodes.EXIT_USAGE

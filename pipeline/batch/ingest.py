@@ -11,6 +11,7 @@ the same file twice changes nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 from collections.abc import Iterator
@@ -19,22 +20,25 @@ from pathlib import Path
 
 import orjson
 
+from pipeline.answers import read_reply
 from pipeline.batch.job import Job, Request, row_work
 from pipeline.batch.lines import BatchLineError, ResultLine, parse_custom_id, parse_result_line
-from pipeline.client import BadResponse, decode_completion
 from pipeline.cost import Pricing
+from pipeline.judge import AttemptResult, account
 from pipeline.labels import label_row
 from pipeline.outdir import Manifest, OutputDir
 from pipeline.parser import InvalidOutput, parse_verdict
-from pipeline.plan import new_run_id
+from pipeline.ratecontrol import AttemptKind
 from pipeline.readers import InputError
 from pipeline.records import FINAL_STATUSES, Outcome, Status, Usage
+from pipeline.runstate import new_run_id
 from pipeline.store import ResultStore
 from pipeline.tokens import MESSAGE_OVERHEAD, count_tokens
 
 BATCH_ROWS = 2048
-#: HTTP statuses with which a host refuses one request for what it is (as the online run treats them).
-_ROW_REJECTED = (400, 413, 422)
+#: what an answer from a batch file becomes when it is final (the rest is left to the next run).
+_FINAL_KINDS = {AttemptKind.ANSWER: Status.OK, AttemptKind.ROW_ERROR: Status.REJECTED,
+                AttemptKind.FILTERED: Status.FILTERED}
 
 
 @dataclass(slots=True)
@@ -83,7 +87,8 @@ def ingest(job: Job, manifest: Manifest, *, outdir: OutputDir, store: ResultStor
             if fp in fresh or store.lookup([fp]):
                 done.repeated += 1
                 continue
-            outcome = read_answer(result, pricing, system_tokens=plan.system_tokens)
+            outcome = read_answer(result, pricing, system_tokens=plan.system_tokens,
+                                  keep_reasoning=job.config.keep_reasoning)
             store.put(fingerprint=fp, outcome=outcome, policy=plan.policy.name, out_id=manifest.out_id,
                       run_id=done.run_id)
             done.cost_usd += outcome.cost_usd
@@ -106,34 +111,33 @@ def ingest(job: Job, manifest: Manifest, *, outdir: OutputDir, store: ResultStor
     return done
 
 
-def read_answer(result: ResultLine, pricing: Pricing, *, system_tokens: int) -> Outcome:
-    """One result line as the outcome an online attempt with this answer would have."""
-    outcome = Outcome(Status.BATCH_FAILED, attempts=1)
-    if result.error is not None:
-        outcome.error = f"batch: {result.error}"
-        if result.status_code in _ROW_REJECTED:
-            outcome.status = Status.REJECTED
+def read_answer(result: ResultLine, pricing: Pricing, *, system_tokens: int, keep_reasoning: bool) -> Outcome:
+    """One result line as the outcome an online attempt with this reply would have.
+
+    The reply is read by the same code as online answers (`pipeline.answers.read_reply`, the
+    verdict parser, `pipeline.judge.account`). What online would retry (an error, junk, a cut-off
+    answer) is ``batch_failed``: billed if it was, but not cached, so the next run asks again.
+    """
+    outcome = Outcome(Status.BATCH_FAILED)
+    if result.status_code is None or result.body is None:  # no HTTP reply at all
+        outcome.attempts, outcome.error = 1, f"batch: {result.error}"
         return outcome
-    try:
-        completion = decode_completion(orjson.dumps(result.body))
-    except BadResponse as exc:
-        outcome.error = f"batch: {exc}"
-        return outcome
-    content = completion.content or ""
-    usage = completion.usage or Usage(
-        prompt_tokens=system_tokens, completion_tokens=count_tokens(content) + MESSAGE_OVERHEAD, estimated=True)
-    outcome.usage = usage
-    outcome.billed_calls = 1
-    outcome.cost_usd = pricing.cost(usage)
-    outcome.finish_reason = completion.finish_reason
-    outcome.served_model = completion.model
-    try:
-        outcome.verdict = parse_verdict(content)
-    except InvalidOutput as exc:  # online this would be asked again: leave it to the next run
-        outcome.error = f"batch: {exc}"
-        outcome.raw_output = content or None
-        return outcome
-    outcome.status = Status.OK
+    reading = read_reply(result.status_code, {}, orjson.dumps(result.body), now=time.time())
+    attempt = AttemptResult(reading.attempt, completion=reading.completion)
+    if reading.completion is not None:
+        completion = reading.completion
+        attempt.usage = completion.usage or Usage(
+            prompt_tokens=system_tokens, completion_tokens=count_tokens(completion.content or "") + MESSAGE_OVERHEAD,
+            estimated=True)
+        if reading.attempt.kind is AttemptKind.ANSWER:
+            try:
+                attempt.verdict = parse_verdict(completion.content or "")
+            except InvalidOutput as exc:
+                attempt.attempt = dataclasses.replace(reading.attempt, kind=AttemptKind.INVALID, error=str(exc))
+    account(outcome, attempt, pricing, keep_reasoning=keep_reasoning)
+    outcome.status = _FINAL_KINDS.get(attempt.attempt.kind, Status.BATCH_FAILED)
+    if outcome.status is not Status.OK:
+        outcome.error = f"batch: {outcome.error or result.error or attempt.attempt.kind.value}"
     return outcome
 
 
@@ -181,7 +185,7 @@ def _write_shards(job: Job, manifest: Manifest, *, outdir: OutputDir, store: Res
                     done.statuses[outcome.status.value] = done.statuses.get(outcome.status.value, 0) + 1
                     done.labels += 1
                     rows.append(label_row(
-                        row_id=batch.ids[i], policy=plan.policy.name, outcome=outcome, model=job.model,
+                        id=batch.ids[i], policy=plan.policy.name, outcome=outcome, model=job.model,
                         policy_version=plan.version, reasoning_effort=settings.reasoning_effort,
                         output_format=settings.output_format.value, source=source, fingerprint=fp,
                         row_number=row_number, input_file=batch.source, run_id=done.run_id))

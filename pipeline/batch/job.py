@@ -12,21 +12,21 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
-from pipeline.app import SIMULATOR_MODEL, job_identity, policy_plan
+from pipeline.app import call_settings, job_identity, policy_plan
+from pipeline.client import HttpReply
 from pipeline.config import RunConfig, validate
-from pipeline.plan import PolicyPlan
-from pipeline.policies import builtin_policy_dir, load_policies
+from pipeline.endpoints import SIMULATOR_MODEL
+from pipeline.judge import Judge
+from pipeline.planner import PolicyPlan
+from pipeline.policies import builtin_policy_files, load_policies
 from pipeline.prompt import fingerprint, neutralise, normalise
-from pipeline.providers import build_body
 from pipeline.readers import InputSet, open_inputs
 from pipeline.records import Outcome, Status
 from pipeline.storage import is_uri
 from pipeline.tokens import fits, truncate
 
 #: settings that do not describe the job (or are decided again by each command).
-_NOT_RECORDED = ("source", "force")
+_NOT_RECORDED = ("source", "force", "preset")
 
 
 @dataclass(slots=True)
@@ -36,6 +36,15 @@ class Job:
     plans: list[PolicyPlan]
     identity: dict[str, Any]
     model: str
+    #: builds the request bodies exactly as `run` does (it never sends one)
+    judge: Judge
+
+
+class _Offline:
+    """The transport of a job whose requests go to a file: nothing is sent from here."""
+
+    async def post(self, body: bytes, *, timeout: float) -> HttpReply:
+        raise RuntimeError("batch requests are written to a file, not sent")
 
 
 @dataclass(slots=True)
@@ -51,20 +60,17 @@ def open_job(config: RunConfig) -> Job:
     """Inputs, policy plans and identity, as `moderate run` computes them."""
     inputs = open_inputs(config.inputs, text_column=config.text_column, id_column=config.id_column,
                          limit=config.limit)
-    policies = load_policies(config.policies or sorted(builtin_policy_dir().glob("*.md")))
+    policies = load_policies(config.policies or builtin_policy_files())
     simulated = config.provider == "simulator"
     model = config.model if not simulated or "simulator" in config.model else SIMULATOR_MODEL
     plans = [policy_plan(i, p, config, model) for i, p in enumerate(policies)]
-    return Job(config, inputs, plans, job_identity(config, inputs, plans, model), model)
+    judge = Judge(transport=_Offline(), settings=call_settings(config, model=model, api_key=None))
+    return Job(config, inputs, plans, job_identity(config, inputs, plans, model), model, judge)
 
 
 def body(job: Job, plan: PolicyPlan, user: str) -> bytes:
     """The request body `run` sends for this text and policy (no API key: a batch file is shared)."""
-    c = job.config
-    return orjson.dumps(build_body(
-        "openai" if c.provider == "simulator" else c.provider, model=job.model, system=plan.system, user=user,
-        reasoning_effort=c.reasoning_effort, max_tokens=c.max_tokens, keep_reasoning=c.keep_reasoning, api_key=None,
-    ))
+    return job.judge.body(plan.system, user, job.config.max_tokens)
 
 
 def row_work(job: Job, text: str | None, error: str | None) -> Iterator[Request | Outcome]:
@@ -100,6 +106,7 @@ def restore(data: dict[str, Any], *, out: str) -> RunConfig:
     """The config `record` saved, for the output folder ``out``."""
     names = {f.name for f in dataclasses.fields(RunConfig)}
     config = RunConfig(**{k: v for k, v in data.items() if k in names})
+    config.preset = set()  # the values were resolved when recorded: keep them as they are
     config.out = out
     config.source = f"{out}/manifest.json"
     validate(config)

@@ -1,7 +1,9 @@
 """JSON Lines inputs (``.jsonl``, ``.ndjson``, optionally compressed), read line by line with orjson.
 
-A line that is not valid JSON, or not a JSON object, is still a row: its text is None and its error
-names the file and line, so the pipeline records it instead of losing it. Blank lines are not rows.
+A line that is not valid JSON, not a JSON object, or an object without the text key is still a row:
+its text is None and its error names the file and line, so the pipeline records it (``input_error``)
+instead of losing it. A text key that is present but null or empty is an empty text. Blank lines
+are not rows.
 """
 
 from __future__ import annotations
@@ -130,8 +132,8 @@ def chunks(f: Located, *, text_column: str, id_column: str | None, skip: int = 0
                     obj = loads(line)
                 except orjson.JSONDecodeError as exc:
                     obj = exc
-                if type(obj) is dict:
-                    text = obj.get(text_column)
+                if type(obj) is dict and text_column in obj:
+                    text = obj[text_column]
                     texts.append(text if text is None or type(text) is str else to_text(text))
                     if ids is not None:
                         ids.append(obj.get(id_column))
@@ -142,11 +144,13 @@ def chunks(f: Located, *, text_column: str, id_column: str | None, skip: int = 0
                     errors = [None] * len(texts)
                 if isinstance(obj, orjson.JSONDecodeError):
                     errors.append(f"{source} line {lineno}: not valid JSON ({obj.msg}, column {obj.colno})")
+                elif type(obj) is dict:
+                    errors.append(f"{source} line {lineno}: no key {text_column!r}")
                 else:
                     errors.append(f"{source} line {lineno}: not a JSON object")
                 texts.append(None)
                 if ids is not None:
-                    ids.append(None)
+                    ids.append(obj.get(id_column) if type(obj) is dict else None)
             if texts:
                 yield Chunk(ids, texts, errors)
     return row

@@ -1,4 +1,5 @@
-"""``moderate simulate``: run the simulator as a server until stopped, idle or out of time."""
+"""``moderate simulate``: run the simulator as a server until stopped, idle or out of time, or answer
+a batch file offline (``--batch``)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,18 @@ import ipaddress
 import signal
 import sys
 import time
+from pathlib import Path
 
+from pipeline.simulator.batch import run_batch
 from pipeline.simulator.config import (
     ALL_FAULTS,
     DEFAULT_MODELS,
+    EIGHT_WAY_MIX,
+    MODELSLAB_MODEL_ID,
+    PROFILES,
     REASONING_FIELDS,
     RETRY_AFTER_STYLES,
+    TOKEN_COUNTERS,
     Faults,
     SimulatorConfig,
 )
@@ -30,6 +37,12 @@ _FAULT_HELP = {
     "junk_output": "billed answer that is not a verdict",
     "refusal": "billed refusal text",
     "length_empty": 'billed, finish_reason "length", empty content',
+    "rate_limited": "answer 429 with Retry-After: 1 whatever the limits (a busy upstream)",
+    "error_503_html": "answer 503 with an HTML page",
+    "content_parts": "billed, message.content as a list of text parts",
+    "malformed_fields": "billed 200 with a non-string model/finish_reason or implausible usage",
+    "choice_error": 'OpenRouter: 200 with finish_reason "error" and an error object in the choice',
+    "content_filter": 'OpenRouter: billed, finish_reason "content_filter", empty content',
 }
 
 
@@ -40,8 +53,22 @@ def _probability(text: str) -> float:
     return value
 
 
+def _fault_mix(text: str) -> dict[str, float]:
+    if text == "eight-way":
+        return dict(EIGHT_WAY_MIX)
+    try:
+        pairs = [item.split("=", 1) for item in text.split(",") if item]
+        mix = {kind.strip().replace("-", "_"): float(p) for kind, p in pairs}
+        Faults.mix(**mix)
+    except (ValueError, TypeError) as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected eight-way or KIND=P,KIND=P ({exc})") from None
+    return mix
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The simulator's flags, on the ``simulate`` sub-command's parser."""
+    parser.add_argument("--profile", choices=PROFILES, default="openai",
+                        help="answer in this host's shapes: paths, errors, headers, limits (default openai)")
     parser.add_argument("--port", type=int, default=8000, help="port to listen on; 0 picks a free one")
     parser.add_argument("--host", default="127.0.0.1", help="loopback address to bind (default 127.0.0.1)")
     parser.add_argument("--model", dest="models", action="append", metavar="NAME",
@@ -59,13 +86,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for kind in ALL_FAULTS:
         parser.add_argument(f"--{kind.replace('_', '-')}", type=_probability, metavar="P",
                             help=f"probability per request: {_FAULT_HELP[kind]}")
+    parser.add_argument("--fault-mix", type=_fault_mix, metavar="MIX",
+                        help="fault probabilities as KIND=P,KIND=P or 'eight-way' (20%% failing in eight ways)")
     parser.add_argument("--hang-seconds", type=float, default=30.0, help="how long a hang lasts")
     parser.add_argument("--api-key", help="require this bearer key (default: any key accepted)")
     parser.add_argument("--out-of-credit", action="store_true", help="answer every request with 402")
     parser.add_argument("--reasoning-field", choices=REASONING_FIELDS, default="reasoning",
                         help="message field that carries the reasoning")
     parser.add_argument("--no-usage", action="store_true", help="leave usage out of answers")
+    parser.add_argument("--count-tokens", choices=TOKEN_COUNTERS, default="approx",
+                        help="bill tokens by a 4-bytes estimate or by o200k over the Harmony rendering")
+    parser.add_argument("--current-date", metavar="YYYY-MM-DD", help="date in the Harmony system message")
     parser.add_argument("--seed", type=int, default=0, help="seed of the fault and jitter draws")
+    host = parser.add_argument_group("host profiles")
+    host.add_argument("--model-id", default=MODELSLAB_MODEL_ID, help="modelslab: the served model_id")
+    host.add_argument("--queue", type=int, default=5, help="modelslab: concurrent requests per account (5/10/15)")
+    host.add_argument("--queue-retry-after", type=float, default=1.0,
+                      help="modelslab: retry_after (s) in a full-queue 429 body")
+    host.add_argument("--processing", type=_probability, default=0.0, metavar="P",
+                      help='modelslab: probability of a "processing" reply to fetch later')
+    host.add_argument("--processing-eta", type=float, default=0.2, help="modelslab: seconds until it is ready")
+    host.add_argument("--input-price", type=float, default=0.075, help="openrouter: USD per 1M input tokens")
+    host.add_argument("--cached-input-price", type=float, default=0.0375, help="openrouter: per 1M cached")
+    host.add_argument("--output-price", type=float, default=0.30, help="openrouter: USD per 1M output tokens")
+    host.add_argument("--provider-name", default="Simulator", help="openrouter: the provider field")
+    host.add_argument("--in-flight-budget", type=int, metavar="N",
+                      help="openrouter: over N requests in flight answer 402 with Retry-After")
+    host.add_argument("--rpd", type=float, help="groq: requests per day (x-ratelimit-limit-requests)")
+    host.add_argument("--max-num-seqs", type=int, default=256, help="vllm: requests the engine runs at once")
+    batch = parser.add_argument_group("batch mode")
+    batch.add_argument("--batch", type=Path, metavar="REQUESTS.jsonl",
+                       help="answer this OpenAI batch input file offline instead of serving")
+    batch.add_argument("-o", "--output", type=Path, metavar="RESULTS.jsonl", help="batch results file")
+    batch.add_argument("--errors", type=Path, metavar="ERRORS.jsonl",
+                       help="failed lines go here (default: into the results file, as vllm run-batch does)")
     parser.add_argument("--max-seconds", type=float, default=3600.0, help="stop after this long")
     parser.add_argument("--idle-seconds", type=float, default=600.0,
                         help="stop after this long without a request")
@@ -74,6 +128,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
     """A SimulatorConfig from parsed flags."""
     faults = Faults.transient(args.fault_rate)
+    for kind, p in (args.fault_mix or {}).items():
+        setattr(faults, kind, p)
     for kind in ALL_FAULTS:
         value = getattr(args, kind)
         if value is not None:
@@ -93,6 +149,21 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         reasoning_field=args.reasoning_field,
         include_usage=not args.no_usage,
         seed=args.seed,
+        profile=args.profile,
+        count_tokens=args.count_tokens,
+        current_date=args.current_date,
+        model_id=args.model_id,
+        queue=args.queue,
+        queue_retry_after=args.queue_retry_after,
+        processing=args.processing,
+        processing_eta=args.processing_eta,
+        input_price=args.input_price,
+        cached_input_price=args.cached_input_price,
+        output_price=args.output_price,
+        provider_name=args.provider_name,
+        in_flight_budget=args.in_flight_budget,
+        rpd=args.rpd,
+        max_num_seqs=args.max_num_seqs,
     )
 
 
@@ -113,8 +184,8 @@ async def _serve(sim: Simulator, *, max_seconds: float, idle_seconds: float) -> 
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     async with sim:
-        print(f"simulator listening on {sim.base_url} (not a model: verdicts come from a keyword rule)",
-              flush=True)
+        print(f"simulator listening on {sim.base_url} (not a model: verdicts come from a keyword rule; "
+              f"profile {sim.config.profile}, chat at {sim.chat_url})", flush=True)
         started = time.monotonic()
         while True:
             now = time.monotonic()
@@ -127,8 +198,26 @@ async def _serve(sim: Simulator, *, max_seconds: float, idle_seconds: float) -> 
                 return "stopped by signal"
 
 
+def _batch(args: argparse.Namespace) -> int:
+    if args.output is None:
+        print("error: --batch needs -o/--output RESULTS.jsonl", file=sys.stderr)
+        return 2
+    try:
+        config = config_from_args(args)
+        config.validate()
+        summary = run_batch(config, args.batch, args.output, args.errors)
+    except (ValueError, OSError) as exc:  # BatchInputError names the file and line
+        print(f"error: simulator: {exc}", file=sys.stderr)
+        return 2
+    print(f"simulated batch: {summary.lines} lines, {summary.succeeded} succeeded, {summary.failed} failed "
+          f"-> {args.output}" + (f" (errors in {args.errors})" if args.errors else ""), file=sys.stderr)
+    return 0
+
+
 def main(args: argparse.Namespace) -> int:
-    """Serve until stopped. Exit code 0, or 2 for a bad setting (one line on stderr)."""
+    """Serve until stopped (or answer ``--batch``). Exit code 0, or 2 for a bad setting (one line)."""
+    if args.batch is not None:
+        return _batch(args)
     if not _is_loopback(args.host):
         print(f"error: --host must be a loopback address (127.0.0.1, ::1, localhost), not {args.host}",
               file=sys.stderr)

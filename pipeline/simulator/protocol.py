@@ -1,16 +1,10 @@
-"""Pieces of the chat-completions wire format the simulator reads and writes."""
+"""Pieces of the chat-completions wire format the simulator reads."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
 EFFORTS = frozenset({None, "low", "medium", "high"})
-HTML_502 = (
-    b"<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1>"
-    b"</center><hr><center>nginx</center></body></html>"
-)
 
 
 def split_messages(messages: Any) -> tuple[str, str] | None:
@@ -43,13 +37,3 @@ def effort(body: dict[str, Any]) -> Any:
     if isinstance(reasoning, dict) and "effort" in reasoning:
         return reasoning["effort"]
     return body.get("reasoning_effort")
-
-
-def authorised(header: str | None, body: dict[str, Any], key: str) -> bool:
-    """The ``Authorization: Bearer`` header or ModelsLab's body ``key`` field carries ``key``."""
-    return header == f"Bearer {key}" or body.get("key") == key
-
-
-def error(status: int, kind: str, message: str, code: str | int | None = None) -> tuple[int, bytes]:
-    """(status, OpenAI-style error body)."""
-    return status, orjson.dumps({"error": {"message": message, "type": kind, "code": code}})

@@ -9,6 +9,7 @@ import pytest
 
 from pipeline.readers import InputError, open_inputs
 from pipeline.readers import csv as csv_reader
+from pipeline.readers.paths import locate
 
 CSV = (
     b"id,lang,text\n"
@@ -94,3 +95,56 @@ def test_rows_longer_than_a_parse_block_are_read_in_order(tmp_path: Path, monkey
     assert read([str(path)]) == ([str(i) for i in range(100)], texts)
     resumed = [t for b in inputs.batches(batch_size=8, skip_rows=50) for t in b.texts]
     assert resumed == texts[50:]
+
+
+def unterminated(rows: int, at: int, *, closed_by: int | None = None) -> bytes:
+    """A CSV of ``rows`` rows whose row ``at`` opens a quote that only row ``closed_by`` (if any) closes."""
+    lines = ["id,text"] + [f"{i},comment number {i}" for i in range(rows)]
+    lines[1 + at] = f'{at},"unterminated start'
+    if closed_by is not None:
+        lines[1 + closed_by] = f'{closed_by},"quoted"'
+    return ("\n".join(lines) + "\n").encode()
+
+
+@pytest.mark.parametrize(("name", "compress"), [("x.csv", lambda b: b), ("x.csv.gz", gzip.compress)])
+def test_an_unterminated_quote_running_to_the_end_is_an_input_error_naming_its_line(
+    tmp_path: Path, name: str, compress
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(compress(unterminated(1000, 10)))
+    with pytest.raises(InputError) as err:
+        list(open_inputs([str(path)]).batches())  # plain files fail when counted, .gz ones when read
+    assert str(err.value).startswith(f"{path} line 12: a quoted field is not closed before the end of the file")
+
+
+def test_an_unterminated_quote_in_a_column_not_read_is_found_too(tmp_path: Path) -> None:
+    path = tmp_path / "x.csv.gz"
+    path.write_bytes(gzip.compress(b'id,text,note\n1,a,fine\n2,b,"open\n3,c,d\n4,e,f\n'))
+    with pytest.raises(InputError, match=r"line 3: a quoted field is not closed"):
+        list(open_inputs([str(path)]).batches())
+
+
+def test_a_field_spanning_implausibly_many_lines_rejects_its_row_naming_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "x.csv"
+    path.write_bytes(unterminated(1500, 10, closed_by=1200))
+    batches = list(open_inputs([str(path)]).batches())
+    texts = [t for b in batches for t in b.texts]
+    errors = [e for b in batches for e in (b.errors or [None] * len(b))]
+    bad = [i for i, e in enumerate(errors) if e is not None]
+    assert bad == [10] and texts[10] is None
+    assert errors[10].startswith(f"{path} line 12: a field spans 1,191 lines")
+    assert texts[:10] == [f"comment number {i}" for i in range(10)]
+    assert texts[11:] == [f"comment number {i}" for i in range(1201, 1500)]
+
+
+def test_quoted_fields_and_a_final_row_without_newline_are_read_whole(tmp_path: Path) -> None:
+    path = tmp_path / "x.csv"
+    path.write_bytes(b'id,text\n1,"a\nb"\n2,"last ""one"""')
+    assert read([str(path)]) == (["1", "2"], ["a\nb", 'last "one"'])
+
+
+def test_line_of_row_counts_quoted_newlines_and_skips_blank_lines(tmp_path: Path) -> None:
+    path = tmp_path / "x.csv"
+    path.write_bytes(b'id,text\n1,"two\nlines"\n\n2,x\n3,y\n')
+    f = locate([str(path)])[0]
+    assert [csv_reader.line_of_row(f, r) for r in range(3)] == [2, 5, 6]

@@ -81,6 +81,16 @@ def test_bad_lines_are_kept_as_error_rows_with_their_line_numbers(tmp_path: Path
     assert errors[3] == f"{path} line 6: not a JSON object"
 
 
+def test_an_object_without_the_text_key_is_an_error_row_keeping_its_id(tmp_path: Path) -> None:
+    path = tmp_path / "x.jsonl"
+    path.write_bytes(lines({"id": "a", "text": "ok"}, {"id": "b", "body": "elsewhere"}, {"id": "c", "text": None},
+                           {"id": "d", "text": ""}))
+    ids, texts, errors = flat(read_all([str(path)]))
+    assert ids == ["a", "b", "c", "d"]
+    assert texts == ["ok", None, None, ""]
+    assert errors == [None, f"{path} line 2: no key 'text'", None, None]
+
+
 def test_clean_batches_have_no_error_list(tmp_path: Path) -> None:
     path = tmp_path / "x.jsonl"
     path.write_bytes(lines(*[{"text": str(i)} for i in range(10)]) + b"nope\n")
@@ -100,13 +110,12 @@ def test_texts_keep_every_character_and_other_values_become_strings(tmp_path: Pa
         {"text": {"b": [1, "x"]}},
         {"text": ["a", None]},
         {"text": None},
-        {"other": "no text key"},
         {"text": ""},
     ]
     path = tmp_path / "x.jsonl"
     path.write_bytes(lines(*rows))
     _, texts, errors = flat(read_all([str(path)]))
-    assert texts == [odd, "42", "1.5", "True", '{"b":[1,"x"]}', '["a",null]', None, None, ""]
+    assert texts == [odd, "42", "1.5", "True", '{"b":[1,"x"]}', '["a",null]', None, ""]
     assert errors == [None] * len(rows)
 
 

@@ -60,7 +60,46 @@ def test_cli_with_port_zero_prints_the_real_port_and_serves() -> None:
     assert proc.returncode == 0 and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_cli_stops_by_itself_when_idle() -> None:
     done = subprocess.run([sys.executable, "-c", CLI, "--port", "0", "--idle-seconds", "0.3"],
                           capture_output=True, text=True, timeout=10)
     assert done.returncode == 0 and "idle-seconds" in done.stderr
+
+
+def test_cli_host_profile_flags_build_the_config() -> None:
+    config = simulator_cli.config_from_args(parse_cli(
+        "--profile", "modelslab", "--queue", "10", "--queue-retry-after", "3", "--api-key", "k",
+        "--processing", "0.5", "--count-tokens", "o200k", "--current-date", "2025-06-28"))
+    assert (config.profile, config.queue, config.queue_retry_after, config.api_key) == ("modelslab", 10, 3, "k")
+    assert config.processing == 0.5 and config.count_tokens == "o200k" and config.current_date == "2025-06-28"
+    config = simulator_cli.config_from_args(parse_cli("--profile", "vllm", "--max-num-seqs", "4"))
+    assert config.max_num_seqs == 4
+
+
+def test_cli_fault_mix_takes_the_eight_way_preset_or_pairs() -> None:
+    config = simulator_cli.config_from_args(parse_cli("--fault-mix", "eight-way", "--hang", "0"))
+    assert config.faults.rate_limited == 0.05 and config.faults.error_503_html == 0.02 and config.faults.hang == 0
+    config = simulator_cli.config_from_args(parse_cli("--fault-mix", "rate-limited=0.05,choice_error=0.1"))
+    assert config.faults.rate_limited == 0.05 and config.faults.choice_error == 0.1
+    with pytest.raises(SystemExit):
+        parse_cli("--fault-mix", "teapot=0.5")
+
+
+def test_cli_profile_serves_that_hosts_paths() -> None:
+    proc = subprocess.Popen([sys.executable, "-c", CLI, "--port", "0", "--profile", "vllm", "--max-num-seqs", "3"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert "profile vllm" in line
+        root = line.split()[3].removesuffix("/v1")
+
+        async def scrape() -> str:
+            async with aiohttp.ClientSession() as session, session.get(f"{root}/metrics") as resp:
+                return await resp.text()
+
+        assert "vllm:num_requests_waiting{" in asyncio.run(scrape())
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=5)
+    assert proc.returncode == 0 and "Traceback" not in err

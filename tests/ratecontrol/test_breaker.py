@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.breaker import CircuitBreaker
+from pipeline.ratecontrol.breaker import CircuitBreaker
 
 
 def fail(breaker: CircuitBreaker, times: int, *, now: float = 0.0) -> list[float | None]:

@@ -1,4 +1,4 @@
-"""Pure retry arithmetic: backoff delays, what the server's headers say about waiting, status classes.
+"""What a response's headers say about waiting: Retry-After, retry-after-ms, x-ratelimit-*.
 
 Nothing here sleeps or reads a clock: the caller passes ``now`` (epoch seconds) and a random number,
 so every rule is a plain function with exact tests.
@@ -12,12 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
-from typing import Literal
 
 __all__ = [
     "RateLimitSnapshot",
-    "backoff_delay",
-    "classify_http_status",
     "parse_duration",
     "read_rate_limit_headers",
     "retry_after_seconds",
@@ -30,23 +27,6 @@ _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(h|ms|us|µs|μs|ns|m|s)")
 _DIGITS = frozenset("0123456789.")
 _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ns": 1e-9}
 
-HttpClass = Literal["ok", "retry", "row", "fatal"]
-_RETRY_STATUSES = frozenset({408, 409, 425, 429})
-_FATAL_STATUSES = frozenset({401, 402, 403, 404})
-
-
-def backoff_delay(attempt: int, *, base: float = 0.5, cap: float = 30.0, rand: float) -> float:
-    """Seconds to wait before retry number ``attempt`` (1 = first retry): "full jitter".
-
-    A uniform draw in [0, min(cap, base·2^(attempt-1))) spreads the retries of many workers that
-    failed together, so they do not hit the server again in lock-step (AWS architecture blog,
-    "Exponential backoff and jitter"). ``rand`` in [0, 1) comes from the caller to keep this pure.
-
-    >>> backoff_delay(3, rand=0.5)
-    1.0
-    """
-    exponent = min(max(attempt, 1) - 1, 62)  # 2**62 already dwarfs any cap; avoids float overflow
-    return rand * min(cap, base * float(2**exponent))
 
 
 def parse_duration(value: str) -> float | None:
@@ -184,27 +164,3 @@ def read_rate_limit_headers(headers: Mapping[str, str]) -> RateLimitSnapshot | N
 
 
 _EMPTY = RateLimitSnapshot()
-
-
-def classify_http_status(status: int) -> HttpClass:
-    """What an HTTP status means for the run.
-
-    - ``"ok"``: 2xx.
-    - ``"retry"``: the same request may succeed later: 408, 409, 425, 429 and every 5xx.
-    - ``"row"``: this request will never succeed (400, 413, 422, other 4xx): the row fails with
-      its status, the run goes on.
-    - ``"fatal"``: no request will succeed (401/403 bad key, 402 out of credit, 404 wrong URL or
-      model): stop the run instead of failing every row. Statuses outside 2xx/4xx/5xx (an unfollowed
-      redirect, a non-HTTP code) also point at a misconfigured endpoint and are fatal.
-    """
-    if 200 <= status < 300:
-        return "ok"
-    if 500 <= status < 600:
-        return "retry"
-    if 400 <= status < 500:
-        if status in _RETRY_STATUSES:
-            return "retry"
-        if status in _FATAL_STATUSES:
-            return "fatal"
-        return "row"
-    return "fatal"

@@ -1,4 +1,4 @@
-"""Pure rate-limit bookkeeping: token buckets for RPM/TPM, server pauses, and an adaptive rate.
+"""Pure rate-limit bookkeeping: token buckets for RPM/TPM and the pauses a server orders.
 
 Nothing here sleeps or reads a clock: every method takes ``now`` (seconds, any monotonic origin) and
 answers with numbers; the async wrapper does the sleeping, and tests drive a simulated clock.
@@ -7,11 +7,10 @@ answers with numbers; the async wrapper does the sleeping, and tests drive a sim
 from __future__ import annotations
 
 import math
-from collections import deque
 
-from pipeline.retry import RateLimitSnapshot
+from pipeline.ratecontrol.headers import RateLimitSnapshot
 
-__all__ = ["AdaptiveRate", "RateLimits", "TokenBucket"]
+__all__ = ["RateLimits", "TokenBucket"]
 
 _EPSILON = 1e-9  # float slack: waiting exactly wait_time() seconds must be enough
 
@@ -167,127 +166,3 @@ class RateLimits:
         elif healthy:  # the window was reset: stop spacing requests
             self._pace_s = 0.0
             self._pace_end = -math.inf
-
-
-class AdaptiveRate:
-    """A request rate for servers that throttle without publishing their limit (a hidden RPM).
-
-    Unlimited (None) until the first throttle; then AIMD that remembers where the limit was:
-
-    - **Decrease**: a 429 sets ``ceiling`` to the rate its request was *sent* at (``sent_at``, from a
-      short rate history), for the first throttle to ``observed_rps``, and the rate to
-      ``decrease_factor * ceiling``. Throttles of requests sent within ``cooldown_s`` of a decrease
-      are ignored and the lowered rate is held that long: a burst of 429s halves once, and the
-      server gets time to drain. A first throttle with nothing observed (answers slower than 429s)
-      starts blind from ``min_rps``, doubling about every second until a throttle sets a ceiling.
-    - **Recover**: below 95 % of the ceiling, close half the gap per second (seconds far below it).
-    - **Probe**: grow by ``max(increase_rps, 0.5 % of the rate)`` per second but at most 0.05 % per
-      success, so the last 5 % up to the ceiling takes >= 10 s and >= 100 requests: the rate
-      spends most of its time within 5 % of the limit, with one 429 per 100+ requests even at 1/s.
-    - **Limit moved up**: 2 % past the ceiling without a throttle, forget it and grow 10 % a second
-      (as from ``initial_rps``) until the next throttle. Never above 16 times the best
-      ``observed_rps``: a caller using less than allowed builds no rate the server never saw.
-
-    Simulated against hidden limits of 1 to 500 requests/s (tests/test_limiter.py): >= 90 % of the
-    limit, < 2 % of 429s. A lower limit costs a few halvings; a higher one is found slowly at low
-    rates, the price of few 429s.
-    """
-
-    RECOVER_TO = 0.95
-    RECOVER_PER_S = 0.5
-    PROBE_PER_S = 0.005
-    PROBE_PER_SUCCESS = 0.0005
-    STARTUP_PER_S = 0.1
-    BLIND_START_PER_S = 1.0
-    RUNAWAY = 16.0
-    FORGET_ABOVE = 1.02
-
-    __slots__ = ("_best_seen", "_ceiling", "_history", "_last_decrease", "_rate", "_startup", "_updated",
-                 "cooldown_s", "decrease_factor", "increase_rps", "min_rps")  # fmt: skip
-
-    def __init__(self, *, initial_rps: float | None = None, min_rps: float = 0.5, increase_rps: float = 0.01,
-                 decrease_factor: float = 0.5, cooldown_s: float = 1.0) -> None:  # fmt: skip
-        if not 0.0 < decrease_factor < 1.0:
-            raise ValueError(f"decrease_factor must be in (0, 1), got {decrease_factor}")
-        self.min_rps = min_rps
-        self.increase_rps = increase_rps
-        self.decrease_factor = decrease_factor
-        self.cooldown_s = cooldown_s
-        self._rate = None if initial_rps is None else max(min_rps, initial_rps)
-        self._ceiling: float | None = None
-        self._last_decrease = -math.inf
-        self._updated: float | None = None
-        self._startup = self.STARTUP_PER_S  # growth per second while no ceiling is known
-        self._best_seen = 0.0
-        # (since, rate) checkpoints: a throttle is judged against the rate its request was sent at.
-        self._history: deque[tuple[float, float | None]] = deque(maxlen=600)
-
-    @property
-    def current_rps(self) -> float | None:
-        """Requests per second to allow now; None = unlimited (no throttle seen yet)."""
-        return self._rate
-
-    @property
-    def ceiling_rps(self) -> float | None:
-        """Where the last throttle happened; None before one, or once the rate passed it safely."""
-        return self._ceiling
-
-    def on_throttle(self, now: float, observed_rps: float, *, sent_at: float | None = None) -> bool:
-        """A 429 (or another throttle signal) arrived; True when it lowered the rate.
-
-        ``observed_rps``: requests per second sent and *not* throttled over the last few seconds
-        (at least ~10 requests' worth), in-flight ones included; ``sent_at``: when the throttled
-        request was sent.
-        """
-        # the server needs a moment to recover from the overload that caused the last decrease
-        if (now if sent_at is None else sent_at) < self._last_decrease + self.cooldown_s:
-            return False
-        observed = observed_rps if observed_rps > 0 and math.isfinite(observed_rps) else None
-        rate = self._rate if sent_at is None else self._rate_at(sent_at)
-        if rate is None:  # first throttle: what the server let through is all we know
-            rate = observed
-        self._startup = self.STARTUP_PER_S if rate is not None else self.BLIND_START_PER_S
-        self._ceiling = rate
-        self._rate = self.min_rps if rate is None else max(self.min_rps, self.decrease_factor * rate)
-        self._last_decrease = now
-        self._updated = now
-        self._history.append((now, self._rate))
-        return True
-
-    def _rate_at(self, instant: float) -> float | None:
-        """The rate in force at ``instant`` (the latest checkpoint at or before it)."""
-        for since, rate in reversed(self._history):
-            if since <= instant:
-                return rate
-        return self._history[0][1] if self._history else self._rate
-
-    def on_success(self, now: float, *, observed_rps: float | None = None) -> None:
-        """A request succeeded: raise the rate for the time since the last update.
-
-        At most ~2 requests' worth of time per call: a silence teaches nothing. ``observed_rps`` as
-        in on_throttle (successes per second will do here).
-        """
-        if (rate := self._rate) is None:
-            return
-        held_until = self._last_decrease + self.cooldown_s  # hold a lowered rate while the server recovers
-        dt = min(now - max(now if self._updated is None else self._updated, held_until), max(1.0, 2.0 / rate))
-        self._updated = now if self._updated is None else max(self._updated, now)
-        if dt <= 0.0:
-            return
-        if observed_rps is not None and observed_rps > self._best_seen:
-            self._best_seen = observed_rps
-        ceiling = self._ceiling
-        if ceiling is None or rate >= self.FORGET_ABOVE * ceiling:  # no limit known, or it moved up
-            self._ceiling = None
-            rate += rate * min(1.0, self._startup * dt)
-        else:
-            target = self.RECOVER_TO * ceiling
-            if rate < target:
-                rate += (target - rate) * min(1.0, self.RECOVER_PER_S * dt)
-            probe = max(self.increase_rps, self.PROBE_PER_S * rate) * dt
-            rate += min(probe, self.PROBE_PER_SUCCESS * rate)
-        cap = self.RUNAWAY * self._best_seen if self._best_seen > 0 else 1e6
-        self._rate = max(self._rate, min(rate, cap, 1e6))  # never lowered here
-        rate = self._rate
-        if not self._history or now - self._history[-1][0] >= 0.1:  # 600 x 0.1 s: a minute
-            self._history.append((now, rate))

@@ -1,46 +1,17 @@
+"""Retry-After, retry-after-ms and x-ratelimit-* parsing (backoff: test_decide; statuses: test_answers)."""
+
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
-from pipeline.retry import (
+from pipeline.ratecontrol.headers import (
     RateLimitSnapshot,
-    backoff_delay,
-    classify_http_status,
     parse_duration,
     read_rate_limit_headers,
     retry_after_seconds,
 )
 
 NOW = 1_445_412_470.0  # Wed, 21 Oct 2015 07:27:50 GMT
-
-# ---- backoff -------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("attempt", "ceiling"),
-    [(1, 0.5), (2, 1.0), (3, 2.0), (4, 4.0), (7, 30.0), (50, 30.0)],
-)
-def test_backoff_ceiling_doubles_up_to_the_cap(attempt: int, ceiling: float) -> None:
-    assert backoff_delay(attempt, rand=0.0) == 0.0
-    assert backoff_delay(attempt, rand=0.5) == ceiling / 2
-
-
-def test_backoff_custom_base_and_cap() -> None:
-    assert backoff_delay(3, base=1.0, cap=3.0, rand=0.5) == 1.5
-    assert backoff_delay(2, base=1.0, cap=3.0, rand=0.25) == 0.5
-
-
-def test_backoff_survives_absurd_attempt_numbers() -> None:
-    assert backoff_delay(10_000, rand=0.5) == 15.0
-    assert backoff_delay(0, rand=0.5) == 0.25  # treated as the first retry
-
-
-@given(st.integers(min_value=-5, max_value=5000), st.floats(min_value=0.0, max_value=1.0, exclude_max=True))
-def test_backoff_stays_within_zero_and_the_cap(attempt: int, rand: float) -> None:
-    assert 0.0 <= backoff_delay(attempt, rand=rand) < 30.0
-
 
 # ---- durations -----------------------------------------------------------------------------------
 
@@ -175,37 +146,3 @@ def test_snapshot_with_some_headers_missing_or_broken() -> None:
 def test_no_ratelimit_headers_is_none() -> None:
     assert read_rate_limit_headers({"content-type": "application/json", "Retry-After": "1"}) is None
     assert read_rate_limit_headers({"x-ratelimit-limit-requests": "??"}) is None
-
-
-# ---- statuses ------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("status", "meaning"),
-    [
-        (200, "ok"),
-        (201, "ok"),
-        (408, "retry"),
-        (409, "retry"),
-        (425, "retry"),
-        (429, "retry"),
-        (500, "retry"),
-        (502, "retry"),
-        (503, "retry"),
-        (529, "retry"),
-        (400, "row"),
-        (413, "row"),
-        (422, "row"),
-        (405, "row"),
-        (418, "row"),
-        (401, "fatal"),
-        (402, "fatal"),
-        (403, "fatal"),
-        (404, "fatal"),
-        (302, "fatal"),
-        (100, "fatal"),
-        (600, "fatal"),
-    ],
-)
-def test_classify_http_status(status: int, meaning: str) -> None:
-    assert classify_http_status(status) == meaning

@@ -1,0 +1,146 @@
+"""`RateControl`: the one object workers consult before and after each attempt (the async edge).
+
+Before an attempt, `acquire` waits for the configured RPM/TPM buckets, a pause ordered by the
+host, the adaptive rate and the circuit breaker. After it, `after_attempt` feeds every rule from
+one place. With no limit configured and no pushback heard, `acquire` returns at once.
+
+What slows everyone down, and what does not:
+- a refused request waits for its own retry (see `decide`); it does not pause anybody else;
+- ``x-ratelimit-remaining-*`` at 0 pauses everyone until its reset (a quota we all share);
+- pushback that is a large share of recent attempts lowers the adaptive rate and, when the host
+  said how long, pauses everyone that long (capped by ``max_retry_after``);
+- most recent attempts failing opens the circuit breaker (everyone pauses, the cool-down doubles).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+
+from pipeline.ratecontrol.adaptive import AdaptiveRate, LoadWindow
+from pipeline.ratecontrol.breaker import CircuitBreaker
+from pipeline.ratecontrol.buckets import RateLimits, TokenBucket
+from pipeline.ratecontrol.decide import FAILURES, PUSHBACK, Attempt, AttemptKind
+from pipeline.ratecontrol.headers import read_rate_limit_headers
+
+#: fraction of a configured RPM/TPM a run aims for: a server counting the same limit with its own
+#: clock then never sees a request early.
+LIMIT_MARGIN = 0.985
+#: shared pauses at least this long are reported, one line each.
+REPORTED_PAUSE_S = 2.0
+_BILLED = frozenset({AttemptKind.ANSWER, AttemptKind.INVALID, AttemptKind.TRUNCATED, AttemptKind.FILTERED})
+
+
+class RateControl:
+    def __init__(self, *, rpm: float | None, tpm: float | None, adaptive: bool = True,
+                 margin: float = 1.0, max_retry_after: float = 600.0,
+                 clock: Callable[[], float] = time.monotonic,
+                 on_pause: Callable[[float, str], None] | None = None,
+                 expected_completion_tokens: int = 512) -> None:
+        self._clock = clock
+        now = clock()
+        self.limits = RateLimits(rpm=rpm and rpm * margin, tpm=tpm and tpm * margin, now=now)
+        self._configured_rpm = rpm * margin if rpm else None
+        self.adaptive = AdaptiveRate() if adaptive else None
+        self.window = LoadWindow(self.adaptive.min_samples, self.adaptive.window_s) if self.adaptive else LoadWindow()
+        self.breaker = CircuitBreaker()
+        self.max_retry_after = max_retry_after
+        self._on_pause = on_pause
+        #: True once any limit applies; False keeps `acquire` on its fast path.
+        self._engaged = bool(rpm or tpm)
+        self._applied = self._configured_rpm  # the request rate the bucket holds now
+        #: moving mean of completion tokens per billed answer (reservations use it)
+        self.mean_completion = float(expected_completion_tokens)
+        self.refused = 0
+        self.shared_pauses = 0
+        self.breaker_pauses = 0
+
+    def reservation(self, prompt_tokens: int) -> int:
+        """Tokens to reserve for a request: its prompt plus what answers measure on average."""
+        return prompt_tokens + int(self.mean_completion)
+
+    async def acquire(self, tokens: int) -> None:
+        """Wait until a request of about ``tokens`` tokens may start, and take its quota."""
+        limits = self.limits
+        now = self._clock()
+        self.window.record_send(now)
+        if not self._engaged and now >= limits.paused_until:
+            return
+        while True:
+            wait = limits.reserve(tokens, now=now)
+            if wait <= 0.0:
+                return
+            await asyncio.sleep(wait)
+            now = self._clock()
+
+    def after_attempt(self, attempt: Attempt, *, headers: Mapping[str, str] | None = None,
+                      reserved: int = 0, used: int = 0, completion_tokens: int | None = None) -> None:
+        """Feed every rule with one attempt's result (the worker's only call after an attempt)."""
+        now = self._clock()
+        kind = attempt.kind
+        if self.limits.tokens is not None:
+            self.limits.settle(reserved, used, now=now)
+        if completion_tokens is not None and kind in _BILLED:
+            self.mean_completion += 0.05 * (completion_tokens - self.mean_completion)
+        if headers:
+            self._read_headers(headers, now)
+        pushback = kind in PUSHBACK
+        self.refused += kind is AttemptKind.REFUSED
+        self.window.record(now, pushback=pushback, accepted=kind in _BILLED)
+        until = self.breaker.record(kind not in FAILURES, now=now)
+        if until is not None:
+            self.breaker_pauses += 1
+            self._pause(until, now, "most recent requests failed")
+        if self.adaptive is None:
+            return
+        attempts, pushed, accepted_rps = self.window.counts(now)
+        lowered = self.adaptive.observe(now, attempts=attempts, pushback=pushed, accepted_rps=accepted_rps,
+                                        peak_rps=self.window.peak_rps(now) if pushed else 0.0,
+                                        sent_rps=self.window.sent_rps(now) if pushed else 0.0)
+        if lowered:
+            self.window.forget()
+        if lowered and pushback and attempt.retry_after:
+            self.shared_pauses += 1
+            wait = min(attempt.retry_after, self.max_retry_after)
+            self._pause(now + wait, now, f"{pushed} of the last {attempts} requests were refused")
+        self._apply_rate(now)
+
+    def _read_headers(self, headers: Mapping[str, str], now: float) -> None:
+        snapshot = read_rate_limit_headers(headers)  # one scan of the keys, any casing
+        if snapshot is None:
+            return
+        before = self.limits.paused_until
+        self.limits.observe(snapshot, now=now)
+        self._engaged = True
+        if self.limits.paused_until > before:
+            self._report(self.limits.paused_until - now, "the host's rate-limit quota is spent")
+
+    def _pause(self, until: float, now: float, why: str) -> None:
+        before = self.limits.paused_until
+        self._engaged = True
+        self.limits.pause_until(until)
+        if self.limits.paused_until > before:
+            self._report(self.limits.paused_until - now, why)
+
+    def _report(self, seconds: float, why: str) -> None:
+        if self._on_pause is not None and seconds >= REPORTED_PAUSE_S:
+            self._on_pause(seconds, why)
+
+    def _apply_rate(self, now: float) -> None:
+        adaptive = self.adaptive
+        rps = adaptive.current_rps if adaptive is not None else None
+        per_minute = self._configured_rpm if rps is None else rps * 60.0
+        if per_minute is not None and self._configured_rpm:
+            per_minute = min(per_minute, self._configured_rpm)
+        if per_minute == self._applied:
+            return
+        self._applied = per_minute
+        if per_minute is None:  # the hidden limit went away
+            self.limits.requests = None
+            return
+        self._engaged = True
+        if self.limits.requests is None:
+            self.limits.requests = TokenBucket(per_minute=per_minute, now=now)
+        else:
+            self.limits.requests.set_rate(per_minute, now=now)

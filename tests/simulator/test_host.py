@@ -1,0 +1,108 @@
+"""New faults and o200k billing, over loopback in the default (openai) profile."""
+
+from __future__ import annotations
+
+import aiohttp
+import orjson
+import pytest
+
+from pipeline.simulator import Faults, Simulator, SimulatorConfig, SimulatorStats, harmony
+from pipeline.simulator.config import EIGHT_WAY_MIX
+from pipeline.simulator.host import Host
+from tests.simulator.loopback import MODEL, POLICY, call, messages, serve
+
+
+def chat(user: str = "hello there", **extra: object) -> dict:
+    return {"model": MODEL, "messages": messages(user), **extra}
+
+
+def test_rate_limited_fault_is_a_429_with_retry_after_1_whatever_the_limits() -> None:
+    async def scenario(sim: Simulator, session: aiohttp.ClientSession) -> None:
+        status, headers, raw = await call(session, sim.chat_url, chat())
+        assert status == 429 and headers["Retry-After"] == "1"
+        assert orjson.loads(raw)["error"]["code"] == "rate_limit_exceeded"
+        assert sim.stats.faults == {"rate_limited": 1} and sim.stats.rate_limited == 0 and sim.stats.billed == 0
+
+    serve(SimulatorConfig(faults=Faults(rate_limited=1.0)), scenario)
+
+
+def test_error_503_html_is_an_html_page() -> None:
+    async def scenario(sim: Simulator, session: aiohttp.ClientSession) -> None:
+        status, headers, raw = await call(session, sim.chat_url, chat())
+        assert status == 503 and headers["Content-Type"].startswith("text/html") and b"503" in raw
+        assert sim.stats.billed == 0
+
+    serve(SimulatorConfig(faults=Faults(error_503_html=1.0)), scenario)
+
+
+def test_content_parts_fault_sends_the_verdict_as_a_list_of_text_parts() -> None:
+    async def scenario(sim: Simulator, session: aiohttp.ClientSession) -> None:
+        data = orjson.loads((await call(session, sim.chat_url, chat("BUY NOW")))[2])
+        parts = data["choices"][0]["message"]["content"]
+        assert isinstance(parts, list) and parts[0]["type"] == "text"
+        assert orjson.loads(parts[0]["text"])["violation"] == 1
+        assert sim.stats.billed == 1
+
+    serve(SimulatorConfig(faults=Faults(content_parts=1.0)), scenario)
+
+
+def test_malformed_fields_fault_breaks_a_field_or_the_usage_and_is_billed() -> None:
+    async def scenario(sim: Simulator, session: aiohttp.ClientSession) -> None:
+        seen = set()
+        for i in range(40):
+            data = orjson.loads((await call(session, sim.chat_url, chat(str(i))))[2])
+            usage = data["usage"]
+            if not isinstance(data["model"], str):
+                seen.add("model")
+            elif not isinstance(data["choices"][0]["finish_reason"], str):
+                seen.add("finish_reason")
+            elif usage["prompt_tokens"] >= 3e9:
+                seen.add("huge usage")
+            else:
+                assert usage["completion_tokens"] < 0
+                seen.add("negative usage")
+        assert seen == {"model", "finish_reason", "huge usage", "negative usage"}
+        assert sim.stats.billed == 40 and sim.stats.prompt_tokens < 3e9
+
+    serve(SimulatorConfig(faults=Faults(malformed_fields=1.0)), scenario)
+
+
+def test_openrouter_faults_are_allowed_in_any_profile() -> None:
+    async def scenario(sim: Simulator, session: aiohttp.ClientSession) -> None:
+        finishes = {orjson.loads((await call(session, sim.chat_url, chat(str(i)))
+                                  )[2])["choices"][0]["finish_reason"] for i in range(30)}
+        assert finishes == {"error", "content_filter"}
+
+    serve(SimulatorConfig(faults=Faults(choice_error=0.5, content_filter=0.5)), scenario)
+
+
+def test_o200k_switch_bills_the_harmony_rendering() -> None:
+    async def scenario(sim: Simulator, session: aiohttp.ClientSession) -> None:
+        body = chat("Great deal, BUY NOW", reasoning_effort="high")
+        data = orjson.loads((await call(session, sim.chat_url, body))[2])
+        message, usage = data["choices"][0]["message"], data["usage"]
+        assert usage["prompt_tokens"] == harmony.prompt_tokens(POLICY, "Great deal, BUY NOW", "high", "2025-06-28")
+        assert usage["completion_tokens_details"]["reasoning_tokens"] == harmony.o200k(message["reasoning"])
+        assert usage["completion_tokens"] == harmony.o200k(message["content"]) + harmony.o200k(message["reasoning"])
+        low = orjson.loads((await call(session, sim.chat_url, chat("Great deal, BUY NOW")))[2])["usage"]
+        assert low["prompt_tokens"] == harmony.prompt_tokens(POLICY, "Great deal, BUY NOW", "medium", "2025-06-28")
+
+    serve(SimulatorConfig(count_tokens="o200k", current_date="2025-06-28"), scenario)
+
+
+def test_fault_mix_expresses_the_eight_way_twenty_percent() -> None:
+    faults = Faults.mix(**EIGHT_WAY_MIX, hang_seconds=5)
+    assert faults.total() == pytest.approx(0.20) and faults.rate_limited == 0.05 and faults.hang_seconds == 5
+    with pytest.raises(ValueError, match="unknown"):
+        Faults.mix(teapot=0.1)
+    with pytest.raises(ValueError, match="more than 1"):
+        Faults.mix(reset=0.7, hang=0.4)
+
+
+def test_eight_way_mix_draws_each_kind_near_its_share() -> None:
+    stats = SimulatorStats()
+    host = Host(SimulatorConfig(faults=Faults.mix(**EIGHT_WAY_MIX)), stats)
+    draws = [host.draw_fault() for _ in range(20_000)]
+    share = {kind: count / len(draws) for kind, count in stats.faults.items()}
+    assert share == pytest.approx(EIGHT_WAY_MIX, abs=0.006)
+    assert draws.count(None) / len(draws) == pytest.approx(0.8, abs=0.01)
