@@ -1,20 +1,17 @@
 """Benchmark: batch files round trip at 10,000 rows (100,000 with --long).
 
-rows -> ``moderate batch prepare`` -> the simulator answers the file (as a host's batch API would,
-over loopback HTTP) -> ``moderate batch ingest``, compared with ``moderate run`` of the same job
-against the same simulator: the labels must be identical, the token totals equal and the cost
-the online cost at the table's batch discount.
+rows -> ``moderate batch prepare`` -> ``moderate simulate --batch`` (the simulator answers the file
+offline, as a host's batch API would) -> ``moderate batch ingest``, compared with ``moderate run``
+of the same job against the simulator: the labels must be identical, the token totals equal and
+the cost the online cost at the table's batch discount.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-import orjson
 import polars as pl
 
 from bench.clients import run_moderate
@@ -35,32 +32,6 @@ from bench.memory import make_input
 COMPARED = ["id", "policy", "row_number", "status", "violation", "prompt_tokens", "completion_tokens", "fingerprint"]
 
 
-def answer_file(base_url: str, requests: Path, results: Path, *, concurrency: int = 32) -> int:
-    """POST every request line's body to the simulator; write OpenAI-style result lines. Returns lines."""
-
-    async def main() -> int:
-        lines = requests.read_bytes().splitlines()
-        answers: list[bytes] = [b""] * len(lines)
-        next_line = iter(range(len(lines)))
-
-        async def worker(session: aiohttp.ClientSession) -> None:
-            for i in next_line:
-                line = orjson.loads(lines[i])
-                async with session.post(base_url + "/chat/completions", data=orjson.dumps(line["body"]),
-                                        headers={"Content-Type": "application/json"}) as reply:
-                    body, status = orjson.loads(await reply.read()), reply.status
-                answers[i] = orjson.dumps({"custom_id": line["custom_id"],
-                                           "response": {"status_code": status, "body": body}, "error": None})
-
-        connector = aiohttp.TCPConnector(limit=concurrency)
-        async with aiohttp.ClientSession(connector=connector) as session:
-            await asyncio.gather(*(worker(session) for _ in range(concurrency)))
-        results.write_bytes(b"\n".join(answers) + b"\n")
-        return len(lines)
-
-    return asyncio.run(main())
-
-
 def run(*, long: bool, results: dict[str, Any]) -> Report:
     rows = 100_000 if long else 10_000
     data = make_input(rows)
@@ -75,10 +46,12 @@ def run(*, long: bool, results: dict[str, Any]) -> Report:
         if m.returncode != 0:
             raise RuntimeError(f"batch prepare failed: {m.stderr[-2000:]}")
         steps.append(("batch prepare", m.wall_s, m.max_rss_mb, shown_cmd(prepare)))
-        before = sim.stats()["billed"]
-        lines = answer_file(sim.base_url, requests, answers)
-        if sim.stats()["billed"] - before != lines:
-            raise RuntimeError("the simulator did not bill one call per request line")
+        simulate = [PYTHON, "-m", "pipeline", "simulate", "--batch", str(requests), "-o", str(answers)]
+        m = run_measured(simulate, timeout=1800, log=work / "simulate")
+        lines = len(requests.read_bytes().splitlines())
+        if m.returncode != 0 or len(answers.read_bytes().splitlines()) != lines:
+            raise RuntimeError(f"simulate --batch failed: {m.stderr[-2000:]}")
+        steps.append(("simulate --batch (the host's part)", m.wall_s, m.max_rss_mb, shown_cmd(simulate)))
         ingest = [PYTHON, "-m", "pipeline", "batch", "ingest", str(out), str(answers)]
         m = run_measured(ingest, timeout=1800, log=work / "ingest")
         if m.returncode != 0:

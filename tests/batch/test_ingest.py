@@ -12,7 +12,18 @@ from support import SIM_MODEL, make_config, run_pipeline, write_jsonl
 from pipeline import exitcodes
 from pipeline.cli import main
 
-from .answer import answer_batch_file
+
+def answer_batch_file(requests: list[Path], results: Path, *faults: str, errors: Path | None = None) -> int:
+    """``moderate simulate --batch``: the simulator answers the files offline; returns the lines answered."""
+    lines = 0
+    with open(results, "wb") as out:
+        for number, path in enumerate(requests):
+            part = results.with_name(f"{results.stem}.{number}.jsonl")
+            extra = ["--errors", str(errors)] if errors is not None else []
+            assert main(["simulate", "--batch", str(path), "-o", str(part), *extra, *faults]) == 0
+            out.write(part.read_bytes())
+            lines += len(path.read_bytes().splitlines())
+    return lines
 
 COMPARED = ["id", "policy", "row_number", "status", "violation", "category", "rule_ids", "confidence",
             "rationale", "prompt_tokens", "completion_tokens", "reasoning_tokens", "fingerprint"]
@@ -52,13 +63,14 @@ def _online(tmp_path: Path, data: Path) -> Path:
 
 
 def test_round_trip_gives_the_online_labels_and_tokens_at_batch_prices(tmp_path: Path, data: Path, capsys) -> None:
+    """rows -> prepare -> `moderate simulate --batch` -> ingest equals an online run against the simulator."""
     out, requests, results = tmp_path / "batch", tmp_path / "requests.jsonl", tmp_path / "results.jsonl"
     assert _prepare(data, out, requests) == exitcodes.EXIT_OK
     lines = requests.read_bytes().splitlines()
     assert len(lines) == len({orjson.loads(line)["custom_id"] for line in lines})  # one per (text, policy)
     assert all(len(orjson.loads(line)["custom_id"]) <= 64 for line in lines)
-    billed = answer_batch_file([requests], results)
-    assert billed == len(lines)
+    assert answer_batch_file([requests], results) == len(lines)
+    assert len(results.read_bytes().splitlines()) == len(lines)
     assert main(["batch", "ingest", str(out), str(results)]) == exitcodes.EXIT_OK
     assert "batch ingested" in capsys.readouterr().err
 
@@ -206,3 +218,24 @@ def test_prepare_refuses_a_job_without_a_store_and_a_folder_in_use(tmp_path: Pat
     finally:
         holder.unlock()
     assert "another run" in capsys.readouterr().err and not requests.exists()
+
+
+def test_error_lines_of_a_faulty_batch_are_batch_failed_and_the_next_run_finishes_them(
+        tmp_path: Path, data: Path, capsys) -> None:
+    out, requests, results = tmp_path / "batch", tmp_path / "requests.jsonl", tmp_path / "results.jsonl"
+    errors = tmp_path / "errors.jsonl"
+    assert _prepare(data, out, requests) == exitcodes.EXIT_OK
+    answer_batch_file([requests], results, "--error-5xx", "0.2", "--junk-output", "0.1", "--seed", "7",
+                      errors=errors)
+    failed_lines = len(errors.read_bytes().splitlines())
+    assert failed_lines > 0
+    assert main(["batch", "ingest", str(out), str(results), str(errors)]) == exitcodes.EXIT_ROWS_FAILED
+    labels = _labels(out)
+    failed = labels.filter(pl.col("status") == "batch_failed")
+    assert failed.height > 0 and failed["error"].str.starts_with("batch: ").all()
+    assert labels.filter(pl.col("status") == "batch_missing").height == 0  # every line came back
+    finish = run_pipeline(make_config(tmp_path, [data], out=str(out)))
+    assert finish.code == exitcodes.EXIT_OK, finish.stderr
+    assert finish.stats.requests == failed.select("fingerprint").n_unique()
+    online = _online(tmp_path, data)
+    assert _labels(out).select(COMPARED).equals(_labels(online).select(COMPARED))
