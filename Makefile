@@ -18,6 +18,7 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/moderate run configs/demo.toml
+	@echo "HTML report: out/demo/report.html"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -10,7 +10,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from bench import adaptive, batch, client_overhead, latency, limiter, memory, objectstore, scale
+from bench import adaptive, batch, client_overhead, estimate, faults, latency, limiter, memory, objectstore, scale
 from bench.common import Report, git_commit, machine_info
 from bench.record import record
 
@@ -23,6 +23,8 @@ BENCHMARKS: dict[str, Callable[..., Report]] = {
     "scale": scale.run,
     "batch": batch.run,
     "objectstore": objectstore.run,
+    "estimate": estimate.run,
+    "faults": faults.run,
 }
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "bench" / "out"
-#: the shared datasets (MODERATE_DATASETS points elsewhere, e.g. from another checkout)
+# the shared data sets sit beside the repository; MODERATE_DATASETS points elsewhere
 DATASETS = Path(os.environ.get("MODERATE_DATASETS") or REPO.parent / "shared" / "datasets")
 TWEETS = DATASETS / "davidson_tweets" / "labeled_data.csv"
 TWEETS_ROWS = 24_783

@@ -22,6 +22,7 @@ from pipeline.config import ConfigError, RunConfig, check_context_room
 from pipeline.cost import Pricing, PricingError, lookup_pricing
 from pipeline.ending import exit_code, outcome_word, problems, summary_line
 from pipeline.endpoints import SIMULATOR_MODEL, Endpoint, open_endpoint
+from pipeline.htmlreport import write_html_report
 from pipeline.judge import CallSettings, Judge
 from pipeline.outdir import Manifest, OutputDir, OutputDirError, open_output_dir
 from pipeline.planner import PolicyPlan, make_policy_plan
@@ -136,7 +137,7 @@ def _finish(run: Run, result: RunResult, store: ResultStore, manifest: Manifest,
         manifest.finished = True
         manifest.total_rows = result.rows_read
         outdir.write_manifest(manifest)
-    report = _reports(store, manifest, outdir, pricing, config.provider, model)
+    report = _reports(store, manifest, outdir, pricing, config, model)
     print(summary_line(result, report, policies=len(run.plans), labels_dir=outdir.labels,
                        report_path=outdir.path / "cost_report.md", simulated=config.provider == "simulator"),
           file=stream)
@@ -156,7 +157,7 @@ def _finish(run: Run, result: RunResult, store: ResultStore, manifest: Manifest,
 
 def _nothing_to_do(store: ResultStore, manifest: Manifest, outdir: OutputDir, pricing: Pricing,
                    config: RunConfig, model: str, stream: TextIO) -> int:
-    report = _reports(store, manifest, outdir, pricing, config.provider, model)
+    report = _reports(store, manifest, outdir, pricing, config, model)
     store.close()
     bad = problems(report)
     print(f"moderate: nothing to do: {outdir.path} is complete ({manifest.total_rows} rows"
@@ -240,11 +241,13 @@ def _identity(config: RunConfig, inputs: InputSet, plans: list[PolicyPlan], mode
     return identity
 
 
-def _reports(store: ResultStore, manifest: Manifest, outdir: OutputDir, pricing: Pricing,
-             provider: str, model: str) -> dict:
+def _reports(store: ResultStore, manifest: Manifest, outdir: OutputDir, pricing: Pricing, config: RunConfig,
+             model: str) -> dict:
     report = build_report(billing=store.billing(manifest.out_id), runs=store.runs(manifest.out_id),
-                          labels_dir=outdir.labels, pricing=pricing, provider=provider, model=model)
+                          labels_dir=outdir.labels, pricing=pricing, provider=config.provider, model=model)
     write_reports(report, outdir.path)
+    if outdir.local:  # the HTML report reads the shards from a local folder
+        write_html_report(outdir.path, text_column=config.text_column, id_column=config.id_column)
     return report
 
 

@@ -98,6 +98,34 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(simulate)
     simulate.set_defaults(handler=simulate_main)
 
+    from pipeline import estimate_cli
+
+    estimate = commands.add_parser("estimate", help="count rows, tokens, cost and time of a job (no network)",
+                                   description=estimate_cli.DESCRIPTION)
+    add_job_arguments(estimate)
+    estimate_cli.add_arguments(estimate)
+    estimate.set_defaults(handler=estimate_cli.main)
+
+    from pipeline import evaluate_cli
+
+    evaluate = commands.add_parser("eval", help="score a run's labels against ground truth",
+                                   description=evaluate_cli.DESCRIPTION)
+    evaluate_cli.add_arguments(evaluate)
+    evaluate.set_defaults(handler=evaluate_cli.main)
+
+    from pipeline import htmlreport
+
+    report = commands.add_parser("report", help="write OUT_DIR/report.html again (labels, cost, latency, eval)")
+    htmlreport.add_arguments(report)
+    report.set_defaults(handler=htmlreport.main)
+
+    from pipeline import export_cli
+
+    export = commands.add_parser("export", help="write a training set (chat JSONL or Parquet) from a run",
+                                 description=export_cli.DESCRIPTION)
+    export_cli.add_arguments(export)
+    export.set_defaults(handler=export_cli.main)
+
     from pipeline.batch.cli import add_batch_command
 
     add_batch_command(commands)
@@ -105,11 +133,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if os.environ.get("MODERATE_DEBUG"):
-        # every request and answer on stderr; credentials are redacted (pipeline.redact)
-        logging.basicConfig(level=logging.DEBUG, format="%(asctime)s %(name)s %(message)s")
-    return args.handler(args)
+    try:
+        args = build_parser().parse_args(argv)
+        if os.environ.get("MODERATE_DEBUG"):
+            # every request and answer on stderr; credentials are redacted (pipeline.redact)
+            logging.basicConfig(level=logging.DEBUG, format="%(asctime)s %(name)s %(message)s")
+        return args.handler(args)
+    except KeyboardInterrupt:  # before a command's own signal handling is in place (or it has none)
+        print("moderate: interrupted; run the same command again to start or resume", file=sys.stderr)
+        return exitcodes.EXIT_INTERRUPTED
 
 
 def _run(args: argparse.Namespace) -> int:

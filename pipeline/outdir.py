@@ -126,6 +126,9 @@ def open_output_dir(path: str | Path) -> OutputDir:
 class OutputDir:
     """Owns the files of one output directory."""
 
+    #: a folder on this machine (False: on an object store, see `pipeline.remote_outdir`)
+    local = True
+
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.labels = self.path / "labels"

@@ -32,6 +32,8 @@ _OURS = re.compile(r"part-\d{5}-[0-9a-f]{8}\.parquet")
 class RemoteOutputDir(OutputDir):
     """The same interface as `OutputDir`, on an object store."""
 
+    local = False
+
     def __init__(self, uri: str) -> None:
         try:
             self.path = Location.parse(uri)  # type: ignore[assignment]

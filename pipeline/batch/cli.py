@@ -117,6 +117,10 @@ def _ingest(args: argparse.Namespace) -> int:
                                   labels_dir=outdir.labels, pricing=pricing, provider=config.provider,
                                   model=job.model)
             write_reports(report, outdir.path)
+            if outdir.local:
+                from pipeline.htmlreport import write_html_report
+
+                write_html_report(outdir.path, text_column=config.text_column, id_column=config.id_column)
         finally:
             outdir.unlock()
         for line in done.unreadable:

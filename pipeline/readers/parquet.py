@@ -16,7 +16,9 @@ from pipeline.readers.paths import Located, open_random_access
 def _open(f: Located, metadata: pq.FileMetaData | None = None) -> Iterator[pq.ParquetFile]:
     source = open_random_access(f)
     try:
-        with pq.ParquetFile(source, metadata=metadata) as pf:
+        # Pre-buffering coalesces a row group's reads: worth it against an object store's latency,
+        # but on a local disk it only holds whole row groups in memory (~50 MB more peak RSS).
+        with pq.ParquetFile(source, metadata=metadata, pre_buffer=f.fs is not None) as pf:
             yield pf
     finally:
         if not isinstance(source, str):

@@ -85,6 +85,7 @@ def test_round_trip_gives_the_online_labels_and_tokens_at_batch_prices(tmp_path:
     assert batch_report["batch"] == {"requests": len(lines), "cost_usd": pytest.approx(batch_report["cost_usd"]),
                                      "discount": 0.5}
     assert "billed at batch prices (50% off)" in (out / "cost_report.md").read_text()
+    assert (out / "report.html").exists()
     # the folder is finished: an online run of the same job has nothing to do
     again = run_pipeline(make_config(tmp_path, [data], out=str(out)))
     assert again.code == exitcodes.EXIT_OK and "nothing to do" in again.stderr and again.stats.requests == 0
