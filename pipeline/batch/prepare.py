@@ -14,7 +14,8 @@ from typing import BinaryIO, TextIO
 
 from pipeline.batch.job import Job, Request, body, record, row_work
 from pipeline.batch.lines import custom_id, request_line
-from pipeline.outdir import Manifest, OutputDir, OutputDirError
+from pipeline.outdir import Manifest, OutputDir
+from pipeline.resume import open_manifest
 from pipeline.store import ResultStore
 
 BATCH_ROWS = 2048
@@ -119,18 +120,9 @@ def _short(fingerprint: bytes) -> int:
 
 
 def _manifest(job: Job, outdir: OutputDir, store: ResultStore) -> Manifest:
-    """The folder's manifest for this job: a new one, or the one a run or an earlier prepare left."""
-    manifest = outdir.read_manifest()
-    if manifest is not None and (job.config.force or manifest.identity != job.identity):
-        if not job.config.force:
-            changed = ", ".join(k for k in job.identity if manifest.identity.get(k) != job.identity[k])
-            raise OutputDirError(f"{outdir.path} holds a run with other settings ({changed} changed); "
-                                 "use a new --out, or --force to start it over (cached answers are reused)")
-        store.forget_output(manifest.out_id)
-        outdir.clear()
-        manifest = None
-    if manifest is None:
-        manifest = outdir.new_manifest(identity=job.identity, shard_rows=job.config.shard_rows)
+    """The folder's manifest for this job (as `run` opens it), with the job's settings recorded."""
+    manifest = open_manifest(outdir, job.identity, shard_rows=job.config.shard_rows, force=bool(job.config.force),
+                             store=store)
     manifest.job = record(job.config) | {"ingested": (manifest.job or {}).get("ingested", [])}
     outdir.write_manifest(manifest)
     return manifest
