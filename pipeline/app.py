@@ -13,7 +13,6 @@ import os
 import signal
 import sys
 import time
-from pathlib import Path
 from typing import TextIO
 
 from pipeline import exitcodes
@@ -25,7 +24,7 @@ from pipeline.ending import exit_code, outcome_word, problems, summary_line
 from pipeline.endpoints import SIMULATOR_MODEL, Endpoint, open_endpoint
 from pipeline.htmlreport import write_html_report
 from pipeline.judge import CallSettings, Judge
-from pipeline.outdir import Manifest, OutputDir, OutputDirError
+from pipeline.outdir import Manifest, OutputDir, OutputDirError, open_output_dir
 from pipeline.planner import PolicyPlan, make_policy_plan
 from pipeline.policies import PolicyError, builtin_policy_files, load_policies
 from pipeline.progress import Progress
@@ -39,6 +38,7 @@ from pipeline.resume import open_manifest
 from pipeline.runner import Run
 from pipeline.runstate import RunResult, RunSettings, new_run_id
 from pipeline.schemas import response_format
+from pipeline.storage import StorageError, StorageSettings, configure
 from pipeline.store import NullStore, ResultStore, StoreError
 from pipeline.tokens import MESSAGE_OVERHEAD, count_tokens
 
@@ -59,7 +59,7 @@ async def run_job_async(config: RunConfig, *, stream: TextIO | None = None, tran
     stream = stream if stream is not None else sys.stderr
     try:
         return await _run_job(config, stream=stream, transport=transport, progress=progress)
-    except (UsageError, ConfigError, InputError, PolicyError, PricingError, StoreError) as exc:
+    except (UsageError, ConfigError, InputError, PolicyError, PricingError, StoreError, StorageError) as exc:
         print(f"moderate: error: {exc}", file=stream)
         return exitcodes.EXIT_USAGE
     except OutputDirError as exc:
@@ -71,6 +71,7 @@ async def _run_job(config: RunConfig, *, stream: TextIO, transport: Transport | 
                    progress: bool | None) -> int:
     if not config.inputs:
         raise UsageError("no input: pass --input PATH (file, folder or glob) or set [input] paths")
+    configure(StorageSettings(config.storage_endpoint_url, config.storage_timeout, config.storage_lock))
     inputs = open_inputs(config.inputs, text_column=config.text_column, id_column=config.id_column,
                          limit=config.limit)
     policies = load_policies(config.policies or builtin_policy_files())
@@ -84,10 +85,10 @@ async def _run_job(config: RunConfig, *, stream: TextIO, transport: Transport | 
         raise UsageError(f"no API key: set the environment variable {config.api_key_env}")
     plans = [_policy_plan(i, p, config, model) for i, p in enumerate(policies)]
     check_context_room(config, {p.policy.name: p.system_tokens for p in plans})
-    outdir = OutputDir(config.out)
+    outdir = open_output_dir(config.out)
     outdir.lock()
     try:
-        store = NullStore() if config.store == "none" else ResultStore(config.store or outdir.path / "store.sqlite")
+        store = NullStore() if config.store == "none" else ResultStore(config.store or outdir.default_store())
         manifest = open_manifest(outdir, _identity(config, inputs, plans, model), shard_rows=config.shard_rows,
                                  force=bool(config.force), store=store)
         if manifest.finished:
@@ -138,7 +139,7 @@ def _finish(run: Run, result: RunResult, store: ResultStore, manifest: Manifest,
         outdir.write_manifest(manifest)
     report = _reports(store, manifest, outdir, pricing, config, model)
     print(summary_line(result, report, policies=len(run.plans), labels_dir=outdir.labels,
-                       report_path=Path(outdir.path) / "cost_report.md", simulated=config.provider == "simulator"),
+                       report_path=outdir.path / "cost_report.md", simulated=config.provider == "simulator"),
           file=stream)
     if report["duplicate_ids"]:
         print(f"moderate: warning: {report['duplicate_ids']:,} rows share an id with another row "
@@ -166,15 +167,20 @@ def _nothing_to_do(store: ResultStore, manifest: Manifest, outdir: OutputDir, pr
     return exitcodes.EXIT_ROWS_FAILED if bad else exitcodes.EXIT_OK
 
 
+def call_settings(config: RunConfig, *, model: str, api_key: str | None) -> CallSettings:
+    """What every request of this job carries (the body and the call), as `run` sends it."""
+    provider = "openai" if config.provider == "simulator" else config.provider
+    structured = response_format(config.output_format) if config.response_format == "json_schema" else None
+    return CallSettings(
+        provider=provider, model=model, reasoning_effort=config.reasoning_effort, max_tokens=config.max_tokens,
+        request_timeout=config.request_timeout, keep_reasoning=config.keep_reasoning, api_key=api_key,
+        response_format=structured)
+
+
 def _build_run(config: RunConfig, *, inputs: InputSet, plans: list[PolicyPlan], endpoint: Endpoint,
                store: ResultStore, outdir: OutputDir, manifest: Manifest, pricing: Pricing, api_key: str | None,
                model: str, stream: TextIO, progress: Progress) -> Run:
-    provider = "openai" if config.provider == "simulator" else config.provider
-    structured = response_format(config.output_format) if config.response_format == "json_schema" else None
-    judge = Judge(transport=endpoint.transport, settings=CallSettings(
-        provider=provider, model=model, reasoning_effort=config.reasoning_effort, max_tokens=config.max_tokens,
-        request_timeout=config.request_timeout, keep_reasoning=config.keep_reasoning, api_key=api_key,
-        response_format=structured))
+    judge = Judge(transport=endpoint.transport, settings=call_settings(config, model=model, api_key=api_key))
 
     def on_pause(seconds: float, why: str) -> None:  # one line each, terminal or not
         print(f"moderate: pausing all requests for {seconds:.0f} s: {why}", file=stream, flush=True)
@@ -242,7 +248,8 @@ def _reports(store: ResultStore, manifest: Manifest, outdir: OutputDir, pricing:
     report = build_report(billing=store.billing(manifest.out_id), runs=store.runs(manifest.out_id),
                           labels_dir=outdir.labels, pricing=pricing, provider=config.provider, model=model)
     write_reports(report, outdir.path)
-    write_html_report(outdir.path, text_column=config.text_column, id_column=config.id_column)
+    if outdir.local:  # the HTML report reads the shards from a local folder
+        write_html_report(outdir.path, text_column=config.text_column, id_column=config.id_column)
     return report
 
 
@@ -290,3 +297,8 @@ class _Signals:
         with contextlib.suppress(Exception):
             self.store.close()
         os._exit(exitcodes.EXIT_INTERRUPTED)
+
+
+#: how `run` plans a policy and names a job, shared with the batch commands (`pipeline.batch`).
+policy_plan = _policy_plan
+job_identity = _identity

@@ -125,6 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
                                  description=export_cli.DESCRIPTION)
     export_cli.add_arguments(export)
     export.set_defaults(handler=export_cli.main)
+
+    from pipeline.batch.cli import add_batch_command
+
+    add_batch_command(commands)
     return parser
 
 

@@ -75,6 +75,10 @@ class RunConfig:
     shard_rows: int = 10000
     force: bool = False
     grace_seconds: float = 30.0
+    # [storage] object stores (s3://, gs://, abfs://) for inputs and outputs
+    storage_endpoint_url: str | None = None
+    storage_timeout: float = 30.0
+    storage_lock: bool = True
     # [pricing] per million tokens; None = from the built-in table (configs/pricing.toml) for provider + model
     input_per_million: float | None = None
     cached_input_per_million: float | None = None
@@ -137,6 +141,11 @@ SCHEMA: dict[str, dict[str, tuple[str, tuple[type, ...]]]] = {
         "store": ("store", (str,)),
         "shard_rows": ("shard_rows", (int,)),
         "grace_seconds": ("grace_seconds", (int, float)),
+    },
+    "storage": {
+        "endpoint_url": ("storage_endpoint_url", (str,)),
+        "timeout": ("storage_timeout", (int, float)),
+        "lock": ("storage_lock", (bool,)),
     },
     "pricing": {
         "input_per_million": ("input_per_million", (int, float)),
@@ -225,6 +234,7 @@ def validate(config: RunConfig) -> None:
         "endpoint.request_timeout": config.request_timeout,
         "endpoint.context_tokens": config.context_tokens,
         "output.shard_rows": config.shard_rows,
+        "storage.timeout": config.storage_timeout,
     }
     for key, value in positive.items():
         if value <= 0:
