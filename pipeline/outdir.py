@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.labels import to_table
@@ -91,8 +92,10 @@ class Manifest:
 class OutputDir:
     """Owns the files of one output directory."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, kept: list[pa.Field] | None = None) -> None:
         self.path = Path(path)
+        #: input columns carried into the shards after the label columns (``--keep-columns``)
+        self.kept: list[pa.Field] = kept or []
         self.labels = self.path / "labels"
         self.manifest_path = self.path / "manifest.json"
         self._lock_file: Any = None
@@ -161,7 +164,7 @@ class OutputDir:
         name = f"part-{index:05d}.parquet"
         final = self.labels / name
         temp = self.labels / f".{name}.tmp"
-        pq.write_table(to_table(rows), temp, compression="zstd")
+        pq.write_table(to_table(rows, self.kept), temp, compression="zstd")
         digest = _fsync_and_hash(temp)
         os.replace(temp, final)
         _fsync_dir(self.labels)

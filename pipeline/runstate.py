@@ -60,6 +60,8 @@ class RunResult:
     input_exhausted: bool = False
     #: the first internal error's description
     internal_error: str | None = None
+    #: canaries answered with the wrong verdict (the run exits `exitcodes.EXIT_CANARY`)
+    canaries_wrong: int = 0
 
 
 def new_run_id() -> str:
