@@ -94,7 +94,10 @@ def _sample(report: dict[str, Any], out: Path, manifest: Manifest, config: RunCo
     total = manifest.total_rows if manifest.total_rows is not None else sum(
         s.input_rows for s in manifest.shards.values())
     files = sorted((out / "labels").glob("part-*.parquet"))
-    per_row = (pl.scan_parquet(files).group_by("row_number").agg(pl.col("cost_usd").fill_null(0.0).sum())
+    # what each sampled row paid (duplicates and store hits paid nothing): scaled, the whole input's cost
+    # at this sample's share of repeated texts
+    paid = pl.when(pl.col("source") == "api").then(pl.col("cost_usd").fill_null(0.0)).otherwise(0.0)
+    per_row = (pl.scan_parquet(files).group_by("row_number").agg(paid.sum().alias("cost_usd"))
                .select(s=pl.col("cost_usd").sum(), q=(pl.col("cost_usd") ** 2).sum()).collect() if files else None)
     cost, squares = (float(per_row["s"][0] or 0.0), float(per_row["q"][0] or 0.0)) if per_row is not None else (0, 0)
     rate = total and report["rows"] / total
