@@ -119,6 +119,7 @@ class InputSet:
                         chunk.ids[:n] if chunk.ids is not None else None,
                         chunk.texts[:n],
                         chunk.errors[:n] if chunk.errors is not None else None,
+                        chunk.extra,  # kept values are cut to n below
                     )
                 if chunk.errors is not None and errors is None:
                     errors = [None] * len(texts)
