@@ -145,7 +145,9 @@ def _run(args: argparse.Namespace) -> int:
     try:
         config = job_config(args)
     except ConfigError as exc:
-        print(f"moderate: error: {exc}", file=sys.stderr)
+        from pipeline.runlog import RunLog
+
+        RunLog(sys.stderr, fmt=args.log_format or "text").say("error", f"moderate: error: {exc}", exit_code=2)
         return exitcodes.EXIT_USAGE
     if args.preflight and (code := _check(args, config)) != exitcodes.EXIT_OK:
         return code

@@ -236,3 +236,12 @@ def test_gpu_hour_price_gives_a_cost_per_1000_labels_from_wall_time(tmp_path: Pa
     assert hosted["per_1000_labels"] == pytest.approx(3.6 * wall / 3600 / 120 * 1000, rel=1e-3)
     assert report["cost_per_1000_labels"] == pytest.approx(report["cost_usd"] / 120 * 1000)
     assert "GPU $" in result.stderr and "Self-hosted cost" in (result.out / "report.html").read_text()
+
+
+def test_a_bad_flag_value_under_json_logs_is_a_json_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from pipeline.cli import main
+
+    code = main(["run", "--input", str(tmp_path), "--sample", "2.5", "--log-format", "json"])
+    assert code == exitcodes.EXIT_USAGE
+    event = orjson.loads(capsys.readouterr().err)
+    assert event["event"] == "error" and "input.sample" in event["message"]
