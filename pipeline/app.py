@@ -189,8 +189,11 @@ def _finish(run: Run, result: RunResult, store: ResultStore, manifest: Manifest,
     elif result.fatal_error:
         log.say("error", f"moderate: error: the endpoint refused the run: {result.fatal_error}")
     if result.internal_error:
+        if not log.json and result.internal_traceback:
+            log.stream.write(result.internal_traceback)
         log.say("error", f"moderate: internal error (a bug) on {result.stats.internal_errors:,} rows, which are "
-                f"marked failed: {result.internal_error}; please report it with the traceback above")
+                f"marked failed: {result.internal_error}; please report it with the traceback above",
+                traceback=result.internal_traceback)
     if result.canaries_wrong:
         log.say("error", f"moderate: error: {result.canaries_wrong} canaries got a wrong verdict (a model, host or "
                 f"policy change?): see {outdir.path / CANARY_FILE}")
@@ -231,7 +234,8 @@ def _build_run(config: RunConfig, *, inputs: InputSet, plans: list[PolicyPlan], 
 
     control = RateControl(rpm=config.rpm or None, tpm=config.tpm or None, adaptive=config.adaptive,
                           margin=LIMIT_MARGIN, max_retry_after=config.max_retry_after, on_pause=on_pause)
-    rules = RetryRules(max_attempts=config.max_attempts, invalid_output_retries=config.invalid_output_retries,
+    rules = RetryRules(max_attempts=config.max_attempts, max_refusals=config.max_refusals,
+                       invalid_output_retries=config.invalid_output_retries,
                        max_tokens_cap=config.max_tokens_cap, max_retry_after=config.max_retry_after)
     billing = store.billing(manifest.out_id)
     spent = sum(b["cost_usd"] if b.get("charged_usd") is None else b["charged_usd"] for b in billing)
