@@ -245,3 +245,16 @@ def test_a_bad_flag_value_under_json_logs_is_a_json_error(tmp_path: Path, capsys
     assert code == exitcodes.EXIT_USAGE
     event = orjson.loads(capsys.readouterr().err)
     assert event["event"] == "error" and "input.sample" in event["message"]
+
+
+def test_json_log_of_an_in_process_simulator_run_is_json_only(tmp_path: Path, comments: Path) -> None:
+    import io
+
+    from pipeline.app import run_job
+
+    stream = io.StringIO()
+    config = make_config(tmp_path, [comments], provider="simulator", log_format="json")
+    assert run_job(config, stream=stream, progress=True) == exitcodes.EXIT_OK  # no bar even when asked
+    events = [orjson.loads(line) for line in stream.getvalue().splitlines()]
+    assert events[0]["event"] == "notice" and "SIMULATOR" in events[0]["message"]
+    assert [e["event"] for e in events[1:]] == ["start", "finish"]
