@@ -19,7 +19,7 @@ from typing import TextIO
 
 from pipeline import exitcodes
 from pipeline.budget import Budget
-from pipeline.canaries import CanaryAnswer, CanaryError, score
+from pipeline.canaries import CanaryError
 from pipeline.client import Transport
 from pipeline.config import ConfigError, RunConfig, check_context_room
 from pipeline.cost import Pricing, PricingError, lookup_pricing
@@ -31,11 +31,14 @@ from pipeline.labels import COLUMN_NAMES
 from pipeline.nightly import (
     CANARY_FILE,
     canary_requests,
+    canary_slots,
     extend_report,
+    finish_canaries,
     finish_fields,
+    run_rates,
     sampler,
+    start_fields,
     summary_notes,
-    write_canaries,
 )
 from pipeline.outdir import Manifest, OutputDir, OutputDirError
 from pipeline.planner import PolicyPlan, make_policy_plan
@@ -126,14 +129,11 @@ async def _run_job(config: RunConfig, *, log: RunLog, transport: Transport | Non
             run = _build_run(config, inputs=inputs, plans=plans, endpoint=endpoint, store=store, outdir=outdir,
                              manifest=manifest, pricing=pricing, api_key=api_key, model=model, log=log,
                              progress=meter, sample=sample,  # type: ignore[arg-type]
-                             canaries=[(c.index, _plan_index(plans, c.policy), c.text) for c in canaries])
-            log.event("start", **_start_fields(run, config, inputs, rate, len(canaries)))
+                             canaries=canary_slots(canaries, [p.policy.name for p in plans]))
+            log.event("start", **start_fields(run, config, inputs, rate, len(canaries)))
             result = await _execute(run, store, log)
         if canaries:
-            write_canaries(outdir.path, canaries=canaries, answers=run.canary_answers, run_id=run.settings.run_id)
-            answers = {i: CanaryAnswer(o.status.value, o.verdict.violation if o.verdict else None)
-                       for i, o in run.canary_answers.items()}
-            result.canaries_wrong = score(canaries, answers)["wrong"]
+            result.canaries_wrong = finish_canaries(outdir.path, canaries, run.canary_answers, run.settings.run_id)
         return _finish(run, result, store, manifest, outdir, pricing, config, model, log)
     finally:
         outdir.unlock()
@@ -157,7 +157,7 @@ async def _execute(run: Run, store: ResultStore, log: RunLog) -> RunResult:
             run.progress.close()
     store.record_run(_run_row(run, started_at, outcome_word(result)))
     store.record_rates(run_id=run.settings.run_id, out_id=run.settings.out_id, ended_at=time.time(),
-                       counts=_rates(run))
+                       counts=run_rates(run.stats.violations))
     try:
         store.close()
     except StoreError as exc:
@@ -310,28 +310,6 @@ def _total(inputs: InputSet, plans: list[PolicyPlan], rate: float | None = None)
         return None
     rows = inputs.total_rows if rate is None else round(inputs.total_rows * rate)  # about that many
     return rows * len(plans)
-
-
-def _plan_index(plans: list[PolicyPlan], name: str) -> int:
-    return next(p.index for p in plans if p.policy.name == name)
-
-
-def _rates(run: Run) -> dict[str, tuple[int, int]]:
-    """(ok labels, violations) per policy placed by this run (drift's input)."""
-    counts: dict[str, tuple[int, int]] = {}
-    for (policy, violation), n in run.stats.violations.items():
-        ok, v = counts.get(policy, (0, 0))
-        counts[policy] = (ok + n, v + (n if violation == 1 else 0))
-    return counts
-
-
-def _start_fields(run: Run, config: RunConfig, inputs: InputSet, rate: float | None, canaries: int) -> dict:
-    s = run.settings
-    return {"message": f"moderate: run {s.run_id} started", "run_id": s.run_id, "out": str(run.outdir.path),
-            "input_files": len(inputs.files), "input_rows": inputs.total_rows,
-            "policies": [p.policy.name for p in run.plans], "model": s.model, "provider": config.provider,
-            "keep_columns": config.keep_columns, "sample": config.sample, "sample_rate": rate, "seed": config.seed,
-            "canaries": canaries, "concurrency": s.concurrency}
 
 
 def _run_row(run: Run, started_at: float, outcome: str) -> dict:

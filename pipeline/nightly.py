@@ -23,8 +23,8 @@ from pipeline.outdir import Manifest
 from pipeline.records import Outcome
 from pipeline.sampling import chosen, sample_rate, sample_summary
 
-__all__ = ["CANARY_FILE", "canary_requests", "extend_report", "finish_fields", "sampler", "summary_notes",
-           "write_canaries"]
+__all__ = ["CANARY_FILE", "canary_requests", "canary_slots", "extend_report", "finish_canaries", "finish_fields",
+           "run_rates", "sampler", "start_fields", "summary_notes", "write_canaries"]
 
 CANARY_FILE = "canaries.parquet"
 _CANARY_SCHEMA = pa.schema([
@@ -48,6 +48,42 @@ def canary_requests(config: RunConfig, policy_names: Sequence[str]) -> tuple[lis
     if not config.canaries:
         return [], 0
     return read_canaries(config.canaries, set(policy_names))
+
+
+def canary_slots(canaries: Sequence[Canary], policies: Sequence[str]) -> list[tuple[int, int, str]]:
+    """(canary index, index of its policy in the run, text): what the run queues."""
+    return [(c.index, policies.index(c.policy), c.text) for c in canaries]
+
+
+def finish_canaries(out: Path, canaries: Sequence[Canary], answers: Mapping[int, Outcome], run_id: str) -> int:
+    """Write ``OUT/canaries.parquet``; returns how many canaries got the wrong verdict."""
+    write_canaries(out, canaries=canaries, answers=answers, run_id=run_id)
+    verdicts = {i: CanaryAnswer(o.status.value, o.verdict.violation if o.verdict else None)
+                for i, o in answers.items()}
+    return score(canaries, verdicts)["wrong"]
+
+
+def run_rates(violations: Mapping[tuple[str, int], int]) -> dict[str, tuple[int, int]]:
+    """(ok labels, violations) per policy from a run's counts of ok labels by (policy, violation).
+
+    >>> run_rates({("spam", 0): 8, ("spam", 1): 2, ("hate", 0): 5})
+    {'spam': (10, 2), 'hate': (5, 0)}
+    """
+    counts: dict[str, tuple[int, int]] = {}
+    for (policy, violation), n in violations.items():
+        ok, v = counts.get(policy, (0, 0))
+        counts[policy] = (ok + n, v + (n if violation == 1 else 0))
+    return counts
+
+
+def start_fields(run: Any, config: RunConfig, inputs: Any, rate: float | None, canaries: int) -> dict[str, Any]:
+    """The ``start`` event of the JSON log."""
+    s = run.settings
+    return {"message": f"moderate: run {s.run_id} started", "run_id": s.run_id, "out": str(run.outdir.path),
+            "input_files": len(inputs.files), "input_rows": inputs.total_rows,
+            "policies": [p.policy.name for p in run.plans], "model": s.model, "provider": config.provider,
+            "keep_columns": config.keep_columns, "sample": config.sample, "sample_rate": rate, "seed": config.seed,
+            "canaries": canaries, "concurrency": s.concurrency}
 
 
 def write_canaries(out: Path, *, canaries: Sequence[Canary], answers: Mapping[int, Outcome], run_id: str) -> None:

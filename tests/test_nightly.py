@@ -107,6 +107,13 @@ def test_sample_is_reproducible_with_its_seed_and_scales_to_the_whole_input(tmp_
     manifest = orjson.loads((tmp_path / "a" / "manifest.json").read_bytes())
     assert manifest["finished"] and manifest["total_rows"] == 400
     assert sum(s["input_rows"] for s in manifest["shards"].values()) == 400
+    rerun = run_pipeline(make_config(tmp_path, [source], policies=["spam"], sample=0.25, seed=7,
+                                     out=str(tmp_path / "a"), shard_rows=50, store="none"), FAST)
+    assert rerun.code == exitcodes.EXIT_OK and "nothing to do" in rerun.stderr
+    assert rerun.report()["sample"]["sampled_rows"] == len(first)
+    other_sample = run_pipeline(make_config(tmp_path, [source], policies=["spam"], sample=0.25, seed=8,
+                                            out=str(tmp_path / "a"), store="none"), FAST)
+    assert other_sample.code == exitcodes.EXIT_USAGE  # another sample is another job: --force or another --out
 
 
 def test_a_row_count_sample_of_an_input_of_unknown_size_is_refused(tmp_path: Path, comments: Path) -> None:
