@@ -12,6 +12,8 @@ import hashlib
 import math
 from collections.abc import Mapping
 
+from pipeline.intervals import wilson
+
 __all__ = ["chosen", "sample_rate", "sample_summary", "scale_count", "scale_total"]
 
 _SCALE = float(1 << 64)
@@ -51,17 +53,14 @@ def scale_count(successes: int, sampled: int, total: int, z: float = 1.96) -> di
     >>> scale_count(10, 100, 1000)
     {'estimate': 100.0, 'low': 58, 'high': 171, 'rate': 0.1}
     """
-    if sampled == 0:
+    interval = wilson(successes, sampled, z)
+    if interval is None:
         return None
     p = successes / sampled
-    denominator = 1 + z * z / sampled
-    centre = (p + z * z / (2 * sampled)) / denominator
-    half = z * math.sqrt(p * (1 - p) / sampled + z * z / (4 * sampled * sampled)) / denominator
+    centre, half = (interval[0] + interval[1]) / 2, (interval[1] - interval[0]) / 2
     # the finite population correction: a sample of the whole input has no sampling error
     fpc = math.sqrt(max(0.0, (total - sampled) / (total - 1))) if total > 1 else 0.0
-    low, high = max(0.0, centre - half * fpc), min(1.0, centre + half * fpc)
-    if fpc == 0.0:
-        low = high = p
+    low, high = (p, p) if fpc == 0.0 else (max(0.0, centre - half * fpc), min(1.0, centre + half * fpc))
     return {"estimate": round(p * total, 1), "low": round(low * total), "high": round(high * total),
             "rate": round(p, 6)}
 
