@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-import pytest
-
 from pipeline.htmlreport import svg
 
 HOSTILE = '<script>alert("x")</script>&'
