@@ -52,6 +52,7 @@ class RateControl:
         self._applied = self._configured_rpm  # the request rate the bucket holds now
         #: moving mean of completion tokens per billed answer (reservations use it)
         self.mean_completion = float(expected_completion_tokens)
+        self._measured = False
         self.refused = 0
         self.shared_pauses = 0
         self.breaker_pauses = 0
@@ -60,17 +61,23 @@ class RateControl:
         """Tokens to reserve for a request: its prompt plus what answers measure on average."""
         return prompt_tokens + int(self.mean_completion)
 
-    async def acquire(self, tokens: int) -> None:
-        """Wait until a request of about ``tokens`` tokens may start, and take its quota."""
+    async def acquire(self, prompt_tokens: int) -> int:
+        """Wait until a request with a prompt of about ``prompt_tokens`` tokens may start, take its quota
+        and return the tokens reserved (to settle once the answer's usage is known).
+
+        The reservation is made when the quota is taken, with the mean completion measured by then:
+        a request that waited does not hold a guess from before the first answers came.
+        """
         limits = self.limits
         now = self._clock()
         self.window.record_send(now)
         if not self._engaged and now >= limits.paused_until:
-            return
+            return self.reservation(prompt_tokens)
         while True:
+            tokens = self.reservation(prompt_tokens)
             wait = limits.reserve(tokens, now=now)
             if wait <= 0.0:
-                return
+                return tokens
             await asyncio.sleep(wait)
             now = self._clock()
 
@@ -82,7 +89,10 @@ class RateControl:
         if self.limits.tokens is not None:
             self.limits.settle(reserved, used, now=now)
         if completion_tokens is not None and kind in _BILLED:
-            self.mean_completion += 0.05 * (completion_tokens - self.mean_completion)
+            if self._measured:
+                self.mean_completion += 0.05 * (completion_tokens - self.mean_completion)
+            else:  # the first answer replaces the guess
+                self.mean_completion, self._measured = float(completion_tokens), True
         if headers:
             self._read_headers(headers, now)
         pushback = kind in PUSHBACK

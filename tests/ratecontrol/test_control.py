@@ -123,14 +123,16 @@ def test_margin_lowers_the_configured_rate(vt: VirtualTime) -> None:
 
 
 def test_tpm_waits_for_tokens(vt: VirtualTime) -> None:
-    control = RateControl(rpm=None, tpm=6000, clock=vt.clock)  # 100 tokens/s, burst 100
+    control = RateControl(rpm=None, tpm=6000, clock=vt.clock,
+                          expected_completion_tokens=0)  # reserve the prompt alone  # 100 tokens/s, burst 100
     granted = acquire_times(control, vt, 2, tokens=60)
     assert granted[0] == T0
     assert granted[1] == pytest.approx(T0 + 0.2)  # 20 tokens missing at 100/s
 
 
 def test_usage_below_the_reservation_is_refunded(vt: VirtualTime) -> None:
-    control = RateControl(rpm=None, tpm=6000, clock=vt.clock)
+    control = RateControl(rpm=None, tpm=6000, clock=vt.clock,
+                          expected_completion_tokens=0)  # reserve the prompt alone
     acquire_times(control, vt, 1, tokens=100)
     control.after_attempt(ANSWER, reserved=100, used=10)  # the call used far less than reserved
     assert acquire_times(control, vt, 1, tokens=90) == [T0]
@@ -138,7 +140,8 @@ def test_usage_below_the_reservation_is_refunded(vt: VirtualTime) -> None:
 
 
 def test_usage_above_the_reservation_is_charged(vt: VirtualTime) -> None:
-    control = RateControl(rpm=None, tpm=6000, clock=vt.clock)
+    control = RateControl(rpm=None, tpm=6000, clock=vt.clock,
+                          expected_completion_tokens=0)  # reserve the prompt alone
     acquire_times(control, vt, 1, tokens=10)
     control.after_attempt(ANSWER, reserved=10, used=60)  # 100 - 10 - 50 = 40 tokens left
     assert acquire_times(control, vt, 1, tokens=50) == [pytest.approx(T0 + 0.1)]
@@ -360,12 +363,23 @@ def test_reservation_is_the_prompt_plus_the_expected_completion() -> None:
 
 def test_reservation_follows_the_measured_mean_completion_of_billed_answers(vt: VirtualTime) -> None:
     control = RateControl(rpm=None, tpm=None, clock=vt.clock)
+    assert control.reservation(100) == 100 + 512  # a guess until the first answer
     control.after_attempt(ANSWER, completion_tokens=112)
-    assert control.mean_completion == pytest.approx(512 - 0.05 * 400)
-    assert control.reservation(100) == 100 + int(512 - 0.05 * 400)
+    assert control.mean_completion == pytest.approx(112.0)  # the first answer replaces the guess
     control.after_attempt(refused(), completion_tokens=0)  # not billed: not an answer's length
     control.after_attempt(FAILED, completion_tokens=0)
-    assert control.mean_completion == pytest.approx(492.0)
-    for _ in range(300):
-        control.after_attempt(Attempt(AttemptKind.INVALID, "junk"), completion_tokens=112)
-    assert control.reservation(100) == pytest.approx(212, abs=1)
+    assert control.mean_completion == pytest.approx(112.0)
+    control.after_attempt(Attempt(AttemptKind.INVALID, "junk"), completion_tokens=312)
+    assert control.reservation(100) == 100 + int(112 + 0.05 * 200)
+
+
+def test_a_request_that_waited_reserves_with_the_mean_known_when_it_goes(vt: VirtualTime) -> None:
+    control = RateControl(rpm=None, tpm=6000, clock=vt.clock)  # 100 tokens/s, burst 100
+
+    async def go() -> list[int]:
+        first = await control.acquire(50)  # 50 + the 512 guess: the bucket goes into debt
+        control.after_attempt(ANSWER, reserved=first, used=60, completion_tokens=10)
+        second = await control.acquire(50)
+        return [first, second]
+
+    assert run(go) == [562, 60]
