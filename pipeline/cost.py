@@ -98,3 +98,14 @@ def lookup_pricing(
     else:
         cached = entry.get("cached_input_per_million", inp) if input_per_million is None else inp
     return Pricing(float(inp), float(cached), float(out))
+
+
+def gpu_cost(*, gpu_hour_usd: float, wall_seconds: float, labels: int) -> dict[str, float | None]:
+    """Self-hosted cost: the GPUs' hourly price times the wall time, per 1,000 labels.
+
+    >>> gpu_cost(gpu_hour_usd=2.0, wall_seconds=1800, labels=10_000)
+    {'gpu_hour_usd': 2.0, 'wall_seconds': 1800, 'cost_usd': 1.0, 'per_1000_labels': 0.1}
+    """
+    dollars = gpu_hour_usd * wall_seconds / 3600
+    return {"gpu_hour_usd": gpu_hour_usd, "wall_seconds": wall_seconds, "cost_usd": round(dollars, 8),
+            "per_1000_labels": round(dollars / labels * 1000, 8) if labels else None}

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.labels import to_table
@@ -114,13 +115,17 @@ def is_output_folder(manifest: bytes) -> bool:
     return isinstance(data, dict) and {"out_id", "identity", "shard_rows"} <= data.keys()
 
 
-def open_output_dir(path: str | Path) -> OutputDir:
-    """The output folder at a local path or an object-store URI (``s3://``, ``gs://``, ``abfs://``)."""
+def open_output_dir(path: str | Path, *, kept: list[pa.Field] | None = None) -> OutputDir:
+    """The output folder at a local path or an object-store URI (``s3://``, ``gs://``, ``abfs://``).
+
+    ``kept``: input columns carried into the shards after the label columns (``--keep-columns``).
+    """
     if isinstance(path, str) and is_uri(path) and not path.startswith("file://"):
         from pipeline.remote_outdir import RemoteOutputDir
 
-        return RemoteOutputDir(path)
-    return OutputDir(path[len("file://"):] if isinstance(path, str) and path.startswith("file://") else path)
+        return RemoteOutputDir(path, kept=kept)
+    local = path[len("file://"):] if isinstance(path, str) and path.startswith("file://") else path
+    return OutputDir(local, kept=kept)
 
 
 class OutputDir:
@@ -129,8 +134,10 @@ class OutputDir:
     #: a folder on this machine (False: on an object store, see `pipeline.remote_outdir`)
     local = True
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, kept: list[pa.Field] | None = None) -> None:
         self.path = Path(path)
+        #: input columns carried into the shards after the label columns (``--keep-columns``)
+        self.kept: list[pa.Field] = kept or []
         self.labels = self.path / "labels"
         self.manifest_path = self.path / "manifest.json"
         self._lock_file: Any = None
@@ -243,7 +250,7 @@ class OutputDir:
         name = f"part-{index:05d}.parquet"
         final = self.labels / name
         temp = self.labels / f".{name}.tmp"
-        pq.write_table(to_table(rows), temp, compression="zstd")
+        pq.write_table(to_table(rows, self.kept), temp, compression="zstd")
         digest = _fsync_and_hash(temp)
         os.replace(temp, final)
         _fsync_dir(self.labels)

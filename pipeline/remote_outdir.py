@@ -34,7 +34,8 @@ class RemoteOutputDir(OutputDir):
 
     local = False
 
-    def __init__(self, uri: str) -> None:
+    def __init__(self, uri: str, *, kept: list[pa.Field] | None = None) -> None:
+        self.kept: list[pa.Field] = kept or []
         try:
             self.path = Location.parse(uri)  # type: ignore[assignment]
         except StorageError as exc:
@@ -126,7 +127,7 @@ class RemoteOutputDir(OutputDir):
     def write_shard(self, index: int, rows: list[tuple], *, input_rows: int, unsent: int) -> ShardInfo:
         """Upload one shard under a new name; it counts once the manifest lists it."""
         sink = pa.BufferOutputStream()
-        pq.write_table(to_table(rows), sink, compression="zstd")
+        pq.write_table(to_table(rows, self.kept), sink, compression="zstd")
         data = sink.getvalue().to_pybytes()
         name = f"part-{index:05d}-{uuid.uuid4().hex[:8]}.parquet"
         (self.labels / name).write_bytes(data)
