@@ -4,8 +4,8 @@ The feeder reads input batches (in a thread, so parsing overlaps network work) a
 the planner; labels known at once go to their shard, requests to the bounded work queue, which a
 fixed set of workers (`pipeline.worker`) drains. Answers go to the store at once (a background
 thread commits them) and into their shard; a complete shard is written in a writer thread and
-recorded in the manifest. The run returns a `RunResult`; signals, printing and exit codes belong
-to the caller.
+recorded in the manifest (`pipeline.shardwriter`). The run returns a `RunResult`; signals,
+printing and exit codes belong to the caller.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import random
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
 
 from pipeline.budget import Budget
 from pipeline.cost import Pricing
@@ -27,7 +27,8 @@ from pipeline.ratecontrol import RateControl, RetryRules
 from pipeline.readers import InputSet
 from pipeline.records import FINAL_STATUSES, UNSENT_STATUSES, Outcome, Status
 from pipeline.runstate import RunResult, RunSettings, RunStats
-from pipeline.shards import Shard, ShardAssembler
+from pipeline.shards import ShardAssembler
+from pipeline.shardwriter import ShardWriter
 from pipeline.store import ResultStore, StoreError
 from pipeline.worker import Dispatcher, charged_usd
 from pipeline.workqueue import WorkQueue
@@ -42,22 +43,25 @@ class Run:
 
     def __init__(self, *, inputs: InputSet, plans: list[PolicyPlan], judge: Judge, control: RateControl,
                  rules: RetryRules, pricing: Pricing, budget: Budget, store: ResultStore, outdir: OutputDir,
-                 manifest: Manifest, settings: RunSettings, progress: Progress | None = None) -> None:
+                 manifest: Manifest, settings: RunSettings, progress: Progress | None = None,
+                 sample: Callable[[int], bool] | None = None, canaries: Sequence[tuple[int, int, str]] = ()) -> None:
         self.inputs, self.plans, self.store, self.outdir = inputs, plans, store, outdir
         self.manifest, self.settings, self.progress = manifest, settings, progress
         self.stats = RunStats()
         self.result = RunResult(self.stats, 0.0, 0, None)
         self._grace_deadline: float | None = None
         self._queue: WorkQueue[Task] = WorkQueue(high=max(settings.concurrency * 4, BATCH_ROWS))
+        self.writer = ShardWriter(outdir, manifest, on_error=self._write_failed)
         self.shards = ShardAssembler(shard_rows=settings.shard_rows, is_done=self._shard_done,
-                                     on_complete=self._write)
+                                     on_complete=self.writer.write)
         self.planner = Planner(plans=plans, shards=self.shards, run_id=settings.run_id, too_long=settings.too_long,
-                               max_tokens=settings.max_tokens, lookup=store.lookup)
+                               max_tokens=settings.max_tokens, lookup=store.lookup, sample=sample)
+        #: canary requests (index, policy index, text), queued after the first batch; their answers by index
+        self._canaries = [self.planner.canary_task(i, plans[p], text) for i, p, text in canaries]
+        self.canary_answers: dict[int, Outcome] = {}
         self.dispatcher = Dispatcher(queue=self._queue, judge=judge, control=control, rules=rules, budget=budget,
                                      pricing=pricing, keep_reasoning=settings.keep_reasoning, finish=self._finish,
                                      pace=self._pace, stop=self.request_stop, rng=random.Random())
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer")
-        self._writes: list[asyncio.Future] = []
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def execute(self) -> RunResult:
@@ -75,12 +79,11 @@ class Run:
                 task.cancel()
             await asyncio.gather(ticker, feeder, *workers, return_exceptions=True)
             self.result.elapsed = time.monotonic() - started
-            if self._writes:
-                await asyncio.gather(*self._writes)
-            self._writer.shutdown(wait=True)
+            await self.writer.close()
             self._tick_once()
         self.stats.internal_errors = self.dispatcher.internal_errors
         self.result.internal_error = self.dispatcher.first_internal_error
+        self.result.internal_traceback = self.dispatcher.first_traceback
         self.stats.store_hits, self.stats.duplicates = self.planner.store_hits, self.planner.duplicates
         return self.result
 
@@ -104,6 +107,9 @@ class Run:
         try:
             while self.result.stop_status not in (Status.INTERRUPTED, Status.ABORTED):
                 batch = await asyncio.to_thread(next, batches, None)
+                if self._canaries:  # mixed in with the first rows: sent under the same conditions
+                    canaries, self._canaries = self._canaries, []
+                    await self._queue.put_many(canaries)
                 if batch is None:
                     # only a fully read input closes its last shards: after a stop a shard may lack
                     # rows, and the next run rebuilds it
@@ -122,14 +128,19 @@ class Run:
     # -- answers -----------------------------------------------------------------------------
     def _finish(self, task: Task, source: str) -> None:
         outcome, fp = task.outcome, task.fingerprint
+        canary = task.canary is not None
         if source == "api":
             stats, usage = self.stats, outcome.usage
             stats.sent += 1
             stats.billed_calls += outcome.billed_calls
             stats.tokens += usage.prompt_tokens + usage.completion_tokens
             stats.spent_usd += charged_usd(usage if outcome.billed_calls else None, outcome.cost_usd)
-            self.store.put(fingerprint=fp, outcome=outcome, policy=task.slot.plan.policy.name,
+            # a canary's answer is billed but never stored: tomorrow's canary must ask the model again
+            self.store.put(fingerprint=None if canary else fp, outcome=outcome, policy=task.slot.plan.policy.name,
                            out_id=self.settings.out_id, run_id=self.settings.run_id)
+        if canary:
+            self.canary_answers[task.canary] = outcome  # type: ignore[index]
+            return
         waiters = self.planner.answered(fp, outcome, final=source == "api" and outcome.status in FINAL_STATUSES)
         self._place(task.slot, outcome, source, fp)
         for slot in waiters:
@@ -137,10 +148,11 @@ class Run:
 
     def _place(self, slot: Slot, outcome: Outcome, source: str, fp: bytes | None) -> None:
         s, plan = self.settings, slot.plan
+        assert slot.shard is not None
         label = label_row(
             id=slot.row_id, policy=plan.policy.name, outcome=outcome, model=s.model, policy_version=plan.version,
             reasoning_effort=s.reasoning_effort, output_format=s.output_format, source=source, fingerprint=fp,
-            row_number=slot.row_number, input_file=slot.input_file, run_id=s.run_id,
+            row_number=slot.row_number, input_file=slot.input_file, run_id=s.run_id, kept=slot.kept,
         )
         status = outcome.status
         self.stats.labels += 1
@@ -162,24 +174,6 @@ class Run:
     def _shard_done(self, index: int) -> bool:
         info = self.manifest.shards.get(index)
         return info is not None and info.complete
-
-    def _write(self, shard: Shard) -> None:
-        if self.result.write_error is not None:
-            return  # the disk refused an earlier shard: the next run rebuilds this one from the store
-        loop = self._loop or asyncio.get_running_loop()
-        labels, shard.labels = shard.labels, []
-        self._writes.append(loop.run_in_executor(
-            self._writer, self._write_shard, shard.index, labels, shard.rows, shard.unsent))
-
-    def _write_shard(self, index: int, labels: list[tuple], rows: int, unsent: int) -> None:
-        try:
-            info = self.outdir.write_shard(index, labels, input_rows=rows, unsent=unsent)
-            self.manifest.shards[index] = info
-            self.outdir.write_manifest(self.manifest)
-        except OSError as exc:
-            message = f"cannot write shard {index} in {self.outdir.path}: {exc.strerror or exc}"
-            if self._loop is not None:
-                self._loop.call_soon_threadsafe(self._write_failed, message)
 
     def _write_failed(self, message: str) -> None:
         if self.result.write_error is None:

@@ -58,8 +58,11 @@ class RunResult:
     write_error: str | None = None
     #: the input ended before every shard was closed (a stop or an unreadable input)
     input_exhausted: bool = False
-    #: the first internal error's description
+    #: the first internal error's description, and its traceback
     internal_error: str | None = None
+    internal_traceback: str | None = None
+    #: canaries answered with the wrong verdict (the run exits `exitcodes.EXIT_CANARY`)
+    canaries_wrong: int = 0
 
 
 def new_run_id() -> str:
