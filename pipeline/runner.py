@@ -67,6 +67,7 @@ class Run:
     async def execute(self) -> RunResult:
         self._loop = asyncio.get_running_loop()
         self.dispatcher.released = asyncio.Event()
+        self.dispatcher.stopping = asyncio.Event()
         self.store.start(on_commit=self._committed_threadsafe)
         started = time.monotonic()
         feeder = asyncio.create_task(self._feed())
@@ -96,6 +97,8 @@ class Run:
         self.result.stop_status = self.dispatcher.stop_status = status
         if status is not Status.BUDGET_EXHAUSTED:  # a budget stop still labels every row
             self._queue.stop()
+            if self.dispatcher.stopping is not None:
+                self.dispatcher.stopping.set()
         if status is Status.INTERRUPTED:
             self._grace_deadline = time.monotonic() + self.settings.grace_seconds
 

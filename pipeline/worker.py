@@ -59,6 +59,8 @@ class Dispatcher:
     stop_status: Status | None = None
     #: set while any budget reservation is released (waiters re-check)
     released: asyncio.Event | None = None
+    #: set when the run stops sending (a signal, a fatal error): ends waits for a turn at once
+    stopping: asyncio.Event | None = None
     rng: random.Random | None = None
     #: budget reservations held by answers waiting in the queue to be fetched
     held_for_queued: int = 0
@@ -106,7 +108,12 @@ class Dispatcher:
                 return self._end_stopped(task)
         tokens = 0
         if retry.poll_url is None:
-            tokens = await self.control.acquire(task.prompt_tokens)
+            taken = await self.control.acquire(task.prompt_tokens, stop=self.stopping)
+            if taken is None:  # the run stopped while this request waited for its turn: it was not sent
+                if budgeted:
+                    self._settle(expected, worst, 0.0)
+                return self._end_stopped(task)
+            tokens = taken
         plan = task.slot.plan
         gate = self.gate
         if gate is not None:

@@ -305,3 +305,31 @@ def test_store_none_on_a_directory_with_its_own_store_is_refused_before_paying_a
     assert again.code == exitcodes.EXIT_USAGE
     assert again.stats.requests == 0
     assert "store.sqlite" in again.stderr and "Traceback" not in again.stderr
+
+
+@pytest.mark.slow
+def test_a_signal_during_a_host_ordered_pause_stops_at_once_not_after_the_grace_period(tmp_path: Path) -> None:
+    # no call is in flight while everyone waits for a spent quota's reset: there is nothing to finish
+    import os
+    import signal
+    import time
+
+    config = make_config(tmp_path, [_rows(tmp_path, 50)], policies=["spam"], concurrency=2, grace_seconds=30.0)
+
+    async def spent(request: web.Request) -> web.Response:
+        return web.json_response(_answer(), headers={"x-ratelimit-remaining-requests": "0",
+                                                     "x-ratelimit-reset-requests": "120s"})
+
+    async def go() -> tuple[int, str, float]:
+        loop = asyncio.get_running_loop()
+        loop.call_later(1.0, os.kill, os.getpid(), signal.SIGTERM)
+        started = time.monotonic()
+        code, stderr = await _serve(spent, config)
+        return code, stderr, time.monotonic() - started
+
+    code, stderr, seconds = asyncio.run(go())
+    assert code == exitcodes.EXIT_INTERRUPTED, stderr
+    assert seconds < 10
+    labels = _labels(config)
+    assert labels.filter(pl.col("status") == "ok").height >= 1
+    assert labels.filter(pl.col("status") != "ok")["status"].unique().to_list() == ["interrupted"]

@@ -15,6 +15,7 @@ What slows everyone down, and what does not:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Mapping
 
@@ -63,9 +64,10 @@ class RateControl:
         """Tokens to reserve for a request: its prompt plus what answers measure on average."""
         return prompt_tokens + int(self.mean_completion)
 
-    async def acquire(self, prompt_tokens: int) -> int:
+    async def acquire(self, prompt_tokens: int, *, stop: asyncio.Event | None = None) -> int | None:
         """Wait until a request with a prompt of about ``prompt_tokens`` tokens may start, take its quota
-        and return the tokens reserved (to settle once the answer's usage is known).
+        and return the tokens reserved (to settle once the answer's usage is known); None, with nothing
+        taken, when ``stop`` is set while waiting (a signal during a pause ends the wait at once).
 
         The reservation is made when the quota is taken, with the mean completion measured by then:
         a request that waited does not hold a guess from before the first answers came.
@@ -80,7 +82,10 @@ class RateControl:
             wait = limits.reserve(tokens, now=now)
             if wait <= 0.0:
                 return tokens
-            await asyncio.sleep(wait)
+            if stop is None:
+                await asyncio.sleep(wait)
+            elif await _stopped_within(stop, wait):
+                return None
             now = self._clock()
 
     def after_attempt(self, attempt: Attempt, *, headers: Mapping[str, str] | None = None,
@@ -158,3 +163,12 @@ class RateControl:
             self.limits.requests = TokenBucket(per_minute=per_minute, now=now)
         else:
             self.limits.requests.set_rate(per_minute, now=now)
+
+
+async def _stopped_within(stop: asyncio.Event, seconds: float) -> bool:
+    """Wait ``seconds``, or less if ``stop`` is set meanwhile; whether it was set."""
+    if not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await stop.wait()
+    return stop.is_set()
