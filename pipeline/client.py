@@ -89,7 +89,9 @@ class AiohttpTransport:
             log.debug("POST %s headers=%s body=%s", url or self.url, redact_headers(self._headers),
                       redact_body(body))
         try:
-            async with self._session.post(url or self.url, data=body, timeout=client_timeout) as response:
+            # never follow a redirect: it would carry the body (ModelsLab: with the key) to the new place
+            async with self._session.post(url or self.url, data=body, timeout=client_timeout,
+                                          allow_redirects=False) as response:
                 payload = await _read_capped(response, MAX_REPLY_BYTES)
                 if log.isEnabledFor(logging.DEBUG):
                     log.debug("HTTP %s %s", response.status, self._redactor.body(payload)[:300])

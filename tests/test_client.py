@@ -194,3 +194,31 @@ def test_an_answer_larger_than_the_reply_cap_is_a_transport_error_not_a_memory_b
                     await t.post(request_body(), timeout=10.0)
 
     asyncio.run(go())
+
+
+def test_a_redirect_is_not_followed_so_a_key_in_the_body_stays_with_the_endpoint() -> None:
+    # aiohttp follows a 307 with the same body: ModelsLab's key travels in the body
+    seen: list[bytes] = []
+
+    async def elsewhere(request: web.Request) -> web.Response:
+        seen.append(await request.read())
+        return web.json_response({})
+
+    async def go() -> None:
+        other = web.Application()
+        other.router.add_post("/v1/chat/completions", elsewhere)
+        async with serve_app(other) as other_root:
+            async def moved(request: web.Request) -> web.Response:
+                raise web.HTTPTemporaryRedirect(f"{other_root}/v1/chat/completions")
+
+            app = web.Application()
+            app.router.add_post("/v1/chat/completions", moved)
+            async with serve_app(app) as root:
+                url = f"{root}/v1/chat/completions"
+                async with AiohttpTransport(url=url, headers=request_headers("openai", SECRET), connections=1) as t:
+                    reply = await t.post(request_body(), timeout=5.0)
+        assert reply.status == 307
+        assert read_reply(reply.status, reply.headers, reply.body, now=0.0).attempt.kind is AttemptKind.FATAL
+
+    asyncio.run(go())
+    assert seen == []
