@@ -265,8 +265,13 @@ def _build_run(config: RunConfig, *, inputs: InputSet, plans: list[PolicyPlan], 
         log.say("pause", f"moderate: pausing all requests for {seconds:.0f} s: {why}", seconds=round(seconds, 1),
                 reason=why)
 
+    def on_long_retry(seconds: float, why: str) -> None:
+        log.say("pause", f"moderate: requests wait up to {seconds:.0f} s before their retry: {why}",
+                seconds=round(seconds, 1), reason=why)
+
     control = RateControl(rpm=config.rpm or None, tpm=config.tpm or None, adaptive=config.adaptive,
-                          margin=LIMIT_MARGIN, max_retry_after=config.max_retry_after, on_pause=on_pause)
+                          margin=LIMIT_MARGIN, max_retry_after=config.max_retry_after, on_pause=on_pause,
+                          on_long_retry=on_long_retry)
     rules = RetryRules(max_attempts=config.max_attempts, max_refusals=config.max_refusals,
                        invalid_output_retries=config.invalid_output_retries,
                        max_tokens_cap=config.max_tokens_cap, max_retry_after=config.max_retry_after)

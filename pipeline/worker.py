@@ -177,6 +177,7 @@ class Dispatcher:
             self.finish(task, "api")
         elif isinstance(action, Retry):
             task.retry.poll_url = None
+            self.control.note_retry(action.after, outcome.error)
             self.queue.defer(task, action.after)
         elif isinstance(action, Poll):
             self.queue.defer(task, action.after)

@@ -333,3 +333,25 @@ def test_a_signal_during_a_host_ordered_pause_stops_at_once_not_after_the_grace_
     labels = _labels(config)
     assert labels.filter(pl.col("status") == "ok").height >= 1
     assert labels.filter(pl.col("status") != "ok")["status"].unique().to_list() == ["interrupted"]
+
+
+@pytest.mark.slow
+def test_rows_waiting_out_a_long_retry_after_are_said_and_a_signal_ends_the_wait(tmp_path: Path) -> None:
+    # every request refused with "Retry-After: 1e9": each row waits max_retry_after; the run must
+    # not sit silent, and a signal must not wait for those retries
+    import os
+    import signal
+
+    config = make_config(tmp_path, [_rows(tmp_path, 20)], policies=["spam"], concurrency=4, grace_seconds=30.0)
+
+    async def busy(request: web.Request) -> web.Response:
+        return web.json_response({"error": {"message": "busy"}}, status=429, headers={"Retry-After": "1e9"})
+
+    async def go() -> tuple[int, str]:
+        asyncio.get_running_loop().call_later(1.5, os.kill, os.getpid(), signal.SIGTERM)
+        return await _serve(busy, config)
+
+    code, stderr = asyncio.run(go())
+    assert code == exitcodes.EXIT_INTERRUPTED, stderr
+    assert f"wait up to {config.max_retry_after:.0f} s before their retry: HTTP 429: busy" in stderr
+    assert _labels(config)["status"].unique().to_list() == ["interrupted"]

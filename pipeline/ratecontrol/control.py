@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import Callable, Mapping
 
@@ -32,6 +33,8 @@ LIMIT_MARGIN = 0.985
 SHARED_PAUSE_SHARE = 0.9
 #: shared pauses at least this long are reported, one line each.
 REPORTED_PAUSE_S = 2.0
+#: a request's own wait before its retry is reported from this long on.
+REPORTED_RETRY_S = 30.0
 _BILLED = frozenset({AttemptKind.ANSWER, AttemptKind.INVALID, AttemptKind.TRUNCATED, AttemptKind.FILTERED})
 
 
@@ -40,6 +43,7 @@ class RateControl:
                  margin: float = 1.0, max_retry_after: float = 600.0,
                  clock: Callable[[], float] = time.monotonic,
                  on_pause: Callable[[float, str], None] | None = None,
+                 on_long_retry: Callable[[float, str], None] | None = None,
                  expected_completion_tokens: int = 512) -> None:
         self._clock = clock
         now = clock()
@@ -50,6 +54,8 @@ class RateControl:
         self.breaker = CircuitBreaker()
         self.max_retry_after = max_retry_after
         self._on_pause = on_pause
+        self._on_long_retry = on_long_retry
+        self._long_retries_until = -math.inf  # the end of the longest retry wait reported so far
         #: True once any limit applies; False keeps `acquire` on its fast path.
         self._engaged = bool(rpm or tpm)
         self._applied = self._configured_rpm  # the request rate the bucket holds now
@@ -147,6 +153,19 @@ class RateControl:
         self.limits.pause_until(until)
         if self.limits.paused_until > before:
             self._report(self.limits.paused_until - now, why)
+
+    def note_retry(self, seconds: float, why: str | None) -> None:
+        """A request waits ``seconds`` before its own retry (a long Retry-After, a backoff).
+
+        Waits of at least `REPORTED_RETRY_S` are said, one line for each that ends later than the
+        last one said: a run whose rows all wait for the host then does not look hung.
+        """
+        if self._on_long_retry is None or seconds < REPORTED_RETRY_S:
+            return
+        now = self._clock()
+        if now + seconds > self._long_retries_until + REPORTED_RETRY_S:
+            self._long_retries_until = now + seconds
+            self._on_long_retry(seconds, why or "no usable answer")
 
     def _report(self, seconds: float, why: str) -> None:
         if self._on_pause is not None and seconds >= REPORTED_PAUSE_S:

@@ -391,3 +391,14 @@ def test_a_request_that_waited_reserves_with_the_mean_known_when_it_goes(vt: Vir
         return [first, second]
 
     assert run(go) == [562, 60]
+
+
+def test_long_retry_waits_are_said_once_per_later_end(vt: VirtualTime) -> None:
+    said: list[tuple[float, str]] = []
+    control = RateControl(rpm=None, tpm=None, clock=vt.clock, on_long_retry=lambda s, why: said.append((s, why)))
+    control.note_retry(1.0, "HTTP 429: busy")  # short: not worth a line
+    control.note_retry(600.0, "HTTP 429: busy")
+    control.note_retry(600.0, "HTTP 429: busy")  # the same wait for another row: already said
+    vt.now += 100.0
+    control.note_retry(600.0, "HTTP 429: busy")  # ends 100 s later than the one said
+    assert said == [(600.0, "HTTP 429: busy"), (600.0, "HTTP 429: busy")]
