@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
@@ -31,7 +32,7 @@ from pipeline.policies import PolicyError, builtin_policy_files, load_policies
 from pipeline.progress import Progress
 from pipeline.prompt import PROMPT_VERSION, render_system, request_key
 from pipeline.providers import HOSTS
-from pipeline.ratecontrol import LIMIT_MARGIN, RateControl, RetryRules
+from pipeline.ratecontrol import LIMIT_MARGIN, RateControl, RetryRules, Throttle
 from pipeline.readers import InputError, InputSet, open_inputs
 from pipeline.records import Policy, Status
 from pipeline.report import build_report, write_reports
@@ -67,8 +68,20 @@ async def run_job_async(config: RunConfig, *, stream: TextIO | None = None, tran
         return exitcodes.EXIT_LOCKED if exc.locked else exitcodes.EXIT_USAGE
 
 
-async def _run_job(config: RunConfig, *, stream: TextIO, transport: Transport | None,
-                   progress: bool | None) -> int:
+@dataclass(slots=True)
+class Job:
+    """What a run needs before anything is opened: checked inputs, policies, prices, model, key."""
+
+    config: RunConfig
+    inputs: InputSet
+    plans: list[PolicyPlan]
+    pricing: Pricing
+    model: str
+    api_key: str | None
+
+
+def open_job(config: RunConfig, *, transport: Transport | None = None) -> Job:
+    """Check the inputs, policies, prices and key of a job; raises the one-line errors of a user mistake."""
     if not config.inputs:
         raise UsageError("no input: pass --input PATH (file, folder or glob) or set [input] paths")
     inputs = open_inputs(config.inputs, text_column=config.text_column, id_column=config.id_column,
@@ -84,17 +97,24 @@ async def _run_job(config: RunConfig, *, stream: TextIO, transport: Transport | 
         raise UsageError(f"no API key: set the environment variable {config.api_key_env}")
     plans = [_policy_plan(i, p, config, model) for i, p in enumerate(policies)]
     check_context_room(config, {p.policy.name: p.system_tokens for p in plans})
+    return Job(config, inputs, plans, pricing, model, api_key)
+
+
+async def _run_job(config: RunConfig, *, stream: TextIO, transport: Transport | None,
+                   progress: bool | None) -> int:
+    job = open_job(config, transport=transport)
+    inputs, plans, pricing, model, api_key = job.inputs, job.plans, job.pricing, job.model, job.api_key
     outdir = OutputDir(config.out)
     outdir.lock()
     try:
         store = NullStore() if config.store == "none" else ResultStore(config.store or outdir.path / "store.sqlite")
-        manifest = open_manifest(outdir, _identity(config, inputs, plans, model), shard_rows=config.shard_rows,
+        manifest = open_manifest(outdir, job_identity(job), shard_rows=config.shard_rows,
                                  force=bool(config.force), store=store)
         if manifest.finished:
             return _nothing_to_do(store, manifest, outdir, pricing, config, model, stream)
         async with contextlib.AsyncExitStack() as stack:
             endpoint = await open_endpoint(stack, config, api_key=api_key, transport=transport, stream=stream)
-            run = _build_run(config, inputs=inputs, plans=plans, endpoint=endpoint, store=store, outdir=outdir,
+            run = build_run(config, inputs=inputs, plans=plans, endpoint=endpoint, store=store, outdir=outdir,
                              manifest=manifest, pricing=pricing, api_key=api_key, model=model, stream=stream,
                              progress=Progress(total=_total(inputs, plans), enabled=progress, stream=stream))
             result = await _execute(run, store, stream)
@@ -165,9 +185,11 @@ def _nothing_to_do(store: ResultStore, manifest: Manifest, outdir: OutputDir, pr
     return exitcodes.EXIT_ROWS_FAILED if bad else exitcodes.EXIT_OK
 
 
-def _build_run(config: RunConfig, *, inputs: InputSet, plans: list[PolicyPlan], endpoint: Endpoint,
-               store: ResultStore, outdir: OutputDir, manifest: Manifest, pricing: Pricing, api_key: str | None,
-               model: str, stream: TextIO, progress: Progress) -> Run:
+def build_run(config: RunConfig, *, inputs: InputSet, plans: list[PolicyPlan], endpoint: Endpoint,
+              store: ResultStore, outdir: OutputDir, manifest: Manifest, pricing: Pricing, api_key: str | None,
+              model: str, stream: TextIO, progress: Progress | None, control: Throttle | None = None,
+              run_id: str | None = None, first_row: int = 0, manifest_file: bool = True) -> Run:
+    """A `Run` of ``config``; a cluster worker passes its leased ``control``, the run's id and its shard."""
     provider = "openai" if config.provider == "simulator" else config.provider
     structured = response_format(config.output_format) if config.response_format == "json_schema" else None
     judge = Judge(transport=endpoint.transport, settings=CallSettings(
@@ -178,22 +200,23 @@ def _build_run(config: RunConfig, *, inputs: InputSet, plans: list[PolicyPlan], 
     def on_pause(seconds: float, why: str) -> None:  # one line each, terminal or not
         print(f"moderate: pausing all requests for {seconds:.0f} s: {why}", file=stream, flush=True)
 
-    control = RateControl(rpm=config.rpm or None, tpm=config.tpm or None, adaptive=config.adaptive,
-                          margin=LIMIT_MARGIN, max_retry_after=config.max_retry_after, on_pause=on_pause)
+    if control is None:
+        control = RateControl(rpm=config.rpm or None, tpm=config.tpm or None, adaptive=config.adaptive,
+                              margin=LIMIT_MARGIN, max_retry_after=config.max_retry_after, on_pause=on_pause)
     rules = RetryRules(max_attempts=config.max_attempts, invalid_output_retries=config.invalid_output_retries,
                        max_tokens_cap=config.max_tokens_cap, max_retry_after=config.max_retry_after)
     billing = store.billing(manifest.out_id)
     spent = sum(b["cost_usd"] if b.get("charged_usd") is None else b["charged_usd"] for b in billing)
     settings = RunSettings(
-        out_id=manifest.out_id, run_id=new_run_id(), model=model, reasoning_effort=config.reasoning_effort,
+        out_id=manifest.out_id, run_id=run_id or new_run_id(), model=model, reasoning_effort=config.reasoning_effort,
         output_format=config.output_format.value, too_long=config.too_long,
         concurrency=worker_count(config.concurrency, inputs.total_rows, len(plans)),
         max_tokens=config.max_tokens, keep_reasoning=config.keep_reasoning, grace_seconds=config.grace_seconds,
-        shard_rows=manifest.shard_rows,
+        shard_rows=manifest.shard_rows, first_row=first_row,
     )
     run = Run(inputs=inputs, plans=plans, judge=judge, control=control, rules=rules, pricing=pricing,
               budget=Budget(config.max_cost, spent=spent), store=store, outdir=outdir, manifest=manifest,
-              settings=settings, progress=progress)
+              settings=settings, progress=progress, manifest_file=manifest_file)
     run.dispatcher.gate = endpoint.gate
     run.dispatcher.cached_count_toward_tpm = HOSTS[config.provider].cached_tokens_count_toward_tpm
     return run
@@ -219,8 +242,9 @@ def _policy_plan(index: int, policy: Policy, config: RunConfig, model: str) -> P
                             context_tokens=config.context_tokens, max_tokens=config.max_tokens)
 
 
-def _identity(config: RunConfig, inputs: InputSet, plans: list[PolicyPlan], model: str) -> dict:
+def job_identity(job: Job) -> dict:
     """What makes an output directory: resuming with anything else would mix two jobs."""
+    config, inputs, plans, model = job.config, job.inputs, job.plans, job.model
     identity = {
         "input": inputs.identity(),
         "limit": config.limit,

@@ -23,7 +23,7 @@ from pipeline.labels import label_row
 from pipeline.outdir import Manifest, OutputDir
 from pipeline.planner import Planner, PolicyPlan, Slot, Task
 from pipeline.progress import Progress
-from pipeline.ratecontrol import RateControl, RetryRules
+from pipeline.ratecontrol import RetryRules, Throttle
 from pipeline.readers import InputSet
 from pipeline.records import FINAL_STATUSES, UNSENT_STATUSES, Outcome, Status
 from pipeline.runstate import RunResult, RunSettings, RunStats
@@ -40,10 +40,13 @@ STORE_BACKLOG = 4096
 class Run:
     """Drives one run over an opened input, store and output directory."""
 
-    def __init__(self, *, inputs: InputSet, plans: list[PolicyPlan], judge: Judge, control: RateControl,
+    def __init__(self, *, inputs: InputSet, plans: list[PolicyPlan], judge: Judge, control: Throttle,
                  rules: RetryRules, pricing: Pricing, budget: Budget, store: ResultStore, outdir: OutputDir,
-                 manifest: Manifest, settings: RunSettings, progress: Progress | None = None) -> None:
+                 manifest: Manifest, settings: RunSettings, progress: Progress | None = None,
+                 manifest_file: bool = True) -> None:
         self.inputs, self.plans, self.store, self.outdir = inputs, plans, store, outdir
+        #: False: written shards are listed in ``manifest`` in memory only (the caller records them)
+        self.manifest_file = manifest_file
         self.manifest, self.settings, self.progress = manifest, settings, progress
         self.stats = RunStats()
         self.result = RunResult(self.stats, 0.0, 0, None)
@@ -98,7 +101,7 @@ class Run:
 
     # -- feeding -----------------------------------------------------------------------------
     async def _feed(self) -> None:
-        skip = _complete_prefix(self.manifest) * self.settings.shard_rows
+        skip = max(_complete_prefix(self.manifest) * self.settings.shard_rows, self.settings.first_row)
         row_number = skip
         batches = self.inputs.batches(batch_size=BATCH_ROWS, skip_rows=skip)
         try:
@@ -175,7 +178,8 @@ class Run:
         try:
             info = self.outdir.write_shard(index, labels, input_rows=rows, unsent=unsent)
             self.manifest.shards[index] = info
-            self.outdir.write_manifest(self.manifest)
+            if self.manifest_file:
+                self.outdir.write_manifest(self.manifest)
         except OSError as exc:
             message = f"cannot write shard {index} in {self.outdir.path}: {exc.strerror or exc}"
             if self._loop is not None:
