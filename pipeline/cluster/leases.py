@@ -82,9 +82,10 @@ class SharedLimiter:
         self.control = RateControl(rpm=rpm, tpm=tpm, adaptive=adaptive, margin=margin,
                                    max_retry_after=max_retry_after, clock=lambda: self._now)
         self.lease_seconds = lease_seconds
-        #: lease calls answered, requests granted, attempts reported
+        #: lease calls answered, requests granted, given back unused, attempts reported
         self.calls = 0
         self.granted = 0
+        self.returned = 0
         self.reported = 0
 
     def lease(self, request: LeaseRequest, *, now: float) -> Grant:
@@ -112,6 +113,7 @@ class SharedLimiter:
 
     def _give_back(self, request: LeaseRequest, now: float) -> None:
         limits = self.control.limits
+        self.returned += max(0, request.returned_requests)
         if request.returned_requests > 0 and limits.requests is not None:
             limits.requests.refund(request.returned_requests, now=now)
         if limits.tokens is not None:

@@ -1,0 +1,185 @@
+"""The driver of `moderate run --engine ray`: plan the shards, label them on Ray, report.
+
+The driver checks the job as the local engine does (`pipeline.app.open_job`), takes the output
+directory's lock and manifest, and sends every shard not yet complete to the cluster. As each
+shard's summary comes back it lists the shard in the manifest (only the driver writes it). At the
+end it writes the cost report and the HTML report from the billing of every shard's store.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import TextIO
+
+from pipeline import exitcodes
+from pipeline.app import Job, UsageError, job_identity, open_job
+from pipeline.cluster.labeller import ShardSpec, ShardSummary
+from pipeline.cluster.ledger import ClusterLedger
+from pipeline.config import ConfigError, RunConfig
+from pipeline.cost import PricingError
+from pipeline.ending import exit_code, outcome_word, problems, summary_line
+from pipeline.htmlreport import write_html_report
+from pipeline.outdir import Manifest, OutputDir, OutputDirError, ShardInfo
+from pipeline.policies import PolicyError
+from pipeline.readers import InputError
+from pipeline.records import Status
+from pipeline.report import build_report, write_reports
+from pipeline.resume import open_manifest
+from pipeline.runstate import RunResult, RunStats, new_run_id
+from pipeline.store import StoreError
+
+__all__ = ["RAY_MISSING", "run_on_ray"]
+
+RAY_MISSING = ("moderate: error: --engine ray needs Ray, which is not installed here: "
+               "pip install '.[ray]' in a checkout (or pip install 'moderate[ray]')")
+
+
+def run_on_ray(config: RunConfig, *, address: str | None = None, actors: int | None = None,
+               stream: TextIO | None = None) -> int:
+    """Run ``config`` on the Ray cluster at ``address`` (None: a Ray instance on this machine)."""
+    stream = stream if stream is not None else sys.stderr
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        print(RAY_MISSING, file=stream)
+        return exitcodes.EXIT_USAGE
+    try:
+        return _run(config, address=address, actors=actors, stream=stream)
+    except (UsageError, ConfigError, InputError, PolicyError, PricingError, StoreError) as exc:
+        print(f"moderate: error: {exc}", file=stream)
+        return exitcodes.EXIT_USAGE
+    except OutputDirError as exc:
+        print(f"moderate: error: {exc}", file=stream)
+        return exitcodes.EXIT_LOCKED if exc.locked else exitcodes.EXIT_USAGE
+
+
+def _refuse_unsupported(config: RunConfig) -> None:
+    if config.max_cost is not None:
+        raise UsageError("--max-cost is not enforced across a cluster yet: run without it, or with --engine local")
+    if config.store:
+        raise UsageError("--store is not used by --engine ray: answers are kept per shard in OUT/results/")
+
+
+def _run(config: RunConfig, *, address: str | None, actors: int | None, stream: TextIO) -> int:
+    _refuse_unsupported(config)
+    job = open_job(config)
+    outdir = OutputDir(config.out)
+    outdir.lock()
+    try:
+        ledger = ClusterLedger(outdir.path)
+        manifest = open_manifest(outdir, {**job_identity(job), "engine": "ray"}, shard_rows=config.shard_rows,
+                                 force=bool(config.force), store=ledger)  # type: ignore[arg-type]
+        if manifest.finished:
+            return _nothing_to_do(job, ledger, manifest, outdir, stream)
+        return _label(job, ledger, manifest, outdir, address=address, actors=actors, stream=stream)
+    finally:
+        outdir.unlock()
+
+
+def _label(job: Job, ledger: ClusterLedger, manifest: Manifest, outdir: OutputDir, *, address: str | None,
+           actors: int | None, stream: TextIO) -> int:
+    from pipeline.cluster import rayside
+
+    total = job.inputs.total_rows
+    if total is None:  # compressed or remote JSONL/CSV: count once, so shards can be numbered
+        total = sum(len(batch) for batch in job.inputs.batches(batch_size=65536))
+    shards = -(-total // manifest.shard_rows)
+    todo = [k for k in range(shards) if not ((info := manifest.shards.get(k)) and info.complete)]
+    run_id = new_run_id()
+    tally = _Tally()
+    started_at, started = time.time(), time.monotonic()
+    ledger.record_run(_run_row(run_id, manifest.out_id, started_at, "running", tally, 0.0))
+    counts: dict[str, int] = {}
+    with rayside.connect(address):
+        limiter = rayside.start_limiter(job.config, run_id)
+        pool = max(1, actors or rayside.cluster_cpus())
+        print(f"moderate: ray: {len(todo):,} of {shards:,} shards to label on {min(pool, max(1, len(todo)))} "
+              f"actors ({job.config.concurrency} connections each)", file=stream, flush=True)
+        spec = ShardSpec(job, manifest.out_id, run_id, manifest.shard_rows)
+        try:
+            for summary in rayside.label_shards(spec, todo, limiter=limiter, actors=pool):
+                tally.add(summary)
+                if summary.shard is not None:
+                    manifest.shards[summary.index] = ShardInfo(**summary.shard)
+                    outdir.write_manifest(manifest)
+                if summary.fatal_error or summary.write_error:
+                    break  # the others would meet the same refusal
+        except KeyboardInterrupt:
+            tally.result.stop_status = Status.INTERRUPTED
+        counts = rayside.limiter_counts(limiter)
+    result = tally.result
+    result.elapsed = time.monotonic() - started
+    result.input_exhausted = True
+    if result.stop_status is None and all((i := manifest.shards.get(k)) and i.complete for k in range(shards)) \
+            and not (result.fatal_error or result.write_error or result.internal_error):
+        manifest.finished = True
+        manifest.total_rows = total
+        outdir.write_manifest(manifest)
+    ledger.record_run(_run_row(run_id, manifest.out_id, started_at, outcome_word(result), tally, result.elapsed))
+    report = _reports(job, ledger, manifest, outdir)
+    print(summary_line(result, report, policies=len(job.plans), labels_dir=outdir.labels,
+                       report_path=Path(outdir.path) / "cost_report.md", simulated=job.config.provider == "simulator"),
+          file=stream)
+    calls = counts.get("calls", 0)
+    per_1000 = calls / result.stats.labels * 1000 if result.stats.labels else 0.0
+    print(f"moderate: ray: the limiter answered {calls:,} lease calls for {counts.get('used', 0):,} requests "
+          f"({per_1000:.1f} per 1,000 labels)", file=stream)
+    if result.write_error:
+        print(f"moderate: error: {result.write_error}; answers paid for are kept in {outdir.path / 'results'}: "
+              "free some space and run the same command to resume", file=stream)
+    elif result.fatal_error:
+        print(f"moderate: error: the endpoint refused the run: {result.fatal_error}", file=stream)
+    if result.internal_error:
+        print(f"moderate: internal error (a bug) on {result.stats.internal_errors:,} rows, which are marked "
+              f"failed: {result.internal_error}; please report it with the worker's log", file=stream)
+    return exit_code(result, report)
+
+
+class _Tally:
+    """The run's result, added up from the shards' summaries."""
+
+    def __init__(self) -> None:
+        self.result = RunResult(RunStats(), 0.0, 0, None)
+
+    def add(self, s: ShardSummary) -> None:
+        stats, result = self.result.stats, self.result
+        for name in ("labels", "sent", "store_hits", "duplicates", "billed_calls", "tokens", "spent_usd",
+                     "internal_errors"):
+            setattr(stats, name, getattr(stats, name) + getattr(s, name))
+        for status, n in s.statuses.items():
+            stats.statuses[Status(status)] += n
+        for policy, violation, n in s.violations:
+            stats.violations[(policy, violation)] += n
+        result.rows_read += s.rows_read
+        if s.stop_status is not None and result.stop_status is None:
+            result.stop_status = Status(s.stop_status)
+        result.fatal_error = result.fatal_error or s.fatal_error
+        result.write_error = result.write_error or s.write_error
+        result.internal_error = result.internal_error or s.internal_error
+
+
+def _run_row(run_id: str, out_id: str, started_at: float, outcome: str, tally: _Tally, elapsed: float) -> dict:
+    s = tally.result.stats
+    return {"run_id": run_id, "out_id": out_id, "started_at": started_at, "ended_at": time.time(),
+            "outcome": outcome, "labels": s.labels, "sent": s.sent, "store_hits": s.store_hits,
+            "duplicates": s.duplicates, "elapsed_s": round(elapsed, 3)}
+
+
+def _reports(job: Job, ledger: ClusterLedger, manifest: Manifest, outdir: OutputDir) -> dict:
+    config = job.config
+    report = build_report(billing=ledger.billing(manifest.out_id), runs=ledger.runs(manifest.out_id),
+                          labels_dir=outdir.labels, pricing=job.pricing, provider=config.provider, model=job.model)
+    write_reports(report, outdir.path)
+    write_html_report(outdir.path, text_column=config.text_column, id_column=config.id_column)
+    return report
+
+
+def _nothing_to_do(job: Job, ledger: ClusterLedger, manifest: Manifest, outdir: OutputDir, stream: TextIO) -> int:
+    report = _reports(job, ledger, manifest, outdir)
+    bad = problems(report)
+    print(f"moderate: nothing to do: {outdir.path} is complete ({manifest.total_rows} rows"
+          + (f", {bad} labels not ok: --force retries them, cached answers are reused" if bad else "")
+          + f"); report in {outdir.path / 'cost_report.md'}", file=stream)
+    return exitcodes.EXIT_ROWS_FAILED if bad else exitcodes.EXIT_OK
