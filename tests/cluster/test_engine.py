@@ -97,9 +97,11 @@ class _Sampler:
 
 @pytest.mark.slow
 def test_the_configured_rpm_holds_across_two_actors(tmp_path: Path, ray_cluster: str) -> None:
-    rpm, concurrency = 1200, 4  # 20 a second; one actor alone could never keep more than 4 in flight
+    # 20 a second at 1 s each: about 20 in flight, more than one actor's 16 connections; each actor
+    # alone could send 16 a second, so two without a shared limit would pass the limit
+    rpm, concurrency = 1200, 16
     data = _input(tmp_path, 240)  # 200 requests (every sixth text is empty)
-    with SimulatorProcess("--latency-ms", "400", "--rpm", str(rpm)) as sim:
+    with SimulatorProcess("--latency-ms", "1000", "--rpm", str(rpm)) as sim:
         config = make_config(tmp_path, [data], out=str(tmp_path / "ray"), base_url=sim.base_url, shard_rows=60,
                              policies=["spam"], rpm=rpm, concurrency=concurrency)
         stream = io.StringIO()
