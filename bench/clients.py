@@ -111,7 +111,7 @@ def run_raw(sim: SimulatorProcess, *, name: str, connections: int, rows: int | N
 def run_moderate(sim: SimulatorProcess, *, name: str, store: str | None = "none", concurrency: int = 64,
                  inputs: Sequence[Path | str] = (TWEETS,), text_column: str = "tweet",
                  extra: Sequence[str] = (), timeout: float = 900.0,
-                 stop_after: float | None = None) -> tuple[ClientRun, list[str]]:
+                 stop_after: float | None = None, ok_codes: Sequence[int] = (0,)) -> tuple[ClientRun, list[str]]:
     """One ``moderate run`` into a fresh ``bench/out/NAME``; returns the run and the command.
 
     ``stop_after`` seconds: interrupt it then (SIGINT) and count the labels it finished;
@@ -124,7 +124,7 @@ def run_moderate(sim: SimulatorProcess, *, name: str, store: str | None = "none"
     m = run_measured(cmd, timeout=timeout, log=OUT / "logs" / name, interrupt_after=stop_after)
     after = sim.stats()
     stopped = m.returncode == EXIT_INTERRUPTED
-    if m.returncode != 0 and not (stopped and stop_after is not None):
+    if m.returncode not in ok_codes and not (stopped and stop_after is not None):
         raise RuntimeError(f"moderate run failed ({m.returncode}): {m.stderr[-2000:]}")
     labels, elapsed, rate = parse_summary(m.stderr)
     loop_s = labels / rate if rate >= 100 else elapsed  # labels/s has more digits than elapsed

@@ -22,7 +22,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "bench" / "out"
-DATASETS = REPO.parent / "shared" / "datasets"
+# the shared data sets sit beside the repository; MODERATE_DATASETS points elsewhere
+DATASETS = Path(os.environ.get("MODERATE_DATASETS") or REPO.parent / "shared" / "datasets")
 TWEETS = DATASETS / "davidson_tweets" / "labeled_data.csv"
 TWEETS_ROWS = 24_783
 BENCHMARKS_MD = REPO / "BENCHMARKS.md"

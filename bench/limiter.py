@@ -39,6 +39,8 @@ PHASES = (
     Phase("request limit binds", "rpm", 1200, 2_000_000, "rpm"),
     Phase("token limit binds", "tpm", 6000, 300_000, "tpm"),
     Phase("request limit binds, adaptive off", "rpm-fixed", 1200, 2_000_000, "rpm", adaptive=False),
+    Phase("small token plan (60 k TPM)", "tpm-60k", 100_000, 60_000, "tpm"),
+    Phase("large token plan (1 M TPM)", "tpm-1m", 100_000, 1_000_000, "tpm"),
 )
 
 

@@ -169,6 +169,7 @@ def _finish(run: Run, result: RunResult, store: ResultStore, manifest: Manifest,
     elif result.fatal_error:
         print(f"moderate: error: the endpoint refused the run: {result.fatal_error}", file=stream)
     if result.internal_error:
+        print(result.internal_traceback or "", end="", file=stream)
         print(f"moderate: internal error (a bug) on {result.stats.internal_errors:,} rows, which are marked "
               f"failed: {result.internal_error}; please report it with the traceback above", file=stream)
     return exit_code(result, report)
@@ -203,7 +204,8 @@ def build_run(config: RunConfig, *, inputs: InputSet, plans: list[PolicyPlan], e
     if control is None:
         control = RateControl(rpm=config.rpm or None, tpm=config.tpm or None, adaptive=config.adaptive,
                               margin=LIMIT_MARGIN, max_retry_after=config.max_retry_after, on_pause=on_pause)
-    rules = RetryRules(max_attempts=config.max_attempts, invalid_output_retries=config.invalid_output_retries,
+    rules = RetryRules(max_attempts=config.max_attempts, max_refusals=config.max_refusals,
+                       invalid_output_retries=config.invalid_output_retries,
                        max_tokens_cap=config.max_tokens_cap, max_retry_after=config.max_retry_after)
     billing = store.billing(manifest.out_id)
     spent = sum(b["cost_usd"] if b.get("charged_usd") is None else b["charged_usd"] for b in billing)

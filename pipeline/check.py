@@ -41,6 +41,7 @@ from pipeline.providers import (
 )
 from pipeline.ratecontrol import AttemptKind
 from pipeline.records import Policy
+from pipeline.redact import Redactor
 from pipeline.schemas import response_format
 from pipeline.vllm_metrics import RUNNING, WAITING, metrics_url, parse_metrics
 
@@ -88,7 +89,7 @@ def format_table(results: list[CheckResult], *, secret: str | None = None) -> st
         result = "info" if r.ok is None else "ok" if r.ok else "FAIL"
         lines.append(f"  {r.name:<{width}}  {result:<6}  {r.detail}")
     text = "\n".join(lines)
-    return text.replace(secret, "[redacted]") if secret else text
+    return Redactor(secret).text(text)
 
 
 def run_check(config: RunConfig, *, stream: TextIO | None = None) -> int:

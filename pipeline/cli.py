@@ -133,11 +133,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if os.environ.get("MODERATE_DEBUG"):
-        # every request and answer on stderr; credentials are redacted (pipeline.redact)
-        logging.basicConfig(level=logging.DEBUG, format="%(asctime)s %(name)s %(message)s")
-    return args.handler(args)
+    try:
+        args = build_parser().parse_args(argv)
+        if os.environ.get("MODERATE_DEBUG"):
+            # every request and answer on stderr; credentials are redacted (pipeline.redact)
+            logging.basicConfig(level=logging.DEBUG, format="%(asctime)s %(name)s %(message)s")
+        return args.handler(args)
+    except KeyboardInterrupt:  # before a command's own signal handling is in place (or it has none)
+        print("moderate: interrupted; run the same command again to start or resume", file=sys.stderr)
+        return exitcodes.EXIT_INTERRUPTED
 
 
 def _run(args: argparse.Namespace) -> int:

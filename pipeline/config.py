@@ -52,6 +52,8 @@ class RunConfig:
     context_tokens: int = 131072
     request_timeout: float = 120.0
     max_attempts: int = 6
+    #: refusals (429, 503, a full queue) a request may meet; they cost nothing and do not count above
+    max_refusals: int = 30
     #: the longest wait a host may order (Retry-After and the like); longer requests are cut to it
     max_retry_after: float = 600.0
     invalid_output_retries: int = 2
@@ -114,6 +116,7 @@ SCHEMA: dict[str, dict[str, tuple[str, tuple[type, ...]]]] = {
         "context_tokens": ("context_tokens", (int,)),
         "request_timeout": ("request_timeout", (int, float)),
         "max_attempts": ("max_attempts", (int,)),
+        "max_refusals": ("max_refusals", (int,)),
         "max_retry_after": ("max_retry_after", (int, float)),
         "invalid_output_retries": ("invalid_output_retries", (int,)),
         "keep_reasoning": ("keep_reasoning", (bool,)),
@@ -218,6 +221,7 @@ def validate(config: RunConfig) -> None:
         "limits.concurrency": config.concurrency,
         "endpoint.max_tokens": config.max_tokens,
         "endpoint.max_attempts": config.max_attempts,
+        "endpoint.max_refusals": config.max_refusals,
         "endpoint.request_timeout": config.request_timeout,
         "endpoint.context_tokens": config.context_tokens,
         "output.shard_rows": config.shard_rows,

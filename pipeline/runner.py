@@ -4,8 +4,8 @@ The feeder reads input batches (in a thread, so parsing overlaps network work) a
 the planner; labels known at once go to their shard, requests to the bounded work queue, which a
 fixed set of workers (`pipeline.worker`) drains. Answers go to the store at once (a background
 thread commits them) and into their shard; a complete shard is written in a writer thread and
-recorded in the manifest. The run returns a `RunResult`; signals, printing and exit codes belong
-to the caller.
+recorded in the manifest (`pipeline.shardwriter`). The run returns a `RunResult`; signals,
+printing and exit codes belong to the caller.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import random
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 from pipeline.budget import Budget
 from pipeline.cost import Pricing
@@ -27,7 +26,8 @@ from pipeline.ratecontrol import RetryRules, Throttle
 from pipeline.readers import InputSet
 from pipeline.records import FINAL_STATUSES, UNSENT_STATUSES, Outcome, Status
 from pipeline.runstate import RunResult, RunSettings, RunStats
-from pipeline.shards import Shard, ShardAssembler
+from pipeline.shards import ShardAssembler
+from pipeline.shardwriter import ShardWriter
 from pipeline.store import ResultStore, StoreError
 from pipeline.worker import Dispatcher, charged_usd
 from pipeline.workqueue import WorkQueue
@@ -45,22 +45,19 @@ class Run:
                  manifest: Manifest, settings: RunSettings, progress: Progress | None = None,
                  manifest_file: bool = True) -> None:
         self.inputs, self.plans, self.store, self.outdir = inputs, plans, store, outdir
-        #: False: written shards are listed in ``manifest`` in memory only (the caller records them)
-        self.manifest_file = manifest_file
         self.manifest, self.settings, self.progress = manifest, settings, progress
         self.stats = RunStats()
         self.result = RunResult(self.stats, 0.0, 0, None)
         self._grace_deadline: float | None = None
         self._queue: WorkQueue[Task] = WorkQueue(high=max(settings.concurrency * 4, BATCH_ROWS))
+        self.writer = ShardWriter(outdir, manifest, on_error=self._write_failed, manifest_file=manifest_file)
         self.shards = ShardAssembler(shard_rows=settings.shard_rows, is_done=self._shard_done,
-                                     on_complete=self._write)
+                                     on_complete=self.writer.write)
         self.planner = Planner(plans=plans, shards=self.shards, run_id=settings.run_id, too_long=settings.too_long,
                                max_tokens=settings.max_tokens, lookup=store.lookup)
         self.dispatcher = Dispatcher(queue=self._queue, judge=judge, control=control, rules=rules, budget=budget,
                                      pricing=pricing, keep_reasoning=settings.keep_reasoning, finish=self._finish,
                                      pace=self._pace, stop=self.request_stop, rng=random.Random())
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer")
-        self._writes: list[asyncio.Future] = []
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def execute(self) -> RunResult:
@@ -78,12 +75,11 @@ class Run:
                 task.cancel()
             await asyncio.gather(ticker, feeder, *workers, return_exceptions=True)
             self.result.elapsed = time.monotonic() - started
-            if self._writes:
-                await asyncio.gather(*self._writes)
-            self._writer.shutdown(wait=True)
+            await self.writer.close()
             self._tick_once()
         self.stats.internal_errors = self.dispatcher.internal_errors
         self.result.internal_error = self.dispatcher.first_internal_error
+        self.result.internal_traceback = self.dispatcher.first_traceback
         self.stats.store_hits, self.stats.duplicates = self.planner.store_hits, self.planner.duplicates
         return self.result
 
@@ -165,25 +161,6 @@ class Run:
     def _shard_done(self, index: int) -> bool:
         info = self.manifest.shards.get(index)
         return info is not None and info.complete
-
-    def _write(self, shard: Shard) -> None:
-        if self.result.write_error is not None:
-            return  # the disk refused an earlier shard: the next run rebuilds this one from the store
-        loop = self._loop or asyncio.get_running_loop()
-        labels, shard.labels = shard.labels, []
-        self._writes.append(loop.run_in_executor(
-            self._writer, self._write_shard, shard.index, labels, shard.rows, shard.unsent))
-
-    def _write_shard(self, index: int, labels: list[tuple], rows: int, unsent: int) -> None:
-        try:
-            info = self.outdir.write_shard(index, labels, input_rows=rows, unsent=unsent)
-            self.manifest.shards[index] = info
-            if self.manifest_file:
-                self.outdir.write_manifest(self.manifest)
-        except OSError as exc:
-            message = f"cannot write shard {index} in {self.outdir.path}: {exc.strerror or exc}"
-            if self._loop is not None:
-                self._loop.call_soon_threadsafe(self._write_failed, message)
 
     def _write_failed(self, message: str) -> None:
         if self.result.write_error is None:

@@ -60,8 +60,9 @@ class RunResult:
     write_error: str | None = None
     #: the input ended before every shard was closed (a stop or an unreadable input)
     input_exhausted: bool = False
-    #: the first internal error's description
+    #: the first internal error's description, and its traceback
     internal_error: str | None = None
+    internal_traceback: str | None = None
 
 
 def new_run_id() -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import sys
 import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -61,6 +60,8 @@ class Dispatcher:
     rng: random.Random | None = None
     internal_errors: int = 0
     first_internal_error: str | None = None
+    #: the first bug's traceback, for the caller to show
+    first_traceback: str | None = None
 
     async def work(self) -> None:
         queue = self.queue
@@ -165,7 +166,7 @@ class Dispatcher:
         description = f"internal error: {type(exc).__name__}: {exc}"
         if self.first_internal_error is None:
             self.first_internal_error = description
-            traceback.print_exception(exc, file=sys.stderr)
+            self.first_traceback = "".join(traceback.format_exception(exc))
         outcome: Outcome = task.outcome
         outcome.status, outcome.error, outcome.verdict = Status.FAILED, description[:300], None
         self.finish(task, "api" if outcome.attempts else "none")

@@ -124,3 +124,16 @@ def test_unusable_base_url_exits_2_before_anything(tmp_path: Path, capsys: pytes
     line = one_error_line(capsys.readouterr().err)
     assert "'endpoint.base_url'" in line and "sk-1" not in line
     assert not (tmp_path / "o").exists()
+
+
+def test_an_interrupt_while_starting_is_one_line_and_exit_130(monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    import pipeline.cli as cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "job_config", interrupted)
+    assert cli.main(["run", "--input", "x.jsonl"]) == exitcodes.EXIT_INTERRUPTED
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("\n") == 1 and "interrupted" in err

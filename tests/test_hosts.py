@@ -66,6 +66,7 @@ def test_modelslab_with_a_wrong_key_stops_at_once_saying_the_key_is_the_problem(
     assert "not-the-key" not in stderr
 
 
+@pytest.mark.slow
 def test_modelslab_queue_full_waits_for_the_body_retry_after_and_loses_nothing(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MODERATION_API_KEY", KEY)
@@ -79,6 +80,7 @@ def test_modelslab_queue_full_waits_for_the_body_retry_after_and_loses_nothing(
     assert labels.height == 120 and labels["status"].unique().to_list() == ["ok"]
 
 
+@pytest.mark.slow
 def test_modelslab_processing_replies_are_fetched_not_paid_again(tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MODERATION_API_KEY", KEY)
@@ -97,6 +99,7 @@ def _no_key_left_behind(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MODERATION_API_KEY", raising=False)  # run_pipeline(env_key=...) sets it
 
 
+@pytest.mark.slow
 def test_openrouter_choice_errors_are_retried_until_every_row_has_its_real_verdict(tmp_path: Path) -> None:
     clean_config = make_config(tmp_path / "clean", [_rows(tmp_path, 200)], policies=["spam"],
                                provider="openrouter")
@@ -134,6 +137,7 @@ def test_openrouter_reported_cost_drives_the_report_beside_the_list_price(tmp_pa
     assert "cost (host-reported)" in (result.out / "cost_report.md").read_text()
 
 
+@pytest.mark.slow
 def test_openrouter_in_flight_budget_402_waits_and_retries(tmp_path: Path) -> None:
     config = make_config(tmp_path, [_rows(tmp_path, 60)], policies=["spam"], provider="openrouter", concurrency=8)
     result = run_pipeline(config, SimulatorConfig(profile="openrouter", in_flight_budget=3, latency_ms=10),
@@ -150,9 +154,24 @@ def test_vllm_error_bodies_are_shown_as_their_message(tmp_path: Path) -> None:
     assert '{"object"' not in result.stderr and "no-such-model" in result.stderr
 
 
+@pytest.mark.slow
 def test_vllm_waiting_queue_is_held_near_its_target(tmp_path: Path) -> None:
     config = make_config(tmp_path, [_rows(tmp_path, 300)], policies=["spam"], concurrency=64)
     result = run_pipeline(config, SimulatorConfig(profile="vllm", max_num_seqs=4, latency_ms=20))
     assert result.code == exitcodes.EXIT_OK, result.stderr
     assert result.stats.metrics_scrapes >= 1
     assert result.stats.max_waiting < 40  # without the gate, 60 requests would wait at once
+
+
+def test_structured_output_sends_the_verdict_schema_and_junk_answers_disappear(tmp_path: Path) -> None:
+    rows = _rows(tmp_path, 100)
+    plain = make_config(tmp_path / "plain", [rows], policies=["spam"], invalid_output_retries=0)
+    junky = SimulatorConfig(faults=Faults(junk_output=0.3), seed=11)
+    without = run_pipeline(plain, junky)
+    assert without.labels().filter(pl.col("status") == "invalid_output").height > 10
+    schema = make_config(tmp_path / "schema", [rows], policies=["spam"], invalid_output_retries=0,
+                         response_format="json_schema")
+    with_schema = run_pipeline(schema, SimulatorConfig(faults=Faults(junk_output=0.3), seed=11))
+    assert with_schema.code == exitcodes.EXIT_OK, with_schema.stderr
+    assert with_schema.stats.constrained > 10
+    assert with_schema.labels()["status"].unique().to_list() == ["ok"]

@@ -6,6 +6,7 @@ import asyncio
 import errno
 import io
 import sqlite3
+import time
 from pathlib import Path
 
 import orjson
@@ -217,3 +218,25 @@ def test_a_host_that_refuses_one_in_twenty_requests_slows_nobody_down(tmp_path: 
     assert result.code == exitcodes.EXIT_OK
     assert result.labels().filter(pl.col("status") == "ok").height == 400
     assert "pausing all requests" not in result.stderr
+
+
+@pytest.mark.slow
+def test_a_host_refusing_everything_with_a_huge_retry_after_is_waited_for_at_most_the_cap(tmp_path: Path) -> None:
+    calls = {"n": 0}
+
+    async def refuse_then_answer(request: web.Request) -> web.Response:
+        calls["n"] += 1
+        if calls["n"] <= 60:  # a shared limit: every request refused, "come back in an hour"
+            return web.json_response({"error": {"message": "rate limited"}}, status=429,
+                                     headers={"Retry-After": "3600"})
+        return web.json_response(_answer())
+
+    config = make_config(tmp_path, [_rows(tmp_path, 60)], policies=["spam"], concurrency=60,
+                         max_retry_after=2.5, max_refusals=50)
+    started = time.monotonic()
+    code, stderr = asyncio.run(_serve(refuse_then_answer, config))
+    assert code == exitcodes.EXIT_OK, stderr
+    pauses = [line for line in stderr.splitlines() if "pausing all requests" in line]
+    assert pauses == ["moderate: pausing all requests for 2 s: 50 of the last 50 requests were refused"]
+    assert time.monotonic() - started < 30  # an hour was asked for
+    assert _labels(config).height == 60

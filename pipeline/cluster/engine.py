@@ -132,8 +132,9 @@ def _label(job: Job, ledger: ClusterLedger, manifest: Manifest, outdir: OutputDi
     elif result.fatal_error:
         print(f"moderate: error: the endpoint refused the run: {result.fatal_error}", file=stream)
     if result.internal_error:
+        print(result.internal_traceback or "", end="", file=stream)
         print(f"moderate: internal error (a bug) on {result.stats.internal_errors:,} rows, which are marked "
-              f"failed: {result.internal_error}; please report it with the worker's log", file=stream)
+              f"failed: {result.internal_error}; please report it with the traceback above", file=stream)
     return exit_code(result, report)
 
 
@@ -157,7 +158,8 @@ class _Tally:
             result.stop_status = Status(s.stop_status)
         result.fatal_error = result.fatal_error or s.fatal_error
         result.write_error = result.write_error or s.write_error
-        result.internal_error = result.internal_error or s.internal_error
+        if result.internal_error is None and s.internal_error is not None:
+            result.internal_error, result.internal_traceback = s.internal_error, s.internal_traceback
 
 
 def _run_row(run_id: str, out_id: str, started_at: float, outcome: str, tally: _Tally, elapsed: float) -> dict:

@@ -59,6 +59,7 @@ class ShardSummary:
     fatal_error: str | None = None
     write_error: str | None = None
     internal_error: str | None = None
+    internal_traceback: str | None = None
     elapsed: float = 0.0
 
 
@@ -107,5 +108,5 @@ def summarise(index: int, result: RunResult, shard: dict | None, first_row: int)
         violations=[[policy, violation, n] for (policy, violation), n in s.violations.items()],
         internal_errors=s.internal_errors, stop_status=None if result.stop_status is None else str(result.stop_status),
         fatal_error=result.fatal_error, write_error=result.write_error, internal_error=result.internal_error,
-        elapsed=result.elapsed,
+        internal_traceback=result.internal_traceback, elapsed=result.elapsed,
     )

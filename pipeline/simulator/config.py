@@ -189,6 +189,8 @@ class SimulatorStats:
     content_filtered: int = 0
     #: OpenRouter: 402s for the in-flight budget (with Retry-After).
     budget_refusals: int = 0
+    #: junk or refusal faults that structured output (response_format json_schema) turned into verdicts
+    constrained: int = 0
     #: vLLM: GET /metrics served, and the most requests ever waiting for an engine slot.
     metrics_scrapes: int = 0
     max_waiting: int = 0

@@ -51,6 +51,12 @@ class Ticket:
     max_tokens: int | None
 
 
+def _structured(body: dict[str, Any]) -> bool:
+    """The request asks for the answer's JSON schema (``response_format`` json_schema)."""
+    fmt = body.get("response_format")
+    return isinstance(fmt, dict) and fmt.get("type") == "json_schema"
+
+
 class Host:
     """The simulated host's state: prompt cache, rate limits, fault draws, counters."""
 
@@ -211,7 +217,9 @@ class Host:
         cfg, shape = self.config, self.shape
         answer, completion, reasoning_tokens = ticket.answer, ticket.completion_tokens, ticket.reasoning_tokens
         finish = "stop"
-        if fault in ("junk_output", "refusal"):
+        if fault in ("junk_output", "refusal") and _structured(ticket.body):
+            self.stats.constrained += 1  # decoding held to the verdict's schema: the answer stays a verdict
+        elif fault in ("junk_output", "refusal"):
             answer = rules.JUNK_OUTPUT if fault == "junk_output" else rules.REFUSAL
             count = harmony.o200k_cached if cfg.count_tokens == "o200k" else rules.count_tokens
             completion = count(answer) + reasoning_tokens
