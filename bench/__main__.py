@@ -10,7 +10,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from bench import adaptive, client_overhead, estimate, faults, latency, limiter, memory, scale
+from bench import adaptive, client_overhead, cluster, estimate, faults, latency, limiter, memory, scale
 from bench.common import Report, git_commit, machine_info
 from bench.record import record
 
@@ -23,6 +23,7 @@ BENCHMARKS: dict[str, Callable[..., Report]] = {
     "scale": scale.run,
     "estimate": estimate.run,
     "faults": faults.run,
+    "ray": cluster.run,
 }
 
 

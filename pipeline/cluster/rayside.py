@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import asdict
@@ -36,7 +37,7 @@ def connect(address: str | None) -> Iterator[None]:
         yield
         return
     options: dict[str, Any] = {"namespace": NAMESPACE, "logging_level": logging.WARNING}
-    if address is None:
+    if address is None and not os.environ.get("RAY_ADDRESS"):  # a new Ray instance on this machine
         options["include_dashboard"] = False
     ray.init(address=address, **options)
     logging.getLogger("ray.data").setLevel(logging.WARNING)  # one line per dataset step otherwise
