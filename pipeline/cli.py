@@ -158,7 +158,8 @@ def _run(args: argparse.Namespace) -> int:
         if args.engine == "ray":
             from pipeline.cluster.engine import run_on_ray
 
-            return run_on_ray(config, address=args.ray_address, actors=args.ray_actors)
+            return run_on_ray(config, address=args.ray_address, actors=args.ray_actors,
+                              progress=False if args.no_progress else None)
         return run_job(config, progress=False if args.no_progress else None)
     except KeyboardInterrupt:  # before the run's own signal handling is in place
         print("moderate: interrupted while starting; rerun the same command to start or resume", file=sys.stderr)

@@ -8,8 +8,10 @@ end it writes the cost report and the HTML report from the billing of every shar
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
@@ -23,6 +25,7 @@ from pipeline.ending import exit_code, outcome_word, problems, summary_line
 from pipeline.htmlreport import write_html_report
 from pipeline.outdir import Manifest, OutputDir, OutputDirError, ShardInfo
 from pipeline.policies import PolicyError
+from pipeline.progress import Progress
 from pipeline.readers import InputError
 from pipeline.records import Status
 from pipeline.report import build_report, write_reports
@@ -37,7 +40,7 @@ RAY_MISSING = ("moderate: error: --engine ray needs Ray, which is not installed 
 
 
 def run_on_ray(config: RunConfig, *, address: str | None = None, actors: int | None = None,
-               stream: TextIO | None = None) -> int:
+               stream: TextIO | None = None, progress: bool | None = None) -> int:
     """Run ``config`` on the Ray cluster at ``address`` (None: a Ray instance on this machine)."""
     stream = stream if stream is not None else sys.stderr
     try:
@@ -46,7 +49,7 @@ def run_on_ray(config: RunConfig, *, address: str | None = None, actors: int | N
         print(RAY_MISSING, file=stream)
         return exitcodes.EXIT_USAGE
     try:
-        return _run(config, address=address, actors=actors, stream=stream)
+        return _run(config, address=address, actors=actors, stream=stream, progress=progress)
     except (UsageError, ConfigError, InputError, PolicyError, PricingError, StoreError) as exc:
         print(f"moderate: error: {exc}", file=stream)
         return exitcodes.EXIT_USAGE
@@ -62,7 +65,8 @@ def _refuse_unsupported(config: RunConfig) -> None:
         raise UsageError("--store is not used by --engine ray: answers are kept per shard in OUT/results/")
 
 
-def _run(config: RunConfig, *, address: str | None, actors: int | None, stream: TextIO) -> int:
+def _run(config: RunConfig, *, address: str | None, actors: int | None, stream: TextIO,
+         progress: bool | None) -> int:
     _refuse_unsupported(config)
     job = open_job(config)
     outdir = OutputDir(config.out)
@@ -73,13 +77,14 @@ def _run(config: RunConfig, *, address: str | None, actors: int | None, stream: 
                                  force=bool(config.force), store=ledger)  # type: ignore[arg-type]
         if manifest.finished:
             return _nothing_to_do(job, ledger, manifest, outdir, stream)
-        return _label(job, ledger, manifest, outdir, address=address, actors=actors, stream=stream)
+        return _label(job, ledger, manifest, outdir, address=address, actors=actors, stream=stream,
+                      progress=progress)
     finally:
         outdir.unlock()
 
 
 def _label(job: Job, ledger: ClusterLedger, manifest: Manifest, outdir: OutputDir, *, address: str | None,
-           actors: int | None, stream: TextIO) -> int:
+           actors: int | None, stream: TextIO, progress: bool | None) -> int:
     from pipeline.cluster import rayside
 
     total = job.inputs.total_rows
@@ -98,16 +103,26 @@ def _label(job: Job, ledger: ClusterLedger, manifest: Manifest, outdir: OutputDi
         print(f"moderate: ray: {len(todo):,} of {shards:,} shards to label on {min(pool, max(1, len(todo)))} "
               f"actors ({job.config.concurrency} connections each)", file=stream, flush=True)
         spec = ShardSpec(job, manifest.out_id, run_id, manifest.shard_rows)
+        left = sum(min(manifest.shard_rows, total - k * manifest.shard_rows) for k in todo) * len(job.plans)
+        bar = Progress(total=left, enabled=progress, stream=stream)  # advances shard by shard
+        restore = _interrupt_on_signals()
         try:
             for summary in rayside.label_shards(spec, todo, limiter=limiter, actors=pool):
                 tally.add(summary)
+                stats = tally.result.stats
+                bar.update(done=stats.labels, tokens=stats.tokens, cost_usd=stats.spent_usd)
                 if summary.shard is not None:
                     manifest.shards[summary.index] = ShardInfo(**summary.shard)
                     outdir.write_manifest(manifest)
                 if summary.fatal_error or summary.write_error:
                     break  # the others would meet the same refusal
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # the actors stop with the driver; their answers are in their stores
             tally.result.stop_status = Status.INTERRUPTED
+            print("moderate: interrupted: stopping the actors; run the same command to resume", file=stream,
+                  flush=True)
+        finally:
+            restore()
+            bar.close()
         counts = rayside.limiter_counts(limiter)
     result = tally.result
     result.elapsed = time.monotonic() - started
@@ -117,6 +132,9 @@ def _label(job: Job, ledger: ClusterLedger, manifest: Manifest, outdir: OutputDi
         manifest.finished = True
         manifest.total_rows = total
         outdir.write_manifest(manifest)
+    # what this run paid, shards left unfinished included (their answers wait in their stores)
+    bills = [b for b in ledger.billing(manifest.out_id) if b["run_id"] == run_id]
+    result.stats.spent_usd = sum(b["cost_usd"] if b.get("charged_usd") is None else b["charged_usd"] for b in bills)
     ledger.record_run(_run_row(run_id, manifest.out_id, started_at, outcome_word(result), tally, result.elapsed))
     report = _reports(job, ledger, manifest, outdir)
     print(summary_line(result, report, policies=len(job.plans), labels_dir=outdir.labels,
@@ -136,6 +154,22 @@ def _label(job: Job, ledger: ClusterLedger, manifest: Manifest, outdir: OutputDi
         print(f"moderate: internal error (a bug) on {result.stats.internal_errors:,} rows, which are marked "
               f"failed: {result.internal_error}; please report it with the traceback above", file=stream)
     return exit_code(result, report)
+
+
+def _interrupt_on_signals() -> Callable[[], None]:
+    """SIGINT and SIGTERM raise KeyboardInterrupt in the driver (even where SIGINT was ignored, as
+    for a background job); returns what puts the previous handlers back."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    return restore
 
 
 class _Tally:

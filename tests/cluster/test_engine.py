@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import signal
 import subprocess
 import sys
 import threading
@@ -117,8 +118,20 @@ def test_the_configured_rpm_holds_across_two_actors(tmp_path: Path, ray_cluster:
     assert (n1 - n0) / (t1 - t0) <= rpm / 60 * 1.05  # measured over the run, between first and last request
 
 
+def _stop_when_billed(sim: SimulatorProcess, command: list[str], billed: int, sig: signal.Signals) -> int:
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None and sim.stats()["billed"] < billed:
+        time.sleep(0.02)
+    assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+    proc.send_signal(sig)
+    code = proc.wait(timeout=30)
+    time.sleep(1.0)  # Ray ends the driver's actors; calls they had in flight may still land
+    return code
+
+
 @pytest.mark.slow
-def test_a_driver_killed_midway_resumes_without_paying_twice(tmp_path: Path, ray_cluster: str) -> None:
+def test_a_driver_stopped_then_killed_midway_resumes_without_paying_twice(tmp_path: Path, ray_cluster: str) -> None:
     rows, concurrency, actors = 400, 4, 2
     data = write_jsonl(tmp_path / "in.jsonl",
                        [{"id": f"r{i:04d}", "text": f"buy now number {i}"} for i in range(rows)])
@@ -127,14 +140,8 @@ def test_a_driver_killed_midway_resumes_without_paying_twice(tmp_path: Path, ray
                               concurrency=concurrency, shard_rows=100)
         command = moderate_command(config, "--engine", "ray", "--ray-address", ray_cluster, "--ray-actors",
                                    str(actors))
-        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None and sim.stats()["billed"] < 150:
-            time.sleep(0.02)
-        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-        proc.kill()  # SIGKILL: no chance to clean up
-        proc.wait(timeout=10)
-        time.sleep(1.0)  # Ray ends the dead driver's actors; calls they had in flight may still land
+        assert _stop_when_billed(sim, command, 100, signal.SIGTERM) == exitcodes.EXIT_INTERRUPTED
+        assert _stop_when_billed(sim, command, 250, signal.SIGKILL) == -signal.SIGKILL
         final = subprocess.run(command, capture_output=True, text=True, timeout=180)
         billed = sim.stats()["billed"]
     assert final.returncode == 0, final.stderr
@@ -142,7 +149,11 @@ def test_a_driver_killed_midway_resumes_without_paying_twice(tmp_path: Path, ray
     labels = _labels(tmp_path / "out")
     assert labels.height == rows and labels["id"].n_unique() == rows
     assert set(labels["status"]) == {"ok"}
-    # paid twice: only answers lost with the actors, each holding at most `concurrency` calls in flight
-    # and the answers of the last few milliseconds not yet committed to its shard's store
-    assert billed - rows <= 2 * actors * concurrency
-    assert labels.filter(pl.col("source") == "store").height >= 100  # answers kept by the killed run
+    # paid twice: only answers lost with the actors at each stop, each actor holding at most
+    # `concurrency` calls in flight and the answers of the last milliseconds not yet committed
+    assert billed - rows <= 2 * 2 * actors * concurrency
+    assert labels.filter(pl.col("source") == "store").height >= 150  # answers kept by the stopped runs
+    import orjson
+
+    runs = orjson.loads((tmp_path / "out" / "runs.json").read_bytes())
+    assert [r["outcome"] for r in runs] == ["interrupted", "killed", "finished"]
