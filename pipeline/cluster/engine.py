@@ -99,7 +99,8 @@ def _label(job: Job, ledger: ClusterLedger, manifest: Manifest, outdir: OutputDi
     counts: dict[str, int] = {}
     with rayside.connect(address):
         limiter = rayside.start_limiter(job.config, run_id)
-        pool = max(1, actors or rayside.cluster_cpus())
+        cpus = rayside.cluster_cpus()
+        pool = max(1, actors or cpus)
         print(f"moderate: ray: {len(todo):,} of {shards:,} shards to label on {min(pool, max(1, len(todo)))} "
               f"actors ({job.config.concurrency} connections each)", file=stream, flush=True)
         spec = ShardSpec(job, manifest.out_id, run_id, manifest.shard_rows)
@@ -107,7 +108,9 @@ def _label(job: Job, ledger: ClusterLedger, manifest: Manifest, outdir: OutputDi
         bar = Progress(total=left, enabled=progress, stream=stream)  # advances shard by shard
         restore = _interrupt_on_signals()
         try:
-            for summary in rayside.label_shards(spec, todo, limiter=limiter, actors=pool):
+            # more actors than CPUs share them: an actor mostly waits for answers
+            for summary in rayside.label_shards(spec, todo, limiter=limiter, actors=pool,
+                                                cpus_per_actor=min(1.0, cpus / pool)):
                 tally.add(summary)
                 stats = tally.result.stats
                 bar.update(done=stats.labels, tokens=stats.tokens, cost_usd=stats.spent_usd)
