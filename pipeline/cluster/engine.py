@@ -117,7 +117,7 @@ def _label(job: Job, ledger: ClusterLedger, manifest: Manifest, outdir: OutputDi
                 if summary.shard is not None:
                     manifest.shards[summary.index] = ShardInfo(**summary.shard)
                     outdir.write_manifest(manifest)
-                if summary.fatal_error or summary.write_error:
+                if summary.fatal_error or summary.write_error or summary.error:
                     break  # the others would meet the same refusal
         except KeyboardInterrupt:  # the actors stop with the driver; their answers are in their stores
             tally.result.stop_status = Status.INTERRUPTED
@@ -138,7 +138,8 @@ def _label(job: Job, ledger: ClusterLedger, manifest: Manifest, outdir: OutputDi
     # what this run paid, shards left unfinished included (their answers wait in their stores)
     bills = [b for b in ledger.billing(manifest.out_id) if b["run_id"] == run_id]
     result.stats.spent_usd = sum(b["cost_usd"] if b.get("charged_usd") is None else b["charged_usd"] for b in bills)
-    ledger.record_run(_run_row(run_id, manifest.out_id, started_at, outcome_word(result), tally, result.elapsed))
+    outcome = "failed" if tally.error else outcome_word(result)
+    ledger.record_run(_run_row(run_id, manifest.out_id, started_at, outcome, tally, result.elapsed))
     report = _reports(job, ledger, manifest, outdir)
     print(summary_line(result, report, policies=len(job.plans), labels_dir=outdir.labels,
                        report_path=Path(outdir.path) / "cost_report.md", simulated=job.config.provider == "simulator"),
@@ -147,6 +148,10 @@ def _label(job: Job, ledger: ClusterLedger, manifest: Manifest, outdir: OutputDi
     per_1000 = calls / result.stats.labels * 1000 if result.stats.labels else 0.0
     print(f"moderate: ray: the limiter answered {calls:,} lease calls for {counts.get('used', 0):,} requests "
           f"({per_1000:.1f} per 1,000 labels)", file=stream)
+    if tally.error:
+        print(f"moderate: error: {tally.error}; answers paid for are kept in {outdir.path / 'results'}",
+              file=stream)
+        return exitcodes.EXIT_USAGE
     if result.write_error:
         print(f"moderate: error: {result.write_error}; answers paid for are kept in {outdir.path / 'results'}: "
               "free some space and run the same command to resume", file=stream)
@@ -180,6 +185,8 @@ class _Tally:
 
     def __init__(self) -> None:
         self.result = RunResult(RunStats(), 0.0, 0, None)
+        #: the first user-facing error a shard met
+        self.error: str | None = None
 
     def add(self, s: ShardSummary) -> None:
         stats, result = self.result.stats, self.result
@@ -191,6 +198,7 @@ class _Tally:
         for policy, violation, n in s.violations:
             stats.violations[(policy, violation)] += n
         result.rows_read += s.rows_read
+        self.error = self.error or s.error
         if s.stop_status is not None and result.stop_status is None:
             result.stop_status = Status(s.stop_status)
         result.fatal_error = result.fatal_error or s.fatal_error

@@ -20,8 +20,9 @@ from pipeline.cluster.ledger import shard_store_path
 from pipeline.cluster.throttle import Lease, LeasedThrottle
 from pipeline.endpoints import open_endpoint
 from pipeline.outdir import Manifest, OutputDir
+from pipeline.readers import InputError
 from pipeline.runstate import RunResult
-from pipeline.store import ResultStore
+from pipeline.store import ResultStore, StoreError
 
 __all__ = ["ShardLabeller", "ShardSpec", "ShardSummary"]
 
@@ -60,6 +61,8 @@ class ShardSummary:
     write_error: str | None = None
     internal_error: str | None = None
     internal_traceback: str | None = None
+    #: a user's mistake met while labelling (an input gone or unreadable, a store that cannot be written)
+    error: str | None = None
     elapsed: float = 0.0
 
 
@@ -87,6 +90,8 @@ class ShardLabeller:
                         control=self.leased, run_id=spec.run_id, first_row=first, manifest_file=False)
         try:
             result = self.loop.run_until_complete(run.execute())
+        except (InputError, StoreError) as exc:
+            return ShardSummary(index, None, 0, error=str(exc))
         finally:
             store.close()
             if self.leased is not None:

@@ -52,3 +52,17 @@ def test_a_shard_is_labelled_once_and_then_served_from_its_store(tmp_path: Path)
     assert shard_store_path(config.out, 1).exists() and not (tmp_path / "out" / "manifest.json").exists()
     assert limiter.calls >= 1 and limiter.granted - limiter.returned == 80
     assert sum(b["requests"] for b in ClusterLedger(config.out).billing("out1")) == 80
+
+
+def test_an_input_gone_before_its_shard_is_read_is_a_one_line_error(tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "in.jsonl", [{"id": f"r{i}", "text": f"buy now {i}"} for i in range(30)])
+    config = make_config(tmp_path, [data], base_url="http://127.0.0.1:9/v1", policies=["spam"], shard_rows=10)
+    job = open_job(config)
+    data.unlink()  # after the driver checked it, before an actor reads it
+    labeller = ShardLabeller(ShardSpec(job, "out1", "run1", 10), None)
+    try:
+        summary = labeller.label(2)
+    finally:
+        labeller.close()
+    assert summary.shard is None and summary.sent == 0
+    assert summary.error is not None and str(data) in summary.error and "\n" not in summary.error
