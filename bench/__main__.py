@@ -10,7 +10,19 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from bench import adaptive, client_overhead, cluster, estimate, faults, latency, limiter, memory, scale
+from bench import (
+    adaptive,
+    batch,
+    client_overhead,
+    cluster,
+    estimate,
+    faults,
+    latency,
+    limiter,
+    memory,
+    objectstore,
+    scale,
+)
 from bench.common import Report, git_commit, machine_info
 from bench.record import record
 
@@ -21,6 +33,8 @@ BENCHMARKS: dict[str, Callable[..., Report]] = {
     "memory": memory.run,
     "adaptive": adaptive.run,
     "scale": scale.run,
+    "batch": batch.run,
+    "objectstore": objectstore.run,
     "estimate": estimate.run,
     "faults": faults.run,
     "ray": cluster.run,

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pipeline import exitcodes
 from pipeline.config import EFFORTS, PROVIDERS, ConfigError, RunConfig, apply_overrides, load_config
 from pipeline.records import OutputFormat
+from pipeline.runflags import add_run_arguments, run_overrides
 
 RUN_EPILOG = f"""\
 Flags override the config file. The API key is read from the environment variable
@@ -71,6 +72,7 @@ def job_config(args: argparse.Namespace) -> RunConfig:
         "request_timeout": args.request_timeout, "reasoning_effort": args.reasoning_effort,
         "max_tokens": args.max_tokens, "limit": args.limit, "max_cost": args.max_cost,
         "keep_reasoning": args.keep_reasoning, "force": args.force, "response_format": args.response_format,
+        **run_overrides(args),
     }
     return apply_overrides(load_config(args.config), overrides)
 
@@ -83,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
                               epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_job_arguments(run)
     run.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
+    add_run_arguments(run)
     run.add_argument("--preflight", action="store_true", help="run `moderate check` first; stop unless it passes")
     run.add_argument("--engine", choices=("local", "ray"), default="local",
                      help="local: this process (default); ray: a Ray cluster (docs/ray.md; pip install '.[ray]')")
@@ -129,6 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
                                  description=export_cli.DESCRIPTION)
     export_cli.add_arguments(export)
     export.set_defaults(handler=export_cli.main)
+
+    from pipeline.batch.cli import add_batch_command
+
+    add_batch_command(commands)
     return parser
 
 
@@ -150,7 +157,9 @@ def _run(args: argparse.Namespace) -> int:
     try:
         config = job_config(args)
     except ConfigError as exc:
-        print(f"moderate: error: {exc}", file=sys.stderr)
+        from pipeline.runlog import RunLog
+
+        RunLog(sys.stderr, fmt=args.log_format or "text").say("error", f"moderate: error: {exc}", exit_code=2)
         return exitcodes.EXIT_USAGE
     if args.preflight and (code := _check(args, config)) != exitcodes.EXIT_OK:
         return code

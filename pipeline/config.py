@@ -38,6 +38,11 @@ class RunConfig:
     id_column: str | None = None
     text_column: str = "text"
     limit: int | None = None
+    #: input columns carried into the label shards (gold labels, metadata, partition values)
+    keep_columns: list[str] = field(default_factory=list)
+    #: label a uniform random sample: a row count (>= 1) or a fraction (< 1) of the input; None = every row
+    sample: float | None = None
+    seed: int = 0
     # [policies]
     policies: list[str] = field(default_factory=list)
     output_format: OutputFormat = OutputFormat.RATIONALE
@@ -75,10 +80,21 @@ class RunConfig:
     shard_rows: int = 10000
     force: bool = False
     grace_seconds: float = 30.0
+    # [storage] object stores (s3://, gs://, abfs://) for inputs and outputs
+    storage_endpoint_url: str | None = None
+    storage_timeout: float = 30.0
+    storage_lock: bool = True
+    log_format: str = "text"  # "json": one JSON object per event on stderr
+    log_interval: float = 60.0  # seconds between two progress events of the JSON log
+    # [quality]
+    canaries: str | None = None  # file of texts with known verdicts per policy, sent with every run
+    drift_threshold: float = 0.05  # a violation rate this far (absolute) from earlier runs' is flagged
+    drift_runs: int = 7  # earlier runs the rate is compared with
     # [pricing] per million tokens; None = from the built-in table (configs/pricing.toml) for provider + model
     input_per_million: float | None = None
     cached_input_per_million: float | None = None
     output_per_million: float | None = None
+    gpu_hour_usd: float | None = None  # self-hosted: what the GPUs cost per hour of the run's wall time
     # [simulator] only for provider = "simulator": the built-in simulator is started in-process
     simulator_latency_ms: float = 5.0
     simulator_jitter_ms: float = 5.0
@@ -100,6 +116,9 @@ SCHEMA: dict[str, dict[str, tuple[str, tuple[type, ...]]]] = {
         "id_column": ("id_column", (str,)),
         "text_column": ("text_column", (str,)),
         "limit": ("limit", (int,)),
+        "keep_columns": ("keep_columns", (list,)),
+        "sample": ("sample", (int, float)),
+        "seed": ("seed", (int,)),
     },
     "policies": {
         "files": ("policies", (list,)),
@@ -137,11 +156,24 @@ SCHEMA: dict[str, dict[str, tuple[str, tuple[type, ...]]]] = {
         "store": ("store", (str,)),
         "shard_rows": ("shard_rows", (int,)),
         "grace_seconds": ("grace_seconds", (int, float)),
+        "log_format": ("log_format", (str,)),
+        "log_interval": ("log_interval", (int, float)),
+    },
+    "quality": {
+        "canaries": ("canaries", (str,)),
+        "drift_threshold": ("drift_threshold", (int, float)),
+        "drift_runs": ("drift_runs", (int,)),
+    },
+    "storage": {
+        "endpoint_url": ("storage_endpoint_url", (str,)),
+        "timeout": ("storage_timeout", (int, float)),
+        "lock": ("storage_lock", (bool,)),
     },
     "pricing": {
         "input_per_million": ("input_per_million", (int, float)),
         "cached_input_per_million": ("cached_input_per_million", (int, float)),
         "output_per_million": ("output_per_million", (int, float)),
+        "gpu_hour_usd": ("gpu_hour_usd", (int, float)),
     },
     "simulator": {
         "latency_ms": ("simulator_latency_ms", (int, float)),
@@ -181,7 +213,7 @@ def load_config(path: str | Path | None) -> RunConfig:
                 raise ConfigError(f"{path}: unknown key '{section}.{key}' (known: {', '.join(keys)})")
             name, types = keys[key]
             _check_type(path, f"{section}.{key}", value, types)
-            if name in ("inputs", "policies") and not all(isinstance(v, str) for v in value):
+            if name in ("inputs", "policies", "keep_columns") and not all(isinstance(v, str) for v in value):
                 raise ConfigError(f"{path}: '{section}.{key}' must be a list of strings")
             setattr(config, name, value)
             config.preset.discard(name)
@@ -225,6 +257,7 @@ def validate(config: RunConfig) -> None:
         "endpoint.request_timeout": config.request_timeout,
         "endpoint.context_tokens": config.context_tokens,
         "output.shard_rows": config.shard_rows,
+        "storage.timeout": config.storage_timeout,
     }
     for key, value in positive.items():
         if value <= 0:
@@ -247,9 +280,31 @@ def validate(config: RunConfig) -> None:
     for key, value in numbers.items():  # TOML allows inf and nan
         if value is not None and not (math.isfinite(value) and value >= 0):
             raise ConfigError(f"{where}: '{key}' must be a finite number, not negative")
+    _check_nightly(config)
     if not 0.0 <= config.simulator_fault_rate <= 1.0:
         raise ConfigError(f"{where}: 'simulator.fault_rate' must be within 0..1")
     config.max_tokens_cap = max(config.max_tokens_cap, config.max_tokens)
+
+
+def _check_nightly(config: RunConfig) -> None:
+    """Kept columns, sampling, log format, quality guards and the GPU price."""
+    where = config.source
+    if any(not name or name != name.strip() for name in config.keep_columns):
+        raise ConfigError(f"{where}: 'input.keep_columns' holds an empty or padded column name")
+    if len(set(config.keep_columns)) != len(config.keep_columns):
+        raise ConfigError(f"{where}: 'input.keep_columns' names a column twice")
+    if config.sample is not None and not (math.isfinite(config.sample) and config.sample > 0
+                                          and (config.sample < 1 or float(config.sample).is_integer())):
+        raise ConfigError(f"{where}: 'input.sample' must be a row count (1, 2, ...) or a fraction "
+                          "between 0 and 1")
+    if config.log_format not in ("text", "json"):
+        raise ConfigError(f"{where}: 'output.log_format' must be 'text' or 'json'")
+    for key, value in {"output.log_interval": config.log_interval, "quality.drift_threshold": config.drift_threshold,
+                       "pricing.gpu_hour_usd": config.gpu_hour_usd}.items():
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise ConfigError(f"{where}: '{key}' must be a finite number greater than 0")
+    if config.drift_runs < 1:
+        raise ConfigError(f"{where}: 'quality.drift_runs' must be at least 1")
 
 
 def _check_endpoint(config: RunConfig) -> None:

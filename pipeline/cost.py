@@ -49,6 +49,25 @@ class Pricing:
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
 
+    def discounted(self, discount: float) -> Pricing:
+        """These prices less a share (0.5 = half price), as batch APIs bill.
+
+        >>> Pricing(0.1, 0.1, 0.4).discounted(0.5)
+        Pricing(input_per_million=0.05, cached_input_per_million=0.05, output_per_million=0.2)
+        """
+        keep = 1.0 - discount
+        return Pricing(self.input_per_million * keep, self.cached_input_per_million * keep,
+                       self.output_per_million * keep)
+
+
+def batch_discount(*, provider: str, model: str, table_path: Path = PRICING_FILE) -> float:
+    """The share batch requests are cheaper by (``batch_discount`` in the pricing table; 0 when none)."""
+    table = tomllib.loads(table_path.read_text(encoding="utf-8"))
+    discount = table.get(provider, {}).get(model_size(model), {}).get("batch_discount", 0.0)
+    if not isinstance(discount, int | float) or not 0.0 <= discount < 1.0:
+        raise PricingError(f"{table_path.name}: '{provider}.{model_size(model)}.batch_discount' must be within 0..1")
+    return float(discount)
+
 
 def model_size(model: str) -> str:
     """'20b' or '120b' from a model name such as 'openai/gpt-oss-safeguard-120b'."""
@@ -79,3 +98,14 @@ def lookup_pricing(
     else:
         cached = entry.get("cached_input_per_million", inp) if input_per_million is None else inp
     return Pricing(float(inp), float(cached), float(out))
+
+
+def gpu_cost(*, gpu_hour_usd: float, wall_seconds: float, labels: int) -> dict[str, float | None]:
+    """Self-hosted cost: the GPUs' hourly price times the wall time, per 1,000 labels.
+
+    >>> gpu_cost(gpu_hour_usd=2.0, wall_seconds=1800, labels=10_000)
+    {'gpu_hour_usd': 2.0, 'wall_seconds': 1800, 'cost_usd': 1.0, 'per_1000_labels': 0.1}
+    """
+    dollars = gpu_hour_usd * wall_seconds / 3600
+    return {"gpu_hour_usd": gpu_hour_usd, "wall_seconds": wall_seconds, "cost_usd": round(dollars, 8),
+            "per_1000_labels": round(dollars / labels * 1000, 8) if labels else None}

@@ -45,6 +45,8 @@ def exit_code(result: RunResult, report: dict) -> int:
         return exitcodes.EXIT_BUDGET
     if result.stop_status is Status.INTERRUPTED:
         return exitcodes.EXIT_INTERRUPTED
+    if result.canaries_wrong:
+        return exitcodes.EXIT_CANARY
     return exitcodes.EXIT_ROWS_FAILED if problems(report) else exitcodes.EXIT_OK
 
 

@@ -6,6 +6,7 @@ EXIT_USAGE = 2  # bad flags, config, input or policy; an unreadable input or sto
 EXIT_BUDGET = 3  # stopped by --max-cost (a cap on the whole directory): unsent rows are budget_exhausted
 EXIT_ENDPOINT = 4  # fatal endpoint error: 401/403 bad key, 402 no credit, 404 wrong model or URL, unreachable
 EXIT_LOCKED = 5  # another run holds the output directory
+EXIT_CANARY = 6  # finished, but the model gave a canary (a text of known verdict) the wrong verdict
 EXIT_INTERNAL = 70  # a bug: please report it with the log
 EXIT_INTERRUPTED = 130  # SIGINT/SIGTERM: rerun the same command to resume
 
@@ -18,5 +19,7 @@ HELP = """exit codes:
   4    fatal endpoint error: bad key (401/403), out of credit (402), wrong model or URL (404),
        or nothing answering at the base URL
   5    another run is using the output directory
+  6    finished, but some canaries (--canaries) got the wrong verdict: a model, host or
+       policy change (see OUT/canaries.parquet); takes precedence over 1
   70   internal error (a bug): the traceback is printed
   130  interrupted by SIGINT/SIGTERM (rerun the same command to resume)"""

@@ -17,8 +17,10 @@ from typing import Any
 
 import orjson
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from pipeline.labels import COLUMNS
+from pipeline.labels import COLUMN_NAMES
 from pipeline.policies import PolicyError, load_policy
 from pipeline.prompt import neutralise, normalise, render_system
 from pipeline.readers import InputError, open_inputs
@@ -92,7 +94,7 @@ def examples(out: Path, *, policies: dict[str, Policy], inputs: list[str] | None
     current: tuple[int, str, str | None] = (-1, "", None)
     for shard in shards:
         frame = pl.read_parquet(shard).sort("row_number", maintain_order=True)
-        extra = [c for c in frame.columns if c not in COLUMNS]
+        extra = [c for c in frame.columns if c not in COLUMN_NAMES]
         for label in frame.iter_rows(named=True):
             number = label["row_number"]
             while current[0] < number:
@@ -105,6 +107,14 @@ def examples(out: Path, *, policies: dict[str, Policy], inputs: list[str] | None
             if key not in systems:
                 systems[key] = render_system(_policy(policies, label), OutputFormat(label["output_format"]))
             yield Example(label, neutralise(normalise(current[2] or "")), systems[key]), extra
+
+
+def kept_fields(out: Path) -> list[pa.Field]:
+    """The input columns the run kept (``--keep-columns``), with their types in the shards."""
+    shards = sorted((out / "labels").glob("part-*.parquet"))
+    if not shards:
+        return []
+    return [f for f in pq.read_schema(shards[0]) if f.name not in COLUMN_NAMES]
 
 
 def _numbered_texts(source: Any) -> Iterator[tuple[int, str, str | None]]:

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 
 from pipeline import exitcodes
 from pipeline.evaluate import read_truth
-from pipeline.export import ExportError, ReviewQueue, chat_example, examples, flat_row
+from pipeline.export import ExportError, ReviewQueue, chat_example, examples, flat_row, kept_fields
 from pipeline.policies import PolicyError, load_policies
 from pipeline.readers import InputError
 
@@ -97,7 +97,7 @@ def export(out: Path, *, fmt: str, output: Path, review: int | None = None, revi
     temp = output.with_name(f".{output.name}.tmp")
     count = 0
     try:
-        with _Writer(temp, fmt) as writer:
+        with _Writer(temp, fmt, kept_fields(out)) as writer:
             for example, extra in examples(out, policies=policies, inputs=inputs, text_column=text_column,
                                            id_column=id_column):
                 writer.add(chat_example(example) if fmt == "chat-jsonl" else flat_row(example, extra))
@@ -118,9 +118,11 @@ def export(out: Path, *, fmt: str, output: Path, review: int | None = None, revi
 class _Writer:
     """Rows to JSON Lines, or to Parquet in row groups of `FLUSH_ROWS`."""
 
-    def __init__(self, path: Path, fmt: str) -> None:
+    def __init__(self, path: Path, fmt: str, kept: list[pa.Field] | None = None) -> None:
         self.path = path
         self.fmt = fmt
+        #: the kept input columns with their shard types (others are inferred from the values)
+        self.kept = {f.name: f for f in kept or []}
         self._rows: list[dict[str, Any]] = []
         self._parquet: pq.ParquetWriter | None = None
         self._file: Any = None
@@ -144,7 +146,8 @@ class _Writer:
         if self._parquet is None:
             extra = [name for name in self._rows[0] if name not in FLAT_SCHEMA.names]
             inferred = pa.Table.from_pylist([{k: r[k] for k in extra} for r in self._rows]).schema if extra else []
-            fields = [pa.field(f.name, pa.string() if pa.types.is_null(f.type) else f.type) for f in inferred]
+            fields = [self.kept.get(f.name) or pa.field(f.name, pa.string() if pa.types.is_null(f.type) else f.type)
+                      for f in inferred]
             self._parquet = pq.ParquetWriter(self.path, pa.schema([*FLAT_SCHEMA, *fields]), compression="zstd")
         self._parquet.write_table(pa.Table.from_pylist(self._rows, schema=self._parquet.schema))
         self._rows = []
@@ -155,5 +158,5 @@ class _Writer:
             return
         self._flush()
         if self._parquet is None:  # no example at all: an empty file with the columns
-            self._parquet = pq.ParquetWriter(self.path, FLAT_SCHEMA)
+            self._parquet = pq.ParquetWriter(self.path, pa.schema([*FLAT_SCHEMA, *self.kept.values()]))
         self._parquet.close()

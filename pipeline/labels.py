@@ -4,7 +4,8 @@ A label is one row per (input row, policy). Its columns come from two places: wh
 (id, policy, provenance of the run) and what the model answered (an `Outcome`). `COLUMNS` lists them
 once, in shard order; the Arrow schema, the result store's SQL table and the conversions
 Outcome -> shard row, Outcome -> store row and store row -> Outcome are all derived from it, by
-name, never by position.
+name, never by position. Input columns kept with ``--keep-columns`` follow the fixed columns in the
+shards, typed from the input; they belong to the row, not the answer, so the store never holds them.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ import pyarrow as pa
 
 from pipeline.records import Outcome, Status, Usage, Verdict
 
-__all__ = ["COLUMNS", "LABEL_SCHEMA", "STORED", "Column", "label_row", "outcome_from_values", "store_values",
-           "to_table"]
+__all__ = ["COLUMNS", "COLUMN_NAMES", "LABEL_SCHEMA", "STORED", "Column", "label_row", "outcome_from_values",
+           "shard_schema", "store_values", "to_table"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,14 +82,15 @@ COLUMNS: tuple[Column, ...] = (
 )
 
 LABEL_SCHEMA = pa.schema([(c.name, c.type) for c in COLUMNS])
+COLUMN_NAMES: frozenset[str] = frozenset(c.name for c in COLUMNS)
 #: the answer columns, in order: what the result store keeps per fingerprint.
 STORED: tuple[Column, ...] = tuple(c for c in COLUMNS if c.get is not None)
 _ANSWER_INDEX = {c.name: i for i, c in enumerate(COLUMNS) if c.get is not None}
 _ROW_INDEX = {c.name: i for i, c in enumerate(COLUMNS) if c.get is None}
 
 
-def label_row(*, outcome: Outcome, fingerprint: bytes | None, **row: Any) -> tuple:
-    """One shard row as a tuple in `COLUMNS` order.
+def label_row(*, outcome: Outcome, fingerprint: bytes | None, kept: Sequence[Any] | None = None, **row: Any) -> tuple:
+    """One shard row as a tuple in `COLUMNS` order, then the ``kept`` input values.
 
     ``row`` holds the columns that say where the label is: id, policy, model, policy_version,
     reasoning_effort, output_format, source, row_number, input_file, run_id.
@@ -99,6 +101,8 @@ def label_row(*, outcome: Outcome, fingerprint: bytes | None, **row: Any) -> tup
     values[_ROW_INDEX["fingerprint"]] = fingerprint.hex() if fingerprint else None
     for column in STORED:
         values[_ANSWER_INDEX[column.name]] = column.get(outcome)  # type: ignore[misc]
+    if kept:
+        values.extend(kept)
     return tuple(values)
 
 
@@ -133,8 +137,14 @@ def outcome_from_values(values: Mapping[str, Any] | Sequence[Any]) -> Outcome:
     )
 
 
-def to_table(rows: list[tuple]) -> pa.Table:
-    """Rows (tuples in `COLUMNS` order) to an Arrow table with the label schema."""
-    columns = list(zip(*rows, strict=True)) if rows else [[] for _ in COLUMNS]
-    arrays = [pa.array(col, type=c.type) for col, c in zip(columns, COLUMNS, strict=True)]
-    return pa.Table.from_arrays(arrays, schema=LABEL_SCHEMA)
+def shard_schema(kept: Sequence[pa.Field] = ()) -> pa.Schema:
+    """The label schema with the kept input columns appended (their names must not be label columns)."""
+    return pa.schema([*LABEL_SCHEMA, *kept]) if kept else LABEL_SCHEMA
+
+
+def to_table(rows: list[tuple], kept: Sequence[pa.Field] = ()) -> pa.Table:
+    """Rows (tuples in `COLUMNS` order, then the kept values) to an Arrow table with the shard schema."""
+    schema = shard_schema(kept)
+    columns = list(zip(*rows, strict=True)) if rows else [[] for _ in schema]
+    arrays = [pa.array(col, type=f.type) for col, f in zip(columns, schema, strict=True)]
+    return pa.Table.from_arrays(arrays, schema=schema)

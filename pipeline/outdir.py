@@ -10,6 +10,11 @@ Layout::
 
 A shard is written to a hidden temporary name, fsynced and renamed into place, and only then listed
 in the manifest (itself replaced atomically), so a crash never leaves a half-written shard visible.
+
+Nothing is deleted that the manifest does not list: a folder without a manifest must be empty (but
+for the lock and the store) before a run writes into it. Output folders on object stores
+(``s3://`` ...) are handled by `pipeline.remote_outdir` with the same guarantees;
+`open_output_dir` picks the right one.
 """
 
 from __future__ import annotations
@@ -17,7 +22,9 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import itertools
 import os
+import re
 import socket
 import uuid
 from dataclasses import dataclass, field
@@ -25,11 +32,18 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.labels import to_table
+from pipeline.storage import Location, is_uri
 
 MANIFEST_VERSION = 1
+#: what a folder without a manifest may hold and still be used: the lock and the result store.
+FRESH_OK = frozenset({".lock", "store.sqlite", "store.sqlite-wal", "store.sqlite-shm", "store.sqlite-journal"})
+REPORT_FILES = ("cost_report.json", "cost_report.md")
+#: shard names this program writes (local, and unique names on object stores).
+SHARD_NAME = re.compile(r"part-\d{5}(-[0-9a-f]{8})?\.parquet")
 
 
 class OutputDirError(Exception):
@@ -65,6 +79,8 @@ class Manifest:
     #: set when every input row is in a complete shard.
     finished: bool = False
     total_rows: int | None = None
+    #: the job's settings, kept when the directory was prepared for batch files (`pipeline.batch`).
+    job: dict[str, Any] | None = None
 
     def to_json(self) -> bytes:
         data = {
@@ -78,6 +94,8 @@ class Manifest:
                                     "sha256": s.sha256, "unsent": s.unsent}
                        for k, s in sorted(self.shards.items())},
         }
+        if self.job is not None:
+            data["job"] = self.job
         return orjson.dumps(data, option=orjson.OPT_INDENT_2)
 
     @classmethod
@@ -85,21 +103,52 @@ class Manifest:
         data = orjson.loads(raw)
         shards = {int(k): ShardInfo(**v) for k, v in data.get("shards", {}).items()}
         return cls(data["out_id"], data["identity"], data["shard_rows"], shards,
-                   data.get("finished", False), data.get("total_rows"))
+                   data.get("finished", False), data.get("total_rows"), data.get("job"))
+
+
+def is_output_folder(manifest: bytes) -> bool:
+    """Whether a ``manifest.json`` is one of ours (its folder is an output folder, not input data)."""
+    try:
+        data = orjson.loads(manifest)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(data, dict) and {"out_id", "identity", "shard_rows"} <= data.keys()
+
+
+def open_output_dir(path: str | Path, *, kept: list[pa.Field] | None = None) -> OutputDir:
+    """The output folder at a local path or an object-store URI (``s3://``, ``gs://``, ``abfs://``).
+
+    ``kept``: input columns carried into the shards after the label columns (``--keep-columns``).
+    """
+    if isinstance(path, str) and is_uri(path) and not path.startswith("file://"):
+        from pipeline.remote_outdir import RemoteOutputDir
+
+        return RemoteOutputDir(path, kept=kept)
+    local = path[len("file://"):] if isinstance(path, str) and path.startswith("file://") else path
+    return OutputDir(local, kept=kept)
 
 
 class OutputDir:
     """Owns the files of one output directory."""
 
-    def __init__(self, path: str | Path) -> None:
+    #: a folder on this machine (False: on an object store, see `pipeline.remote_outdir`)
+    local = True
+
+    def __init__(self, path: str | Path, *, kept: list[pa.Field] | None = None) -> None:
         self.path = Path(path)
+        #: input columns carried into the shards after the label columns (``--keep-columns``)
+        self.kept: list[pa.Field] = kept or []
         self.labels = self.path / "labels"
         self.manifest_path = self.path / "manifest.json"
         self._lock_file: Any = None
 
     # -- lock --------------------------------------------------------------------------------
     def lock(self) -> None:
-        """Take the run lock; refuse when a live process holds it (a dead one's lock is free)."""
+        """Take the run lock; refuse when a live process holds it (a dead one's lock is free).
+
+        Also refuses a folder that holds files but no manifest: it is not ours to write into.
+        """
+        self.check_usable()
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             handle = open(self.path / ".lock", "a+")  # noqa: SIM115 - held for the whole run
@@ -147,12 +196,52 @@ class OutputDir:
     def write_manifest(self, manifest: Manifest) -> None:
         _atomic_write(self.manifest_path, manifest.to_json())
 
+    def check_usable(self) -> None:
+        """Refuse a folder with files of its own and no manifest (OutputDirError, one line)."""
+        if self.manifest_path.exists() or not self.path.is_dir():
+            return
+        entries = (p for p in self.path.rglob("*") if p.name not in FRESH_OK and not p.is_dir())
+        foreign = sorted(str(p.relative_to(self.path)) for p in itertools.islice(entries, 4))
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (" ..." if len(foreign) > 3 else "")
+            raise OutputDirError(f"{self.path}: not empty and not an output folder (no manifest.json; holds "
+                                 f"{shown}); choose a new or empty --out")
+
     def clear(self) -> None:
-        """Remove shards, manifest and reports (``--force``); the store is left alone."""
-        for path in self.labels.glob("*.parquet"):
-            path.unlink()
-        for name in ("manifest.json", "cost_report.json", "cost_report.md"):
+        """Remove the shards the manifest lists, the reports and the manifest (``--force``).
+
+        Nothing else is touched: not the store, not a file the manifest does not name. When the
+        manifest cannot be read, shards with the names this program gives them are removed.
+        """
+        if not self.manifest_path.exists():
+            return
+        try:
+            manifest = self.read_manifest()
+            shards = [self.path / s.file for s in manifest.shards.values()] if manifest else []
+        except OutputDirError:
+            shards = [p for p in self.labels.glob("*.parquet") if SHARD_NAME.fullmatch(p.name)]
+        for path in shards:
+            path.unlink(missing_ok=True)
+        self.remove_stale_temp_files()
+        for name in REPORT_FILES:
             (self.path / name).unlink(missing_ok=True)
+        self.manifest_path.unlink(missing_ok=True)
+
+    def default_store(self) -> str:
+        """Where the result store lives unless ``--store`` says otherwise."""
+        return str(self.path / "store.sqlite")
+
+    def shard_sha256(self, file: str) -> str | None:
+        """The SHA-256 of a shard (``labels/part-00000.parquet``) as it is now, or None when it is gone."""
+        try:
+            return _hash(self.path / file)
+        except OSError:
+            return None
+
+    def shard_files(self) -> list[Path]:
+        """The shard files the manifest lists (what the report counts)."""
+        manifest = self.read_manifest()
+        return [self.path / s.file for _, s in sorted(manifest.shards.items())] if manifest else []
 
     # -- shards ------------------------------------------------------------------------------
     def write_shard(self, index: int, rows: list[tuple], *, input_rows: int, unsent: int) -> ShardInfo:
@@ -161,7 +250,7 @@ class OutputDir:
         name = f"part-{index:05d}.parquet"
         final = self.labels / name
         temp = self.labels / f".{name}.tmp"
-        pq.write_table(to_table(rows), temp, compression="zstd")
+        pq.write_table(to_table(rows, self.kept), temp, compression="zstd")
         digest = _fsync_and_hash(temp)
         os.replace(temp, final)
         _fsync_dir(self.labels)
@@ -170,6 +259,14 @@ class OutputDir:
     def remove_stale_temp_files(self) -> None:
         for temp in self.labels.glob(".*.tmp"):
             temp.unlink(missing_ok=True)
+
+
+def _hash(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _fsync_and_hash(path: Path) -> str:
@@ -199,6 +296,9 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a report file atomically."""
-    _atomic_write(path, text.encode())
+def atomic_write_text(path: Path | Location, text: str) -> None:
+    """Write a report file atomically (on an object store, one upload replaces the object)."""
+    if isinstance(path, Location):
+        path.write_bytes(text.encode())
+    else:
+        _atomic_write(path, text.encode())

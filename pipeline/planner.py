@@ -5,7 +5,8 @@ For every (row, policy) pair: an unreadable row is an ``input_error``, an empty 
 configured); anything else gets a fingerprint and is served, in order of preference, from an
 answer this run already has, from an identical request already in flight (it waits for that
 answer), from the result store, or becomes a `Task` to send. No IO beyond the store lookup that
-is passed in.
+is passed in. With a sample (`pipeline.sampling`), rows outside it take no label: their shard
+counts them as input rows all the same.
 """
 
 from __future__ import annotations
@@ -51,14 +52,16 @@ def make_policy_plan(index: int, policy: Policy, *, system: str, key: bytes, sys
 
 @dataclass(slots=True)
 class Slot:
-    """Where one label goes."""
+    """Where one label goes (no shard for a canary: its answer goes to the canary report)."""
 
-    shard: Shard
+    shard: Shard | None
     offset: int
     row_id: str
     row_number: int
     input_file: str
     plan: PolicyPlan
+    #: the row's kept input values (``--keep-columns``), shared by its labels
+    kept: tuple | None = None
 
 
 @dataclass(slots=True)
@@ -71,6 +74,8 @@ class Task:
     prompt_tokens: int
     retry: RetryState
     outcome: Outcome = field(default_factory=lambda: Outcome(Status.FAILED))
+    #: the canary's index for a canary request (never deduplicated nor stored), else None
+    canary: int | None = None
 
 
 @dataclass(slots=True)
@@ -92,13 +97,16 @@ class StoredAnswer(Protocol):
 
 class Planner:
     def __init__(self, *, plans: Sequence[PolicyPlan], shards: ShardAssembler, run_id: str, too_long: str,
-                 max_tokens: int, lookup: Callable[[list[bytes]], Mapping[bytes, StoredAnswer]]) -> None:
+                 max_tokens: int, lookup: Callable[[list[bytes]], Mapping[bytes, StoredAnswer]],
+                 sample: Callable[[int], bool] | None = None) -> None:
         self.plans = plans
         self.shards = shards
         self.run_id = run_id
         self.too_long = too_long
         self.max_tokens = max_tokens
         self._lookup = lookup
+        #: whether an input row (by number) is in the sample; None: every row is
+        self.sample = sample
         #: fingerprint -> slots waiting for the answer of the request in flight
         self.inflight: dict[bytes, list[Slot]] = {}
         #: answers of this run not yet committed to the store (the store serves the rest)
@@ -111,15 +119,20 @@ class Planner:
         candidates: list[Task] = []
         n_policies = len(self.plans)
         errors = batch.errors
+        sample = self.sample
         for i, (row_id, text) in enumerate(zip(batch.ids, batch.texts, strict=True)):
             shard = self.shards.shard_for(first_row + i)
             if shard is None:  # an earlier run completed this row's shard
                 continue
+            if sample is not None and not sample(first_row + i):
+                self.shards.reserve(shard, 0)
+                continue
             base = self.shards.reserve(shard, n_policies)
             error = errors[i] if errors is not None else None
             user = None if error or text is None else neutralise(normalise(text))
+            kept = tuple(column[i] for column in batch.kept) if batch.kept else None
             for plan in self.plans:
-                slot = Slot(shard, base + plan.index, row_id, first_row + i, batch.source, plan)
+                slot = Slot(shard, base + plan.index, row_id, first_row + i, batch.source, plan, kept)
                 if error is not None:
                     placements.append(Placement(slot, Outcome(Status.INPUT_ERROR, error=error), "none"))
                 elif not user:
@@ -127,6 +140,15 @@ class Planner:
                 elif (task := self._task(slot, user, placements)) is not None:
                     candidates.append(task)
         return placements, self._dedupe(candidates, placements)
+
+    def canary_task(self, index: int, plan: PolicyPlan, text: str) -> Task:
+        """A canary's request: sent as a row's would be, never served from the store or another row."""
+        user = neutralise(normalise(text))
+        if not fits(user, plan.text_budget):
+            user = truncate(user, plan.text_budget)
+        slot = Slot(None, 0, f"canary:{index}", -1, "", plan)
+        return Task(fingerprint(plan.key, user), user, slot, prompt_estimate(plan.system_tokens, user),
+                    RetryState(max_tokens=self.max_tokens), canary=index)
 
     def _task(self, slot: Slot, user: str, placements: list[Placement]) -> Task | None:
         plan = slot.plan

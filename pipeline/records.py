@@ -30,12 +30,15 @@ class Status(StrEnum):
     BUDGET_EXHAUSTED = "budget_exhausted"  # not sent: --max-cost reached
     INTERRUPTED = "interrupted"  # not sent: the run was stopped by a signal
     ABORTED = "aborted"  # not sent: a fatal endpoint error stopped the run
+    BATCH_MISSING = "batch_missing"  # prepared for a batch file, no result line came back
+    BATCH_FAILED = "batch_failed"  # the batch result line is an error or not a verdict (not cached)
 
 
 #: statuses whose answer depends only on the request, so a stored one is reused forever.
 FINAL_STATUSES = frozenset({Status.OK, Status.INVALID_OUTPUT, Status.TRUNCATED, Status.REJECTED})
 #: statuses of rows that were never sent because the run stopped early.
-UNSENT_STATUSES = frozenset({Status.BUDGET_EXHAUSTED, Status.INTERRUPTED, Status.ABORTED})
+UNSENT_STATUSES = frozenset({Status.BUDGET_EXHAUSTED, Status.INTERRUPTED, Status.ABORTED, Status.BATCH_MISSING,
+                             Status.BATCH_FAILED})
 
 
 @dataclass(slots=True, frozen=True)

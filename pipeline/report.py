@@ -12,15 +12,17 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pyarrow.parquet as pq
 
-from pipeline.cost import Pricing
+from pipeline.cost import Pricing, batch_discount
 from pipeline.outdir import atomic_write_text
+from pipeline.storage import Location
 
 _TOKEN_KEYS = ("requests", "estimated_requests", "prompt_tokens", "cached_prompt_tokens",
                "completion_tokens", "reasoning_tokens")
 
 
-def build_report(*, billing: list[dict], runs: list[dict], labels_dir: Path, pricing: Pricing,
+def build_report(*, billing: list[dict], runs: list[dict], labels_dir: Path | Location, pricing: Pricing,
                  provider: str, model: str) -> dict[str, Any]:
     """Everything billed to produce one output directory, with label statistics."""
     totals: dict[str, Any] = dict.fromkeys(_TOKEN_KEYS, 0)
@@ -77,6 +79,13 @@ def build_report(*, billing: list[dict], runs: list[dict], labels_dir: Path, pri
         ],
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    batch_runs = [run["run_id"] for run in runs if run.get("outcome") == "batch"]
+    if batch_runs:  # answers read back from batch files, billed at the host's batch prices
+        report["batch"] = {
+            "requests": sum(per_run.get(r, {}).get("requests", 0) for r in batch_runs),
+            "cost_usd": round(sum(per_run.get(r, {}).get("cost_usd", 0.0) for r in batch_runs), 8),
+            "discount": batch_discount(provider=provider, model=model),
+        }
     for name in stats["violations"]:
         report["per_policy"].setdefault(name, {**dict.fromkeys(_TOKEN_KEYS, 0), "cost_usd": 0.0,
                                                "violations": stats["violations"][name]})
@@ -90,7 +99,7 @@ def _basis(reported: int, requests: int) -> str:
     return "mixed" if reported else "list price"
 
 
-def label_stats(labels_dir: Path) -> dict[str, Any]:
+def label_stats(labels_dir: Path | Location) -> dict[str, Any]:
     """Counts by status and by (policy, violation), latency percentiles of paid calls.
 
     One shard at a time, so memory stays flat whatever the directory holds: only the latencies
@@ -103,9 +112,12 @@ def label_stats(labels_dir: Path) -> dict[str, Any]:
     latencies: list[pl.Series] = []
     id_hashes: list[pl.Series] = []
     rows = labels = 0
-    for path in sorted(labels_dir.glob("part-*.parquet")):
-        shard = pl.read_parquet(path, columns=["id", "row_number", "policy", "status", "violation",
-                                               "latency_ms", "source"])
+    columns = ["id", "row_number", "policy", "status", "violation", "latency_ms", "source"]
+    for path in sorted(labels_dir.glob("part-*.parquet"), key=str):
+        if isinstance(path, Location):  # a shard on an object store
+            shard = pl.from_arrow(pq.read_table(path.path, filesystem=path.fs, columns=columns))
+        else:
+            shard = pl.read_parquet(path, columns=columns)
         labels += shard.height
         row_ids = shard.unique("row_number", keep="first").get_column("id")
         rows += row_ids.len()
@@ -128,7 +140,7 @@ def label_stats(labels_dir: Path) -> dict[str, Any]:
     }
 
 
-def write_reports(report: dict[str, Any], out: Path) -> None:
+def write_reports(report: dict[str, Any], out: Path | Location) -> None:
     atomic_write_text(out / "cost_report.json", orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
     atomic_write_text(out / "cost_report.md", render_markdown(report))
 
@@ -160,7 +172,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         f"Prices per 1 M tokens: input ${p['input_per_million']}, cached input ${p['cached_input_per_million']}, "
         f"output ${p['output_per_million']}."
-        + (" Some usage was missing from answers and was estimated." if report["usage_estimated"] else ""),
+        + (" Some usage was missing from answers and was estimated." if report["usage_estimated"] else "")
+        + (f" {report['batch']['requests']:,} requests (${report['batch']['cost_usd']:.6f}) came from batch files, "
+           f"billed at batch prices ({report['batch']['discount']:.0%} off)." if "batch" in report else ""),
         "",
         "## Per policy",
         "",

@@ -14,6 +14,7 @@ import hashlib
 from pathlib import Path
 
 from pipeline.outdir import Manifest, OutputDir, OutputDirError
+from pipeline.storage import Location
 from pipeline.store import ResultStore
 
 __all__ = ["identity_changes", "open_manifest", "verify_shards"]
@@ -53,7 +54,7 @@ def open_manifest(outdir: OutputDir, identity: dict, *, shard_rows: int, force: 
     return existing
 
 
-def verify_shards(root: Path, manifest: Manifest) -> list[int]:
+def verify_shards(root: Path | Location, manifest: Manifest) -> list[int]:
     """Drop from ``manifest`` every shard whose file is missing or differs; returns their indexes."""
     bad = []
     for index, info in sorted(manifest.shards.items()):
@@ -68,7 +69,12 @@ def verify_shards(root: Path, manifest: Manifest) -> list[int]:
     return bad
 
 
-def _sha256(path: Path) -> str:
+def _sha256(path: Path | Location) -> str:
+    if isinstance(path, Location):  # a shard on an object store
+        data = path.read_bytes()
+        if data is None:
+            raise FileNotFoundError(str(path))
+        return hashlib.sha256(data).hexdigest()
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while chunk := handle.read(1 << 20):

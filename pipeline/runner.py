@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import random
 import time
+from collections.abc import Callable, Sequence
 
 from pipeline.budget import Budget
 from pipeline.cost import Pricing
@@ -43,6 +44,7 @@ class Run:
     def __init__(self, *, inputs: InputSet, plans: list[PolicyPlan], judge: Judge, control: Throttle,
                  rules: RetryRules, pricing: Pricing, budget: Budget, store: ResultStore, outdir: OutputDir,
                  manifest: Manifest, settings: RunSettings, progress: Progress | None = None,
+                 sample: Callable[[int], bool] | None = None, canaries: Sequence[tuple[int, int, str]] = (),
                  manifest_file: bool = True) -> None:
         self.inputs, self.plans, self.store, self.outdir = inputs, plans, store, outdir
         self.manifest, self.settings, self.progress = manifest, settings, progress
@@ -54,7 +56,10 @@ class Run:
         self.shards = ShardAssembler(shard_rows=settings.shard_rows, is_done=self._shard_done,
                                      on_complete=self.writer.write)
         self.planner = Planner(plans=plans, shards=self.shards, run_id=settings.run_id, too_long=settings.too_long,
-                               max_tokens=settings.max_tokens, lookup=store.lookup)
+                               max_tokens=settings.max_tokens, lookup=store.lookup, sample=sample)
+        #: canary requests (index, policy index, text), queued after the first batch; their answers by index
+        self._canaries = [self.planner.canary_task(i, plans[p], text) for i, p, text in canaries]
+        self.canary_answers: dict[int, Outcome] = {}
         self.dispatcher = Dispatcher(queue=self._queue, judge=judge, control=control, rules=rules, budget=budget,
                                      pricing=pricing, keep_reasoning=settings.keep_reasoning, finish=self._finish,
                                      pace=self._pace, stop=self.request_stop, rng=random.Random())
@@ -103,6 +108,9 @@ class Run:
         try:
             while self.result.stop_status not in (Status.INTERRUPTED, Status.ABORTED):
                 batch = await asyncio.to_thread(next, batches, None)
+                if self._canaries:  # mixed in with the first rows: sent under the same conditions
+                    canaries, self._canaries = self._canaries, []
+                    await self._queue.put_many(canaries)
                 if batch is None:
                     # only a fully read input closes its last shards: after a stop a shard may lack
                     # rows, and the next run rebuilds it
@@ -121,14 +129,19 @@ class Run:
     # -- answers -----------------------------------------------------------------------------
     def _finish(self, task: Task, source: str) -> None:
         outcome, fp = task.outcome, task.fingerprint
+        canary = task.canary is not None
         if source == "api":
             stats, usage = self.stats, outcome.usage
             stats.sent += 1
             stats.billed_calls += outcome.billed_calls
             stats.tokens += usage.prompt_tokens + usage.completion_tokens
             stats.spent_usd += charged_usd(usage if outcome.billed_calls else None, outcome.cost_usd)
-            self.store.put(fingerprint=fp, outcome=outcome, policy=task.slot.plan.policy.name,
+            # a canary's answer is billed but never stored: tomorrow's canary must ask the model again
+            self.store.put(fingerprint=None if canary else fp, outcome=outcome, policy=task.slot.plan.policy.name,
                            out_id=self.settings.out_id, run_id=self.settings.run_id)
+        if canary:
+            self.canary_answers[task.canary] = outcome  # type: ignore[index]
+            return
         waiters = self.planner.answered(fp, outcome, final=source == "api" and outcome.status in FINAL_STATUSES)
         self._place(task.slot, outcome, source, fp)
         for slot in waiters:
@@ -136,10 +149,11 @@ class Run:
 
     def _place(self, slot: Slot, outcome: Outcome, source: str, fp: bytes | None) -> None:
         s, plan = self.settings, slot.plan
+        assert slot.shard is not None
         label = label_row(
             id=slot.row_id, policy=plan.policy.name, outcome=outcome, model=s.model, policy_version=plan.version,
             reasoning_effort=s.reasoning_effort, output_format=s.output_format, source=source, fingerprint=fp,
-            row_number=slot.row_number, input_file=slot.input_file, run_id=s.run_id,
+            row_number=slot.row_number, input_file=slot.input_file, run_id=s.run_id, kept=slot.kept,
         )
         status = outcome.status
         self.stats.labels += 1

@@ -63,6 +63,8 @@ class RunResult:
     #: the first internal error's description, and its traceback
     internal_error: str | None = None
     internal_traceback: str | None = None
+    #: canaries answered with the wrong verdict (the run exits `exitcodes.EXIT_CANARY`)
+    canaries_wrong: int = 0
 
 
 def new_run_id() -> str:

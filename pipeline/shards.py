@@ -82,5 +82,5 @@ class ShardAssembler:
         if self._open.get(shard.index) is not shard:
             return
         del self._open[shard.index]
-        if shard.labels:
+        if shard.rows:  # a shard whose rows are all outside a sample is written too (with no labels)
             self._on_complete(shard)

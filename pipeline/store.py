@@ -40,6 +40,10 @@ CREATE TABLE IF NOT EXISTS runs (
     outcome TEXT, labels INTEGER DEFAULT 0, sent INTEGER DEFAULT 0,
     store_hits INTEGER DEFAULT 0, duplicates INTEGER DEFAULT 0, elapsed_s REAL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS rates (
+    run_id TEXT NOT NULL, out_id TEXT NOT NULL, ended_at REAL NOT NULL, policy TEXT NOT NULL,
+    ok INTEGER NOT NULL, violations INTEGER NOT NULL, PRIMARY KEY (run_id, policy)
+);
 """
 
 _COLUMNS = ", ".join(["fingerprint", *(c.name for c in STORED), "run_id", "created_at"])
@@ -62,6 +66,10 @@ ON CONFLICT (out_id, run_id, policy) DO UPDATE SET
     charged_usd = COALESCE(charged_usd, cost_usd) + excluded.charged_usd,
     server_cost_requests = server_cost_requests + excluded.server_cost_requests
 """
+
+
+#: (ok labels, violations) per policy of one run
+RunRates = dict[str, tuple[int, int]]
 
 
 class StoreError(Exception):
@@ -140,6 +148,25 @@ class ResultStore:
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor]
 
+    def rates(self, out_id: str, *, history: int) -> tuple[RunRates, list[RunRates]]:
+        """Drift's inputs: the latest run of ``out_id`` that labelled anything, and up to ``history``
+        runs before it (of any output directory sharing this store), newest first, as (ok, violations)
+        per policy. ``({}, [])`` when the directory has no such run.
+        """
+        row = self._read.execute("SELECT run_id, ended_at FROM rates WHERE out_id = ? ORDER BY ended_at DESC "
+                                 "LIMIT 1", (out_id,)).fetchone()
+        if row is None:
+            return {}, []
+        run_id, ended_at = row
+        earlier = [r[0] for r in self._read.execute(
+            "SELECT run_id FROM rates WHERE ended_at < ? AND run_id != ? GROUP BY run_id "
+            "ORDER BY MAX(ended_at) DESC LIMIT ?", (ended_at, run_id, history))]
+        return self._run_rates(run_id), [self._run_rates(r) for r in earlier]
+
+    def _run_rates(self, run_id: str) -> dict[str, tuple[int, int]]:
+        return {policy: (ok, v) for policy, ok, v in self._read.execute(
+            "SELECT policy, ok, violations FROM rates WHERE run_id = ?", (run_id,))}
+
     def mark_killed(self, out_id: str) -> None:
         """Runs of this directory still marked running were killed (the caller holds its lock)."""
         with self._read:
@@ -151,6 +178,7 @@ class ResultStore:
         with self._read:
             self._read.execute("DELETE FROM billing WHERE out_id = ?", (out_id,))
             self._read.execute("DELETE FROM runs WHERE out_id = ?", (out_id,))
+            self._read.execute("DELETE FROM rates WHERE out_id = ?", (out_id,))
 
     # -- writes (background thread) ----------------------------------------------------------
     def start(self, *, on_commit: Callable[[list[bytes]], None] | None = None) -> None:
@@ -175,6 +203,11 @@ class ResultStore:
     def record_run(self, run: dict) -> None:
         """Queue an upsert of this run's row in `runs`."""
         self._queue.put(("run", run))
+
+    def record_rates(self, *, run_id: str, out_id: str, ended_at: float,
+                     counts: dict[str, tuple[int, int]]) -> None:
+        """Queue this run's (ok labels, violations) per policy, for drift checks of later runs."""
+        self._queue.put(("rates", [(run_id, out_id, ended_at, p, ok, v) for p, (ok, v) in counts.items() if ok]))
 
     def close(self) -> None:
         """Commit everything queued, then stop the writer thread."""
@@ -210,11 +243,14 @@ class ResultStore:
                 self._on_commit(committed)
 
     def _commit(self, batch: Iterable[tuple]) -> list[bytes]:
-        rows, bills, runs, settled = [], {}, [], []
+        rows, bills, runs, settled, rates = [], {}, [], [], []
         now = time.time()
         for item in batch:
             if item[0] == "run":
                 runs.append(item[1])
+                continue
+            if item[0] == "rates":
+                rates.extend(item[1])
                 continue
             _, fingerprint, outcome, policy, out_id, run_id = item
             if fingerprint is not None and outcome.status in FINAL_STATUSES:
@@ -236,6 +272,8 @@ class ResultStore:
         try:
             if rows:
                 conn.executemany(_INSERT, rows)
+            if rates:
+                conn.executemany("INSERT OR REPLACE INTO rates VALUES (?, ?, ?, ?, ?, ?)", rates)
             for (out_id, run_id, policy), (calls, estimated, usage, cost, charged, reported) in bills.items():
                 conn.execute(_BILL, (out_id, run_id, policy, calls, estimated, usage.prompt_tokens,
                                      usage.cached_prompt_tokens, usage.completion_tokens,

@@ -94,8 +94,7 @@ class Dispatcher:
                 return self._end_stopped(task)
         tokens = 0
         if retry.poll_url is None:
-            tokens = self.control.reservation(task.prompt_tokens)
-            await self.control.acquire(tokens)
+            tokens = await self.control.acquire(task.prompt_tokens)
         plan = task.slot.plan
         gate = self.gate
         if gate is not None:

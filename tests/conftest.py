@@ -17,3 +17,25 @@ def comments(tmp_path: Path) -> Path:
     ]
     rows = [{"id": f"r{i:03d}", "text": f"{texts[i % len(texts)]} #{i}"} for i in range(60)]
     return write_jsonl(tmp_path / "comments.jsonl", rows)
+
+
+@pytest.fixture(scope="session")
+def s3_session():
+    """moto's S3 server on 127.0.0.1, shared by the object-store tests (each uses its own bucket)."""
+    from s3server import s3_server
+
+    with s3_server() as server:
+        yield server
+
+
+@pytest.fixture
+def s3(s3_session, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """The S3 server with this process pointed at it (endpoint and credentials as the AWS SDKs read them)."""
+    from pipeline.storage import StorageSettings, configure
+
+    for name, value in s3_session.env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # where stores of s3:// outputs go
+    configure(StorageSettings())
+    yield s3_session
+    configure(StorageSettings())

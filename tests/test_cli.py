@@ -30,7 +30,7 @@ def run_help(capsys: pytest.CaptureFixture[str]) -> str:
 
 def test_run_help_lists_every_exit_code(capsys: pytest.CaptureFixture[str]) -> None:
     text = run_help(capsys)
-    assert len(EXIT_CODES) == 8
+    assert len(EXIT_CODES) == 9
     lines = text.split("exit codes:", 1)[1].splitlines()
     listed = {int(line.split()[0]) for line in lines if line.strip() and line.split()[0].isdigit()}
     assert listed == set(EXIT_CODES.values())
@@ -39,7 +39,8 @@ def test_run_help_lists_every_exit_code(capsys: pytest.CaptureFixture[str]) -> N
 def test_run_help_lists_the_flags_and_the_key_variable(capsys: pytest.CaptureFixture[str]) -> None:
     text = run_help(capsys)
     for flag in ("--input", "--policy", "--out", "--provider", "--concurrency", "--max-cost", "--force",
-                 "--no-progress", "--keep-reasoning"):
+                 "--no-progress", "--keep-reasoning", "--keep-columns", "--sample", "--seed", "--log-format",
+                 "--canaries", "--drift-threshold", "--gpu-hour-usd"):
         assert flag in text
     assert "MODERATION_API_KEY" in text
 

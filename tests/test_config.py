@@ -403,3 +403,29 @@ def test_no_room_for_the_text_is_a_config_error() -> None:
         check_context_room(config, {"hate": 10, "spam": 600})
     check_context_room(config, {"hate": 10})  # room left: no error
     check_context_room(RunConfig(), {"spam": 600})
+
+
+@pytest.mark.parametrize(("toml", "words"), [
+    ("[input]\nkeep_columns = ['a', 'a']", "names a column twice"),
+    ("[input]\nkeep_columns = [1]", "list of strings"),
+    ("[input]\nsample = 2.5", "row count"),
+    ("[input]\nsample = 0", "row count"),
+    ("[output]\nlog_format = 'xml'", "'text' or 'json'"),
+    ("[quality]\ndrift_threshold = 0", "greater than 0"),
+    ("[quality]\ndrift_runs = 0", "at least 1"),
+    ("[pricing]\ngpu_hour_usd = -1", "greater than 0"),
+])
+def test_nightly_settings_are_checked(tmp_path: Path, toml: str, words: str) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError, match=words):
+        load_config(path)
+
+
+def test_nightly_settings_load_from_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("[input]\nkeep_columns = ['gold']\nsample = 0.1\nseed = 3\n[output]\nlog_format = 'json'\n"
+                    "[quality]\ncanaries = 'c.jsonl'\ndrift_threshold = 0.1\n[pricing]\ngpu_hour_usd = 2\n")
+    c = load_config(path)
+    assert (c.keep_columns, c.sample, c.seed, c.log_format, c.canaries, c.drift_threshold, c.gpu_hour_usd) == (
+        ["gold"], 0.1, 3, "json", "c.jsonl", 0.1, 2)

@@ -154,3 +154,24 @@ def test_custom_table(tmp_path: Path) -> None:
     assert lookup_pricing(provider="acme", model="x-120b", table_path=table) == Pricing(1.0, 1.0, 3.0)
     with pytest.raises(PricingError, match=r"prices\.toml"):
         lookup_pricing(provider="acme", model="x-20b", table_path=table)
+
+
+def test_batch_discount_comes_from_the_pricing_table_and_halves_every_price() -> None:
+    from pipeline.cost import batch_discount
+
+    assert batch_discount(provider="groq", model="openai/gpt-oss-safeguard-20b") == 0.5
+    assert batch_discount(provider="openrouter", model="openai/gpt-oss-safeguard-20b") == 0.0
+    assert batch_discount(provider="unknown", model="m") == 0.0
+    pricing = lookup_pricing(provider="groq", model="openai/gpt-oss-safeguard-120b")
+    half = pricing.discounted(0.5)
+    usage = Usage(prompt_tokens=1000, cached_prompt_tokens=200, completion_tokens=300)
+    assert half.cost(usage) == pytest.approx(pricing.cost(usage) / 2)
+
+
+def test_a_batch_discount_outside_0_to_1_is_a_pricing_error(tmp_path) -> None:
+    from pipeline.cost import batch_discount
+
+    table = tmp_path / "pricing.toml"
+    table.write_text("[groq.20b]\ninput_per_million = 1\noutput_per_million = 1\nbatch_discount = 1.5\n")
+    with pytest.raises(PricingError, match="batch_discount"):
+        batch_discount(provider="groq", model="x-20b", table_path=table)

@@ -75,3 +75,10 @@ def test_summary_line_of_a_simulated_instant_run_without_labels() -> None:
                         report_path=Path("r"), simulated=True)
     assert line.startswith("moderate [SIMULATOR]: finished: 0 labels (1 policies) in 0.00 s")
     assert "no labels" in line
+
+
+def test_wrong_canaries_exit_6_over_failed_rows_but_under_a_stop() -> None:
+    failing = {"statuses": {"ok": 5, "failed": 1}, "cost_usd": 0.1}
+    assert exit_code(result(canaries_wrong=1), failing) == exitcodes.EXIT_CANARY == 6
+    assert exit_code(result(canaries_wrong=1, stop_status=Status.BUDGET_EXHAUSTED), CLEAN) == exitcodes.EXIT_BUDGET
+    assert "  6  " in exitcodes.HELP

@@ -149,3 +149,18 @@ def test_shard_row_survives_parquet_types(outcome: Outcome) -> None:
     assert math.isclose(restored.latency_ms, outcome.latency_ms, rel_tol=1e-6)  # stored as float32
     restored.latency_ms = outcome.latency_ms
     assert restored == outcome
+
+
+def test_kept_values_follow_the_label_columns_with_their_types(tmp_path: Path) -> None:
+    from pipeline.labels import COLUMN_NAMES, shard_schema
+
+    kept = [pa.field("gold", pa.int8()), pa.field("lang", pa.string())]
+    values = label_row(id="r1", policy="spam", outcome=OK, model="m", policy_version="v", reasoning_effort="low",
+                       output_format="rationale", source="api", fingerprint=None, row_number=0, input_file="f",
+                       run_id="r", kept=(1, "de"))
+    table = to_table([values], kept)
+    assert table.schema == shard_schema(kept) and table.schema.names[-2:] == ["gold", "lang"]
+    assert table.column("gold").to_pylist() == [1] and table.column("violation").to_pylist() == [1]
+    assert shard_schema() == LABEL_SCHEMA and "gold" not in COLUMN_NAMES
+    pq.write_table(table, tmp_path / "s.parquet")
+    assert pq.read_schema(tmp_path / "s.parquet").field("gold").type == pa.int8()

@@ -212,9 +212,10 @@ def test_manifest_json_is_stable() -> None:
 
 def test_clear_removes_shards_manifest_and_reports_but_not_the_store(tmp_path: Path) -> None:
     out = OutputDir(tmp_path)
-    out.new_manifest(identity={}, shard_rows=10)
-    out.write_shard(0, rows(1), input_rows=1, unsent=0)
-    out.write_shard(1, rows(1), input_rows=1, unsent=0)
+    manifest = out.new_manifest(identity={}, shard_rows=10)
+    manifest.shards[0] = out.write_shard(0, rows(1), input_rows=1, unsent=0)
+    manifest.shards[1] = out.write_shard(1, rows(1), input_rows=1, unsent=0)
+    out.write_manifest(manifest)
     atomic_write_text(tmp_path / "cost_report.json", "{}")
     atomic_write_text(tmp_path / "cost_report.md", "# cost")
     (tmp_path / "store.sqlite").write_bytes(b"db")
@@ -235,3 +236,92 @@ def test_atomic_write_text_replaces_the_file(tmp_path: Path) -> None:
     atomic_write_text(path, "new ✓")
     assert path.read_text(encoding="utf-8") == "new ✓"
     assert [p.name for p in tmp_path.iterdir()] == ["cost_report.md"]
+
+
+# ---- a folder that is not ours -------------------------------------------------------------------
+
+
+def test_lock_refuses_a_folder_with_files_and_no_manifest(tmp_path: Path) -> None:
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels" / "mine.parquet").write_bytes(b"user data")
+    with pytest.raises(OutputDirError) as info:
+        OutputDir(tmp_path).lock()
+    message = str(info.value)
+    assert "not an output folder" in message and "labels/mine.parquet" in message and "\n" not in message
+    assert (tmp_path / "labels" / "mine.parquet").read_bytes() == b"user data"
+    assert not (tmp_path / ".lock").exists()
+
+
+def test_lock_accepts_a_folder_holding_only_a_store_and_an_empty_labels_folder(tmp_path: Path) -> None:
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "store.sqlite").write_bytes(b"db")
+    out = OutputDir(tmp_path)
+    out.lock()
+    out.unlock()
+
+
+def test_clear_leaves_files_the_manifest_does_not_list(tmp_path: Path) -> None:
+    out = OutputDir(tmp_path)
+    manifest = out.new_manifest(identity={}, shard_rows=10)
+    manifest.shards[0] = out.write_shard(0, rows(1), input_rows=1, unsent=0)
+    out.write_manifest(manifest)
+    (tmp_path / "labels" / "mine.parquet").write_bytes(b"user data")
+    (tmp_path / "labels" / "part-00007.parquet").write_bytes(b"not listed")
+    out.clear()
+    assert sorted(p.name for p in (tmp_path / "labels").iterdir()) == ["mine.parquet", "part-00007.parquet"]
+    assert not out.manifest_path.exists()
+
+
+def test_clear_with_an_unreadable_manifest_removes_only_shard_names_of_ours(tmp_path: Path) -> None:
+    out = OutputDir(tmp_path)
+    out.write_shard(0, rows(1), input_rows=1, unsent=0)
+    (tmp_path / "labels" / "mine.parquet").write_bytes(b"user data")
+    out.manifest_path.write_bytes(b"{not json")
+    out.clear()
+    assert [p.name for p in (tmp_path / "labels").iterdir()] == ["mine.parquet"]
+
+
+def test_fresh_run_into_a_folder_holding_its_own_input_is_refused_and_deletes_nothing(tmp_path: Path) -> None:
+    from support import make_config, run_pipeline, write_jsonl
+
+    from pipeline import exitcodes
+
+    out = tmp_path / "out"
+    (out / "labels").mkdir(parents=True)
+    data = write_jsonl(out / "labels" / "input.parquet.jsonl", [{"id": "a", "text": "hello"}])
+    (out / "labels" / "theirs.parquet").write_bytes(b"someone's shard")
+    (out / "cost_report.md").write_text("someone's report")
+    result = run_pipeline(make_config(tmp_path, [data]))
+    assert result.code == exitcodes.EXIT_USAGE
+    assert result.stderr.count("\n") == 1 and "not an output folder" in result.stderr
+    assert result.stats.requests == 0
+    assert (out / "labels" / "theirs.parquet").read_bytes() == b"someone's shard"
+    assert (out / "cost_report.md").read_text() == "someone's report"
+    assert data.exists()
+
+
+def test_an_output_folder_inside_the_input_folder_is_not_read_back_as_input(tmp_path: Path) -> None:
+    from support import make_config, run_pipeline, write_jsonl
+
+    from pipeline import exitcodes
+
+    data = tmp_path / "data"
+    data.mkdir()
+    write_jsonl(data / "in.jsonl", [{"id": f"r{i}", "text": f"text {i}"} for i in range(10)])
+    config = make_config(tmp_path, [data], out=str(data / "labelled"))
+    first = run_pipeline(config)
+    assert first.code == exitcodes.EXIT_OK, first.stderr
+    again = run_pipeline(config)
+    assert again.code == exitcodes.EXIT_OK, again.stderr
+    assert "nothing to do" in again.stderr and again.stats.requests == 0
+    assert again.labels().height == 10 * 2
+
+
+def test_shard_sha256_matches_the_manifest_until_the_file_changes(tmp_path: Path) -> None:
+    out = OutputDir(tmp_path)
+    info = out.write_shard(0, rows(2), input_rows=2, unsent=0)
+    assert out.shard_sha256(info.file) == info.sha256
+    (tmp_path / info.file).write_bytes(b"changed")
+    assert out.shard_sha256(info.file) != info.sha256
+    (tmp_path / info.file).unlink()
+    assert out.shard_sha256(info.file) is None

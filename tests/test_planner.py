@@ -225,3 +225,33 @@ def test_rows_of_a_shard_completed_earlier_are_skipped() -> None:
     placements, tasks = p.plan(batch("a", "b", "c"), 0)
     assert placements == []
     assert [(t.user, t.slot.row_number, t.slot.shard.index) for t in tasks] == [("c", 2, 1)]
+
+
+def test_rows_outside_the_sample_get_no_label_but_count_as_shard_rows() -> None:
+    p, _ = planner(SPAM, HATE)
+    p.sample = lambda n: n % 2 == 0
+    placements, tasks = p.plan(batch("a", "b", "c", "d"), 10)
+    assert placements == []
+    assert [(t.slot.row_number, t.slot.plan.policy.name) for t in tasks] == [
+        (10, "spam"), (10, "hate"), (12, "spam"), (12, "hate")]
+    shard = tasks[0].slot.shard
+    assert shard is not None and (shard.rows, shard.pending) == (4, 4)
+
+
+def test_kept_values_ride_on_every_slot_of_their_row() -> None:
+    p, _ = planner(SPAM, HATE)
+    rows = RowBatch(["r0", "r1"], ["a", None], None, "in.jsonl", kept=[[1, 0], ["de", "fr"]])
+    placements, tasks = p.plan(rows, 0)
+    assert {t.slot.kept for t in tasks} == {(1, "de")}
+    assert {pl.slot.kept for pl in placements} == {(0, "fr")}
+
+
+def test_a_canary_task_is_never_deduplicated_with_rows_nor_looked_up() -> None:
+    store = Store()
+    p, _ = planner(SPAM, store=store)
+    _, tasks = p.plan(batch("buy now"), 0)
+    canary = p.canary_task(3, SPAM, "buy now")
+    assert canary.canary == 3 and canary.slot.shard is None
+    assert canary.fingerprint == tasks[0].fingerprint  # same request, but it stays out of the planner's books
+    assert canary.fingerprint in p.inflight and p.inflight[canary.fingerprint] == []
+    assert store.asked == [[tasks[0].fingerprint]]

@@ -93,3 +93,13 @@ def test_a_shard_is_handed_on_once() -> None:
     a.close(shard)
     a.close_all()
     assert completed == [shard]
+
+
+def test_a_shard_whose_rows_all_fell_outside_the_sample_is_handed_on_without_labels() -> None:
+    a, completed = assembler(2)
+    shard = a.shard_for(0)
+    assert shard is not None
+    a.reserve(shard, 0)
+    a.reserve(shard, 0)
+    a.close(shard)
+    assert completed == [shard] and shard.labels == [] and shard.rows == 2

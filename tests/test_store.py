@@ -369,3 +369,31 @@ def test_an_upgraded_store_takes_new_answers_with_every_column(tmp_path: Path) -
     found = ResultStore(path).lookup([FP1, fp3])
     assert found[fp3].outcome == outcome
     assert found[FP1].outcome == ok_outcome(reasoning="because")
+
+
+# ---- violation rates (drift) ---------------------------------------------------------------------
+
+def test_rates_give_the_directorys_last_run_and_earlier_runs_of_any_directory(tmp_path: Path) -> None:
+    store = ResultStore(tmp_path / "s.sqlite")
+    store.start()
+    store.record_rates(run_id="a", out_id="night1", ended_at=100.0, counts={"spam": (50, 5), "hate": (0, 0)})
+    store.record_rates(run_id="b", out_id="night2", ended_at=200.0, counts={"spam": (40, 8)})
+    store.record_rates(run_id="c", out_id="night3", ended_at=300.0, counts={"spam": (30, 30)})
+    store.record_rates(run_id="d", out_id="night4", ended_at=400.0, counts={"spam": (10, 0)})
+    store.close()
+    current, history = store.rates("night3", history=5)
+    assert current == {"spam": (30, 30)}
+    assert history == [{"spam": (40, 8)}, {"spam": (50, 5)}]  # newest first, later runs left out
+    assert store.rates("night3", history=1)[1] == [{"spam": (40, 8)}]
+    assert store.rates("unknown", history=5) == ({}, [])
+    store.forget_output("night1")
+    assert store.rates("night3", history=5)[1] == [{"spam": (40, 8)}]
+
+
+def test_a_canary_answer_is_billed_but_not_stored(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite"
+    write(path, [(None, ok_outcome())])
+    store = ResultStore(path)
+    assert store.billing("out1")[0]["requests"] == 1
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT COUNT(*) FROM results").fetchone()[0] == 0

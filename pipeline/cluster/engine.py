@@ -23,7 +23,8 @@ from pipeline.config import ConfigError, RunConfig
 from pipeline.cost import PricingError
 from pipeline.ending import exit_code, outcome_word, problems, summary_line
 from pipeline.htmlreport import write_html_report
-from pipeline.outdir import Manifest, OutputDir, OutputDirError, ShardInfo
+from pipeline.nightly import extend_report
+from pipeline.outdir import Manifest, OutputDir, OutputDirError, ShardInfo, open_output_dir
 from pipeline.policies import PolicyError
 from pipeline.progress import Progress
 from pipeline.readers import InputError
@@ -31,6 +32,7 @@ from pipeline.records import Status
 from pipeline.report import build_report, write_reports
 from pipeline.resume import open_manifest
 from pipeline.runstate import RunResult, RunStats, new_run_id
+from pipeline.storage import StorageError
 from pipeline.store import StoreError
 
 __all__ = ["RAY_MISSING", "run_on_ray"]
@@ -50,7 +52,7 @@ def run_on_ray(config: RunConfig, *, address: str | None = None, actors: int | N
         return exitcodes.EXIT_USAGE
     try:
         return _run(config, address=address, actors=actors, stream=stream, progress=progress)
-    except (UsageError, ConfigError, InputError, PolicyError, PricingError, StoreError) as exc:
+    except (UsageError, ConfigError, InputError, PolicyError, PricingError, StoreError, StorageError) as exc:
         print(f"moderate: error: {exc}", file=stream)
         return exitcodes.EXIT_USAGE
     except OutputDirError as exc:
@@ -59,8 +61,11 @@ def run_on_ray(config: RunConfig, *, address: str | None = None, actors: int | N
 
 
 def _refuse_unsupported(config: RunConfig) -> None:
-    if config.max_cost is not None:
-        raise UsageError("--max-cost is not enforced across a cluster yet: run without it, or with --engine local")
+    """What the cluster engine does not do yet: a one-line refusal rather than a silent difference."""
+    local_only = {"--max-cost": config.max_cost is not None, "--sample": config.sample is not None,
+                  "--canaries": config.canaries is not None, "--log-format json": config.log_format == "json"}
+    if used := [flag for flag, on in local_only.items() if on]:
+        raise UsageError(f"{', '.join(used)}: not available with --engine ray yet (use --engine local)")
     if config.store:
         raise UsageError("--store is not used by --engine ray: answers are kept per shard in OUT/results/")
 
@@ -69,12 +74,16 @@ def _run(config: RunConfig, *, address: str | None, actors: int | None, stream: 
          progress: bool | None) -> int:
     _refuse_unsupported(config)
     job = open_job(config)
-    outdir = OutputDir(config.out)
+    outdir = open_output_dir(config.out, kept=job.inputs.kept_fields)
+    if not outdir.local:
+        raise UsageError(f"{config.out}: --engine ray writes to a folder every node sees (a shared file system), "
+                         "not to an object store")
     outdir.lock()
     try:
         ledger = ClusterLedger(outdir.path)
-        manifest = open_manifest(outdir, {**job_identity(job), "engine": "ray"}, shard_rows=config.shard_rows,
-                                 force=bool(config.force), store=ledger)  # type: ignore[arg-type]
+        identity = {**job_identity(config, job.inputs, job.plans, job.model), "engine": "ray"}
+        manifest = open_manifest(outdir, identity, shard_rows=config.shard_rows, force=bool(config.force),
+                                 store=ledger)  # type: ignore[arg-type]
         if manifest.finished:
             return _nothing_to_do(job, ledger, manifest, outdir, stream)
         return _label(job, ledger, manifest, outdir, address=address, actors=actors, stream=stream,
@@ -218,6 +227,7 @@ def _reports(job: Job, ledger: ClusterLedger, manifest: Manifest, outdir: Output
     config = job.config
     report = build_report(billing=ledger.billing(manifest.out_id), runs=ledger.runs(manifest.out_id),
                           labels_dir=outdir.labels, pricing=job.pricing, provider=config.provider, model=job.model)
+    extend_report(report, out=outdir.path, manifest=manifest, config=config, rates=None)  # no drift history
     write_reports(report, outdir.path)
     write_html_report(outdir.path, text_column=config.text_column, id_column=config.id_column)
     return report

@@ -19,8 +19,9 @@ from pipeline.app import Job, build_run
 from pipeline.cluster.ledger import shard_store_path
 from pipeline.cluster.throttle import Lease, LeasedThrottle
 from pipeline.endpoints import open_endpoint
-from pipeline.outdir import Manifest, OutputDir
+from pipeline.outdir import Manifest, open_output_dir
 from pipeline.readers import InputError
+from pipeline.runlog import RunLog
 from pipeline.runstate import RunResult
 from pipeline.store import ResultStore, StoreError
 
@@ -84,9 +85,10 @@ class ShardLabeller:
         inputs.limit = end if job.inputs.limit is None else min(job.inputs.limit, end)
         store = ResultStore(shard_store_path(job.config.out, index))
         manifest = Manifest(spec.out_id, {}, spec.shard_rows)
+        outdir = open_output_dir(job.config.out, kept=job.inputs.kept_fields)
         run = build_run(job.config, inputs=inputs, plans=job.plans, endpoint=self.endpoint, store=store,
-                        outdir=OutputDir(job.config.out), manifest=manifest, pricing=job.pricing,
-                        api_key=job.api_key, model=job.model, stream=sys.stderr, progress=None,
+                        outdir=outdir, manifest=manifest, pricing=job.pricing, api_key=job.api_key,
+                        model=job.model, log=RunLog(sys.stderr, secret=job.api_key), progress=None,
                         control=self.leased, run_id=spec.run_id, first_row=first, manifest_file=False)
         try:
             result = self.loop.run_until_complete(run.execute())

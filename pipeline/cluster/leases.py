@@ -77,10 +77,12 @@ class SharedLimiter:
     """The limiter of a whole run (see the module docstring)."""
 
     def __init__(self, *, rpm: float | None, tpm: float | None, adaptive: bool = True, margin: float = LIMIT_MARGIN,
-                 max_retry_after: float = 600.0, lease_seconds: float = 0.5, now: float = 0.0) -> None:
+                 max_retry_after: float = 600.0, lease_seconds: float = 0.5, now: float = 0.0,
+                 expected_completion_tokens: int = 512) -> None:
         self._now = now
         self.control = RateControl(rpm=rpm, tpm=tpm, adaptive=adaptive, margin=margin,
-                                   max_retry_after=max_retry_after, clock=lambda: self._now)
+                                   max_retry_after=max_retry_after, clock=lambda: self._now,
+                                   expected_completion_tokens=expected_completion_tokens)
         self.lease_seconds = lease_seconds
         #: lease calls answered, requests granted, given back unused, attempts reported
         self.calls = 0

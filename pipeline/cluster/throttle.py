@@ -42,16 +42,17 @@ class LeasedThrottle:
     def reservation(self, prompt_tokens: int) -> int:
         return prompt_tokens + int(self.mean_completion)
 
-    async def acquire(self, tokens: int) -> None:
-        if self._take(tokens):
-            return
+    async def acquire(self, prompt_tokens: int) -> int:
+        if self._take(tokens := self.reservation(prompt_tokens)):
+            return tokens
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:  # one lease call at a time; the others find its grant
-            while not self._take(tokens):
+            while not self._take(tokens := self.reservation(prompt_tokens)):
                 grant = await self._call(self.chunk, tokens)
                 if grant.requests == 0:
                     await asyncio.sleep(grant.retry_in)
+        return tokens
 
     def after_attempt(self, attempt: Attempt, *, headers: Mapping[str, str] | None = None,
                       reserved: int = 0, used: int = 0, completion_tokens: int | None = None) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 import polars as pl
 
-from pipeline.htmlreport.svg import wilson
+from pipeline.intervals import wilson
 
 TOP_ROWS = 10
 SAMPLE_ROWS = 20

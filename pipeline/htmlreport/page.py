@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from pipeline.htmlreport import svg
+from pipeline.htmlreport import guards, svg
 from pipeline.htmlreport.svg import esc
 
 TEXT_LIMIT = 300
@@ -32,6 +32,7 @@ def render(data: dict[str, Any]) -> str:
     cost = data["cost"]
     sections = [
         _summary(data),
+        guards.sections(cost),
         _labels(data),
         _cost(cost),
         _latency(data, cost),

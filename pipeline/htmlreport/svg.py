@@ -5,7 +5,6 @@ Every label passes through `esc`, so a chart is safe whatever the names in it.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from html import escape
 
@@ -132,18 +131,3 @@ def line(name: str, title: str, points: Sequence[tuple[float, float]], *, x_labe
                     f'<text x="{left}" y="{height - bottom + 15}">{esc(_fmt(x0))}</text>'
                     f'<text x="{WIDTH - 20}" y="{height - bottom + 15}" text-anchor="end">{esc(_fmt(x1))}</text>')
     return _frame(name, title, height, body)
-
-
-def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float] | None:
-    """Wilson score interval of a proportion (95 % by default); None when n is 0.
-
-    >>> [round(v, 3) for v in wilson(10, 100)]
-    [0.055, 0.174]
-    """
-    if n == 0:
-        return None
-    p = successes / n
-    denominator = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denominator
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
-    return (max(0.0, centre - half), min(1.0, centre + half))

@@ -7,8 +7,8 @@ one place. With no limit configured and no pushback heard, `acquire` returns at 
 What slows everyone down, and what does not:
 - a refused request waits for its own retry (see `decide`); it does not pause anybody else;
 - ``x-ratelimit-remaining-*`` at 0 pauses everyone until its reset (a quota we all share);
-- pushback that is a large share of recent attempts lowers the adaptive rate and, when the host
-  said how long, pauses everyone that long (capped by ``max_retry_after``);
+- pushback that is a large share of recent attempts lowers the adaptive rate; when the host refuses
+  nearly everything and said how long, everyone also pauses that long (capped by ``max_retry_after``);
 - most recent attempts failing opens the circuit breaker (everyone pauses, the cool-down doubles).
 """
 
@@ -27,6 +27,8 @@ from pipeline.ratecontrol.headers import read_rate_limit_headers
 #: fraction of a configured RPM/TPM a run aims for: a server counting the same limit with its own
 #: clock then never sees a request early.
 LIMIT_MARGIN = 0.985
+#: share of recent attempts refused that makes everyone wait for the host's Retry-After.
+SHARED_PAUSE_SHARE = 0.9
 #: shared pauses at least this long are reported, one line each.
 REPORTED_PAUSE_S = 2.0
 _BILLED = frozenset({AttemptKind.ANSWER, AttemptKind.INVALID, AttemptKind.TRUNCATED, AttemptKind.FILTERED})
@@ -52,6 +54,7 @@ class RateControl:
         self._applied = self._configured_rpm  # the request rate the bucket holds now
         #: moving mean of completion tokens per billed answer (reservations use it)
         self.mean_completion = float(expected_completion_tokens)
+        self._measured = False
         self.refused = 0
         self.shared_pauses = 0
         self.breaker_pauses = 0
@@ -60,17 +63,23 @@ class RateControl:
         """Tokens to reserve for a request: its prompt plus what answers measure on average."""
         return prompt_tokens + int(self.mean_completion)
 
-    async def acquire(self, tokens: int) -> None:
-        """Wait until a request of about ``tokens`` tokens may start, and take its quota."""
+    async def acquire(self, prompt_tokens: int) -> int:
+        """Wait until a request with a prompt of about ``prompt_tokens`` tokens may start, take its quota
+        and return the tokens reserved (to settle once the answer's usage is known).
+
+        The reservation is made when the quota is taken, with the mean completion measured by then:
+        a request that waited does not hold a guess from before the first answers came.
+        """
         limits = self.limits
         now = self._clock()
         self.window.record_send(now)
         if not self._engaged and now >= limits.paused_until:
-            return
+            return self.reservation(prompt_tokens)
         while True:
+            tokens = self.reservation(prompt_tokens)
             wait = limits.reserve(tokens, now=now)
             if wait <= 0.0:
-                return
+                return tokens
             await asyncio.sleep(wait)
             now = self._clock()
 
@@ -82,7 +91,10 @@ class RateControl:
         if self.limits.tokens is not None:
             self.limits.settle(reserved, used, now=now)
         if completion_tokens is not None and kind in _BILLED:
-            self.mean_completion += 0.05 * (completion_tokens - self.mean_completion)
+            if self._measured:
+                self.mean_completion += 0.05 * (completion_tokens - self.mean_completion)
+            else:  # the first answer replaces the guess
+                self.mean_completion, self._measured = float(completion_tokens), True
         if headers:
             self._read_headers(headers, now)
         pushback = kind in PUSHBACK
@@ -100,7 +112,9 @@ class RateControl:
                                         sent_rps=self.window.sent_rps(now) if pushed else 0.0)
         if lowered:
             self.window.forget()
-        if lowered and pushback and attempt.retry_after:
+        # the host still takes some: the lower rate is enough; it refuses (nearly) everything: a
+        # quota we all share is spent, so everyone waits as long as it says
+        if lowered and pushback and attempt.retry_after and pushed >= SHARED_PAUSE_SHARE * attempts:
             self.shared_pauses += 1
             wait = min(attempt.retry_after, self.max_retry_after)
             self._pause(now + wait, now, f"{pushed} of the last {attempts} requests were refused")

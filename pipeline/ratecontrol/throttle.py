@@ -1,7 +1,7 @@
 """`Throttle`: what a worker consults before and after each attempt.
 
 `RateControl` is the throttle of one process. A run spread over several processes plugs in
-another source of capacity with the same four members (`pipeline.cluster.throttle.LeasedThrottle`
+another source of capacity with the same members (`pipeline.cluster.throttle.LeasedThrottle`
 leases capacity from one limiter shared by every process), and the workers do not change.
 """
 
@@ -19,12 +19,9 @@ class Throttle(Protocol):
     #: moving mean of completion tokens per billed answer (reservations and budget estimates use it)
     mean_completion: float
 
-    def reservation(self, prompt_tokens: int) -> int:
-        """Tokens to reserve for a request of ``prompt_tokens`` prompt tokens."""
-        ...
-
-    async def acquire(self, tokens: int) -> None:
-        """Wait until a request of about ``tokens`` tokens may start, and take its quota."""
+    async def acquire(self, prompt_tokens: int) -> int:
+        """Wait until a request with a prompt of about ``prompt_tokens`` tokens may start, take its quota
+        and return the tokens reserved (settled by `after_attempt` once the usage is known)."""
         ...
 
     def after_attempt(self, attempt: Attempt, *, headers: Mapping[str, str] | None = None,

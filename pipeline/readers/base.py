@@ -25,6 +25,8 @@ class RowBatch:
     texts: list[str | None]
     errors: list[str | None] | None
     source: str
+    #: the kept columns' values (``--keep-columns``), one list per column in `InputSet.kept_fields` order
+    kept: list[list[Any]] | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -45,6 +47,8 @@ class Chunk(NamedTuple):
     ids: list[Any] | None
     texts: list[str | None]
     errors: list[str | None] | None
+    #: kept columns read from the file, by name (None when none are kept)
+    extra: dict[str, list[Any]] | None = None
 
 
 #: what a format reader's ``chunks`` generator yields; it returns the rows it went through.

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -196,9 +196,10 @@ def count_rows(f: Located, *, column: str, stop_after: int | None = None) -> int
     return rows
 
 
-def chunks(f: Located, *, text_column: str, id_column: str | None, skip: int = 0) -> Generator[Chunk, None, int]:
+def chunks(f: Located, *, text_column: str, id_column: str | None, skip: int = 0,
+           keep: Sequence[str] = ()) -> Generator[Chunk, None, int]:
     """Rows after the first ``skip``; returns how many rows the file holds."""
-    columns = list(dict.fromkeys([text_column] + ([id_column] if id_column else [])))
+    columns = list(dict.fromkeys([text_column] + ([id_column] if id_column else []) + list(keep)))
     batches = _batches(f, columns, skip)
     row = skip
     try:
@@ -213,6 +214,7 @@ def chunks(f: Located, *, text_column: str, id_column: str | None, skip: int = 0
             if errors is not None:
                 texts = [None if e is not None else t for t, e in zip(texts, errors, strict=True)]
             row += batch.num_rows
-            yield Chunk(ids, texts, errors)
+            extra = {c: batch.column(c).to_pylist() for c in keep} if keep else None
+            yield Chunk(ids, texts, errors, extra)
     finally:
         batches.close()

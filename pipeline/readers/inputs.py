@@ -14,6 +14,7 @@ import pyarrow as pa
 
 from pipeline.readers import csv, jsonl, parquet
 from pipeline.readers.base import Chunk, InputError, InputFile, RowBatch, one_line, to_text
+from pipeline.readers.kept import KeptColumns, merge_fields, resolve
 from pipeline.readers.paths import Located, locate
 
 #: plain local JSONL files are counted up front (for ``total_rows``) up to this many bytes in all.
@@ -32,6 +33,7 @@ class _Input:
     rows: int | None = None  # exact number of rows, when known
     at_least: int = 0  # a lower bound on the number of rows
     metadata: Any = None  # the Parquet footer
+    kept: KeptColumns | None = None  # where the kept columns come from (None: none kept)
 
 
 class InputSet:
@@ -44,8 +46,13 @@ class InputSet:
     ...     print(batch.source, len(batch.ids))
     """
 
-    def __init__(self, inputs: list[_Input], *, text_column: str, id_column: str | None, limit: int | None) -> None:
+    def __init__(self, inputs: list[_Input], *, text_column: str, id_column: str | None, limit: int | None,
+                 keep_columns: Sequence[str] = ()) -> None:
         self._inputs = inputs
+        self.keep_columns = list(keep_columns)
+        #: the kept columns' Arrow types (Parquet: the file's; text for JSON Lines, CSV and partition folders)
+        self.kept_fields: list[pa.Field] = merge_fields(
+            [(i.file.path, i.kept.fields) for i in inputs if i.kept is not None]) if keep_columns else []
         self.text_column = text_column
         self.id_column = id_column
         self.limit = limit
@@ -94,6 +101,7 @@ class InputSet:
         ids: list[str] = []
         texts: list[str | None] = []
         errors: list[str | None] | None = None
+        kept: list[list[Any]] | None = [[] for _ in inp.kept.fields] if inp.kept is not None else None
         try:
             while True:
                 try:
@@ -111,17 +119,25 @@ class InputSet:
                         chunk.ids[:n] if chunk.ids is not None else None,
                         chunk.texts[:n],
                         chunk.errors[:n] if chunk.errors is not None else None,
+                        chunk.extra,  # kept values are cut to n below
                     )
                 if chunk.errors is not None and errors is None:
                     errors = [None] * len(texts)
                 ids.extend(_ids(chunk.ids, name, row, n))
                 texts.extend(chunk.texts)
+                if kept is not None and inp.kept is not None:
+                    values = inp.kept.values(chunk.extra or {}, len(chunk.texts), as_text=inp.file.format != "parquet")
+                    for column, new in zip(kept, values, strict=True):
+                        column.extend(new[:n])
                 if errors is not None:
                     errors.extend(chunk.errors if chunk.errors is not None else [None] * n)
                 row += n
                 while len(texts) >= batch_size:
-                    yield _batch(ids[:batch_size], texts[:batch_size], errors, batch_size, source)
+                    yield _batch(ids[:batch_size], texts[:batch_size], errors, batch_size, source,
+                                 None if kept is None else [c[:batch_size] for c in kept])
                     del ids[:batch_size], texts[:batch_size]
+                    for column in kept or ():
+                        del column[:batch_size]
                     if errors is not None:
                         del errors[:batch_size]
                         if not any(e is not None for e in errors):
@@ -132,26 +148,29 @@ class InputSet:
         finally:
             chunks.close()
         if texts:
-            yield _batch(ids, texts, errors, len(texts), source)
+            yield _batch(ids, texts, errors, len(texts), source, kept)
         return rows
 
     def _chunks(self, inp: _Input, skip: int, batch_size: int) -> Generator[Chunk, None, int]:
         f, text, ident = inp.file, self.text_column, inp.id_column
+        keep = inp.kept.from_file if inp.kept is not None else []
         if f.format == "parquet":
             return parquet.chunks(
-                f, metadata=inp.metadata, text_column=text, id_column=ident, skip=skip, batch_size=batch_size
+                f, metadata=inp.metadata, text_column=text, id_column=ident, skip=skip, batch_size=batch_size,
+                keep=keep,
             )
         if f.format == "csv":
-            return csv.chunks(f, text_column=text, id_column=ident, skip=skip)
-        return jsonl.chunks(f, text_column=text, id_column=ident, skip=skip)
+            return csv.chunks(f, text_column=text, id_column=ident, skip=skip, keep=keep)
+        return jsonl.chunks(f, text_column=text, id_column=ident, skip=skip, keep=keep)
 
 
-def _batch(ids: list[str], texts: list[str | None], errors: list[str | None] | None, n: int, source: str) -> RowBatch:
+def _batch(ids: list[str], texts: list[str | None], errors: list[str | None] | None, n: int, source: str,
+           kept: list[list[Any]] | None = None) -> RowBatch:
     if errors is not None:
         errors = errors[:n]
         if not any(e is not None for e in errors):
             errors = None
-    return RowBatch(ids=ids, texts=texts, errors=errors, source=source)
+    return RowBatch(ids=ids, texts=texts, errors=errors, source=source, kept=kept)
 
 
 def _ids(raw: list[Any] | None, name: str, first: int, n: int) -> list[str]:
@@ -177,13 +196,14 @@ def _total(inputs: list[_Input], limit: int | None) -> int | None:
 
 
 def open_inputs(
-    paths: Sequence[str], *, text_column: str = "text", id_column: str | None = None, limit: int | None = None
+    paths: Sequence[str], *, text_column: str = "text", id_column: str | None = None, limit: int | None = None,
+    keep_columns: Sequence[str] = (),
 ) -> InputSet:
     """Expand files, folders (recursively, supported types only, sorted) and globs; check every file.
 
     Raises InputError, before any row is read, for a missing path, a glob matching nothing, a folder
     without inputs, an unsupported file type, an empty file, an unreadable Parquet footer and a
-    missing text or id column. Without ``id_column``, a column ``id`` is used where a file has one,
+    missing text, id or kept column. Without ``id_column``, a column ``id`` is used where a file has one,
     else ids are ``<file name relative to the inputs' common folder>:<row number in the file>``.
 
     >>> inputs = open_inputs(["data/*.jsonl"], text_column="body", limit=1000)  # doctest: +SKIP
@@ -205,7 +225,8 @@ def open_inputs(
         counted.append(count)
 
     def check(item: tuple[Located, bool]) -> _Input:
-        return _check(item[0], text_column=text_column, id_column=id_column, count=item[1], limit=limit)
+        return _check(item[0], text_column=text_column, id_column=id_column, count=item[1], limit=limit,
+                      keep=keep_columns)
 
     items = list(zip(files, counted, strict=True))
     if len(items) == 1:
@@ -216,10 +237,11 @@ def open_inputs(
             inputs = list(pool.map(check, items))
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
-    return InputSet(inputs, text_column=text_column, id_column=id_column, limit=limit)
+    return InputSet(inputs, text_column=text_column, id_column=id_column, limit=limit, keep_columns=keep_columns)
 
 
-def _check(f: Located, *, text_column: str, id_column: str | None, count: bool, limit: int | None) -> _Input:
+def _check(f: Located, *, text_column: str, id_column: str | None, count: bool, limit: int | None,
+           keep: Sequence[str] = ()) -> _Input:
     if f.size == 0:
         raise InputError(f"{f.path}: empty file (0 bytes)")
     inp = _Input(f, id_column)
@@ -227,12 +249,20 @@ def _check(f: Located, *, text_column: str, id_column: str | None, count: bool, 
         if f.format == "parquet":
             inp.metadata, has_id = parquet.probe(f, text_column=text_column, id_column=id_column)
             inp.rows = inp.at_least = inp.metadata.num_rows
+            if keep:
+                schema = inp.metadata.schema.to_arrow_schema()
+                inp.kept = resolve(f.path, keep, schema.names, schema)
         elif f.format == "csv":
             has_id = csv.probe(f, text_column=text_column, id_column=id_column)
+            if keep:
+                inp.kept = resolve(f.path, keep, csv.header(f), None)
             if count:
                 _counted(inp, csv.count_rows(f, column=text_column, stop_after=limit), limit)
         else:
-            has_id = jsonl.probe(f, text_column=text_column, id_column=id_column)
+            first = jsonl.first_object(f, text_column=text_column, id_column=id_column)
+            has_id = "id" in first
+            if keep:
+                inp.kept = resolve(f.path, keep, list(first), None)
             if count:
                 _counted(inp, jsonl.count_rows(f, stop_after=limit), limit)
     except _READ_ERRORS as exc:

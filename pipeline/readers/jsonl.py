@@ -8,7 +8,7 @@ are not rows.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Sequence
 from typing import Any
 
 import orjson
@@ -54,6 +54,11 @@ def _lines(stream: Any) -> Iterator[list[bytes]]:
 
 def probe(f: Located, *, text_column: str, id_column: str | None) -> bool:
     """Check the first JSON object has the text (and explicit id) column; True when it has ``id``."""
+    return "id" in first_object(f, text_column=text_column, id_column=id_column)
+
+
+def first_object(f: Located, *, text_column: str, id_column: str | None) -> dict[str, Any]:
+    """The file's first JSON object, checked to have the text (and explicit id) column."""
     lineno = rows = 0
     with open_stream(f) as stream:
         for lines in _lines(stream):
@@ -72,7 +77,7 @@ def probe(f: Located, *, text_column: str, id_column: str | None) -> bool:
                         raise InputError(f"{f.path}: no column {text_column!r} (keys on line {lineno}: {keys})")
                     if id_column is not None and id_column not in obj:
                         raise InputError(f"{f.path}: no id column {id_column!r} (keys on line {lineno}: {keys})")
-                    return "id" in obj
+                    return obj
                 if rows >= PROBE_LINES:
                     break
             if rows >= PROBE_LINES:
@@ -111,8 +116,12 @@ def count_rows(f: Located, *, stop_after: int | None = None) -> int:
     return rows + (partial is True)
 
 
-def chunks(f: Located, *, text_column: str, id_column: str | None, skip: int = 0) -> Generator[Chunk, None, int]:
-    """Rows of the file after the first ``skip``; returns how many rows the file holds."""
+def chunks(f: Located, *, text_column: str, id_column: str | None, skip: int = 0,
+           keep: Sequence[str] = ()) -> Generator[Chunk, None, int]:
+    """Rows of the file after the first ``skip``; returns how many rows the file holds.
+
+    Kept columns (``keep``) missing from an object are None.
+    """
     loads = orjson.loads
     source = f.path
     row = lineno = 0
@@ -121,6 +130,7 @@ def chunks(f: Located, *, text_column: str, id_column: str | None, skip: int = 0
             ids: list[Any] | None = [] if id_column is not None else None
             texts: list[str | None] = []
             errors: list[str | None] | None = None
+            extra: dict[str, list[Any]] | None = {c: [] for c in keep} if keep else None
             for line in lines:
                 lineno += 1
                 if not line or line.isspace():
@@ -139,6 +149,9 @@ def chunks(f: Located, *, text_column: str, id_column: str | None, skip: int = 0
                         ids.append(obj.get(id_column))
                     if errors is not None:
                         errors.append(None)
+                    if extra is not None:
+                        for c, values in extra.items():
+                            values.append(obj.get(c))
                     continue
                 if errors is None:
                     errors = [None] * len(texts)
@@ -151,6 +164,9 @@ def chunks(f: Located, *, text_column: str, id_column: str | None, skip: int = 0
                 texts.append(None)
                 if ids is not None:
                     ids.append(obj.get(id_column) if type(obj) is dict else None)
+                if extra is not None:
+                    for c, values in extra.items():
+                        values.append(obj.get(c) if type(obj) is dict else None)
             if texts:
-                yield Chunk(ids, texts, errors)
+                yield Chunk(ids, texts, errors, extra)
     return row

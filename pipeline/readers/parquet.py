@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager
 
 import pyarrow as pa
@@ -47,6 +47,7 @@ def chunks(
     id_column: str | None,
     skip: int = 0,
     batch_size: int = 4096,
+    keep: Sequence[str] = (),
 ) -> Generator[Chunk, None, int]:
     """Rows after the first ``skip`` (whole row groups skipped by metadata); returns the file's rows."""
     first = 0
@@ -56,7 +57,7 @@ def chunks(
     if first == metadata.num_row_groups:
         return metadata.num_rows
     groups = list(range(first, metadata.num_row_groups))
-    columns = list(dict.fromkeys([text_column] + ([id_column] if id_column else [])))
+    columns = list(dict.fromkeys([text_column] + ([id_column] if id_column else []) + list(keep)))
     with _open(f, metadata) as pf:
         for batch in pf.iter_batches(batch_size=batch_size, row_groups=groups, columns=columns):
             if skip:
@@ -67,5 +68,6 @@ def chunks(
                 skip = 0
             texts = to_texts(batch.column(text_column).to_pylist())
             ids = batch.column(id_column).to_pylist() if id_column else None
-            yield Chunk(ids, texts, None)
+            extra = {c: batch.column(c).to_pylist() for c in keep} if keep else None
+            yield Chunk(ids, texts, None, extra)
     return metadata.num_rows

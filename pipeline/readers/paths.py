@@ -12,7 +12,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.fs as pafs
 
+from pipeline.outdir import is_output_folder
 from pipeline.readers.base import InputError, one_line
+from pipeline.storage import StorageError, bounded, filesystem
+from pipeline.storage import is_uri as _is_uri
 
 #: the formats a file name may end with, before an optional compression suffix.
 FORMATS = {".parquet": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
@@ -20,7 +23,6 @@ FORMATS = {".parquet": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv":
 COMPRESSIONS = {".gz": "gzip", ".zst": "zstd", ".zstd": "zstd", ".bz2": "bz2"}
 SUPPORTED = ".parquet, .jsonl, .ndjson, .csv (the last three also .gz, .zst or .bz2)"
 
-_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _MAGIC = re.compile(r"[*?[]")
 
 
@@ -62,7 +64,7 @@ def file_format(name: str) -> tuple[str, str | None] | None:
 
 def is_uri(path: str) -> bool:
     """True for ``scheme://...`` paths (object stores, ``file://``), False for local paths."""
-    return bool(_URI.match(path))
+    return _is_uri(path)
 
 
 def locate(paths: list[str]) -> list[Located]:
@@ -121,15 +123,19 @@ def _find_local(arg: str) -> _Found:
         matches = sorted(glob.glob(path, recursive=True))
         if not matches:
             raise InputError(f"{arg}: no files match this pattern")
+        base = os.path.abspath(_glob_base(path, os.sep))
         files: list[Located] = []
+        outputs: dict[str, bool] = {}
         for match in matches:
+            if _inside_output(os.path.abspath(match), base, outputs):
+                continue
             if os.path.isdir(match):
                 files.extend(_walk_local(match))
             elif file_format(match) is not None:
                 files.append(_local_file(match))
         if not files:
             raise InputError(f"{arg}: no supported input files match this pattern (supported: {SUPPORTED})")
-        return _Found(files, "", os.path.abspath(_glob_base(path, os.sep)))
+        return _Found(files, "", base)
     if os.path.isdir(path):
         files = _walk_local(path)
         if not files:
@@ -151,11 +157,32 @@ def _walk_local(folder: str) -> list[Located]:
             dirnames[:] = []
             continue
         seen.add(real)
-        dirnames[:] = sorted(d for d in dirnames if not _hidden([d]))
+        dirnames[:] = sorted(d for d in dirnames if not _hidden([d]) and not _local_output(os.path.join(dirpath, d)))
         for filename in sorted(filenames):
             if not _hidden([filename]) and file_format(filename) is not None:
                 files.append(_local_file(os.path.join(dirpath, filename)))
     return files
+
+
+def _inside_output(path: str, base: str, seen: dict[str, bool]) -> bool:
+    """Whether a glob match is, or lies in, an output folder below the glob's fixed part."""
+    folder = path
+    while folder.startswith(base) and len(folder) > len(base):
+        if folder not in seen:
+            seen[folder] = _local_output(folder)
+        if seen[folder]:
+            return True
+        folder = os.path.dirname(folder)
+    return False
+
+
+def _local_output(folder: str) -> bool:
+    """An output folder of this program (it has our manifest) inside an input folder is not input."""
+    try:
+        with open(os.path.join(folder, "manifest.json"), "rb") as handle:
+            return is_output_folder(handle.read(1 << 20))
+    except OSError:
+        return False
 
 
 def _local_file(path: str) -> Located:
@@ -195,9 +222,22 @@ def _glob_base(pattern: str, sep: str) -> str:
 def _find_uri(arg: str) -> _Found:
     scheme = arg.split("://", 1)[0].lower()
     try:
-        fs, fs_path = pafs.FileSystem.from_uri(arg)
-    except Exception as exc:  # pyarrow raises ArrowInvalid, OSError or ImportError depending on the scheme
-        raise InputError(f"{arg}: cannot open this location ({one_line(exc)})") from None
+        fs, fs_path = filesystem(arg)
+    except StorageError as exc:
+        raise InputError(str(exc)) from None
+    # the first call is bounded from outside (credential chains may probe the network); the rest
+    # run under the filesystem's own timeouts, so a long listing of a big bucket is not cut short
+    first = _glob_base(fs_path, "/") if _MAGIC.search(fs_path) else fs_path
+    try:
+        bounded(arg, lambda: fs.get_file_info(first))
+    except StorageError as exc:
+        raise InputError(str(exc)) from None
+    except Exception as exc:  # network, permissions, credentials: report, don't trace back
+        raise InputError(f"{arg}: cannot list this location ({one_line(exc)})") from None
+    return _find_on(fs, fs_path, arg, scheme)
+
+
+def _find_on(fs: pafs.FileSystem, fs_path: str, arg: str, scheme: str) -> _Found:
     try:
         if _MAGIC.search(fs_path):
             base = _glob_base(fs_path, "/")
@@ -234,9 +274,22 @@ def _find_uri(arg: str) -> _Found:
 
 
 def _list(fs: pafs.FileSystem, base: str) -> list[Any]:
+    """Files under ``base``, without those inside an output folder of this program."""
     selector = pafs.FileSelector(base, recursive=True, allow_not_found=True)
     infos = [i for i in fs.get_file_info(selector) if i.type == pafs.FileType.File]
+    outputs = [posixpath.dirname(i.path) + "/" for i in infos
+               if posixpath.basename(i.path) == "manifest.json" and posixpath.dirname(i.path) != base.rstrip("/")
+               and _remote_output(fs, i.path)]
+    infos = [i for i in infos if not any(i.path.startswith(folder) for folder in outputs)]
     return sorted(infos, key=lambda i: i.path)
+
+
+def _remote_output(fs: pafs.FileSystem, manifest: str) -> bool:
+    try:
+        with fs.open_input_stream(manifest) as stream:
+            return is_output_folder(stream.read(1 << 20))
+    except OSError:
+        return False
 
 
 def _remote_file(fs: pafs.FileSystem, scheme: str, info: Any) -> Located:

@@ -30,7 +30,7 @@ def _pair(limiter: SharedLimiter, clock: Clock, *, chunk: int = 4) -> tuple[Leas
         await REAL_SLEEP(0)
         return limiter.lease(request, now=clock.now)
 
-    return LeasedThrottle(lease, chunk=chunk, clock=clock), seen
+    return LeasedThrottle(lease, chunk=chunk, clock=clock, expected_completion_tokens=0), seen
 
 
 def test_one_lease_serves_a_chunk_of_requests() -> None:
@@ -58,7 +58,7 @@ def test_concurrent_workers_wait_for_one_lease_call() -> None:
 
 def test_attempts_and_leftovers_go_back_with_the_next_call() -> None:
     clock = Clock()
-    throttle, seen = _pair(SharedLimiter(rpm=None, tpm=None), clock, chunk=4)
+    throttle, seen = _pair(SharedLimiter(rpm=None, tpm=None, expected_completion_tokens=0), clock, chunk=4)
 
     async def main() -> None:
         await throttle.acquire(100)

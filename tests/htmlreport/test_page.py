@@ -46,9 +46,11 @@ def hostile_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     rows = [{"id": f"<b>{i}</b>" if i % 5 == 0 else f"r{i}", "text": HOSTILE[i % len(HOSTILE)] + f" #{i}",
              "gold": int(i % 4 != 3)} for i in range(40)]
     data = write_jsonl(tmp / "hostile.jsonl", rows)
-    config = make_config(tmp, [data])
+    # a canary the simulator gets "wrong" puts hostile text in the canary section too
+    canaries = write_jsonl(tmp / "canaries.jsonl", [{"text": HOSTILE[0], "policy": "spam", "violation": 0}])
+    config = make_config(tmp, [data], canaries=str(canaries), gpu_hour_usd=1.0, keep_columns=["gold"])
     result = run_pipeline(config)
-    assert result.code == 0, result.stderr
+    assert result.code == 6, result.stderr
     run_eval(result.out, truth=str(data), id_column="id", label_columns=["gold"])
     return result.out
 
@@ -67,6 +69,7 @@ def test_hostile_text_is_escaped_and_the_page_loads_nothing(hostile_run: Path) -
     assert not [a for _, attrs in tags for a in attrs if a.startswith("on")]
     assert "&lt;script&gt;alert(&quot;pwned&quot;)&lt;/script&gt;" in html  # shown, as text
     assert "&lt;b&gt;0&lt;/b&gt;" in html  # a hostile id
+    assert "1 of 1 canaries got the wrong verdict" in html and "Self-hosted cost" in html
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html)
 
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-import pytest
-
 from pipeline.htmlreport import svg
 
 HOSTILE = '<script>alert("x")</script>&'
@@ -43,10 +41,3 @@ def test_empty_charts_still_render() -> None:
 def test_long_labels_are_shortened() -> None:
     assert svg.esc("x" * 50, 10) == "x" * 9 + "…"
 
-
-@pytest.mark.parametrize(("k", "n", "low", "high"), [(10, 100, 0.0552, 0.1744), (0, 50, 0.0, 0.0713),
-                                                    (50, 50, 0.9287, 1.0)])
-def test_wilson_interval_known_values(k: int, n: int, low: float, high: float) -> None:
-    lo, hi = svg.wilson(k, n)
-    assert lo == pytest.approx(low, abs=1e-4) and hi == pytest.approx(high, abs=1e-4)
-    assert svg.wilson(0, 0) is None

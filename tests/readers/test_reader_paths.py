@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from pipeline.readers import InputError, open_inputs
-from pipeline.readers.paths import file_format
+from pipeline.readers.paths import file_format, locate
 
 
 def touch(path: Path, text: str = "x") -> Path:
@@ -125,3 +125,24 @@ def test_symbolic_link_loops_in_folders_are_walked_once(tmp_path: Path) -> None:
     touch(tmp_path / "data" / "a.jsonl")
     (tmp_path / "data" / "loop").symlink_to(tmp_path / "data", target_is_directory=True)
     assert [f.path for f in open_inputs([str(tmp_path / "data")]).files] == [str(tmp_path / "data" / "a.jsonl")]
+
+
+def test_output_folders_inside_input_folders_and_globs_are_not_inputs(tmp_path: Path) -> None:
+    from pipeline.outdir import OutputDir
+
+    data = tmp_path / "data"
+    (data / "2026").mkdir(parents=True)
+    (data / "2026" / "in.parquet").write_bytes(b"PAR1")
+    out = OutputDir(data / "2026" / "labelled")
+    out.path.mkdir()
+    out.new_manifest(identity={}, shard_rows=10)
+    (out.labels).mkdir()
+    (out.labels / "part-00000.parquet").write_bytes(b"PAR1")
+    (data / "notes").mkdir()
+    (data / "notes" / "manifest.json").write_text('{"files": []}')  # someone else's manifest: still input
+    (data / "notes" / "more.jsonl").write_text('{"text": "x"}\n')
+    for arg in (str(data), str(data / "**" / "*.parquet"), str(data / "**")):
+        names = [Path(f.path).name for f in locate([arg])]
+        assert "part-00000.parquet" not in names, arg
+        assert "in.parquet" in names, arg
+    assert "more.jsonl" in [Path(f.path).name for f in locate([str(data)])]
