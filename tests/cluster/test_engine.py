@@ -157,3 +157,15 @@ def test_a_driver_stopped_then_killed_midway_resumes_without_paying_twice(tmp_pa
 
     runs = orjson.loads((tmp_path / "out" / "runs.json").read_bytes())
     assert [r["outcome"] for r in runs] == ["interrupted", "killed", "finished"]
+
+
+def test_what_the_cluster_engine_does_not_do_yet_is_refused_in_one_line(tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    data = _input(tmp_path, 5)
+    for overrides, words in (({"max_cost": 1.0}, "--max-cost"), ({"sample": 0.5}, "--sample"),
+                             ({"store": str(tmp_path / "s.sqlite")}, "--store")):
+        stream = io.StringIO()
+        config = make_config(tmp_path, [data], **overrides)
+        assert run_on_ray(config, stream=stream) == exitcodes.EXIT_USAGE
+        assert stream.getvalue().count("\n") == 1 and words in stream.getvalue()
+    assert not (tmp_path / "out").exists()  # refused before the output directory is touched
