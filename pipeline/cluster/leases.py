@@ -9,7 +9,7 @@ up to the chunk a process asks for. So every rule is the local engine's, applied
 A process asks only when its own allowance runs out (`LeaseRequest`), gives back what it did not use
 (requests, and tokens reserved but not spent: negative when it spent more, a debt), and gets a
 `Grant` valid for ``lease_seconds``. When nothing can be granted, the answer says how long until a
-useful chunk (a quarter of a second's worth, at least one request) has built up, so waiting processes
+useful chunk (half a second's worth, at least one request) has built up, so waiting processes
 ask a few times a second, not once per request.
 """
 
@@ -24,8 +24,9 @@ from pipeline.ratecontrol.decide import Attempt, AttemptKind
 
 __all__ = ["AttemptNote", "Grant", "LeaseRequest", "SharedLimiter", "limit_headers"]
 
-#: a waiting process is told to come back once this share of a second's requests has built up.
-USEFUL_CHUNK_S = 0.25
+#: a waiting process is told to come back once this share of a second's requests has built up
+#: (a burst the bucket allows anyway: it holds a second's worth).
+USEFUL_CHUNK_S = 0.5
 
 
 def limit_headers(headers: Mapping[str, str] | None) -> dict[str, str] | None:

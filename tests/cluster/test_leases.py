@@ -28,7 +28,7 @@ def test_an_empty_bucket_says_when_a_useful_chunk_is_ready() -> None:
     assert limiter.lease(LeaseRequest(100, 1), now=0.0).requests == 20
     grant = limiter.lease(LeaseRequest(100, 1), now=0.0)
     assert grant.requests == 0
-    assert grant.retry_in == pytest.approx(5 / 20)  # a quarter of a second's worth, not one request
+    assert grant.retry_in == pytest.approx(10 / 20)  # half a second's worth, not one request
 
 
 def test_given_back_requests_are_granted_again() -> None:
