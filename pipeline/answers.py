@@ -68,6 +68,9 @@ class Reading:
     completion: Completion | None = None
 
 
+_ANSWERED = Attempt(AttemptKind.ANSWER)  # frozen: one shared instance for every answer
+
+
 class _Unusable(Exception):
     """A 200 whose body is not a usable chat completion."""
 
@@ -78,10 +81,17 @@ def read_reply(status: int, headers: Mapping[str, str], body: bytes, *, now: flo
     The verdict itself is parsed by the caller: an ANSWER here means "a completion arrived".
     """
     data = _json(body)
+    ok = 200 <= status < 300
+    if ok and isinstance(data, dict) and "choices" in data and "status" not in data:  # the common case
+        try:
+            completion = _completion(data, body)
+        except _Unusable as exc:
+            return Reading(Attempt(AttemptKind.FAILED, str(exc)))
+        return _judge_completion(completion)
     retry_after = retry_after_seconds(headers, now=now)
     if isinstance(data, dict) and (hosted := _host_status(data, status, retry_after)) is not None:
         return Reading(hosted)
-    if 200 <= status < 300:
+    if ok:
         try:
             completion = _completion(data, body)
         except _Unusable as exc:
@@ -180,7 +190,7 @@ def _judge_completion(completion: Completion) -> Reading:
     if completion.finish_reason == "content_filter" and not (completion.content or "").strip():
         return Reading(Attempt(AttemptKind.FILTERED, "the host's content filter withheld the answer"),
                        completion)
-    return Reading(Attempt(AttemptKind.ANSWER), completion)
+    return Reading(_ANSWERED, completion)
 
 
 def _content(raw: Any) -> str | None:
@@ -225,6 +235,8 @@ def _usage(raw: Any) -> Usage | None:
 
 
 def _count(value: Any) -> int:
+    if type(value) is int and 0 <= value <= MAX_PLAUSIBLE_TOKENS:  # the common case
+        return value
     if value is None:
         return 0
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):

@@ -25,7 +25,6 @@ from pipeline.config import ConfigError, RunConfig, check_context_room
 from pipeline.cost import Pricing, PricingError, lookup_pricing
 from pipeline.ending import exit_code, outcome_word, problems, summary_line
 from pipeline.endpoints import SIMULATOR_MODEL, Endpoint, open_endpoint
-from pipeline.htmlreport import write_html_report
 from pipeline.judge import CallSettings, Judge
 from pipeline.labels import COLUMN_NAMES
 from pipeline.nightly import (
@@ -57,7 +56,7 @@ from pipeline.runstate import RunResult, RunSettings, new_run_id
 from pipeline.schemas import response_format
 from pipeline.storage import StorageError, StorageSettings, configure
 from pipeline.store import NullStore, ResultStore, StoreError
-from pipeline.tokens import MESSAGE_OVERHEAD, count_tokens
+from pipeline.tokens import MESSAGE_OVERHEAD, quick_estimate
 
 
 class UsageError(Exception):
@@ -301,7 +300,7 @@ def _policy_plan(index: int, policy: Policy, config: RunConfig, model: str) -> P
     key = request_key(model=model, system=system, reasoning_effort=config.reasoning_effort,
                       output_format=config.output_format, structured=config.response_format == "json_schema")
     return make_policy_plan(index, policy, system=system, key=key,
-                            system_tokens=count_tokens(system) + MESSAGE_OVERHEAD,
+                            system_tokens=quick_estimate(system) + MESSAGE_OVERHEAD,
                             context_tokens=config.context_tokens, max_tokens=config.max_tokens)
 
 
@@ -333,6 +332,8 @@ def _reports(store: ResultStore, manifest: Manifest, outdir: OutputDir, pricing:
                   rates=store.rates(manifest.out_id, history=config.drift_runs))
     write_reports(report, outdir.path)
     if outdir.local:  # the HTML report reads the shards from a local folder
+        from pipeline.htmlreport import write_html_report  # polars and numpy only for the end of a run
+
         write_html_report(outdir.path, text_column=config.text_column, id_column=config.id_column)
     return report
 

@@ -85,25 +85,35 @@ LABEL_SCHEMA = pa.schema([(c.name, c.type) for c in COLUMNS])
 COLUMN_NAMES: frozenset[str] = frozenset(c.name for c in COLUMNS)
 #: the answer columns, in order: what the result store keeps per fingerprint.
 STORED: tuple[Column, ...] = tuple(c for c in COLUMNS if c.get is not None)
-_ANSWER_INDEX = {c.name: i for i, c in enumerate(COLUMNS) if c.get is not None}
-_ROW_INDEX = {c.name: i for i, c in enumerate(COLUMNS) if c.get is None}
 
 
-def label_row(*, outcome: Outcome, fingerprint: bytes | None, kept: Sequence[Any] | None = None, **row: Any) -> tuple:
-    """One shard row as a tuple in `COLUMNS` order, then the ``kept`` input values.
+def _compile_label_row() -> Callable[..., tuple]:
+    """`label_row` as one straight-line function generated from `COLUMNS` (it runs once per label).
 
-    ``row`` holds the columns that say where the label is: id, policy, model, policy_version,
-    reasoning_effort, output_format, source, row_number, input_file, run_id.
+    A loop over the table costs a dictionary look-up and a call per column; the generated function
+    reads each answer column with its getter and places the row's own columns by name, in order.
     """
-    values: list[Any] = [None] * len(COLUMNS)
-    for name, value in row.items():
-        values[_ROW_INDEX[name]] = value
-    values[_ROW_INDEX["fingerprint"]] = fingerprint.hex() if fingerprint else None
-    for column in STORED:
-        values[_ANSWER_INDEX[column.name]] = column.get(outcome)  # type: ignore[misc]
-    if kept:
-        values.extend(kept)
-    return tuple(values)
+    parts = []
+    for i, column in enumerate(COLUMNS):
+        if column.get is not None:
+            parts.append(f"_get[{i}](outcome)")
+        elif column.name == "fingerprint":
+            parts.append("fingerprint.hex() if fingerprint else None")
+        else:
+            parts.append(f"row[{column.name!r}]")
+    source = ("def label_row(*, outcome, fingerprint, kept=None, **row):\n"
+              f"    values = ({', '.join(parts)},)\n"
+              "    return values + tuple(kept) if kept else values\n")
+    namespace: dict[str, Any] = {"_get": [c.get for c in COLUMNS]}
+    exec(compile(source, "<pipeline.labels.label_row>", "exec"), namespace)
+    return namespace["label_row"]
+
+
+#: label_row(*, outcome, fingerprint, kept=None, **row) -> one shard row as a tuple in `COLUMNS` order,
+#: then the ``kept`` input values. ``row`` holds the columns that say where the label is (each
+#: required): id, policy, model, policy_version, reasoning_effort, output_format, source,
+#: row_number, input_file, run_id.
+label_row: Callable[..., tuple] = _compile_label_row()
 
 
 def store_values(outcome: Outcome) -> list[Any]:

@@ -65,6 +65,11 @@ class LoadWindow:
             self._accepted[int(now / self.WIDTH) % self.buckets] += 1
             self._seconds[int(now) % self.PEAK_SECONDS] += 1
 
+    @property
+    def pushback(self) -> int:
+        """Pushed back among the last ``size`` attempts."""
+        return self._pushback
+
     def record_send(self, now: float) -> None:
         """An attempt left (the rate at which we send is half of what a refusal share means)."""
         self._advance(now)

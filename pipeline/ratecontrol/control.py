@@ -104,8 +104,11 @@ class RateControl:
         if until is not None:
             self.breaker_pauses += 1
             self._pause(until, now, "most recent requests failed")
-        if self.adaptive is None:
+        adaptive = self.adaptive
+        if adaptive is None:
             return
+        if adaptive.current_rps is None and self.window.pushback < adaptive.threshold * adaptive.min_samples:
+            return  # nothing to lower and nothing to grow: the common case, kept cheap
         attempts, pushed, accepted_rps = self.window.counts(now)
         lowered = self.adaptive.observe(now, attempts=attempts, pushback=pushed, accepted_rps=accepted_rps,
                                         peak_rps=self.window.peak_rps(now) if pushed else 0.0,
@@ -121,6 +124,9 @@ class RateControl:
         self._apply_rate(now)
 
     def _read_headers(self, headers: Mapping[str, str], now: float) -> None:
+        if not isinstance(headers, dict) and "x-ratelimit-remaining-requests" not in headers \
+                and "x-ratelimit-remaining-tokens" not in headers:
+            return  # aiohttp's headers look up any casing at once; a plain dict is scanned below
         snapshot = read_rate_limit_headers(headers)  # one scan of the keys, any casing
         if snapshot is None:
             return
