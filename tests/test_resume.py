@@ -135,6 +135,7 @@ def test_identity_changes_name_the_keys_that_differ() -> None:
     assert identity_changes(IDENTITY, dict(IDENTITY)) == []
     assert identity_changes(IDENTITY, {**IDENTITY, "model": "other", "limit": 5}) == ["limit", "model"]
     assert identity_changes({}, {"model": "m"}) == ["model"]
+    assert identity_changes({**IDENTITY, "engine": "ray"}, IDENTITY) == ["engine"]  # only the old one has it
 
 
 def directory_with_two_shards(tmp_path: Path) -> tuple[OutputDir, ResultStore]:
