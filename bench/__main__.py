@@ -10,7 +10,19 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from bench import adaptive, batch, client_overhead, estimate, faults, latency, limiter, memory, objectstore, scale
+from bench import (
+    adaptive,
+    batch,
+    client_overhead,
+    cluster,
+    estimate,
+    faults,
+    latency,
+    limiter,
+    memory,
+    objectstore,
+    scale,
+)
 from bench.common import Report, git_commit, machine_info
 from bench.record import record
 
@@ -25,6 +37,7 @@ BENCHMARKS: dict[str, Callable[..., Report]] = {
     "objectstore": objectstore.run,
     "estimate": estimate.run,
     "faults": faults.run,
+    "ray": cluster.run,
 }
 
 

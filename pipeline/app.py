@@ -14,6 +14,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
@@ -45,7 +46,7 @@ from pipeline.policies import PolicyError, builtin_policy_files, load_policies
 from pipeline.progress import Progress
 from pipeline.prompt import PROMPT_VERSION, render_system, request_key
 from pipeline.providers import HOSTS
-from pipeline.ratecontrol import LIMIT_MARGIN, RateControl, RetryRules
+from pipeline.ratecontrol import LIMIT_MARGIN, RateControl, RetryRules, Throttle
 from pipeline.readers import InputError, InputSet, open_inputs
 from pipeline.records import Policy, Status
 from pipeline.report import build_report, write_reports
@@ -86,8 +87,20 @@ async def run_job_async(config: RunConfig, *, stream: TextIO | None = None, tran
         return code
 
 
-async def _run_job(config: RunConfig, *, log: RunLog, transport: Transport | None,
-                   progress: bool | None) -> int:
+@dataclass(slots=True)
+class Job:
+    """What a run needs before anything is opened: checked inputs, policies, prices, model, key."""
+
+    config: RunConfig
+    inputs: InputSet
+    plans: list[PolicyPlan]
+    pricing: Pricing
+    model: str
+    api_key: str | None
+
+
+def open_job(config: RunConfig, *, transport: Transport | None = None) -> Job:
+    """Check the inputs, policies, prices and key of a job; raises the one-line errors of a user mistake."""
     if not config.inputs:
         raise UsageError("no input: pass --input PATH (file, folder or glob) or set [input] paths")
     configure(StorageSettings(config.storage_endpoint_url, config.storage_timeout, config.storage_lock))
@@ -95,10 +108,6 @@ async def _run_job(config: RunConfig, *, log: RunLog, transport: Transport | Non
         raise UsageError(f"--keep-columns: {', '.join(clash)} is a label column already (docs/output.md)")
     inputs = open_inputs(config.inputs, text_column=config.text_column, id_column=config.id_column,
                          limit=config.limit, keep_columns=config.keep_columns)
-    try:
-        sample, rate = sampler(config, inputs.total_rows)
-    except ValueError as exc:
-        raise UsageError(f"--sample: {exc}") from None
     policies = load_policies(config.policies or builtin_policy_files())
     simulated = config.provider == "simulator"
     model = config.model if not simulated or "simulator" in config.model else SIMULATOR_MODEL
@@ -110,6 +119,17 @@ async def _run_job(config: RunConfig, *, log: RunLog, transport: Transport | Non
         raise UsageError(f"no API key: set the environment variable {config.api_key_env}")
     plans = [_policy_plan(i, p, config, model) for i, p in enumerate(policies)]
     check_context_room(config, {p.policy.name: p.system_tokens for p in plans})
+    return Job(config, inputs, plans, pricing, model, api_key)
+
+
+async def _run_job(config: RunConfig, *, log: RunLog, transport: Transport | None,
+                   progress: bool | None) -> int:
+    job = open_job(config, transport=transport)
+    inputs, plans, pricing, model, api_key = job.inputs, job.plans, job.pricing, job.model, job.api_key
+    try:
+        sample, rate = sampler(config, inputs.total_rows)
+    except ValueError as exc:
+        raise UsageError(f"--sample: {exc}") from None
     canaries, ignored = canary_requests(config, [p.policy.name for p in plans])
     if ignored:
         log.say("warning", f"moderate: warning: {ignored:,} canaries are for policies this run does not use "
@@ -128,7 +148,7 @@ async def _run_job(config: RunConfig, *, log: RunLog, transport: Transport | Non
             total = _total(inputs, plans, rate)
             meter = JsonProgress(log, total=total, interval=config.log_interval) if log.json else \
                 Progress(total=total, enabled=progress, stream=log.stream)
-            run = _build_run(config, inputs=inputs, plans=plans, endpoint=endpoint, store=store, outdir=outdir,
+            run = build_run(config, inputs=inputs, plans=plans, endpoint=endpoint, store=store, outdir=outdir,
                              manifest=manifest, pricing=pricing, api_key=api_key, model=model, log=log,
                              progress=meter, sample=sample,  # type: ignore[arg-type]
                              canaries=canary_slots(canaries, [p.policy.name for p in plans]))
@@ -255,10 +275,12 @@ def _cannot_write(outdir: OutputDir, exc: OSError, log: RunLog) -> int:
     return exitcodes.EXIT_USAGE
 
 
-def _build_run(config: RunConfig, *, inputs: InputSet, plans: list[PolicyPlan], endpoint: Endpoint,
-               store: ResultStore, outdir: OutputDir, manifest: Manifest, pricing: Pricing, api_key: str | None,
-               model: str, log: RunLog, progress: Progress, sample: Callable[[int], bool] | None = None,
-               canaries: list[tuple[int, int, str]] | None = None) -> Run:
+def build_run(config: RunConfig, *, inputs: InputSet, plans: list[PolicyPlan], endpoint: Endpoint,
+              store: ResultStore, outdir: OutputDir, manifest: Manifest, pricing: Pricing, api_key: str | None,
+              model: str, log: RunLog, progress: Progress | None, sample: Callable[[int], bool] | None = None,
+              canaries: list[tuple[int, int, str]] | None = None, control: Throttle | None = None,
+              run_id: str | None = None, first_row: int = 0, manifest_file: bool = True) -> Run:
+    """A `Run` of ``config``; a cluster worker passes its leased ``control``, the run's id and its shard."""
     judge = Judge(transport=endpoint.transport, settings=call_settings(config, model=model, api_key=api_key))
 
     def on_pause(seconds: float, why: str) -> None:  # one line each, terminal or not
@@ -269,24 +291,26 @@ def _build_run(config: RunConfig, *, inputs: InputSet, plans: list[PolicyPlan], 
         log.say("pause", f"moderate: requests wait up to {seconds:.0f} s before their retry: {why}",
                 seconds=round(seconds, 1), reason=why)
 
-    control = RateControl(rpm=config.rpm or None, tpm=config.tpm or None, adaptive=config.adaptive,
-                          margin=LIMIT_MARGIN, max_retry_after=config.max_retry_after, on_pause=on_pause,
-                          on_long_retry=on_long_retry)
+    if control is None:
+        control = RateControl(rpm=config.rpm or None, tpm=config.tpm or None, adaptive=config.adaptive,
+                              margin=LIMIT_MARGIN, max_retry_after=config.max_retry_after, on_pause=on_pause,
+                              on_long_retry=on_long_retry)
     rules = RetryRules(max_attempts=config.max_attempts, max_refusals=config.max_refusals,
                        invalid_output_retries=config.invalid_output_retries,
                        max_tokens_cap=config.max_tokens_cap, max_retry_after=config.max_retry_after)
     billing = store.billing(manifest.out_id)
     spent = sum(b["cost_usd"] if b.get("charged_usd") is None else b["charged_usd"] for b in billing)
     settings = RunSettings(
-        out_id=manifest.out_id, run_id=new_run_id(), model=model, reasoning_effort=config.reasoning_effort,
+        out_id=manifest.out_id, run_id=run_id or new_run_id(), model=model, reasoning_effort=config.reasoning_effort,
         output_format=config.output_format.value, too_long=config.too_long,
         concurrency=worker_count(config.concurrency, inputs.total_rows, len(plans)),
         max_tokens=config.max_tokens, keep_reasoning=config.keep_reasoning, grace_seconds=config.grace_seconds,
-        shard_rows=manifest.shard_rows,
+        shard_rows=manifest.shard_rows, first_row=first_row,
     )
     run = Run(inputs=inputs, plans=plans, judge=judge, control=control, rules=rules, pricing=pricing,
               budget=Budget(config.max_cost, spent=spent), store=store, outdir=outdir, manifest=manifest,
-              settings=settings, progress=progress, sample=sample, canaries=canaries or ())
+              settings=settings, progress=progress, sample=sample, canaries=canaries or (),
+              manifest_file=manifest_file)
     run.dispatcher.gate = endpoint.gate
     run.dispatcher.cached_count_toward_tpm = HOSTS[config.provider].cached_tokens_count_toward_tpm
     return run

@@ -87,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
     add_run_arguments(run)
     run.add_argument("--preflight", action="store_true", help="run `moderate check` first; stop unless it passes")
+    run.add_argument("--engine", choices=("local", "ray"), default="local",
+                     help="local: this process (default); ray: a Ray cluster (docs/ray.md; pip install '.[ray]')")
+    run.add_argument("--ray-address", metavar="ADDR", help="Ray cluster to join (default: start Ray on this machine)")
+    run.add_argument("--ray-actors", type=int, metavar="N", help="labelling actors (default: the cluster's CPUs)")
     run.set_defaults(handler=_run)
 
     check = commands.add_parser("check", help="preflight: endpoint, key, model, one canary request per policy",
@@ -160,6 +164,11 @@ def _run(args: argparse.Namespace) -> int:
     if args.preflight and (code := _check(args, config)) != exitcodes.EXIT_OK:
         return code
     try:
+        if args.engine == "ray":
+            from pipeline.cluster.engine import run_on_ray
+
+            return run_on_ray(config, address=args.ray_address, actors=args.ray_actors,
+                              progress=False if args.no_progress else None)
         return run_job(config, progress=False if args.no_progress else None)
     except KeyboardInterrupt:  # before the run's own signal handling is in place
         print("moderate: interrupted while starting; rerun the same command to start or resume", file=sys.stderr)

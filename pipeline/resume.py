@@ -21,8 +21,8 @@ __all__ = ["identity_changes", "open_manifest", "verify_shards"]
 
 
 def identity_changes(old: dict, new: dict) -> list[str]:
-    """The identity keys whose values differ."""
-    return [k for k in new if old.get(k) != new[k]]
+    """The identity keys whose values differ (a key only one side has counts)."""
+    return [k for k in {**old, **new} if old.get(k) != new.get(k)]
 
 
 def open_manifest(outdir: OutputDir, identity: dict, *, shard_rows: int, force: bool,

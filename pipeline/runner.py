@@ -23,7 +23,7 @@ from pipeline.labels import label_row
 from pipeline.outdir import Manifest, OutputDir
 from pipeline.planner import Planner, PolicyPlan, Slot, Task
 from pipeline.progress import Progress
-from pipeline.ratecontrol import RateControl, RetryRules
+from pipeline.ratecontrol import RetryRules, Throttle
 from pipeline.readers import InputSet
 from pipeline.records import FINAL_STATUSES, UNSENT_STATUSES, Outcome, Status
 from pipeline.runstate import RunResult, RunSettings, RunStats
@@ -41,17 +41,18 @@ STORE_BACKLOG = 4096
 class Run:
     """Drives one run over an opened input, store and output directory."""
 
-    def __init__(self, *, inputs: InputSet, plans: list[PolicyPlan], judge: Judge, control: RateControl,
+    def __init__(self, *, inputs: InputSet, plans: list[PolicyPlan], judge: Judge, control: Throttle,
                  rules: RetryRules, pricing: Pricing, budget: Budget, store: ResultStore, outdir: OutputDir,
                  manifest: Manifest, settings: RunSettings, progress: Progress | None = None,
-                 sample: Callable[[int], bool] | None = None, canaries: Sequence[tuple[int, int, str]] = ()) -> None:
+                 sample: Callable[[int], bool] | None = None, canaries: Sequence[tuple[int, int, str]] = (),
+                 manifest_file: bool = True) -> None:
         self.inputs, self.plans, self.store, self.outdir = inputs, plans, store, outdir
         self.manifest, self.settings, self.progress = manifest, settings, progress
         self.stats = RunStats()
         self.result = RunResult(self.stats, 0.0, 0, None)
         self._grace_deadline: float | None = None
         self._queue: WorkQueue[Task] = WorkQueue(high=max(settings.concurrency * 4, BATCH_ROWS))
-        self.writer = ShardWriter(outdir, manifest, on_error=self._write_failed)
+        self.writer = ShardWriter(outdir, manifest, on_error=self._write_failed, manifest_file=manifest_file)
         self.shards = ShardAssembler(shard_rows=settings.shard_rows, is_done=self._shard_done,
                                      on_complete=self.writer.write)
         self.planner = Planner(plans=plans, shards=self.shards, run_id=settings.run_id, too_long=settings.too_long,
@@ -104,7 +105,7 @@ class Run:
 
     # -- feeding -----------------------------------------------------------------------------
     async def _feed(self) -> None:
-        skip = _complete_prefix(self.manifest) * self.settings.shard_rows
+        skip = max(_complete_prefix(self.manifest) * self.settings.shard_rows, self.settings.first_row)
         row_number = skip
         batches = self.inputs.batches(batch_size=BATCH_ROWS, skip_rows=skip)
         try:

@@ -25,6 +25,8 @@ class RunSettings:
     keep_reasoning: bool
     grace_seconds: float
     shard_rows: int
+    #: the first input row this run reads (a cluster worker runs one shard: its first row)
+    first_row: int = 0
 
 
 @dataclass(slots=True)

@@ -17,9 +17,12 @@ __all__ = ["ShardWriter"]
 
 
 class ShardWriter:
-    def __init__(self, outdir: OutputDir, manifest: Manifest, *, on_error: Callable[[str], None]) -> None:
+    def __init__(self, outdir: OutputDir, manifest: Manifest, *, on_error: Callable[[str], None],
+                 manifest_file: bool = True) -> None:
         self.outdir = outdir
         self.manifest = manifest
+        #: False: shards are listed in ``manifest`` in memory only (a cluster's driver records them)
+        self.manifest_file = manifest_file
         self._on_error = on_error
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer")
         self._pending: list[asyncio.Future] = []
@@ -45,7 +48,8 @@ class ShardWriter:
         try:
             info = self.outdir.write_shard(index, labels, input_rows=rows, unsent=unsent)
             self.manifest.shards[index] = info
-            self.outdir.write_manifest(self.manifest)
+            if self.manifest_file:
+                self.outdir.write_manifest(self.manifest)
         except OSError as exc:
             message = f"cannot write shard {index} in {self.outdir.path}: {exc.strerror or exc}"
             if self._loop is not None:

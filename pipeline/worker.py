@@ -19,7 +19,7 @@ from pipeline.cost import Pricing
 from pipeline.endpoints import Gate
 from pipeline.judge import Judge, account
 from pipeline.planner import Task
-from pipeline.ratecontrol import Accept, GiveUp, Poll, RateControl, Retry, RetryRules, StopRun, decide
+from pipeline.ratecontrol import Accept, GiveUp, Poll, Retry, RetryRules, StopRun, Throttle, decide
 from pipeline.records import Outcome, Status, Usage
 from pipeline.workqueue import WorkQueue
 
@@ -40,7 +40,8 @@ def charged_usd(usage: Usage | None, list_price_usd: float) -> float:
 class Dispatcher:
     queue: WorkQueue[Task]
     judge: Judge
-    control: RateControl
+    #: RateControl in one process; capacity leased from a shared limiter on a cluster
+    control: Throttle
     rules: RetryRules
     budget: Budget
     pricing: Pricing

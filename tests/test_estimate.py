@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import socket
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from pipeline.estimate_cli import estimate
 from pipeline.policies import load_policy
 from pipeline.prompt import neutralise, normalise, render_system
 from pipeline.records import OutputFormat
-from pipeline.simulator import SimulatorConfig, start_simulator
+from pipeline.simulator import SimulatorConfig
 from pipeline.tokens import count_tokens, harmony_prompt_tokens, policy_tokens
 
 TEXTS = ["buy now and click here", "  buy now and click here\r\n", "you people are vermin", "", "   ",
@@ -142,24 +141,11 @@ async def _billed_prompt_tokens(base_url: str, system: str, user: str) -> int:
         return (await reply.json())["usage"]["prompt_tokens"]
 
 
-def _simulator_counts_tokens() -> bool:
-    """Whether the simulator bills o200k tokens rather than text length: two texts of 64 UTF-8 bytes,
-    one of 8 o200k tokens and one of 64, must be billed differently."""
-
-    async def probe() -> tuple[int, int]:
-        async with start_simulator(SimulatorConfig()) as sim:
-            return (await _billed_prompt_tokens(sim.base_url, "policy", "a" * 64),
-                    await _billed_prompt_tokens(sim.base_url, "policy", "\U00013000" * 16))
-
-    plain, hieroglyphs = asyncio.run(probe())
-    return hieroglyphs - plain > 28
-
-
 def test_estimate_is_within_2_percent_of_the_simulators_billed_prompt_tokens(tmp_path: Path, mixed: Path) -> None:
-    if not _simulator_counts_tokens():
-        pytest.skip("the simulator bills prompt tokens by text length, not with o200k + Harmony yet")
+    # the simulator renders each request with gpt-oss's Harmony template and counts it with o200k, as
+    # a real server bills it (pipeline/simulator/harmony.py, written apart from pipeline/tokens.py)
     config = make_config(tmp_path, [mixed])
-    result = run_pipeline(config)
+    result = run_pipeline(config, SimulatorConfig(count_tokens="o200k"))
     assert result.code == exitcodes.EXIT_OK, result.stderr
     estimated = sum(p.prompt_tokens for p in count_job(config).policies)
     assert abs(estimated - result.stats.prompt_tokens) <= 0.02 * result.stats.prompt_tokens

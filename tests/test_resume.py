@@ -71,13 +71,14 @@ def test_sigkill_at_several_points_then_rerun_matches_an_uninterrupted_run(tmp_p
     assert labels["id"].n_unique() == ROWS
     reference = _labels(reference_out)
     assert labels.select(KEY_COLUMNS).equals(reference.select(KEY_COLUMNS))
-    # paid twice: at most the calls in flight at each kill
-    assert billed - ROWS <= kills * CONCURRENCY
+    # paid twice: the calls in flight at each kill, plus answers received in the last moments before
+    # it that the store's writer thread had not committed yet (a few ms; more on a loaded machine)
+    assert billed - ROWS <= kills * CONCURRENCY * 2
     report = (out / "cost_report.json").read_bytes()
     import orjson
 
     requests = orjson.loads(report)["requests"]
-    assert billed - kills * CONCURRENCY <= requests <= billed
+    assert billed - kills * CONCURRENCY * 2 <= requests <= billed
     assert len(orjson.loads(report)["runs"]) == 4
 
 
@@ -135,6 +136,7 @@ def test_identity_changes_name_the_keys_that_differ() -> None:
     assert identity_changes(IDENTITY, dict(IDENTITY)) == []
     assert identity_changes(IDENTITY, {**IDENTITY, "model": "other", "limit": 5}) == ["limit", "model"]
     assert identity_changes({}, {"model": "m"}) == ["model"]
+    assert identity_changes({**IDENTITY, "engine": "ray"}, IDENTITY) == ["engine"]  # only the old one has it
 
 
 def directory_with_two_shards(tmp_path: Path) -> tuple[OutputDir, ResultStore]:

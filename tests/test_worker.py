@@ -263,3 +263,23 @@ def test_charged_usd_prefers_the_hosts_own_figure() -> None:
     assert charged_usd(Usage(server_cost_usd=0.5), 0.1) == 0.5
     assert charged_usd(Usage(), 0.1) == 0.1
     assert charged_usd(None, 0.1) == 0.1
+
+
+# ---- a throttle other than RateControl -----------------------------------------------------------
+
+
+def test_a_worker_on_leased_capacity_sends_and_reports_its_attempts_to_the_shared_limiter() -> None:
+    from pipeline.cluster.leases import Grant, LeaseRequest, SharedLimiter
+    from pipeline.cluster.throttle import LeasedThrottle
+
+    limiter = SharedLimiter(rpm=None, tpm=None)
+
+    async def lease(request: LeaseRequest) -> Grant:
+        return limiter.lease(request, now=0.0)
+
+    throttle = LeasedThrottle(lease, chunk=1)
+    ran = dispatch(Script(error(429, "slow down", {"Retry-After": "0"}), answer("1")), task(),
+                   control=throttle)  # type: ignore[arg-type]
+    assert only(ran).outcome.status is Status.OK
+    assert (limiter.calls, limiter.granted) == (2, 2)  # one request per lease: chunk = 1
+    assert limiter.control.refused == 1  # the 429 went back with the second lease call

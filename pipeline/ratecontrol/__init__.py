@@ -7,6 +7,7 @@ the decision after an attempt) and `RateControl`, the one object the workers con
     breaker.py   pause everyone when most recent attempts failed
     headers.py   Retry-After, retry-after-ms, x-ratelimit-* parsing
     control.py   RateControl: acquire before an attempt, after_attempt after it
+    throttle.py  Throttle: what workers consult (RateControl, or capacity leased from a shared limiter)
 """
 
 from pipeline.ratecontrol.control import LIMIT_MARGIN, RateControl
@@ -23,8 +24,9 @@ from pipeline.ratecontrol.decide import (
     StopRun,
     decide,
 )
+from pipeline.ratecontrol.throttle import Throttle
 
 __all__ = [
     "LIMIT_MARGIN", "Accept", "Action", "Attempt", "AttemptKind", "GiveUp", "Poll", "RateControl", "Retry",
-    "RetryRules", "RetryState", "StopRun", "decide",
+    "RetryRules", "RetryState", "StopRun", "Throttle", "decide",
 ]
