@@ -1,8 +1,8 @@
-"""Assembles a run from a `RunConfig`: opens everything, runs, reports, picks the exit code.
+"""`moderate run`: opens the job's output, runs it, reports, and picks the exit code.
 
-Every mistake a user can make ends here as one line on stderr and an exit code; tracebacks are
-kept for bugs. Signals are handled here too: the first SIGINT/SIGTERM lets calls in flight finish
-(a grace period), the second exits at once; either way the directory stays resumable.
+The job itself is checked and assembled in `pipeline.job`; signals are handled by
+`pipeline.signals`. Every mistake a user can make ends here as one line on stderr and an exit code;
+tracebacks are kept for bugs.
 """
 
 from __future__ import annotations
@@ -10,24 +10,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
 from pipeline import exitcodes
-from pipeline.budget import Budget
 from pipeline.canaries import CanaryError
 from pipeline.client import Transport
-from pipeline.config import ConfigError, RunConfig, check_context_room
-from pipeline.cost import Pricing, PricingError, lookup_pricing
+from pipeline.config import ConfigError, RunConfig
+from pipeline.cost import Pricing, PricingError
 from pipeline.ending import exit_code, outcome_word, problems, summary_line
-from pipeline.endpoints import SIMULATOR_MODEL, Endpoint, open_endpoint
-from pipeline.judge import CallSettings, Judge
-from pipeline.labels import COLUMN_NAMES
+from pipeline.endpoints import open_endpoint
+from pipeline.job import UsageError, build_run, job_identity, open_job
 from pipeline.nightly import (
     CANARY_FILE,
     canary_requests,
@@ -41,27 +36,18 @@ from pipeline.nightly import (
     summary_notes,
 )
 from pipeline.outdir import Manifest, OutputDir, OutputDirError, open_output_dir
-from pipeline.planner import PolicyPlan, make_policy_plan
-from pipeline.policies import PolicyError, builtin_policy_files, load_policies
+from pipeline.planner import PolicyPlan
+from pipeline.policies import PolicyError
 from pipeline.progress import Progress
-from pipeline.prompt import PROMPT_VERSION, render_system, request_key
-from pipeline.providers import HOSTS
-from pipeline.ratecontrol import LIMIT_MARGIN, RateControl, RetryRules, Throttle
-from pipeline.readers import InputError, InputSet, open_inputs
-from pipeline.records import Policy, Status
+from pipeline.readers import InputError, InputSet
 from pipeline.report import build_report, write_reports
 from pipeline.resume import open_manifest
 from pipeline.runlog import JsonProgress, LineStream, RunLog
 from pipeline.runner import Run
-from pipeline.runstate import RunResult, RunSettings, new_run_id
-from pipeline.schemas import response_format
-from pipeline.storage import StorageError, StorageSettings, configure
+from pipeline.runstate import RunResult
+from pipeline.signals import RunSignals
+from pipeline.storage import StorageError
 from pipeline.store import NullStore, ResultStore, StoreError
-from pipeline.tokens import MESSAGE_OVERHEAD, quick_estimate
-
-
-class UsageError(Exception):
-    """A one-line user mistake found before anything is sent."""
 
 
 def run_job(config: RunConfig, *, stream: TextIO | None = None, transport: Transport | None = None,
@@ -87,41 +73,6 @@ async def run_job_async(config: RunConfig, *, stream: TextIO | None = None, tran
         return code
 
 
-@dataclass(slots=True)
-class Job:
-    """What a run needs before anything is opened: checked inputs, policies, prices, model, key."""
-
-    config: RunConfig
-    inputs: InputSet
-    plans: list[PolicyPlan]
-    pricing: Pricing
-    model: str
-    api_key: str | None
-
-
-def open_job(config: RunConfig, *, transport: Transport | None = None) -> Job:
-    """Check the inputs, policies, prices and key of a job; raises the one-line errors of a user mistake."""
-    if not config.inputs:
-        raise UsageError("no input: pass --input PATH (file, folder or glob) or set [input] paths")
-    configure(StorageSettings(config.storage_endpoint_url, config.storage_timeout, config.storage_lock))
-    if clash := sorted(COLUMN_NAMES.intersection(config.keep_columns)):
-        raise UsageError(f"--keep-columns: {', '.join(clash)} is a label column already (docs/output.md)")
-    inputs = open_inputs(config.inputs, text_column=config.text_column, id_column=config.id_column,
-                         limit=config.limit, keep_columns=config.keep_columns)
-    policies = load_policies(config.policies or builtin_policy_files())
-    simulated = config.provider == "simulator"
-    model = config.model if not simulated or "simulator" in config.model else SIMULATOR_MODEL
-    pricing = lookup_pricing(provider=config.provider, model=model, input_per_million=config.input_per_million,
-                             cached_input_per_million=config.cached_input_per_million,
-                             output_per_million=config.output_per_million)
-    api_key = os.environ.get(config.api_key_env) or None
-    if api_key is None and HOSTS[config.provider].needs_key and transport is None:
-        raise UsageError(f"no API key: set the environment variable {config.api_key_env}")
-    plans = [_policy_plan(i, p, config, model) for i, p in enumerate(policies)]
-    check_context_room(config, {p.policy.name: p.system_tokens for p in plans})
-    return Job(config, inputs, plans, pricing, model, api_key)
-
-
 async def _run_job(config: RunConfig, *, log: RunLog, transport: Transport | None,
                    progress: bool | None) -> int:
     job = open_job(config, transport=transport)
@@ -138,7 +89,7 @@ async def _run_job(config: RunConfig, *, log: RunLog, transport: Transport | Non
     outdir.lock()
     try:
         store = _open_store(config, outdir)
-        manifest = open_manifest(outdir, _identity(config, inputs, plans, model), shard_rows=config.shard_rows,
+        manifest = open_manifest(outdir, job_identity(config, inputs, plans, model), shard_rows=config.shard_rows,
                                  force=bool(config.force), store=store)
         if manifest.finished:
             return _nothing_to_do(store, manifest, outdir, pricing, config, model, log)
@@ -164,7 +115,7 @@ async def _run_job(config: RunConfig, *, log: RunLog, transport: Transport | Non
 async def _execute(run: Run, store: ResultStore, log: RunLog) -> RunResult:
     started_at = time.time()
     store.record_run(_run_row(run, started_at, "running"))
-    handlers = _Signals(run, store, log)
+    handlers = RunSignals(run, store, log)
     try:
         result = await run.execute()
     except BaseException:
@@ -247,16 +198,6 @@ def _nothing_to_do(store: ResultStore, manifest: Manifest, outdir: OutputDir, pr
     return code
 
 
-def call_settings(config: RunConfig, *, model: str, api_key: str | None) -> CallSettings:
-    """What every request of this job carries (the body and the call), as `run` sends it."""
-    provider = "openai" if config.provider == "simulator" else config.provider
-    structured = response_format(config.output_format) if config.response_format == "json_schema" else None
-    return CallSettings(
-        provider=provider, model=model, reasoning_effort=config.reasoning_effort, max_tokens=config.max_tokens,
-        request_timeout=config.request_timeout, keep_reasoning=config.keep_reasoning, api_key=api_key,
-        response_format=structured)
-
-
 def _open_store(config: RunConfig, outdir: OutputDir) -> ResultStore:
     own = Path(outdir.default_store())
     if config.store != "none":
@@ -273,87 +214,6 @@ def _cannot_write(outdir: OutputDir, exc: OSError, log: RunLog) -> int:
             "paid for are kept in the store: free some space and run the same command to resume",
             exit_code=exitcodes.EXIT_USAGE)
     return exitcodes.EXIT_USAGE
-
-
-def build_run(config: RunConfig, *, inputs: InputSet, plans: list[PolicyPlan], endpoint: Endpoint,
-              store: ResultStore, outdir: OutputDir, manifest: Manifest, pricing: Pricing, api_key: str | None,
-              model: str, log: RunLog, progress: Progress | None, sample: Callable[[int], bool] | None = None,
-              canaries: list[tuple[int, int, str]] | None = None, control: Throttle | None = None,
-              run_id: str | None = None, first_row: int = 0, manifest_file: bool = True) -> Run:
-    """A `Run` of ``config``; a cluster worker passes its leased ``control``, the run's id and its shard."""
-    judge = Judge(transport=endpoint.transport, settings=call_settings(config, model=model, api_key=api_key))
-
-    def on_pause(seconds: float, why: str) -> None:  # one line each, terminal or not
-        log.say("pause", f"moderate: pausing all requests for {seconds:.0f} s: {why}", seconds=round(seconds, 1),
-                reason=why)
-
-    def on_long_retry(seconds: float, why: str) -> None:
-        log.say("pause", f"moderate: requests wait up to {seconds:.0f} s before their retry: {why}",
-                seconds=round(seconds, 1), reason=why)
-
-    if control is None:
-        control = RateControl(rpm=config.rpm or None, tpm=config.tpm or None, adaptive=config.adaptive,
-                              margin=LIMIT_MARGIN, max_retry_after=config.max_retry_after, on_pause=on_pause,
-                              on_long_retry=on_long_retry)
-    rules = RetryRules(max_attempts=config.max_attempts, max_refusals=config.max_refusals,
-                       invalid_output_retries=config.invalid_output_retries,
-                       max_tokens_cap=config.max_tokens_cap, max_retry_after=config.max_retry_after)
-    billing = store.billing(manifest.out_id)
-    spent = sum(b["cost_usd"] if b.get("charged_usd") is None else b["charged_usd"] for b in billing)
-    settings = RunSettings(
-        out_id=manifest.out_id, run_id=run_id or new_run_id(), model=model, reasoning_effort=config.reasoning_effort,
-        output_format=config.output_format.value, too_long=config.too_long,
-        concurrency=worker_count(config.concurrency, inputs.total_rows, len(plans)),
-        max_tokens=config.max_tokens, keep_reasoning=config.keep_reasoning, grace_seconds=config.grace_seconds,
-        shard_rows=manifest.shard_rows, first_row=first_row,
-    )
-    run = Run(inputs=inputs, plans=plans, judge=judge, control=control, rules=rules, pricing=pricing,
-              budget=Budget(config.max_cost, spent=spent), store=store, outdir=outdir, manifest=manifest,
-              settings=settings, progress=progress, sample=sample, canaries=canaries or (),
-              manifest_file=manifest_file)
-    run.dispatcher.gate = endpoint.gate
-    run.dispatcher.cached_count_toward_tpm = HOSTS[config.provider].cached_tokens_count_toward_tpm
-    return run
-
-
-def worker_count(concurrency: int, rows: int | None, policies: int) -> int:
-    """As many workers as connections, but never more than there are requests to make.
-
-    >>> worker_count(100_000, 5, 2)
-    10
-    """
-    if rows is None:
-        return concurrency
-    return max(1, min(concurrency, rows * policies))
-
-
-def _policy_plan(index: int, policy: Policy, config: RunConfig, model: str) -> PolicyPlan:
-    system = render_system(policy, config.output_format)
-    key = request_key(model=model, system=system, reasoning_effort=config.reasoning_effort,
-                      output_format=config.output_format, structured=config.response_format == "json_schema")
-    return make_policy_plan(index, policy, system=system, key=key,
-                            system_tokens=quick_estimate(system) + MESSAGE_OVERHEAD,
-                            context_tokens=config.context_tokens, max_tokens=config.max_tokens)
-
-
-def _identity(config: RunConfig, inputs: InputSet, plans: list[PolicyPlan], model: str) -> dict:
-    """What makes an output directory: resuming with anything else would mix two jobs."""
-    identity = {
-        "input": inputs.identity(),
-        "limit": config.limit,
-        "policies": [f"{p.policy.name}@{p.policy.version}" for p in plans],
-        "model": model,
-        "reasoning_effort": config.reasoning_effort,
-        "output_format": config.output_format.value,
-        "prompt_version": PROMPT_VERSION,
-    }
-    if config.response_format != "text":  # absent by default, so existing directories still resume
-        identity["response_format"] = config.response_format
-    if config.keep_columns:  # the shards' columns
-        identity["keep_columns"] = config.keep_columns
-    if config.sample is not None:  # another sample is another job
-        identity["sample"] = {"sample": config.sample, "seed": config.seed}
-    return identity
 
 
 def _reports(store: ResultStore, manifest: Manifest, outdir: OutputDir, pricing: Pricing, config: RunConfig,
@@ -385,39 +245,3 @@ def _run_row(run: Run, started_at: float, outcome: str) -> dict:
             "elapsed_s": round(run.result.elapsed, 3)}
 
 
-class _Signals:
-    """SIGINT/SIGTERM while a run executes: the first drains, the second exits at once (130)."""
-
-    def __init__(self, run: Run, store: ResultStore, log: RunLog) -> None:
-        self.run, self.store, self.log = run, store, log
-        self.count = 0
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, self._on_signal, sig)
-
-    def remove(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.remove_signal_handler(sig)
-
-    def _on_signal(self, sig: signal.Signals) -> None:
-        self.count += 1
-        if self.count == 1:
-            self.run.request_stop(Status.INTERRUPTED)
-            self.log.say("signal", f"moderate: {sig.name} received: finishing calls in flight (up to "
-                         f"{self.run.settings.grace_seconds:g} s); send it again to stop at once", signal=sig.name)
-            return
-        # Second signal: stop now. Answers already received are committed to the store; shards on
-        # disk are whole; the next run resumes from there.
-        self.log.say("signal", f"moderate: {sig.name} received again: stopping now; run the same command to "
-                     "resume", signal=sig.name)
-        with contextlib.suppress(Exception):
-            self.store.close()
-        os._exit(exitcodes.EXIT_INTERRUPTED)
-
-
-#: how `run` plans a policy and names a job, shared with the batch commands (`pipeline.batch`).
-policy_plan = _policy_plan
-job_identity = _identity

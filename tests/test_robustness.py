@@ -16,7 +16,8 @@ from aiohttp import web
 from support import make_config, run_pipeline, serve_app, write_jsonl
 
 from pipeline import exitcodes
-from pipeline.app import run_job_async, worker_count
+from pipeline.app import run_job_async
+from pipeline.job import worker_count
 from pipeline.outdir import OutputDir
 from pipeline.simulator import Faults, SimulatorConfig
 

@@ -12,10 +12,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.app import call_settings, job_identity, policy_plan
 from pipeline.client import HttpReply
 from pipeline.config import RunConfig, validate
 from pipeline.endpoints import SIMULATOR_MODEL
+from pipeline.job import call_settings, job_identity, policy_plan
 from pipeline.judge import Judge
 from pipeline.planner import PolicyPlan
 from pipeline.policies import builtin_policy_files, load_policies

@@ -1,6 +1,6 @@
 """The driver of `moderate run --engine ray`: plan the shards, label them on Ray, report.
 
-The driver checks the job as the local engine does (`pipeline.app.open_job`), takes the output
+The driver checks the job as the local engine does (`pipeline.job.open_job`), takes the output
 directory's lock and manifest, and sends every shard not yet complete to the cluster. As each
 shard's summary comes back it lists the shard in the manifest (only the driver writes it). At the
 end it writes the cost report and the HTML report from the billing of every shard's store.
@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import TextIO
 
 from pipeline import exitcodes
-from pipeline.app import Job, UsageError, job_identity, open_job
 from pipeline.cluster.labeller import ShardSpec, ShardSummary
 from pipeline.cluster.ledger import ClusterLedger
 from pipeline.config import ConfigError, RunConfig
 from pipeline.cost import PricingError
 from pipeline.ending import exit_code, outcome_word, problems, summary_line
 from pipeline.htmlreport import write_html_report
+from pipeline.job import Job, UsageError, job_identity, open_job
 from pipeline.nightly import extend_report
 from pipeline.outdir import Manifest, OutputDir, OutputDirError, ShardInfo, open_output_dir
 from pipeline.policies import PolicyError

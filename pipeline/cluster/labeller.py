@@ -15,10 +15,10 @@ import copy
 import sys
 from dataclasses import asdict, dataclass, field
 
-from pipeline.app import Job, build_run
 from pipeline.cluster.ledger import shard_store_path
 from pipeline.cluster.throttle import Lease, LeasedThrottle
 from pipeline.endpoints import open_endpoint
+from pipeline.job import Job, build_run
 from pipeline.outdir import Manifest, open_output_dir
 from pipeline.readers import InputError
 from pipeline.runlog import RunLog

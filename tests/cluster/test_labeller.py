@@ -9,10 +9,10 @@ import polars as pl
 import pytest
 from support import SimulatorProcess, make_config, write_jsonl
 
-from pipeline.app import open_job
 from pipeline.cluster.labeller import ShardLabeller, ShardSpec
 from pipeline.cluster.leases import Grant, LeaseRequest, SharedLimiter
 from pipeline.cluster.ledger import ClusterLedger, shard_store_path
+from pipeline.job import open_job
 
 
 @pytest.mark.slow
