@@ -166,7 +166,8 @@ def _completion(data: Any, body: bytes) -> Completion:
     message = choice.get("message") or {}
     finish = choice.get("finish_reason")
     model = data.get("model")
-    if not isinstance(message, dict) or not _optional_str(finish) or not _optional_str(model):
+    if type(message) is not dict or not (finish is None or type(finish) is str) \
+            or not (model is None or type(model) is str):
         raise _Unusable("implausible answer: fields of the wrong type")
     if finish == "error":  # OpenRouter: the upstream provider failed mid-answer
         detail = choice.get("error")
@@ -176,8 +177,9 @@ def _completion(data: Any, body: bytes) -> Completion:
     if reasoning is None:
         reasoning = message.get("reasoning_content")
     provider = data.get("provider")
+    content = message.get("content")
     return Completion(
-        content=_content(message.get("content")),
+        content=content if type(content) is str else _content(content),
         reasoning=reasoning if isinstance(reasoning, str) else None,
         finish_reason=finish,
         usage=_usage(data.get("usage")),
@@ -219,19 +221,17 @@ def _usage(raw: Any) -> Usage | None:
     completion_details = raw.get("completion_tokens_details") or {}
     if not isinstance(prompt_details, dict) or not isinstance(completion_details, dict):
         raise _Unusable("implausible answer: usage details are not objects")
-    counts = [_count(raw.get("prompt_tokens")), _count(prompt_details.get("cached_tokens")),
-              _count(raw.get("completion_tokens")), _count(completion_details.get("reasoning_tokens"))]
-    prompt, cached, completion, reasoning = counts
+    prompt, cached = _count(raw.get("prompt_tokens")), _count(prompt_details.get("cached_tokens"))
+    completion, reasoning = _count(raw.get("completion_tokens")), _count(completion_details.get("reasoning_tokens"))
     if cached > prompt or reasoning > completion:
         raise _Unusable("implausible answer: usage parts exceed their totals")
     cost = raw.get("cost")
     server_cost = None
-    if isinstance(cost, int | float) and not isinstance(cost, bool):
+    if cost is not None and isinstance(cost, int | float) and not isinstance(cost, bool):
         if not math.isfinite(cost) or cost < 0:
             raise _Unusable(f"implausible answer: cost {cost!r}")
         server_cost = float(cost)
-    return Usage(prompt_tokens=prompt, cached_prompt_tokens=cached, completion_tokens=completion,
-                 reasoning_tokens=reasoning, server_cost_usd=server_cost)
+    return Usage(prompt, cached, completion, reasoning, False, server_cost)
 
 
 def _count(value: Any) -> int:
@@ -244,10 +244,6 @@ def _count(value: Any) -> int:
     if not 0 <= value <= MAX_PLAUSIBLE_TOKENS or value != int(value):
         raise _Unusable(f"implausible answer: token count {value!r}")
     return int(value)
-
-
-def _optional_str(value: Any) -> bool:
-    return value is None or isinstance(value, str)
 
 
 def _number(value: Any) -> float | None:

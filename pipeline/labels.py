@@ -27,51 +27,60 @@ __all__ = ["COLUMNS", "COLUMN_NAMES", "LABEL_SCHEMA", "STORED", "Column", "label
 class Column:
     name: str
     type: pa.DataType
-    #: for answer columns: how to read it from an Outcome, and its SQL type in the result store
-    get: Callable[[Outcome], Any] | None = None
+    #: for answer columns: where the value is in an Outcome ("error", "verdict.category",
+    #: "usage.prompt_tokens", "status" for its value), and its SQL type in the result store
+    source: str | None = None
     sql: str | None = None
 
-
-def _verdict(attr: str) -> Callable[[Outcome], Any]:
-    return lambda o: getattr(o.verdict, attr) if o.verdict is not None else None
-
-
-def _usage(attr: str) -> Callable[[Outcome], Any]:
-    return lambda o: getattr(o.usage, attr)
+    def get(self, outcome: Outcome) -> Any:
+        """This column's value in ``outcome`` (answer columns only)."""
+        return _GETTERS[self.name](outcome)
 
 
-#: every shard column, in order (docs/output.md describes each). Columns with ``get`` describe the
-#: answer and are also stored.
+def _expression(column: Column, outcome: str = "outcome") -> str:
+    """Python source reading ``column`` from an Outcome named ``outcome`` (its verdict as ``v``, usage as ``u``)."""
+    where, _, attr = (column.source or "").partition(".")
+    if where == "verdict":
+        read = "list(v.rule_ids)" if attr == "rule_ids" else f"v.{attr}"
+        return f"({read} if v is not None else None)"
+    if where == "usage":
+        return f"u.{attr}"
+    if where == "status":
+        return f"{outcome}.status.value"
+    return f"{outcome}.{where}"
+
+
+#: every shard column, in order (docs/output.md describes each). Columns with a ``source`` describe
+#: the answer and are also stored.
 COLUMNS: tuple[Column, ...] = (
     Column("id", pa.string()),
     Column("policy", pa.string()),
-    Column("violation", pa.int8(), _verdict("violation"), "INTEGER"),
-    Column("status", pa.string(), lambda o: o.status.value, "TEXT NOT NULL"),
-    Column("category", pa.string(), _verdict("category"), "TEXT"),
-    Column("rule_ids", pa.list_(pa.string()),
-           lambda o: list(o.verdict.rule_ids) if o.verdict is not None else None, "TEXT"),
-    Column("confidence", pa.string(), _verdict("confidence"), "TEXT"),
-    Column("rationale", pa.string(), _verdict("rationale"), "TEXT"),
-    Column("error", pa.string(), lambda o: o.error, "TEXT"),
-    Column("raw_output", pa.string(), lambda o: o.raw_output, "TEXT"),
-    Column("reasoning", pa.string(), lambda o: o.reasoning, "TEXT"),
+    Column("violation", pa.int8(), "verdict.violation", "INTEGER"),
+    Column("status", pa.string(), "status", "TEXT NOT NULL"),
+    Column("category", pa.string(), "verdict.category", "TEXT"),
+    Column("rule_ids", pa.list_(pa.string()), "verdict.rule_ids", "TEXT"),
+    Column("confidence", pa.string(), "verdict.confidence", "TEXT"),
+    Column("rationale", pa.string(), "verdict.rationale", "TEXT"),
+    Column("error", pa.string(), "error", "TEXT"),
+    Column("raw_output", pa.string(), "raw_output", "TEXT"),
+    Column("reasoning", pa.string(), "reasoning", "TEXT"),
     Column("model", pa.string()),
-    Column("served_model", pa.string(), lambda o: o.served_model, "TEXT"),
-    Column("provider", pa.string(), lambda o: o.provider, "TEXT"),
+    Column("served_model", pa.string(), "served_model", "TEXT"),
+    Column("provider", pa.string(), "provider", "TEXT"),
     Column("policy_version", pa.string()),
     Column("reasoning_effort", pa.string()),
     Column("output_format", pa.string()),
-    Column("prompt_tokens", pa.int32(), _usage("prompt_tokens"), "INTEGER"),
-    Column("cached_prompt_tokens", pa.int32(), _usage("cached_prompt_tokens"), "INTEGER"),
-    Column("completion_tokens", pa.int32(), _usage("completion_tokens"), "INTEGER"),
-    Column("reasoning_tokens", pa.int32(), _usage("reasoning_tokens"), "INTEGER"),
-    Column("usage_estimated", pa.bool_(), _usage("estimated"), "INTEGER"),
-    Column("cost_usd", pa.float64(), lambda o: o.cost_usd, "REAL"),
-    Column("server_cost_usd", pa.float64(), _usage("server_cost_usd"), "REAL"),
-    Column("latency_ms", pa.float32(), lambda o: o.latency_ms, "REAL"),
-    Column("attempts", pa.int16(), lambda o: o.attempts, "INTEGER"),
-    Column("billed_calls", pa.int16(), lambda o: o.billed_calls, "INTEGER"),
-    Column("finish_reason", pa.string(), lambda o: o.finish_reason, "TEXT"),
+    Column("prompt_tokens", pa.int32(), "usage.prompt_tokens", "INTEGER"),
+    Column("cached_prompt_tokens", pa.int32(), "usage.cached_prompt_tokens", "INTEGER"),
+    Column("completion_tokens", pa.int32(), "usage.completion_tokens", "INTEGER"),
+    Column("reasoning_tokens", pa.int32(), "usage.reasoning_tokens", "INTEGER"),
+    Column("usage_estimated", pa.bool_(), "usage.estimated", "INTEGER"),
+    Column("cost_usd", pa.float64(), "cost_usd", "REAL"),
+    Column("server_cost_usd", pa.float64(), "usage.server_cost_usd", "REAL"),
+    Column("latency_ms", pa.float32(), "latency_ms", "REAL"),
+    Column("attempts", pa.int16(), "attempts", "INTEGER"),
+    Column("billed_calls", pa.int16(), "billed_calls", "INTEGER"),
+    Column("finish_reason", pa.string(), "finish_reason", "TEXT"),
     # where the verdict came from: "api" (paid in this run), "store" (an earlier run),
     # "duplicate" (same text earlier in this run), "none" (no call: skipped, unsent, input error)
     Column("source", pa.string()),
@@ -84,29 +93,36 @@ COLUMNS: tuple[Column, ...] = (
 LABEL_SCHEMA = pa.schema([(c.name, c.type) for c in COLUMNS])
 COLUMN_NAMES: frozenset[str] = frozenset(c.name for c in COLUMNS)
 #: the answer columns, in order: what the result store keeps per fingerprint.
-STORED: tuple[Column, ...] = tuple(c for c in COLUMNS if c.get is not None)
+STORED: tuple[Column, ...] = tuple(c for c in COLUMNS if c.source is not None)
+
+
+def _compile(name: str, params: str, body: list[str], values: str) -> Callable[..., Any]:
+    """A function generated from `COLUMNS` (each runs once per label: one straight line, no loop)."""
+    source = f"def {name}({params}):\n" + "".join(f"    {line}\n" for line in body) + f"    return {values}\n"
+    namespace: dict[str, Any] = {}
+    exec(compile(source, f"<pipeline.labels.{name}>", "exec"), namespace)
+    return namespace[name]
+
+
+_READ = ["v = outcome.verdict", "u = outcome.usage"]
 
 
 def _compile_label_row() -> Callable[..., tuple]:
-    """`label_row` as one straight-line function generated from `COLUMNS` (it runs once per label).
-
-    A loop over the table costs a dictionary look-up and a call per column; the generated function
-    reads each answer column with its getter and places the row's own columns by name, in order.
-    """
     parts = []
-    for i, column in enumerate(COLUMNS):
-        if column.get is not None:
-            parts.append(f"_get[{i}](outcome)")
+    for column in COLUMNS:
+        if column.source is not None:
+            parts.append(_expression(column))
         elif column.name == "fingerprint":
             parts.append("fingerprint.hex() if fingerprint else None")
         else:
             parts.append(f"row[{column.name!r}]")
-    source = ("def label_row(*, outcome, fingerprint, kept=None, **row):\n"
-              f"    values = ({', '.join(parts)},)\n"
-              "    return values + tuple(kept) if kept else values\n")
-    namespace: dict[str, Any] = {"_get": [c.get for c in COLUMNS]}
-    exec(compile(source, "<pipeline.labels.label_row>", "exec"), namespace)
-    return namespace["label_row"]
+    return _compile("label_row", "*, outcome, fingerprint, kept=None, **row",
+                    [*_READ, f"values = ({', '.join(parts)},)"], "values + tuple(kept) if kept else values")
+
+
+_GETTERS: dict[str, Callable[[Outcome], Any]] = {
+    c.name: _compile(f"get_{c.name}", "outcome", _READ, _expression(c)) for c in COLUMNS if c.source is not None
+}
 
 
 #: label_row(*, outcome, fingerprint, kept=None, **row) -> one shard row as a tuple in `COLUMNS` order,
@@ -116,9 +132,13 @@ def _compile_label_row() -> Callable[..., tuple]:
 label_row: Callable[..., tuple] = _compile_label_row()
 
 
+_answer_values: Callable[[Outcome], list[Any]] = _compile(
+    "answer_values", "outcome", _READ, "[" + ", ".join(_expression(c) for c in STORED) + "]")
+
+
 def store_values(outcome: Outcome) -> list[Any]:
     """The answer columns as SQLite values, in `STORED` order (lists as JSON, booleans as 0/1)."""
-    values = [c.get(outcome) for c in STORED]  # type: ignore[misc]
+    values = _answer_values(outcome)
     for i, column in enumerate(STORED):
         if isinstance(column.type, pa.ListType) and values[i] is not None:
             values[i] = orjson.dumps(values[i]).decode()

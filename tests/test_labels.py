@@ -103,7 +103,7 @@ def test_label_schema_is_derived_from_the_columns() -> None:
 
 
 def test_stored_columns_are_the_answer_columns_in_shard_order() -> None:
-    assert tuple(c for c in COLUMNS if c.get is not None) == STORED
+    assert tuple(c for c in COLUMNS if c.source is not None) == STORED
     assert all(c.sql for c in STORED)
     assert {"id", "policy", "model", "source", "fingerprint", "row_number", "input_file", "run_id"}.isdisjoint(
         c.name for c in STORED)
