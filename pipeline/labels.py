@@ -96,10 +96,11 @@ COLUMN_NAMES: frozenset[str] = frozenset(c.name for c in COLUMNS)
 STORED: tuple[Column, ...] = tuple(c for c in COLUMNS if c.source is not None)
 
 
-def _compile(name: str, params: str, body: list[str], values: str) -> Callable[..., Any]:
+def _compile(name: str, params: str, body: list[str], values: str,
+             names: dict[str, Any] | None = None) -> Callable[..., Any]:
     """A function generated from `COLUMNS` (each runs once per label: one straight line, no loop)."""
     source = f"def {name}({params}):\n" + "".join(f"    {line}\n" for line in body) + f"    return {values}\n"
-    namespace: dict[str, Any] = {}
+    namespace: dict[str, Any] = dict(names or {})
     exec(compile(source, f"<pipeline.labels.{name}>", "exec"), namespace)
     return namespace[name]
 
@@ -132,19 +133,24 @@ _GETTERS: dict[str, Callable[[Outcome], Any]] = {
 label_row: Callable[..., tuple] = _compile_label_row()
 
 
-_answer_values: Callable[[Outcome], list[Any]] = _compile(
-    "answer_values", "outcome", _READ, "[" + ", ".join(_expression(c) for c in STORED) + "]")
+def _sql_expression(column: Column) -> str:
+    """`_expression` as SQLite stores it: lists as JSON text, booleans as 0/1."""
+    value = _expression(column)
+    if isinstance(column.type, pa.ListType):
+        return f"(_json({value}).decode() if v is not None else None)"
+    if column.type == pa.bool_():
+        return f"int({value})"
+    return value
+
+
+_store_values: Callable[[Outcome], list[Any]] = _compile(
+    "store_values", "outcome", _READ, "[" + ", ".join(_sql_expression(c) for c in STORED) + "]",
+    {"_json": orjson.dumps})
 
 
 def store_values(outcome: Outcome) -> list[Any]:
     """The answer columns as SQLite values, in `STORED` order (lists as JSON, booleans as 0/1)."""
-    values = _answer_values(outcome)
-    for i, column in enumerate(STORED):
-        if isinstance(column.type, pa.ListType) and values[i] is not None:
-            values[i] = orjson.dumps(values[i]).decode()
-        elif column.type == pa.bool_():
-            values[i] = int(values[i])
-    return values
+    return _store_values(outcome)
 
 
 def outcome_from_values(values: Mapping[str, Any] | Sequence[Any]) -> Outcome:
