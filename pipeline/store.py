@@ -259,7 +259,9 @@ class ResultStore:
                     rows.append((fingerprint, *store_values(outcome), run_id, now))
             if outcome.billed_calls:
                 key = (out_id, run_id, policy)
-                bill = bills.setdefault(key, [0, 0, Usage(), 0.0, 0.0, 0])
+                bill = bills.get(key)
+                if bill is None:  # not setdefault: its default would be built for every answer
+                    bill = bills[key] = [0, 0, Usage(), 0.0, 0.0, 0]
                 bill[0] += outcome.billed_calls
                 bill[1] += outcome.billed_calls if outcome.usage.estimated else 0
                 bill[2].add(outcome.usage)
