@@ -119,7 +119,6 @@ class FunctionTransport:
 
 async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
     """The whole body, or a TransportError once it passes ``limit`` bytes (read no further)."""
-    too_big = TransportError(f"answer larger than {limit >> 20} MB: not read")
     length = response.content_length
     plain = response.headers.get("Content-Encoding", "identity").lower() == "identity"
     if plain and length is not None and length <= limit:  # the common case: a small announced length
@@ -129,7 +128,7 @@ async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
         size += len(chunk)
         if size > limit:
             response.close()
-            raise too_big
+            raise TransportError(f"answer larger than {limit >> 20} MB: not read")
         chunks.append(chunk)
     return b"".join(chunks)
 

@@ -14,8 +14,7 @@ import pyarrow.fs as pafs
 
 from pipeline.outdir import is_output_folder
 from pipeline.readers.base import InputError, one_line
-from pipeline.storage import StorageError, bounded, filesystem
-from pipeline.storage import is_uri as _is_uri
+from pipeline.storage import StorageError, bounded, filesystem, is_uri
 
 #: the formats a file name may end with, before an optional compression suffix.
 FORMATS = {".parquet": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
@@ -60,11 +59,6 @@ def file_format(name: str) -> tuple[str, str | None] | None:
     if fmt is None or (fmt == "parquet" and compression is not None):
         return None
     return fmt, compression
-
-
-def is_uri(path: str) -> bool:
-    """True for ``scheme://...`` paths (object stores, ``file://``), False for local paths."""
-    return _is_uri(path)
 
 
 def locate(paths: list[str]) -> list[Located]:
