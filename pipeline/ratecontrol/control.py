@@ -62,6 +62,7 @@ class RateControl:
         #: moving mean of completion tokens per billed answer (reservations use it)
         self.mean_completion = float(expected_completion_tokens)
         self._measured = False
+        self._line = asyncio.Lock()  # requests waiting for quota, first come first served
         self.refused = 0
         self.shared_pauses = 0
         self.breaker_pauses = 0
@@ -83,16 +84,22 @@ class RateControl:
         self.window.record_send(now)
         if not self._engaged and now >= limits.paused_until:
             return self.reservation(prompt_tokens)
-        while True:
-            tokens = self.reservation(prompt_tokens)
-            wait = limits.reserve(tokens, now=now)
-            if wait <= 0.0:
-                return tokens
-            if stop is None:
-                await asyncio.sleep(wait)
-            elif await _stopped_within(stop, wait):
-                return None
-            now = self._clock()
+        # One request at a time asks the buckets; the others wait their turn in order. Without the
+        # line, every waiter wakes for each freed unit, one takes it and the rest sleep again: with
+        # 64 workers under a low rate that is hundreds of thousands of wake-ups a minute.
+        async with self._line:
+            while True:
+                if stop is not None and stop.is_set():
+                    return None
+                tokens = self.reservation(prompt_tokens)
+                wait = limits.reserve(tokens, now=now)
+                if wait <= 0.0:
+                    return tokens
+                if stop is None:
+                    await asyncio.sleep(wait)
+                elif await _stopped_within(stop, wait):
+                    return None
+                now = self._clock()
 
     def after_attempt(self, attempt: Attempt, *, headers: Mapping[str, str] | None = None,
                       reserved: int = 0, used: int = 0, completion_tokens: int | None = None) -> None:

@@ -116,6 +116,27 @@ def test_rpm_holds_the_average_rate(vt: VirtualTime) -> None:
     assert granted[-1] == pytest.approx(T0 + 10.0)
 
 
+def test_concurrent_waiters_take_turns_instead_of_all_waking_for_each_unit() -> None:
+    # real time: 150 workers under 6,000 RPM (100 a second, 100 banked): 100 go at once, 50 queue
+    # for half a second, and each grant wakes one waiter, not every waiter
+    throttle = RateControl(rpm=6000, tpm=None)
+    asks = 0
+    reserve = throttle.limits.reserve
+
+    def counted(tokens: int, *, now: float) -> float:
+        nonlocal asks
+        asks += 1
+        return reserve(tokens, now=now)
+
+    throttle.limits.reserve = counted  # type: ignore[method-assign]
+
+    async def go() -> None:
+        await asyncio.gather(*(throttle.acquire(1) for _ in range(150)))
+
+    run(go)
+    assert asks <= 2 * 150  # without the line: ~1,400 (each waiter asked again for every unit)
+
+
 def test_margin_lowers_the_configured_rate(vt: VirtualTime) -> None:
     control = RateControl(rpm=600, tpm=None, margin=0.5, clock=vt.clock)
     granted = acquire_times(control, vt, 6)
