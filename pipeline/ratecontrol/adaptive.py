@@ -12,6 +12,12 @@ random, and each refused request simply waits for its own retry. Only a *share* 
 - **Recover** additively: ``recover`` of that accepted rate per second, so the rate climbs back
   to the limit in a few seconds and probes past it slowly; once well past the last limit (the
   limit moved up), grow 10 % a second, and forget the limit entirely past ``RUNAWAY`` times it.
+- **Undo** a decrease that did not help: against a limit, lowering the rate to what the host
+  accepted removes nearly all pushback; if the next window's share is still at least ``UNMOVED``
+  of the share that caused the decrease, the host refuses that share whatever we send (a busy
+  upstream refusing 30 % at random). The rate goes back to what it was and that share becomes
+  background: later decreases need ``threshold`` more than it. Without this, each window would
+  lower the rate again (0.9 x the 70 % accepted, then 0.9 x 70 % of that...) down to the floor.
 
 `LoadWindow` counts the attempts; `AdaptiveRate` holds the rate (None = unlimited).
 """
@@ -123,6 +129,11 @@ class AdaptiveRate:
     RUNAWAY = 16.0
     PAST_LIMIT = 1.1
     GROWTH_PAST_LIMIT = 0.1
+    #: a decrease after which the share of pushback stayed at least this much of its level did not help
+    UNMOVED = 0.8
+    #: the largest share of pushback taken for background noise; above it the host refuses most of
+    #: what it gets, and lowering is all that is left to try
+    MAX_BACKGROUND = 0.5
 
     def __init__(self, *, threshold: float = 0.25, min_samples: int = 50, window_s: float = 2.0,
                  keep: float = 0.9, recover: float = 0.02, min_rps: float = 0.2) -> None:
@@ -138,7 +149,13 @@ class AdaptiveRate:
         self._limit: float | None = None  # accepted rate at the last decrease
         self._last_decrease = -math.inf
         self._updated: float | None = None
+        #: share of pushback the host shows whatever our rate (see "Undo")
+        self.background = 0.0
+        #: the share that caused the last decrease, and the rate and limit before it (to undo it)
+        self._decreased_at_share: float | None = None
+        self._before: tuple[float | None, float | None] = (None, None)
         self.decreases = 0
+        self.undone = 0
 
     @property
     def current_rps(self) -> float | None:
@@ -164,10 +181,19 @@ class AdaptiveRate:
         the answers counted so far under-state what the host takes.
         """
         self._grow(now)
-        if attempts < self.min_samples or pushback < self.threshold * attempts:
+        if attempts < self.min_samples or pushback < (self.threshold + self.background) * attempts:
             return False
         if now < self._last_decrease + self.window_s:
             return False  # once per window: the window still holds the pushback that lowered it
+        share = pushback / attempts
+        if self._unmoved(share):
+            self.background = share
+            self._rate, self._limit = self._before
+            self._decreased_at_share = None
+            self._last_decrease = self._updated = now
+            self.undone += 1
+            return False
+        self._decreased_at_share, self._before = share, (self._rate, self._limit)
         accepted = accepted_rps if math.isfinite(accepted_rps) and accepted_rps > 0 else 0.0
         if math.isfinite(sent_rps):
             accepted = max(accepted, sent_rps)
@@ -181,6 +207,11 @@ class AdaptiveRate:
         self._updated = now
         self.decreases += 1
         return True
+
+    def _unmoved(self, share: float) -> bool:
+        """Whether the last decrease left the share of pushback where it was (the host's noise)."""
+        last = self._decreased_at_share
+        return last is not None and share <= self.MAX_BACKGROUND and share >= self.UNMOVED * last
 
     def _grow(self, now: float) -> None:
         rate, limit = self._rate, self._limit

@@ -152,8 +152,43 @@ def test_at_most_one_decrease_per_window() -> None:
 def test_a_second_decrease_never_raises_the_rate() -> None:
     rate = AdaptiveRate()
     rate.observe(10.0, attempts=100, pushback=50, accepted_rps=10.0)  # 9.0
-    rate.observe(12.0, attempts=100, pushback=50, accepted_rps=40.0)  # would be 36
+    rate.observe(12.0, attempts=100, pushback=80, accepted_rps=40.0)  # would be 36
     assert rate.current_rps == pytest.approx(9.0)
+
+
+def test_a_decrease_that_left_the_share_unmoved_is_undone_and_the_share_becomes_background() -> None:
+    rate = AdaptiveRate()  # a busy upstream refusing 30 % whatever we send
+    assert rate.observe(10.0, attempts=100, pushback=30, accepted_rps=70.0)
+    assert rate.current_rps == pytest.approx(63.0)
+    assert not rate.observe(12.5, attempts=100, pushback=30, accepted_rps=44.0)  # still 30 %: undone
+    assert (rate.current_rps, rate.limit_rps, rate.background, rate.undone) == (None, None, 0.3, 1)
+    assert not rate.observe(15.0, attempts=100, pushback=50, accepted_rps=50.0)  # under 25 % above 30 %
+    assert rate.observe(20.0, attempts=100, pushback=60, accepted_rps=40.0)  # a limit on top of the noise
+    assert rate.current_rps == pytest.approx(36.0)
+
+
+def test_an_undo_restores_the_rate_before_the_decrease() -> None:
+    rate = AdaptiveRate()
+    rate.observe(10.0, attempts=100, pushback=80, accepted_rps=20.0)  # 18, a limit
+    # by 20 s it recovered to 18 + 0.02 x 20 x 5 = 20 (5 s at most); the share fell, so it is lowered again
+    assert rate.observe(20.0, attempts=100, pushback=30, accepted_rps=15.0)
+    assert rate.current_rps == pytest.approx(13.5)
+    assert not rate.observe(22.0, attempts=100, pushback=30, accepted_rps=10.0)  # unmoved: undone
+    assert rate.current_rps == pytest.approx(20.0) and rate.undone == 1
+
+
+def test_a_share_that_fell_after_the_decrease_is_a_limit_and_lowers_again() -> None:
+    rate = AdaptiveRate()
+    assert rate.observe(10.0, attempts=100, pushback=50, accepted_rps=40.0)  # 36
+    assert rate.observe(12.5, attempts=100, pushback=30, accepted_rps=30.0)  # 30 % < 0.8 x 50 %
+    assert rate.current_rps == pytest.approx(27.0) and rate.undone == 0
+
+
+def test_refusing_most_requests_is_never_taken_for_noise() -> None:
+    rate = AdaptiveRate()
+    assert rate.observe(10.0, attempts=100, pushback=70, accepted_rps=30.0)
+    assert rate.observe(12.5, attempts=100, pushback=70, accepted_rps=20.0)  # 70 % > MAX_BACKGROUND
+    assert rate.current_rps == pytest.approx(18.0) and rate.undone == 0
 
 
 def test_nothing_accepted_and_no_peak_drops_to_the_floor() -> None:
@@ -247,14 +282,26 @@ class HiddenLimitServer:
         return True
 
 
-def simulate(limit: float, *, burst_seconds: float, latency: float = 0.5) -> dict[bool, int]:
+class BusyServer:
+    """Refuses ``share`` of requests at random whatever the rate (a busy upstream), accepts the rest."""
+
+    def __init__(self, share: float, seed: int = 7) -> None:
+        self.share, self.rng = share, random.Random(seed)
+
+    def accepts(self, now: float) -> bool:
+        return self.rng.random() >= self.share
+
+
+def simulate(limit: float, *, burst_seconds: float, latency: float = 0.5,
+             server: HiddenLimitServer | BusyServer | None = None) -> dict[bool, int]:
     """Send paced at the adaptive rate (10·limit while unlimited) for 120 simulated seconds.
 
     Accepted requests answer after ``latency``, refused ones after 50 ms; each answer goes into a
     `LoadWindow` and the window's counts (and peak) into `AdaptiveRate.observe`, as `RateControl` does.
     Returns the answers of the last minute (True: accepted, False: refused).
     """
-    rate, window, server = AdaptiveRate(), LoadWindow(), HiddenLimitServer(limit, burst_seconds)
+    rate, window = AdaptiveRate(), LoadWindow()
+    server = server or HiddenLimitServer(limit, burst_seconds)
     answers: list[tuple[float, int, bool]] = []  # (arrives, seq, accepted)
     late, next_send, seq = {True: 0, False: 0}, 0.0, 0
     while next_send < 120.0 or answers:
@@ -284,3 +331,11 @@ def test_uses_most_of_a_hidden_limit(limit: float, burst_seconds: float) -> None
     refused, 0.73 at 2 rps (50 samples take 25 s there), 0.83 at 10, 0.90 at 50, 0.92 at 250."""
     late = simulate(limit, burst_seconds=burst_seconds)
     assert late[True] / 60.0 >= (0.95 if burst_seconds else 0.7) * limit
+
+
+@pytest.mark.parametrize("share", [0.05, 0.3, 0.45])
+def test_random_refusals_do_not_drive_the_rate_down(share: float) -> None:
+    """Sending 100 a second to a host that refuses ``share`` at random: the rate is not held down,
+    so the last minute gets about (1 - share) x 100 answers a second."""
+    late = simulate(10.0, burst_seconds=1.0, server=BusyServer(share))
+    assert late[True] / 60.0 >= 0.9 * (1 - share) * 100.0
