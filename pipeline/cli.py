@@ -170,6 +170,9 @@ def _run(args: argparse.Namespace) -> int:
 
             return run_on_ray(config, address=args.ray_address, actors=args.ray_actors,
                               progress=False if args.no_progress else None)
+        from pipeline.arrowsetup import configure_arrow
+
+        configure_arrow()
         return run_job(config, progress=False if args.no_progress else None)
     except KeyboardInterrupt:  # before the run's own signal handling is in place
         print("moderate: interrupted while starting; rerun the same command to start or resume", file=sys.stderr)

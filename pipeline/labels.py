@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
+from pipeline.arrowcols import to_array
 from pipeline.records import Outcome, Status, Usage, Verdict
 
 __all__ = ["COLUMNS", "COLUMN_NAMES", "LABEL_SCHEMA", "STORED", "Column", "label_row", "outcome_from_values",
@@ -182,5 +183,5 @@ def to_table(rows: list[tuple], kept: Sequence[pa.Field] = ()) -> pa.Table:
     """Rows (tuples in `COLUMNS` order, then the kept values) to an Arrow table with the shard schema."""
     schema = shard_schema(kept)
     columns = list(zip(*rows, strict=True)) if rows else [[] for _ in schema]
-    arrays = [pa.array(col, type=f.type) for col, f in zip(columns, schema, strict=True)]
+    arrays = [to_array(col, f.type) for col, f in zip(columns, schema, strict=True)]
     return pa.Table.from_arrays(arrays, schema=schema)
