@@ -14,7 +14,8 @@ import sys
 from collections.abc import Sequence
 
 from pipeline import exitcodes
-from pipeline.config import EFFORTS, PROVIDERS, ConfigError, RunConfig, apply_overrides, load_config
+from pipeline.config import ConfigError, RunConfig, apply_overrides, load_config
+from pipeline.configcheck import EFFORTS, PROVIDERS
 from pipeline.records import OutputFormat
 from pipeline.runflags import add_run_arguments, run_overrides
 

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 from pipeline.budget import Budget
 from pipeline.client import Transport
-from pipeline.config import RunConfig, check_context_room
+from pipeline.config import RunConfig
+from pipeline.configcheck import check_context_room
 from pipeline.cost import Pricing, lookup_pricing
 from pipeline.endpoints import SIMULATOR_MODEL, Endpoint
 from pipeline.judge import CallSettings, Judge

@@ -3,9 +3,9 @@
 The feeder reads input batches (in a thread, so parsing overlaps network work) and hands them to
 the planner; labels known at once go to their shard, requests to the bounded work queue, which a
 fixed set of workers (`pipeline.worker`) drains. Answers go to the store at once (a background
-thread commits them) and into their shard; a complete shard is written in a writer thread and
-recorded in the manifest (`pipeline.shardwriter`). The run returns a `RunResult`; signals,
-printing and exit codes belong to the caller.
+thread commits them) and into their shard (`pipeline.recorder`); a complete shard is written in
+a writer thread and recorded in the manifest (`pipeline.shardwriter`). The run returns a
+`RunResult`; signals, printing and exit codes belong to the caller.
 """
 
 from __future__ import annotations
@@ -19,18 +19,18 @@ from collections.abc import Callable, Sequence
 from pipeline.budget import Budget
 from pipeline.cost import Pricing
 from pipeline.judge import Judge
-from pipeline.labels import label_row
 from pipeline.outdir import Manifest, OutputDir
-from pipeline.planner import Planner, PolicyPlan, Slot, Task
+from pipeline.planner import Planner, PolicyPlan, Task
 from pipeline.progress import Progress
 from pipeline.ratecontrol import RetryRules, Throttle
 from pipeline.readers import InputSet
-from pipeline.records import FINAL_STATUSES, UNSENT_STATUSES, Outcome, Status
+from pipeline.recorder import Recorder
+from pipeline.records import Status
 from pipeline.runstate import RunResult, RunSettings, RunStats
 from pipeline.shards import ShardAssembler
 from pipeline.shardwriter import ShardWriter
 from pipeline.store import ResultStore, StoreError
-from pipeline.worker import Dispatcher, charged_usd
+from pipeline.worker import Dispatcher
 from pipeline.workqueue import WorkQueue
 
 BATCH_ROWS = 2048
@@ -57,12 +57,14 @@ class Run:
                                      on_complete=self.writer.write)
         self.planner = Planner(plans=plans, shards=self.shards, run_id=settings.run_id, too_long=settings.too_long,
                                max_tokens=settings.max_tokens, lookup=store.lookup, sample=sample)
+        self.recorder = Recorder(stats=self.stats, store=store, settings=settings, planner=self.planner,
+                                 shards=self.shards)
         #: canary requests (index, policy index, text), queued after the first batch; their answers by index
         self._canaries = [self.planner.canary_task(i, plans[p], text) for i, p, text in canaries]
-        self.canary_answers: dict[int, Outcome] = {}
+        self.canary_answers = self.recorder.canary_answers
         self.dispatcher = Dispatcher(queue=self._queue, judge=judge, control=control, rules=rules, budget=budget,
-                                     pricing=pricing, keep_reasoning=settings.keep_reasoning, finish=self._finish,
-                                     pace=self._pace, stop=self.request_stop, rng=random.Random())
+                                     pricing=pricing, keep_reasoning=settings.keep_reasoning, pace=self._pace,
+                                     finish=self.recorder.finish, stop=self.request_stop, rng=random.Random())
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def execute(self) -> RunResult:
@@ -75,7 +77,7 @@ class Run:
         workers = [asyncio.create_task(self.dispatcher.work()) for _ in range(self.settings.concurrency)]
         ticker = asyncio.create_task(self._tick())
         try:
-            await self._drain(feeder, workers)
+            await _drain({feeder, *workers}, lambda: self._grace_deadline, on_failure=self._queue.stop)
         finally:
             for task in (ticker, feeder, *workers):
                 task.cancel()
@@ -108,6 +110,7 @@ class Run:
         skip = max(_complete_prefix(self.manifest) * self.settings.shard_rows, self.settings.first_row)
         row_number = skip
         batches = self.inputs.batches(batch_size=BATCH_ROWS, skip_rows=skip)
+        place = self.recorder.place
         try:
             while self.result.stop_status not in (Status.INTERRUPTED, Status.ABORTED):
                 batch = await asyncio.to_thread(next, batches, None)
@@ -122,48 +125,12 @@ class Run:
                     break
                 placements, tasks = self.planner.plan(batch, row_number)
                 for p in placements:
-                    self._place(p.slot, p.outcome, p.source, p.fingerprint)
+                    place(p.slot, p.outcome, p.source, p.fingerprint)
                 await self._queue.put_many(tasks)
                 row_number += len(batch.ids)
         finally:
             self.result.rows_read = row_number
             self._queue.close()
-
-    # -- answers -----------------------------------------------------------------------------
-    def _finish(self, task: Task, source: str) -> None:
-        outcome, fp = task.outcome, task.fingerprint
-        canary = task.canary is not None
-        if source == "api":
-            stats, usage = self.stats, outcome.usage
-            stats.sent += 1
-            stats.billed_calls += outcome.billed_calls
-            stats.tokens += usage.prompt_tokens + usage.completion_tokens
-            stats.spent_usd += charged_usd(usage if outcome.billed_calls else None, outcome.cost_usd)
-            # a canary's answer is billed but never stored: tomorrow's canary must ask the model again
-            self.store.put(fingerprint=None if canary else fp, outcome=outcome, policy=task.slot.plan.policy.name,
-                           out_id=self.settings.out_id, run_id=self.settings.run_id)
-        if canary:
-            self.canary_answers[task.canary] = outcome  # type: ignore[index]
-            return
-        waiters = self.planner.answered(fp, outcome, final=source == "api" and outcome.status in FINAL_STATUSES)
-        self._place(task.slot, outcome, source, fp)
-        for slot in waiters:
-            self._place(slot, outcome, "duplicate", fp)
-
-    def _place(self, slot: Slot, outcome: Outcome, source: str, fp: bytes | None) -> None:
-        s, plan = self.settings, slot.plan
-        assert slot.shard is not None
-        label = label_row(
-            id=slot.row_id, policy=plan.policy.name, outcome=outcome, model=s.model, policy_version=plan.version,
-            reasoning_effort=s.reasoning_effort, output_format=s.output_format, source=source, fingerprint=fp,
-            row_number=slot.row_number, input_file=slot.input_file, run_id=s.run_id, kept=slot.kept,
-        )
-        status = outcome.status
-        self.stats.labels += 1
-        self.stats.statuses[status] += 1
-        if outcome.verdict is not None and status is Status.OK:
-            self.stats.violations[(plan.policy.name, outcome.verdict.violation)] += 1
-        self.shards.place(slot.shard, slot.offset, label, unsent=status in UNSENT_STATUSES)
 
     async def _pace(self) -> None:
         """Backpressure: answers must not pile up faster than the store can commit them."""
@@ -183,28 +150,6 @@ class Run:
         if self.result.write_error is None:
             self.result.write_error = message
         self.request_stop(Status.ABORTED)
-
-    # -- stopping ----------------------------------------------------------------------------
-    async def _drain(self, feeder: asyncio.Task, workers: list[asyncio.Task]) -> None:
-        """Wait for the workers; after an interrupt, give calls in flight a grace period.
-
-        A feeder that failed (an input unreadable mid-run) or a worker that died (a bug) ends the
-        run with that exception, never with a silent "finished".
-        """
-        pending: set[asyncio.Task] = {feeder, *workers}
-        while pending:
-            deadline = self._grace_deadline
-            timeout = 0.5 if deadline is None else max(0.0, deadline - time.monotonic())
-            done, pending = await asyncio.wait(pending, timeout=timeout, return_when=asyncio.FIRST_EXCEPTION)
-            for task in done:
-                if not task.cancelled() and task.exception() is not None:
-                    self._queue.stop()
-                    raise task.exception()  # type: ignore[misc]
-            if deadline is not None and time.monotonic() >= deadline:
-                break
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
 
     # -- bookkeeping -------------------------------------------------------------------------
     def _committed_threadsafe(self, fingerprints: list[bytes]) -> None:
@@ -229,3 +174,25 @@ def _complete_prefix(manifest: Manifest) -> int:
     while (info := manifest.shards.get(count)) is not None and info.complete:
         count += 1
     return count
+
+
+async def _drain(pending: set[asyncio.Task], grace_deadline: Callable[[], float | None], *,
+                 on_failure: Callable[[], None]) -> None:
+    """Wait for the feeder and workers; after an interrupt, give calls in flight a grace period.
+
+    A feeder that failed (an input unreadable mid-run) or a worker that died (a bug) ends the
+    run with that exception (after ``on_failure``), never with a silent "finished".
+    """
+    while pending:
+        deadline = grace_deadline()
+        timeout = 0.5 if deadline is None else max(0.0, deadline - time.monotonic())
+        done, pending = await asyncio.wait(pending, timeout=timeout, return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                on_failure()
+                raise task.exception()  # type: ignore[misc]
+        if deadline is not None and time.monotonic() >= deadline:
+            break
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)

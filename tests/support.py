@@ -16,7 +16,8 @@ import polars as pl
 from aiohttp import web
 
 from pipeline.app import run_job_async
-from pipeline.config import RunConfig, validate
+from pipeline.config import RunConfig
+from pipeline.configcheck import validate
 from pipeline.simulator import SimulatorConfig, SimulatorStats, start_simulator
 
 SIM_MODEL = "gpt-oss-safeguard-20b-simulator"

@@ -16,7 +16,8 @@ from pipeline import exitcodes
 from pipeline.answers import read_reply
 from pipeline.check import CheckResult, check_async, exit_code, format_table, rate_limit_headers
 from pipeline.cli import main
-from pipeline.config import RunConfig, validate
+from pipeline.config import RunConfig
+from pipeline.configcheck import validate
 from pipeline.providers import USER_AGENT
 from pipeline.simulator import SimulatorConfig, start_simulator
 from pipeline.simulator.config import Faults

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.client import HttpReply
-from pipeline.config import RunConfig, validate
+from pipeline.config import RunConfig
+from pipeline.configcheck import validate
 from pipeline.endpoints import SIMULATOR_MODEL
 from pipeline.job import call_settings, job_identity, policy_plan
 from pipeline.judge import Judge

@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from pipeline.readers.base import Chunk, InputError, columns_hint
-from pipeline.readers.paths import Located, open_stream
+from pipeline.readers.located import Located, open_stream
 
 #: bytes parsed per step. A row longer than that is read by starting the file again with blocks
 #: ``BLOCK_GROWTH`` times bigger (up to ``MAX_BLOCK_SIZE``), skipping the rows already read.

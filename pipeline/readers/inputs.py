@@ -15,7 +15,8 @@ import pyarrow as pa
 from pipeline.readers import csv, jsonl, parquet
 from pipeline.readers.base import Chunk, InputError, InputFile, RowBatch, one_line, to_text
 from pipeline.readers.kept import KeptColumns, merge_fields, resolve
-from pipeline.readers.paths import Located, locate
+from pipeline.readers.located import Located
+from pipeline.readers.paths import locate
 
 #: plain local JSONL files are counted up front (for ``total_rows``) up to this many bytes in all.
 COUNT_JSONL_BYTES = 1 << 30

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from pipeline.readers.base import Chunk, InputError, columns_hint, to_text
-from pipeline.readers.paths import Located, open_stream
+from pipeline.readers.located import Located, open_stream
 
 #: bytes read (after decompression) per step.
 READ_SIZE = 1 << 20

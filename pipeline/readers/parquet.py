@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.readers.base import Chunk, InputError, columns_hint, one_line, to_texts
-from pipeline.readers.paths import Located, open_random_access
+from pipeline.readers.located import Located, open_random_access
 
 
 @contextmanager
