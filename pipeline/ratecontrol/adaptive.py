@@ -54,13 +54,19 @@ class LoadWindow:
         self._first_sent: float | None = None
         self._seconds = [0] * self.PEAK_SECONDS  # accepted per whole second, for the peak
         self._second = 0
+        self._sends = self._results = 0
+        self._skip = 0  # results still to come of attempts sent before the last `forget`
 
     def record(self, now: float, *, pushback: bool, accepted: bool) -> None:
-        recent = self._recent
-        if len(recent) == self.size:
-            self._pushback -= recent[0]
-        recent.append(pushback)
-        self._pushback += pushback
+        self._results += 1
+        if self._skip:  # sent before the last decision: says nothing about the rate decided then
+            self._skip -= 1
+        else:
+            recent = self._recent
+            if len(recent) == self.size:
+                self._pushback -= recent[0]
+            recent.append(pushback)
+            self._pushback += pushback
         if pushback:
             self._advance(now)
             self._refused[int(now / self.WIDTH) % self.buckets] += 1
@@ -78,6 +84,7 @@ class LoadWindow:
 
     def record_send(self, now: float) -> None:
         """An attempt left (the rate at which we send is half of what a refusal share means)."""
+        self._sends += 1
         self._advance(now)
         if self._first_sent is None:
             self._first_sent = now
@@ -105,9 +112,12 @@ class LoadWindow:
         return float(max((n for i, n in enumerate(self._seconds) if i != current), default=0))
 
     def forget(self) -> None:
-        """Start counting shares afresh (after a decision based on them)."""
+        """Start counting shares afresh (after a decision based on them), from the attempts sent
+        from now on: the results of those already on their way are left out (with answers taking
+        seconds, they would otherwise judge the new rate by the old one)."""
         self._recent.clear()
         self._pushback = 0
+        self._skip = max(0, self._sends - self._results)
 
     def _advance(self, now: float) -> None:
         slot = int(now / self.WIDTH)
@@ -131,7 +141,7 @@ class AdaptiveRate:
     GROWTH_PAST_LIMIT = 0.1
     #: a decrease after which the share of pushback stayed at least this much of its level did not help
     UNMOVED = 0.8
-    #: the largest share of pushback taken for background noise; above it the host refuses most of
+    #: shares of pushback from this one up are never background noise: the host refuses half or more of
     #: what it gets, and lowering is all that is left to try
     MAX_BACKGROUND = 0.5
 
@@ -169,7 +179,8 @@ class AdaptiveRate:
 
     def observe(self, now: float, *, attempts: int, pushback: int, accepted_rps: float,
                 peak_rps: float = 0.0, sent_rps: float = 0.0) -> bool:
-        """Counts of the recent window after an attempt; True when the rate was lowered.
+        """Counts of the recent window after an attempt; True when the rate changed (lowered, or
+        a decrease undone): the caller then counts shares afresh (`LoadWindow.forget`).
 
         ``peak_rps`` (the most the host accepted in one second lately) counts as accepted too: a
         host that refuses half of what exceeds its limit shows its limit in its best second, not
@@ -192,7 +203,7 @@ class AdaptiveRate:
             self._decreased_at_share = None
             self._last_decrease = self._updated = now
             self.undone += 1
-            return False
+            return True
         self._decreased_at_share, self._before = share, (self._rate, self._limit)
         accepted = accepted_rps if math.isfinite(accepted_rps) and accepted_rps > 0 else 0.0
         if math.isfinite(sent_rps):
@@ -211,7 +222,7 @@ class AdaptiveRate:
     def _unmoved(self, share: float) -> bool:
         """Whether the last decrease left the share of pushback where it was (the host's noise)."""
         last = self._decreased_at_share
-        return last is not None and share <= self.MAX_BACKGROUND and share >= self.UNMOVED * last
+        return last is not None and share < self.MAX_BACKGROUND and share >= self.UNMOVED * last
 
     def _grow(self, now: float) -> None:
         rate, limit = self._rate, self._limit

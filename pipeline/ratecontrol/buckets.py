@@ -30,14 +30,14 @@ class TokenBucket:
 
     __slots__ = ("_burst_seconds", "_capacity", "_level", "_rate", "_updated")
 
-    def __init__(self, *, per_minute: float, burst_seconds: float = 1.0, now: float) -> None:
+    def __init__(self, *, per_minute: float, burst_seconds: float = 1.0, now: float, empty: bool = False) -> None:
         if not burst_seconds > 0:
             raise ValueError(f"burst_seconds must be positive, got {burst_seconds}")
         self._burst_seconds = burst_seconds
         self._updated = now
         self._level = 0.0
         self.set_rate(per_minute, now=now)
-        self._level = self._capacity  # starts full: an idle client may burst
+        self._level = 1.0 if empty else self._capacity  # full: an idle client may burst
 
     def _refill(self, now: float) -> None:
         elapsed = now - self._updated
@@ -73,14 +73,21 @@ class TokenBucket:
         self._refill(now)
         self._level = min(self._capacity, self._level + amount)
 
-    def set_rate(self, per_minute: float, *, now: float) -> None:
-        """Change the rate from ``now`` on: time before ``now`` refills at the old rate."""
+    @property
+    def per_minute(self) -> float:
+        return self._rate * 60.0
+
+    def set_rate(self, per_minute: float, *, now: float, empty: bool = False) -> None:
+        """Change the rate from ``now`` on: time before ``now`` refills at the old rate.
+
+        ``empty``: keep at most one unit banked (after a host refused the old rate, no burst at it).
+        """
         if not 0 < per_minute < math.inf:
             raise ValueError(f"per_minute must be a positive number, got {per_minute}")
         self._refill(now)
         self._rate = per_minute / 60.0
         self._capacity = max(1.0, self._rate * self._burst_seconds)
-        self._level = min(self._level, self._capacity)
+        self._level = min(self._level, 1.0 if empty else self._capacity)
 
 
 class RateLimits:

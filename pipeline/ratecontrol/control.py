@@ -128,14 +128,14 @@ class RateControl:
         if adaptive.current_rps is None and self.window.pushback < adaptive.threshold * adaptive.min_samples:
             return  # nothing to lower and nothing to grow: the common case, kept cheap
         attempts, pushed, accepted_rps = self.window.counts(now)
-        lowered = self.adaptive.observe(now, attempts=attempts, pushback=pushed, accepted_rps=accepted_rps,
+        changed = self.adaptive.observe(now, attempts=attempts, pushback=pushed, accepted_rps=accepted_rps,
                                         peak_rps=self.window.peak_rps(now) if pushed else 0.0,
                                         sent_rps=self.window.sent_rps(now) if pushed else 0.0)
-        if lowered:
+        if changed:
             self.window.forget()
         # the host still takes some: the lower rate is enough; it refuses (nearly) everything: a
         # quota we all share is spent, so everyone waits as long as it says
-        if lowered and pushback and attempt.retry_after and pushed >= SHARED_PAUSE_SHARE * attempts:
+        if changed and pushback and attempt.retry_after and pushed >= SHARED_PAUSE_SHARE * attempts:
             self.shared_pauses += 1
             wait = min(attempt.retry_after, self.max_retry_after)
             self._pause(now + wait, now, f"{pushed} of the last {attempts} requests were refused")
@@ -192,9 +192,11 @@ class RateControl:
             return
         self._engaged = True
         if self.limits.requests is None:
-            self.limits.requests = TokenBucket(per_minute=per_minute, now=now)
+            # a first decrease starts with an empty bucket: no burst at the rate that was refused
+            self.limits.requests = TokenBucket(per_minute=per_minute, now=now, empty=True)
         else:
-            self.limits.requests.set_rate(per_minute, now=now)
+            lowered = per_minute < self.limits.requests.per_minute
+            self.limits.requests.set_rate(per_minute, now=now, empty=lowered)
 
 
 async def _stopped_within(stop: asyncio.Event, seconds: float) -> bool:

@@ -69,10 +69,14 @@ def test_an_empty_quota_reported_by_one_process_pauses_every_process() -> None:
 def test_pushback_reported_by_several_processes_lowers_the_shared_rate() -> None:
     limiter = SharedLimiter(rpm=None, tpm=None, adaptive=True)
     now = 0.0
-    for _ in range(40):  # two processes, each sending 5 a step and hearing 429 for half of them
+    for _ in range(40):  # two processes asking 5 a step (100/s) of a host taking 6 a step (60/s)
+        taken = 0
         for _process in range(2):
             grant = limiter.lease(LeaseRequest(5, 1), now=now)
-            notes = [AttemptNote("refused" if i % 2 else "answer", completion_tokens=10) for i in range(grant.requests)]
+            notes = []
+            for _request in range(grant.requests):
+                taken += 1
+                notes.append(AttemptNote("answer" if taken <= 6 else "refused", completion_tokens=10))
             limiter.lease(LeaseRequest(0, 0, notes=notes), now=now + 0.05)
         now += 0.1
     assert limiter.control.adaptive is not None and limiter.control.adaptive.decreases >= 1

@@ -67,6 +67,20 @@ def test_forget_starts_the_shares_afresh_but_keeps_the_accepted_rate() -> None:
     assert (attempts, pushback) == (0, 0) and accepted > 0
 
 
+def test_after_forget_the_results_of_attempts_already_sent_are_left_out_of_the_shares() -> None:
+    window = LoadWindow(size=50)
+    for i in range(10):
+        window.record_send(1.0 + i * 0.01)
+    window.record(1.2, pushback=True, accepted=False)  # 9 still on their way
+    window.forget()
+    for _ in range(9):  # sent at the old rate: not evidence about the new one
+        window.record(1.3, pushback=True, accepted=False)
+    assert window.counts(1.3)[:2] == (0, 0)
+    window.record_send(1.4)
+    window.record(1.5, pushback=False, accepted=True)
+    assert window.counts(1.5)[:2] == (1, 0)
+
+
 def test_peak_is_the_busiest_whole_second_of_the_last_ten_but_the_current_one() -> None:
     window = LoadWindow()
     for i in range(30):
@@ -160,7 +174,7 @@ def test_a_decrease_that_left_the_share_unmoved_is_undone_and_the_share_becomes_
     rate = AdaptiveRate()  # a busy upstream refusing 30 % whatever we send
     assert rate.observe(10.0, attempts=100, pushback=30, accepted_rps=70.0)
     assert rate.current_rps == pytest.approx(63.0)
-    assert not rate.observe(12.5, attempts=100, pushback=30, accepted_rps=44.0)  # still 30 %: undone
+    assert rate.observe(12.5, attempts=100, pushback=30, accepted_rps=44.0)  # still 30 %: undone
     assert (rate.current_rps, rate.limit_rps, rate.background, rate.undone) == (None, None, 0.3, 1)
     assert not rate.observe(15.0, attempts=100, pushback=50, accepted_rps=50.0)  # under 25 % above 30 %
     assert rate.observe(20.0, attempts=100, pushback=60, accepted_rps=40.0)  # a limit on top of the noise
@@ -173,7 +187,7 @@ def test_an_undo_restores_the_rate_before_the_decrease() -> None:
     # by 20 s it recovered to 18 + 0.02 x 20 x 5 = 20 (5 s at most); the share fell, so it is lowered again
     assert rate.observe(20.0, attempts=100, pushback=30, accepted_rps=15.0)
     assert rate.current_rps == pytest.approx(13.5)
-    assert not rate.observe(22.0, attempts=100, pushback=30, accepted_rps=10.0)  # unmoved: undone
+    assert rate.observe(22.0, attempts=100, pushback=30, accepted_rps=10.0)  # unmoved: undone
     assert rate.current_rps == pytest.approx(20.0) and rate.undone == 1
 
 

@@ -136,3 +136,10 @@ def test_low_token_quota_is_counted_in_mean_sized_requests() -> None:
     # 2,000 of 100,000 tokens left for 10 s, requests of ~500 tokens: 4 requests, one per 2.5 s
     limits.observe(RateLimitSnapshot(limit_tokens=100_000, remaining_tokens=2000, reset_tokens_s=10.0), now=0.0)
     assert limits.reserve(500, now=1.0) == 1.5
+
+
+def test_a_lowered_rate_can_drop_what_is_banked() -> None:
+    bucket = TokenBucket(per_minute=600, now=0.0)  # 10 banked
+    bucket.set_rate(300, now=0.0, empty=True)
+    assert bucket.available(now=0.0) == 1.0  # one may go now, the rest paced at 5 a second
+    assert TokenBucket(per_minute=600, now=0.0, empty=True).available(now=0.0) == 1.0
