@@ -91,6 +91,7 @@ class RateControl:
             while True:
                 if stop is not None and stop.is_set():
                     return None
+                now = self._clock()  # not the time this request joined the line
                 tokens = self.reservation(prompt_tokens)
                 wait = limits.reserve(tokens, now=now)
                 if wait <= 0.0:
@@ -99,7 +100,6 @@ class RateControl:
                     await asyncio.sleep(wait)
                 elif await _stopped_within(stop, wait):
                     return None
-                now = self._clock()
 
     def after_attempt(self, attempt: Attempt, *, headers: Mapping[str, str] | None = None,
                       reserved: int = 0, used: int = 0, completion_tokens: int | None = None) -> None:

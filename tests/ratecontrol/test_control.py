@@ -137,6 +137,21 @@ def test_concurrent_waiters_take_turns_instead_of_all_waking_for_each_unit() -> 
     assert asks <= 2 * 150  # without the line: ~1,400 (each waiter asked again for every unit)
 
 
+def test_after_a_pause_the_whole_line_goes_at_once() -> None:
+    # real time: the quota is spent for 0.3 s; five requests wait in line and all go when it returns
+    control = RateControl(rpm=None, tpm=None)
+    control.after_attempt(ANSWER, headers={"x-ratelimit-remaining-requests": "0",
+                                           "x-ratelimit-reset-requests": "0.3s"})
+
+    async def go() -> float:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        await asyncio.gather(*(control.acquire(1) for _ in range(5)))
+        return loop.time() - start
+
+    assert run(go) < 0.9  # not 0.3 s more for each in line (a clock read before joining the line): 1.5 s
+
+
 def test_margin_lowers_the_configured_rate(vt: VirtualTime) -> None:
     control = RateControl(rpm=600, tpm=None, margin=0.5, clock=vt.clock)
     granted = acquire_times(control, vt, 6)
