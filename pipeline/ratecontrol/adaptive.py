@@ -7,17 +7,19 @@ random, and each refused request simply waits for its own retry. Only a *share* 
 - **Decrease** when at least ``threshold`` of the last ``min_samples`` attempts were pushed back
   (at most once per ``window_s`` and per fresh set of samples), to ``keep`` times the rate the host
   accepted over the last ``window_s`` seconds (never below ``min_rps``): the host told us what it
-  takes, in its best second lately (`LoadWindow.peak_rps`) or on average, whichever is more.
+  takes, in its best second lately (`LoadWindow.peak_rps`) or on average, whichever is more. A
+  decrease from a rate already held lowers it by ``keep`` at least.
   5 % random refusals reach 25 % of 50 attempts about once in ten million windows.
 - **Recover** additively: ``recover`` of that accepted rate per second, so the rate climbs back
   to the limit in a few seconds and probes past it slowly; once well past the last limit (the
   limit moved up), grow 10 % a second, and forget the limit entirely past ``RUNAWAY`` times it.
-- **Undo** a decrease that did not help: against a limit, lowering the rate to what the host
-  accepted removes nearly all pushback; if the next window's share is still at least ``UNMOVED``
-  of the share that caused the decrease, the host refuses that share whatever we send (a busy
-  upstream refusing 30 % at random). The rate goes back to what it was and that share becomes
+- **Undo** decreases that did not help. Against a limit, the host accepts as much after a
+  decrease as before (its limit), and the share refused falls. A busy upstream refusing 30 % at
+  random accepts 70 % of whatever we send: after decreases, what it accepts fell with our rate
+  (to ``FELL`` of the first decrease's or less) and the share did not fall much (``UNMOVED``).
+  Then the rate goes back to what it was before the streak of decreases and that share becomes
   background: later decreases need ``threshold`` more than it. Without this, each window would
-  lower the rate again (0.9 x the 70 % accepted, then 0.9 x 70 % of that...) down to the floor.
+  lower the rate again (0.9 x the 70 % accepted, then 0.9 x 70 % of that...) to the floor.
 
 `LoadWindow` counts the attempts; `AdaptiveRate` holds the rate (None = unlimited).
 """
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from dataclasses import dataclass
 
 __all__ = ["AdaptiveRate", "LoadWindow"]
 
@@ -133,14 +136,29 @@ class LoadWindow:
         self._second = max(self._second, second)
 
 
+@dataclass(slots=True)
+class _Streak:
+    """Decreases in a row: the first one's share and accepted rate, the rate and limit before it."""
+
+    share: float
+    accepted_rps: float
+    rate: float | None
+    limit: float | None
+    last: float  # when the latest decrease of the streak happened
+
+
 class AdaptiveRate:
     """Requests per second to allow, from the share of pushback (see the module docstring)."""
 
     RUNAWAY = 16.0
     PAST_LIMIT = 1.1
     GROWTH_PAST_LIMIT = 0.1
-    #: a decrease after which the share of pushback stayed at least this much of its level did not help
-    UNMOVED = 0.8
+    #: decreases in a row after which the accepted rate fell to this much of what it was, while the
+    #: share of pushback stayed at least ``UNMOVED`` of the first one's, did not help (see "Undo")
+    FELL = 0.85
+    UNMOVED = 0.5
+    #: a decrease this many windows after the last one starts a new streak
+    STREAK_WINDOWS = 3
     #: shares of pushback from this one up are never background noise: the host refuses half or more of
     #: what it gets, and lowering is all that is left to try
     MAX_BACKGROUND = 0.5
@@ -161,9 +179,8 @@ class AdaptiveRate:
         self._updated: float | None = None
         #: share of pushback the host shows whatever our rate (see "Undo")
         self.background = 0.0
-        #: the share that caused the last decrease, and the rate and limit before it (to undo it)
-        self._decreased_at_share: float | None = None
-        self._before: tuple[float | None, float | None] = (None, None)
+        #: the decreases in a row so far (to undo them)
+        self._streak: _Streak | None = None
         self.decreases = 0
         self.undone = 0
 
@@ -197,32 +214,43 @@ class AdaptiveRate:
         if now < self._last_decrease + self.window_s:
             return False  # once per window: the window still holds the pushback that lowered it
         share = pushback / attempts
-        if self._unmoved(share):
+        measured = accepted_rps if math.isfinite(accepted_rps) and accepted_rps > 0 else 0.0
+        if math.isfinite(sent_rps):
+            measured = max(measured, sent_rps)  # what the host takes now (the peak is ten seconds old)
+        if self._noise(now, share, measured):
             self.background = share
-            self._rate, self._limit = self._before
-            self._decreased_at_share = None
+            self._rate, self._limit = self._streak.rate, self._streak.limit  # type: ignore[union-attr]
+            self._streak = None
             self._last_decrease = self._updated = now
             self.undone += 1
             return True
-        self._decreased_at_share, self._before = share, (self._rate, self._limit)
-        accepted = accepted_rps if math.isfinite(accepted_rps) and accepted_rps > 0 else 0.0
-        if math.isfinite(sent_rps):
-            accepted = max(accepted, sent_rps)
-        accepted = max(accepted, peak_rps if math.isfinite(peak_rps) else 0.0)
+        before = self._rate
+        accepted = max(measured, peak_rps if math.isfinite(peak_rps) else 0.0)
         target = max(self.min_rps, self.keep * accepted)
-        self._rate = target if self._rate is None else min(self._rate, max(target, self.min_rps))
+        # pushback at the rate we hold: lower it by ``keep`` at least, whatever the estimate of
+        # what the host accepts says (it runs high while answers are on their way)
+        self._rate = target if before is None else max(self.min_rps, min(target, self.keep * before))
         if accepted == 0.0 and peak_rps == 0.0 and self._rate > self.min_rps:
             self._rate = self.min_rps
+        streak = self._streak
+        if streak is None or now > streak.last + self.STREAK_WINDOWS * self.window_s:
+            self._streak = _Streak(share, measured, before, self._limit, now)
+        else:
+            streak.last = now
         self._limit = max(accepted, self.min_rps)
         self._last_decrease = now
         self._updated = now
         self.decreases += 1
         return True
 
-    def _unmoved(self, share: float) -> bool:
-        """Whether the last decrease left the share of pushback where it was (the host's noise)."""
-        last = self._decreased_at_share
-        return last is not None and share < self.MAX_BACKGROUND and share >= self.UNMOVED * last
+    def _noise(self, now: float, share: float, accepted_rps: float) -> bool:
+        """Whether what the host accepts fell with our rate since the streak of decreases began,
+        the share refused staying about the same: refusals that do not come from the rate."""
+        streak = self._streak
+        if streak is None or now > streak.last + self.STREAK_WINDOWS * self.window_s:
+            return False
+        return (share < self.MAX_BACKGROUND and share >= self.UNMOVED * streak.share
+                and accepted_rps <= self.FELL * streak.accepted_rps)
 
     def _grow(self, now: float) -> None:
         rate, limit = self._rate, self._limit

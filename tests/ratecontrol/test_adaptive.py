@@ -163,11 +163,11 @@ def test_at_most_one_decrease_per_window() -> None:
     assert rate.decreases == 2
 
 
-def test_a_second_decrease_never_raises_the_rate() -> None:
+def test_a_second_decrease_lowers_by_keep_even_when_the_host_seems_to_take_more() -> None:
     rate = AdaptiveRate()
     rate.observe(10.0, attempts=100, pushback=50, accepted_rps=10.0)  # 9.0
-    rate.observe(12.0, attempts=100, pushback=80, accepted_rps=40.0)  # would be 36
-    assert rate.current_rps == pytest.approx(9.0)
+    rate.observe(12.0, attempts=100, pushback=80, accepted_rps=40.0)  # 0.9 x 40 would raise it
+    assert rate.current_rps == pytest.approx(8.1)  # pushback at 9.0: 9.0 was too much
 
 
 def test_a_decrease_that_left_the_share_unmoved_is_undone_and_the_share_becomes_background() -> None:
@@ -191,11 +191,11 @@ def test_an_undo_restores_the_rate_before_the_decrease() -> None:
     assert rate.current_rps == pytest.approx(20.0) and rate.undone == 1
 
 
-def test_a_share_that_fell_after_the_decrease_is_a_limit_and_lowers_again() -> None:
+def test_a_host_accepting_as_much_after_a_decrease_has_a_limit_and_is_lowered_again() -> None:
     rate = AdaptiveRate()
     assert rate.observe(10.0, attempts=100, pushback=50, accepted_rps=40.0)  # 36
-    assert rate.observe(12.5, attempts=100, pushback=30, accepted_rps=30.0)  # 30 % < 0.8 x 50 %
-    assert rate.current_rps == pytest.approx(27.0) and rate.undone == 0
+    assert rate.observe(12.5, attempts=100, pushback=30, accepted_rps=40.0)  # still 40 a second
+    assert rate.current_rps == pytest.approx(32.76) and rate.undone == 0  # 0.9 x (36 + 0.5 s of recovery)
 
 
 def test_refusing_most_requests_is_never_taken_for_noise() -> None:
