@@ -127,6 +127,8 @@ def _json_objects(text: str) -> list[dict[str, Any]]:
         attempts += 1
         try:
             obj, end = _JSON.raw_decode(text, pos)
+            if "\\u" in text[pos:end]:
+                obj = _utf8(obj)
         except (ValueError, RecursionError):
             pos = text.find("{", pos + 1)
             continue
@@ -138,6 +140,21 @@ def _json_objects(text: str) -> list[dict[str, Any]]:
         # a JSON answer without a violation field: let _from_object name the problem.
         return others[:1]
     return found
+
+
+def _utf8(value: Any) -> Any:
+    """``value`` with each lone surrogate in its strings as ``?``.
+
+    The stdlib decoder turns an escape like ``\\ud800`` without its pair into a lone surrogate,
+    which no UTF-8 output (shard, store) can hold; orjson, on the fast path, refuses them.
+    """
+    if isinstance(value, str):
+        return value if value.isascii() else value.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_utf8(k): _utf8(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_utf8(v) for v in value]
+    return value
 
 
 def _verdict_dict(obj: dict[str, Any], *, unwrap: bool = True) -> dict[str, Any] | None:

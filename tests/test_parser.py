@@ -257,3 +257,20 @@ def test_arbitrary_text_gives_a_verdict_or_invalid_output(text: str) -> None:
         assert "\n" not in str(error)
     else:
         assert verdict.violation in (0, 1)
+
+
+@pytest.mark.parametrize("text", [
+    '{"violation": 1, "policy_category": "S\\ud800", "rule_ids": ["\\udc00"], "rationale": "bad \\ud800 here"}',
+    'Answer: {"violation": 1, "rationale": {"why": "\\udfff", "\\ud800": 1}}',
+])
+def test_a_lone_surrogate_escape_in_the_answer_becomes_a_question_mark(text: str) -> None:
+    # the stdlib decoder makes a lone surrogate of it, which neither Parquet nor SQLite can store
+    verdict = parse_verdict(text)
+    for value in (verdict.category, *verdict.rule_ids, verdict.rationale):
+        if value is not None:
+            value.encode("utf-8")
+    assert "?" in (verdict.rationale or "")
+
+
+def test_a_surrogate_pair_escape_is_kept_as_its_character() -> None:
+    assert parse_verdict('x {"violation": 1, "rationale": "\\ud83d\\ude00"}').rationale == "\U0001f600"

@@ -170,6 +170,24 @@ def test_a_malformed_answer_is_retried_never_cached(tmp_path: Path) -> None:
     assert again.code == exitcodes.EXIT_OK, again.stderr
 
 
+def test_an_answer_with_a_lone_surrogate_escape_is_labelled_and_stored(tmp_path: Path) -> None:
+    # '\\ud800' without its pair: the stdlib JSON decoder makes a lone surrogate of it, and the
+    # shard writer and the store's thread both died on it (a traceback, the paid answers lost)
+    content = 'Verdict: {"violation": 1, "policy_category": "S1", "rationale": "bad \\ud800 here"}'
+
+    async def answer(request: web.Request) -> web.Response:
+        return web.json_response(_answer(content))
+
+    config = make_config(tmp_path, [_rows(tmp_path, 5)], policies=["spam"])
+    code, stderr = asyncio.run(_serve(answer, config))
+    assert code == exitcodes.EXIT_OK, stderr
+    labels = _labels(config)
+    assert labels["status"].to_list() == ["ok"] * 5
+    assert labels["rationale"].to_list() == ["bad ? here"] * 5
+    with sqlite3.connect(Path(config.out) / "store.sqlite") as db:
+        assert db.execute("SELECT COUNT(*) FROM results").fetchone()[0] == 5
+
+
 def test_a_key_the_model_echoes_is_redacted_in_raw_output_reasoning_and_the_store(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     key = "sk-echo-0123456789-SECRET"
