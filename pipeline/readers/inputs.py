@@ -24,7 +24,7 @@ COUNT_JSONL_BYTES = 1 << 30
 COUNT_CSV_BYTES = 256 << 20
 #: files checked at once (opening Parquet footers on an object store is latency-bound).
 CHECK_THREADS = 16
-_READ_ERRORS = (OSError, EOFError, pa.ArrowException)
+_READ_ERRORS = (OSError, EOFError, UnicodeDecodeError, pa.ArrowException)
 
 
 @dataclass(slots=True)

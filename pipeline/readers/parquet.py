@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -66,8 +67,25 @@ def chunks(
                     continue
                 batch = batch.slice(skip)
                 skip = 0
-            texts = to_texts(batch.column(text_column).to_pylist())
-            ids = batch.column(id_column).to_pylist() if id_column else None
-            extra = {c: batch.column(c).to_pylist() for c in keep} if keep else None
+            texts = to_texts(_values(batch.column(text_column)))
+            ids = _values(batch.column(id_column)) if id_column else None
+            extra = {c: _values(batch.column(c)) for c in keep} if keep else None
             yield Chunk(ids, texts, None, extra)
     return metadata.num_rows
+
+
+def _values(column: pa.Array) -> list[Any]:
+    """The column as Python values; text a writer stored as invalid UTF-8 gets U+FFFD for its bad bytes.
+
+    Parquet readers do not check that string columns hold UTF-8, and Arrow's conversion to Python
+    raises on the first bad value; binary columns are decoded the same way (`base.to_text`).
+    """
+    try:
+        return column.to_pylist()
+    except UnicodeDecodeError:
+        if pa.types.is_dictionary(column.type):
+            return _values(column.dictionary_decode())
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            raw = column.view(pa.large_binary() if pa.types.is_large_string(column.type) else pa.binary())
+            return [None if v is None else v.decode("utf-8", "replace") for v in raw.to_pylist()]
+        raise

@@ -98,3 +98,30 @@ def test_zero_row_parquet_is_accepted(tmp_path: Path) -> None:
     inputs = open_inputs([path])
     assert inputs.total_rows == 0
     assert list(inputs.batches()) == []
+
+
+def _unchecked_strings(values: list[bytes | None], arrow_type: pa.DataType | None = None) -> pa.Array:
+    """A string column holding bytes that may not be UTF-8 (Parquet readers do not check)."""
+    arrow_type = arrow_type or pa.string()
+    raw = pa.array(values, pa.large_binary() if arrow_type == pa.large_string() else pa.binary())
+    return pa.Array.from_buffers(arrow_type, len(raw), raw.buffers())
+
+
+@pytest.mark.parametrize("arrow_type", [pa.string(), pa.large_string()], ids=str)
+def test_string_columns_holding_invalid_utf8_are_read_with_replacement_characters(tmp_path: Path,
+                                                                                    arrow_type: pa.DataType) -> None:
+    column = _unchecked_strings([b"ok", b"bad\xed\xa0\x80", None, b"x\xff"], arrow_type)
+    table = pa.table({"id": column, "text": column, "dict": column.dictionary_encode()})
+    path = write(tmp_path / "x.parquet", table)
+    [batch] = open_inputs([path], keep_columns=["dict"]).batches()
+    assert batch.texts == ["ok", "bad\ufffd\ufffd\ufffd", None, "x\ufffd"]
+    assert batch.ids[:2] == ["ok", "bad\ufffd\ufffd\ufffd"]
+    assert batch.kept == [["ok", "bad\ufffd\ufffd\ufffd", None, "x\ufffd"]]
+
+
+def test_invalid_utf8_inside_a_kept_nested_column_is_an_input_error_naming_the_file(tmp_path: Path) -> None:
+    inner = _unchecked_strings([b"\xff", b"ok"])
+    nested = pa.ListArray.from_arrays(pa.array([0, 1, 2], pa.int32()), inner)
+    path = write(tmp_path / "x.parquet", pa.table({"text": ["a", "b"], "tags": nested}))
+    with pytest.raises(InputError, match=r"x\.parquet: .*utf-8"):
+        list(open_inputs([path], keep_columns=["tags"]).batches())
