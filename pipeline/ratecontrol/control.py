@@ -81,8 +81,8 @@ class RateControl:
         """
         limits = self.limits
         now = self._clock()
-        self.window.record_send(now)
         if not self._engaged and now >= limits.paused_until:
+            self.window.record_send(now)
             return self.reservation(prompt_tokens)
         # One request at a time asks the buckets; the others wait their turn in order. Without the
         # line, every waiter wakes for each freed unit, one takes it and the rest sleep again: with
@@ -95,6 +95,7 @@ class RateControl:
                 tokens = self.reservation(prompt_tokens)
                 wait = limits.reserve(tokens, now=now)
                 if wait <= 0.0:
+                    self.window.record_send(now)  # sent now, at the rate of now: not when it joined the line
                     return tokens
                 if stop is None:
                     await asyncio.sleep(wait)

@@ -152,6 +152,27 @@ def test_after_a_pause_the_whole_line_goes_at_once() -> None:
     assert run(go) < 0.9  # not 0.3 s more for each in line (a clock read before joining the line): 1.5 s
 
 
+def test_requests_waiting_in_line_when_the_rate_changes_count_as_sent_at_the_new_rate(vt: VirtualTime) -> None:
+    # 1 a second; ten workers ask at once: one goes, nine wait in line. A rate change then (a
+    # decision of the adaptive rate) leaves out only the result of the one already sent: the nine
+    # are sent after it, at the new rate, and their results are what judges it. Counted as sent
+    # when they joined the line, all ten were left out: with 64 workers under a low rate that
+    # hid the next decision's evidence for tens of seconds while the rate grew unchecked.
+    control = RateControl(rpm=60, tpm=None, clock=vt.clock)
+
+    async def go() -> None:
+        workers = [asyncio.ensure_future(control.acquire(1)) for _ in range(10)]
+        await REAL_SLEEP(0)
+        assert sum(w.done() for w in workers) == 1
+        control.window.forget()  # what a rate change does
+        await asyncio.gather(*workers)
+
+    run(go)
+    for _ in range(10):
+        control.after_attempt(refused())
+    assert control.window.counts(vt.now)[:2] == (9, 9)
+
+
 def test_margin_lowers_the_configured_rate(vt: VirtualTime) -> None:
     control = RateControl(rpm=600, tpm=None, margin=0.5, clock=vt.clock)
     granted = acquire_times(control, vt, 6)
