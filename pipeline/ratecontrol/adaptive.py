@@ -15,11 +15,17 @@ random, and each refused request simply waits for its own retry. Only a *share* 
   limit moved up), grow 10 % a second, and forget the limit entirely past ``RUNAWAY`` times it.
 - **Undo** decreases that did not help. Against a limit, the host accepts as much after a
   decrease as before (its limit), and the share refused falls. A busy upstream refusing 30 % at
-  random accepts 70 % of whatever we send: after decreases, what it accepts fell with our rate
-  (to ``FELL`` of the first decrease's or less) and the share did not fall much (``UNMOVED``).
-  Then the rate goes back to what it was before the streak of decreases and that share becomes
-  background: later decreases need ``threshold`` more than it. Without this, each window would
-  lower the rate again (0.9 x the 70 % accepted, then 0.9 x 70 % of that...) to the floor.
+  random accepts 70 % of whatever we send: two decreases on, what it accepts fell with our rate
+  (to ``FELL`` or less) and the share neither fell much (``UNMOVED``) nor rose (``ROSE``: a share
+  that rises while we lower is a host whose limit moved down). Then the rate goes back to what it
+  was before those decreases and that share becomes background: later decreases need
+  ``threshold`` more than it. Without this, each window would lower the rate again (0.9 x the 70 %
+  accepted, then 0.9 x 70 % of that...) to the floor. Decreases in a row are compared two apart,
+  not with the first of the streak (from unlimited, nearly everything is refused: no later share
+  compares with it), and stay in a row for ``STREAK_WINDOWS`` windows of time *and* of attempts
+  (at 5 requests a second a window of attempts takes 10 s). The first full window after an undo
+  checks it: a share up by ``ROSE`` at the rate restored grew with our rate, so it was no
+  background after all.
 
 `LoadWindow` counts the attempts; `AdaptiveRate` holds the rate (None = unlimited).
 """
@@ -137,14 +143,13 @@ class LoadWindow:
 
 
 @dataclass(slots=True)
-class _Streak:
-    """Decreases in a row: the first one's share and accepted rate, the rate and limit before it."""
+class _Decrease:
+    """One decrease of a streak: the share and accepted rate that caused it, the rate and limit before it."""
 
     share: float
     accepted_rps: float
     rate: float | None
     limit: float | None
-    last: float  # when the latest decrease of the streak happened
 
 
 class AdaptiveRate:
@@ -153,11 +158,14 @@ class AdaptiveRate:
     RUNAWAY = 16.0
     PAST_LIMIT = 1.1
     GROWTH_PAST_LIMIT = 0.1
-    #: decreases in a row after which the accepted rate fell to this much of what it was, while the
-    #: share of pushback stayed at least ``UNMOVED`` of the first one's, did not help (see "Undo")
+    #: a decrease after which, two decreases on, the accepted rate fell to this much of what it was,
+    #: while the share of pushback stayed at least ``UNMOVED`` of what it was and rose by less than
+    #: ``ROSE``, did not help (see "Undo")
     FELL = 0.85
     UNMOVED = 0.5
-    #: a decrease this many windows after the last one starts a new streak
+    ROSE = 0.1
+    #: a decrease this many windows (of time, and of ``min_samples`` attempts) after the last one
+    #: starts a new streak
     STREAK_WINDOWS = 3
     #: shares of pushback from this one up are never background noise: the host refuses half or more of
     #: what it gets, and lowering is all that is left to try
@@ -179,8 +187,10 @@ class AdaptiveRate:
         self._updated: float | None = None
         #: share of pushback the host shows whatever our rate (see "Undo")
         self.background = 0.0
-        #: the decreases in a row so far (to undo them)
-        self._streak: _Streak | None = None
+        self._checking = False  # the background was just set: the next full window checks it
+        #: the decreases in a row so far (to undo them), and results seen since the last one
+        self._streak: list[_Decrease] = []
+        self._results = 0
         self.decreases = 0
         self.undone = 0
 
@@ -208,8 +218,16 @@ class AdaptiveRate:
         refusals come back at once, accepted answers only after the model's latency, so early on
         the answers counted so far under-state what the host takes.
         """
+        self._results += 1
+        if self._checking and attempts >= self.min_samples:
+            # the first full window since the background was set: refusals that grew with our rate
+            # are a limit's, not background
+            self._checking = False
+            if pushback >= (self.background + self.ROSE) * attempts:
+                self.background = 0.0
+        pushed = attempts > 0 and pushback >= (self.threshold + self.background) * attempts
         self._grow(now)
-        if attempts < self.min_samples or pushback < (self.threshold + self.background) * attempts:
+        if attempts < self.min_samples or not pushed:
             return False
         if now < self._last_decrease + self.window_s:
             return False  # once per window: the window still holds the pushback that lowered it
@@ -217,10 +235,15 @@ class AdaptiveRate:
         measured = accepted_rps if math.isfinite(accepted_rps) and accepted_rps > 0 else 0.0
         if math.isfinite(sent_rps):
             measured = max(measured, sent_rps)  # what the host takes now (the peak is ten seconds old)
-        if self._noise(now, share, measured):
-            self.background = share
-            self._rate, self._limit = self._streak.rate, self._streak.limit  # type: ignore[union-attr]
-            self._streak = None
+        if self._results > self.STREAK_WINDOWS * self.min_samples \
+                and now > self._last_decrease + self.STREAK_WINDOWS * self.window_s:
+            self._streak.clear()
+        self._results = 0
+        base = self._noise(share, measured)
+        if base is not None:
+            self.background, self._checking = share, True
+            self._rate, self._limit = base.rate, base.limit
+            self._streak.clear()
             self._last_decrease = self._updated = now
             self.undone += 1
             return True
@@ -232,25 +255,27 @@ class AdaptiveRate:
         self._rate = target if before is None else max(self.min_rps, min(target, self.keep * before))
         if accepted == 0.0 and peak_rps == 0.0 and self._rate > self.min_rps:
             self._rate = self.min_rps
-        streak = self._streak
-        if streak is None or now > streak.last + self.STREAK_WINDOWS * self.window_s:
-            self._streak = _Streak(share, measured, before, self._limit, now)
-        else:
-            streak.last = now
+        self._streak.append(_Decrease(share, measured, before, self._limit))
         self._limit = max(accepted, self.min_rps)
         self._last_decrease = now
         self._updated = now
         self.decreases += 1
         return True
 
-    def _noise(self, now: float, share: float, accepted_rps: float) -> bool:
-        """Whether what the host accepts fell with our rate since the streak of decreases began,
-        the share refused staying about the same: refusals that do not come from the rate."""
+    def _noise(self, share: float, accepted_rps: float) -> _Decrease | None:
+        """The decrease to undo back to when the refusals do not come from our rate, else None.
+
+        Judged against the decrease two before this one (or the streak's first): what the host
+        accepts fell with our rate since, and the share refused stayed about the same. A share that
+        rose is a host taking less than it did (its limit moved down), not background.
+        """
         streak = self._streak
-        if streak is None or now > streak.last + self.STREAK_WINDOWS * self.window_s:
-            return False
-        return (share < self.MAX_BACKGROUND and share >= self.UNMOVED * streak.share
-                and accepted_rps <= self.FELL * streak.accepted_rps)
+        if not streak:
+            return None
+        base = streak[max(0, len(streak) - 2)]
+        if share >= self.MAX_BACKGROUND or not self.UNMOVED * base.share <= share < base.share + self.ROSE:
+            return None
+        return base if accepted_rps <= self.FELL * base.accepted_rps else None
 
     def _grow(self, now: float) -> None:
         rate, limit = self._rate, self._limit
@@ -268,5 +293,6 @@ class AdaptiveRate:
             rate *= 1.0 + self.GROWTH_PAST_LIMIT * dt
         if rate >= self.RUNAWAY * limit:
             self._rate = self._limit = None
+            self._streak.clear()
             return
         self._rate = rate
