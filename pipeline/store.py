@@ -236,8 +236,8 @@ class ResultStore:
                 batch = [item for item in batch if item is not None]
             try:
                 committed = self._commit(batch)
-            except sqlite3.Error as exc:  # disk full, locked for too long: surface at close()
-                self._error = exc
+            except Exception as exc:  # disk full, locked for too long, a value it cannot take: surface
+                self._error = exc     # at the next backlog() or close(), never a silently dead thread
                 return
             if committed and self._on_commit is not None:
                 self._on_commit(committed)

@@ -157,6 +157,27 @@ def test_a_full_disk_stops_sending_keeps_what_was_paid_and_resumes(tmp_path: Pat
     assert second.labels().height == 400
 
 
+def test_a_failure_in_the_stores_thread_stops_the_run_instead_of_finishing_with_nothing_stored(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # only sqlite3 errors were caught: anything else ended the store's thread silently, and the run
+    # said "finished" (exit 0) with no answer stored and none of what it paid in the ledger
+    import pipeline.store as store
+
+    real, calls = store.store_values, {"n": 0}
+
+    def fails_once(outcome):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise ValueError("a value the store cannot take")
+        return real(outcome)
+
+    monkeypatch.setattr(store, "store_values", fails_once)
+    result = run_pipeline(make_config(tmp_path, [_rows(tmp_path, 200)], policies=["spam"]), SimulatorConfig())
+    assert result.code != exitcodes.EXIT_OK
+    assert "cannot write result store (a value the store cannot take)" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_a_malformed_answer_is_retried_never_cached(tmp_path: Path) -> None:
     config = make_config(tmp_path, [_rows(tmp_path, 100)], policies=["spam"], max_attempts=8)
     result = run_pipeline(config, SimulatorConfig(faults=Faults(malformed_fields=0.2), seed=5))
