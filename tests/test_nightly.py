@@ -57,6 +57,22 @@ def test_kept_parquet_columns_keep_their_type_in_shards_and_export(tmp_path: Pat
     assert sorted(exported.column("gold").to_pylist()) == sorted(labels["gold"].to_list())
 
 
+def test_a_kept_dictionary_column_whose_files_together_overflow_its_index_type_is_written(tmp_path: Path) -> None:
+    # each file's dictionary fits 8-bit indices; one shard holding both does not: the shard
+    # write failed with a traceback after every answer was paid for
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for f in range(2):
+        values = pa.array([f"f{f}-{i}" for i in range(100)])
+        cat = pa.DictionaryArray.from_arrays(pa.array(range(100), pa.int8()), values)
+        pq.write_table(pa.table({"id": [f"{f}-{i}" for i in range(100)], "text": [BENIGN] * 100, "cat": cat}),
+                       folder / f"part-{f}.parquet")
+    result = run_pipeline(make_config(tmp_path, [folder], policies=["spam"], keep_columns=["cat"]), FAST)
+    assert result.code == exitcodes.EXIT_OK, result.stderr
+    labels = result.labels().sort("input_file", "row_number")
+    assert labels["cat"].cast(pl.String).to_list() == [f"f{f}-{i}" for f in range(2) for i in range(100)]
+
+
 def test_kept_jsonl_columns_are_text_and_missing_keys_are_null(tmp_path: Path) -> None:
     rows = [{"id": f"r{i}", "text": BENIGN, "lang": "de", "n": i} for i in range(5)] + [{"id": "r5", "text": SPAM}]
     source = write_jsonl(tmp_path / "in.jsonl", rows)

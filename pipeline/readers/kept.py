@@ -64,7 +64,8 @@ def resolve(path: str, keep: Sequence[str], names: Sequence[str], schema: pa.Sch
     for name in keep:
         if name in names:
             kept.from_file.append(name)
-            kept.fields.append(pa.field(name, schema.field(name).type if schema is not None else pa.string()))
+            arrow_type = _shard_type(schema.field(name).type) if schema is not None else pa.string()
+            kept.fields.append(pa.field(name, arrow_type))
         elif name in partitions:
             kept.constants[name] = partitions[name]
             kept.fields.append(pa.field(name, pa.string()))
@@ -72,6 +73,17 @@ def resolve(path: str, keep: Sequence[str], names: Sequence[str], schema: pa.Sch
             raise InputError(f"{path}: no column {name!r} to keep (columns: {columns_hint(list(names))}; "
                              "nor a name=value folder in its path)")
     return kept
+
+
+def _shard_type(arrow_type: pa.DataType) -> pa.DataType:
+    """A file's column type as the shards hold it: dictionaries with 32-bit indices.
+
+    Each file (each row group) has a dictionary of its own; a shard gathers rows of several, whose
+    values together may not fit the file's index type (two files of 100 values each, 8-bit indices).
+    """
+    if pa.types.is_dictionary(arrow_type):
+        return pa.dictionary(pa.int32(), arrow_type.value_type, arrow_type.ordered)
+    return arrow_type
 
 
 def merge_fields(per_file: Sequence[tuple[str, list[pa.Field]]]) -> list[pa.Field]:

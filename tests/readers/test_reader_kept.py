@@ -66,6 +66,15 @@ def test_a_kept_column_typed_differently_in_two_files_is_refused(tmp_path: Path)
         pa.field("g", pa.int8())]
 
 
+def test_dictionary_columns_are_kept_with_32_bit_indices_whatever_each_file_used(tmp_path: Path) -> None:
+    for name, index in (("a", pa.int8()), ("b", pa.int16())):
+        cat = pa.DictionaryArray.from_arrays(pa.array([0], index), pa.array([name]))
+        pq.write_table(pa.table({"text": ["x"], "cat": cat}), tmp_path / f"{name}.parquet")
+    inputs = open_inputs([str(tmp_path)], keep_columns=["cat"])
+    assert inputs.kept_fields == [pa.field("cat", pa.dictionary(pa.int32(), pa.string()))]
+    assert [r[1] for r in _rows(inputs)] == ["a", "b"]
+
+
 def test_without_kept_columns_batches_carry_none(tmp_path: Path) -> None:
     (tmp_path / "a.jsonl").write_text('{"text": "hi"}\n')
     (batch,) = open_inputs([str(tmp_path / "a.jsonl")]).batches()
