@@ -69,9 +69,21 @@ def chunks(
                 skip = 0
             texts = to_texts(_values(batch.column(text_column)))
             ids = _values(batch.column(id_column)) if id_column else None
-            extra = {c: _values(batch.column(c)) for c in keep} if keep else None
+            extra = {c: _kept_values(batch.column(c)) for c in keep} if keep else None
             yield Chunk(ids, texts, None, extra)
     return metadata.num_rows
+
+
+def _kept_values(column: pa.Array) -> list[Any]:
+    """A kept column's values as the shards take them back (`pipeline.arrowcols.to_array`).
+
+    Nanosecond times become their integer count: Arrow makes Python values of them only through
+    pandas, which is no dependency (and the shard's type turns the integers back, exactly).
+    """
+    unit = getattr(column.type, "unit", None)
+    if unit == "ns" and not pa.types.is_dictionary(column.type):
+        return column.cast(pa.int64()).to_pylist()
+    return _values(column)
 
 
 def _values(column: pa.Array) -> list[Any]:
