@@ -151,3 +151,25 @@ grace_seconds = 5
 {extra}
 """.replace("'", '"'))
     return path
+
+
+def write_toml(tmp_path: Path, text: str, name: str = "run.toml") -> Path:
+    """``text`` written to ``tmp_path/name`` (a config file for a test)."""
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def config_error(tmp_path: Path, text: str) -> str:
+    """The one-line `ConfigError` that loading config ``text`` raises (it names the file)."""
+    import pytest
+
+    from pipeline.config import ConfigError, load_config
+
+    path = write_toml(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert str(path) in message, message
+    assert "\n" not in message
+    return message

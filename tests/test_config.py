@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from support import config_error, write_toml
 
 from pipeline.config import SCHEMA, ConfigError, RunConfig, apply_overrides, load_config
 from pipeline.policies import load_policies
@@ -10,22 +11,6 @@ from pipeline.records import OutputFormat
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = sorted(p for p in (REPO / "configs").glob("*.toml") if p.name != "pricing.toml")
-
-
-def write(tmp_path: Path, text: str, name: str = "run.toml") -> Path:
-    path = tmp_path / name
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
-def config_error(tmp_path: Path, text: str) -> str:
-    path = write(tmp_path, text)
-    with pytest.raises(ConfigError) as info:
-        load_config(path)
-    message = str(info.value)
-    assert str(path) in message, message
-    assert "\n" not in message
-    return message
 
 
 # ---- shipped configs -----------------------------------------------------------------------------
@@ -87,7 +72,7 @@ def test_docs_config_md_describes_every_section_and_key() -> None:
 
 
 def test_every_section_and_key_is_read(tmp_path: Path) -> None:
-    path = write(tmp_path, """
+    path = write_toml(tmp_path, """
 [input]
 paths = ["a.parquet", "b.jsonl"]
 id_column = "uid"
@@ -211,7 +196,7 @@ def test_bool_is_not_accepted_as_a_number(tmp_path: Path) -> None:
 
 
 def test_integer_is_accepted_where_a_number_is_expected(tmp_path: Path) -> None:
-    config = load_config(write(tmp_path, "[endpoint]\nrequest_timeout = 10\n[limits]\nmax_cost = 3\n"))
+    config = load_config(write_toml(tmp_path, "[endpoint]\nrequest_timeout = 10\n[limits]\nmax_cost = 3\n"))
     assert config.request_timeout == 10 and config.max_cost == 3
 
 
@@ -224,7 +209,7 @@ def test_list_of_non_strings_is_refused(tmp_path: Path) -> None:
 
 
 def test_overrides_win_over_the_file(tmp_path: Path) -> None:
-    config = load_config(write(tmp_path, '[limits]\nrpm = 600\nconcurrency = 4\n[endpoint]\nmodel = "a"\n'))
+    config = load_config(write_toml(tmp_path, '[limits]\nrpm = 600\nconcurrency = 4\n[endpoint]\nmodel = "a"\n'))
     apply_overrides(config, {"rpm": 30.0, "model": "b", "inputs": ["x.jsonl"]})
     assert config.rpm == 30.0
     assert config.model == "b"
@@ -233,7 +218,7 @@ def test_overrides_win_over_the_file(tmp_path: Path) -> None:
 
 
 def test_none_and_empty_list_overrides_keep_the_file_value(tmp_path: Path) -> None:
-    config = load_config(write(tmp_path, '[limits]\nrpm = 600\n[input]\npaths = ["a.jsonl"]\n'))
+    config = load_config(write_toml(tmp_path, '[limits]\nrpm = 600\n[input]\npaths = ["a.jsonl"]\n'))
     apply_overrides(config, {"rpm": None, "inputs": []})
     assert config.rpm == 600
     assert config.inputs == ["a.jsonl"]
@@ -250,7 +235,7 @@ def test_unknown_override_is_a_config_error() -> None:
 
 
 def test_overrides_are_validated(tmp_path: Path) -> None:
-    config = load_config(write(tmp_path, "[limits]\nconcurrency = 4\n"))
+    config = load_config(write_toml(tmp_path, "[limits]\nconcurrency = 4\n"))
     with pytest.raises(ConfigError) as info:
         apply_overrides(config, {"concurrency": 0})
     assert "'limits.concurrency'" in str(info.value)

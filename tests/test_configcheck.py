@@ -3,27 +3,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from support import config_error, write_toml
 
 from pipeline.config import ConfigError, RunConfig, apply_overrides, load_config
 from pipeline.configcheck import check_context_room, validate
 from pipeline.records import OutputFormat
-
-
-def write(tmp_path: Path, text: str, name: str = "run.toml") -> Path:
-    path = tmp_path / name
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
-def config_error(tmp_path: Path, text: str) -> str:
-    path = write(tmp_path, text)
-    with pytest.raises(ConfigError) as info:
-        load_config(path)
-    message = str(info.value)
-    assert str(path) in message, message
-    assert "\n" not in message
-    return message
-
 
 # ---- value checks --------------------------------------------------------------------------------
 
@@ -60,17 +44,17 @@ def test_invalid_value_names_file_and_key(tmp_path: Path, text: str, key: str) -
 
 
 def test_output_format_string_becomes_the_enum(tmp_path: Path) -> None:
-    config = load_config(write(tmp_path, '[policies]\noutput_format = "category"\n'))
+    config = load_config(write_toml(tmp_path, '[policies]\noutput_format = "category"\n'))
     assert config.output_format is OutputFormat.CATEGORY
 
 
 def test_max_tokens_cap_is_raised_to_max_tokens(tmp_path: Path) -> None:
-    config = load_config(write(tmp_path, "[endpoint]\nmax_tokens = 50000\nmax_tokens_cap = 1000\n"))
+    config = load_config(write_toml(tmp_path, "[endpoint]\nmax_tokens = 50000\nmax_tokens_cap = 1000\n"))
     assert config.max_tokens_cap == 50000
 
 
 def test_zero_rpm_and_zero_budget_are_allowed(tmp_path: Path) -> None:
-    config = load_config(write(tmp_path, "[limits]\nrpm = 0\nmax_cost = 0\n"))
+    config = load_config(write_toml(tmp_path, "[limits]\nrpm = 0\nmax_cost = 0\n"))
     assert config.rpm == 0 and config.max_cost == 0
 
 
@@ -84,19 +68,19 @@ def test_validate_accepts_the_defaults() -> None:
 
 
 def test_modelslab_without_a_model_uses_modelslab_model_id(tmp_path: Path) -> None:
-    config = load_config(write(tmp_path, '[endpoint]\nprovider = "modelslab"\n'))
+    config = load_config(write_toml(tmp_path, '[endpoint]\nprovider = "modelslab"\n'))
     assert config.model == "openai-gpt-oss-safeguard-20b"
 
 
 def test_provider_flag_alone_picks_that_providers_model_and_concurrency(tmp_path: Path) -> None:
-    config = apply_overrides(load_config(write(tmp_path, "[input]\nlimit = 3\n")), {"provider": "modelslab"})
+    config = apply_overrides(load_config(write_toml(tmp_path, "[input]\nlimit = 3\n")), {"provider": "modelslab"})
     assert (config.model, config.concurrency) == ("openai-gpt-oss-safeguard-20b", 5)
     config = apply_overrides(load_config(None), {"provider": "ollama"})
     assert config.model == "gpt-oss-safeguard:20b"
 
 
 def test_an_explicit_model_wins_over_the_provider_default(tmp_path: Path) -> None:
-    config = load_config(write(tmp_path, '[endpoint]\nprovider = "openai"\nmodel = "mine"\n'))
+    config = load_config(write_toml(tmp_path, '[endpoint]\nprovider = "openai"\nmodel = "mine"\n'))
     assert apply_overrides(config, {"provider": "modelslab"}).model == "mine"
     assert apply_overrides(load_config(None), {"provider": "modelslab", "model": "x"}).model == "x"
     config = RunConfig(provider="modelslab", model="built-in-name")
@@ -105,9 +89,10 @@ def test_an_explicit_model_wins_over_the_provider_default(tmp_path: Path) -> Non
 
 
 def test_queue_sets_concurrency_unless_concurrency_is_given(tmp_path: Path) -> None:
-    config = load_config(write(tmp_path, '[endpoint]\nprovider = "modelslab"\n[limits]\nqueue = 10\n'))
+    config = load_config(write_toml(tmp_path, '[endpoint]\nprovider = "modelslab"\n[limits]\nqueue = 10\n'))
     assert config.concurrency == 10
-    config = load_config(write(tmp_path, '[endpoint]\nprovider = "modelslab"\n[limits]\nqueue = 15\nconcurrency = 3\n'))
+    text = '[endpoint]\nprovider = "modelslab"\n[limits]\nqueue = 15\nconcurrency = 3\n'
+    config = load_config(write_toml(tmp_path, text))
     assert config.concurrency == 3
     assert apply_overrides(config, {"concurrency": 12}).concurrency == 12
 
@@ -131,7 +116,7 @@ def test_unusable_base_url_is_a_config_error(tmp_path: Path, url: str) -> None:
 
 def test_response_format_is_text_unless_asked(tmp_path: Path) -> None:
     assert load_config(None).response_format == "text"
-    config = load_config(write(tmp_path, '[endpoint]\nprovider = "groq"\nresponse_format = "json_schema"\n'))
+    config = load_config(write_toml(tmp_path, '[endpoint]\nprovider = "groq"\nresponse_format = "json_schema"\n'))
     assert config.response_format == "json_schema"
 
 
