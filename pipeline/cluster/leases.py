@@ -8,7 +8,10 @@ up to the chunk a process asks for. So every rule is the local engine's, applied
 
 A process asks only when its own allowance runs out (`LeaseRequest`), gives back what it did not use
 (requests, and tokens reserved but not spent: negative when it spent more, a debt), and gets a
-`Grant` valid for ``lease_seconds``. When nothing can be granted, the answer says how long until a
+`Grant` valid for ``lease_seconds`` from when it asked. Because a granted request may be sent that
+much later, the shared bucket banks only ``1 - lease_seconds`` of a second: whenever grants are used,
+the requests sent in any span fit a one-second bucket at the configured rate, the way hosts count.
+When nothing can be granted, the answer says how long until a
 useful chunk (half a second's worth, at least one request) has built up, so waiting processes
 ask a few times a second, not once per request.
 """
@@ -25,7 +28,7 @@ from pipeline.ratecontrol.decide import Attempt, AttemptKind
 __all__ = ["AttemptNote", "Grant", "LeaseRequest", "SharedLimiter", "limit_headers"]
 
 #: a waiting process is told to come back once this share of a second's requests has built up
-#: (a burst the bucket allows anyway: it holds a second's worth).
+#: (at most what the bucket banks).
 USEFUL_CHUNK_S = 0.5
 
 
@@ -80,10 +83,16 @@ class SharedLimiter:
     def __init__(self, *, rpm: float | None, tpm: float | None, adaptive: bool = True, margin: float = LIMIT_MARGIN,
                  max_retry_after: float = 600.0, lease_seconds: float = 0.5, now: float = 0.0,
                  expected_completion_tokens: int = 512) -> None:
+        if not 0 < lease_seconds < 1:
+            raise ValueError(f"lease_seconds must be between 0 and 1, got {lease_seconds}")
         self._now = now
+        # a request granted at t may be sent as late as t + lease_seconds, so the bucket may bank only
+        # the rest of a second: sends in any span then stay within what a one-second bucket at the
+        # configured rate accepts, however late each process uses its grants
         self.control = RateControl(rpm=rpm, tpm=tpm, adaptive=adaptive, margin=margin,
                                    max_retry_after=max_retry_after, clock=lambda: self._now,
-                                   expected_completion_tokens=expected_completion_tokens)
+                                   expected_completion_tokens=expected_completion_tokens,
+                                   burst_seconds=1.0 - lease_seconds)
         self.lease_seconds = lease_seconds
         #: lease calls answered, requests granted, given back unused, attempts reported
         self.calls = 0
@@ -129,5 +138,6 @@ class SharedLimiter:
         bucket = self.control.limits.requests
         if bucket is None:
             return 0.0
-        chunk = max(1, min(wanted, math.floor(bucket.capacity * USEFUL_CHUNK_S)))
+        useful = min(bucket.capacity, bucket.per_minute / 60.0 * USEFUL_CHUNK_S)
+        chunk = max(1, min(wanted, math.floor(useful)))
         return bucket.wait_time(chunk, now=now)

@@ -79,12 +79,13 @@ class LeasedThrottle:
         request = LeaseRequest(requests, tokens_each, self._requests, self._tokens, self._notes)
         self._requests, self._tokens, self._notes = 0, 0.0, []
         self.leases += 1
+        asked = self._clock()  # the grant was made after this: its validity counts from here
         try:
             grant = await self._lease(request)
         except BaseException:
             self._notes = request.notes + self._notes  # report them next time
             raise
         self._requests, self._tokens = grant.requests, grant.tokens
-        self._expires = self._clock() + grant.valid_for
+        self._expires = asked + grant.valid_for
         self.mean_completion = grant.mean_completion
         return grant

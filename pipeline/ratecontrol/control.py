@@ -44,10 +44,12 @@ class RateControl:
                  clock: Callable[[], float] = time.monotonic,
                  on_pause: Callable[[float, str], None] | None = None,
                  on_long_retry: Callable[[float, str], None] | None = None,
-                 expected_completion_tokens: int = 512) -> None:
+                 expected_completion_tokens: int = 512, burst_seconds: float = 1.0) -> None:
         self._clock = clock
         now = clock()
-        self.limits = RateLimits(rpm=rpm and rpm * margin, tpm=tpm and tpm * margin, now=now)
+        self.limits = RateLimits(rpm=rpm and rpm * margin, tpm=tpm and tpm * margin, now=now,
+                                 burst_seconds=burst_seconds)
+        self._burst_seconds = burst_seconds
         self._configured_rpm = rpm * margin if rpm else None
         self.adaptive = AdaptiveRate() if adaptive else None
         self.window = LoadWindow(self.adaptive.min_samples, self.adaptive.window_s) if self.adaptive else LoadWindow()
@@ -194,7 +196,8 @@ class RateControl:
         self._engaged = True
         if self.limits.requests is None:
             # a first decrease starts with an empty bucket: no burst at the rate that was refused
-            self.limits.requests = TokenBucket(per_minute=per_minute, now=now, empty=True)
+            self.limits.requests = TokenBucket(per_minute=per_minute, burst_seconds=self._burst_seconds, now=now,
+                                              empty=True)
         else:
             lowered = per_minute < self.limits.requests.per_minute
             self.limits.requests.set_rate(per_minute, now=now, empty=lowered)
