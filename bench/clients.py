@@ -177,6 +177,14 @@ class StatsSampler:
         first = max(t for t, _ in self.points if t < changes[0])
         return first, changes[-1]
 
+    def reached(self, key: str, value: float) -> float | None:
+        """When counter ``key`` first reached ``value`` (linear between samples); None if it never did."""
+        for (t0, s0), (t1, s1) in zip(self.points, self.points[1:], strict=False):
+            a, b = _counter(s0, key), _counter(s1, key)
+            if b >= value:
+                return t0 if b == a or a >= value else t0 + (t1 - t0) * (value - a) / (b - a)
+        return None
+
     def rate(self, key: str, start: float, end: float) -> float:
         """Per second growth of counter ``key`` between the samples nearest ``start`` and ``end``."""
         a = min(self.points, key=lambda p: abs(p[0] - start))
