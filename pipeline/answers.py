@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 
 from pipeline.ratecontrol.decide import Attempt, AttemptKind
-from pipeline.ratecontrol.headers import retry_after_seconds
+from pipeline.ratecontrol.headers import quota_headers, quota_spent, retry_after_seconds
 from pipeline.records import Usage
 
 __all__ = ["Completion", "Reading", "decode_completion", "describe_error", "read_reply"]
@@ -66,6 +66,9 @@ class Reading:
     attempt: Attempt
     #: set for billed answers (a verdict, junk, a cut-off or filtered answer)
     completion: Completion | None = None
+    #: for a reply that is not a plain answer: its rate-limit headers as the rules read them (those
+    #: its body repeats included, see `quota_headers`); None: the reply's own headers
+    headers: Mapping[str, str] | None = None
 
 
 _ANSWERED = Attempt(AttemptKind.ANSWER)  # frozen: one shared instance for every answer
@@ -88,6 +91,15 @@ def read_reply(status: int, headers: Mapping[str, str], body: bytes, *, now: flo
         except _Unusable as exc:
             return Reading(Attempt(AttemptKind.FAILED, str(exc)))
         return _judge_completion(completion)
+    limits = quota_headers(headers, now=now, body_headers=_body_headers(data))
+    reading = _read_other(status, limits, data, body, now=now)
+    reading.headers = limits
+    return reading
+
+
+def _read_other(status: int, headers: dict[str, str], data: Any, body: bytes, *, now: float) -> Reading:
+    """`read_reply` for anything but a plain answer; ``headers`` as `quota_headers` gives them."""
+    ok = 200 <= status < 300
     retry_after = retry_after_seconds(headers, now=now)
     if isinstance(data, dict) and (hosted := _host_status(data, status, retry_after)) is not None:
         return Reading(hosted)
@@ -99,7 +111,7 @@ def read_reply(status: int, headers: Mapping[str, str], body: bytes, *, now: flo
         return _judge_completion(completion)
     message = f"HTTP {status}: {_error_text(data, body)}"
     if status in _REFUSAL_STATUSES:
-        return Reading(Attempt(AttemptKind.REFUSED, message, retry_after))
+        return Reading(Attempt(AttemptKind.REFUSED, message, retry_after, quota_spent=quota_spent(headers)))
     if status == 402:  # OpenRouter: with Retry-After an in-flight budget, without it no credit
         kind = AttemptKind.REFUSED if retry_after is not None else AttemptKind.FATAL
         return Reading(Attempt(kind, message, retry_after))
@@ -110,6 +122,15 @@ def read_reply(status: int, headers: Mapping[str, str], body: bytes, *, now: flo
     if status >= 500 or status in _TRANSIENT_STATUSES:
         return Reading(Attempt(AttemptKind.FAILED, message, retry_after))
     return Reading(Attempt(AttemptKind.ROW_ERROR, message))
+
+
+def _body_headers(data: Any) -> Any:
+    """Headers an error body repeats: OpenRouter's ``{"error": {"metadata": {"headers": {...}}}}``."""
+    if isinstance(data, dict) and isinstance(error := data.get("error"), dict):
+        metadata = error.get("metadata")
+        if isinstance(metadata, dict):
+            return metadata.get("headers")
+    return None
 
 
 def describe_error(status: int, body: bytes) -> str:

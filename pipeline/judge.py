@@ -106,7 +106,8 @@ class Judge:
         latency_ms = (time.perf_counter() - started) * 1000.0
         self._answered = True
         reading = read_reply(reply.status, reply.headers, self.redactor.body(reply.body), now=time.time())
-        result = AttemptResult(reading.attempt, reply.headers, reading.completion, latency_ms=latency_ms)
+        headers = reply.headers if reading.headers is None else reading.headers
+        result = AttemptResult(reading.attempt, headers, reading.completion, latency_ms=latency_ms)
         if reading.completion is not None:
             result.usage = reading.completion.usage or _estimate_usage(system_tokens, user, reading.completion)
             if reading.attempt.kind is AttemptKind.ANSWER:

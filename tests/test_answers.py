@@ -214,6 +214,45 @@ def test_402_without_retry_after_stops_the_run() -> None:
     assert attempt.error == "HTTP 402: Insufficient credits"
 
 
+def _openrouter_cap(limit: str, reset_ms: int, message: str) -> dict:
+    # the shape OpenRouter sends for its request caps (captured replies quoted in public bug reports)
+    return {"error": {"message": message, "code": 429, "metadata": {
+        "headers": {"X-RateLimit-Limit": limit, "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(reset_ms)},
+        "provider_name": None}}}
+
+
+def test_openrouter_daily_cap_in_the_body_is_a_spent_quota_until_its_reset() -> None:
+    midnight = 1_445_472_000  # the next 00:00 UTC after NOW
+    body = _openrouter_cap("50", midnight * 1000, "Rate limit exceeded: free-models-per-day. Add 10 credits "
+                                                  "to unlock 1000 free model requests per day")
+    reading = read(429, body)
+    assert reading.attempt.kind is AttemptKind.REFUSED
+    assert reading.attempt.retry_after == pytest.approx(midnight - NOW)
+    assert reading.attempt.quota_spent
+    assert reading.headers is not None
+    assert reading.headers["x-ratelimit-remaining-requests"] == "0"  # the rate rules see a spent quota
+
+
+def test_openrouter_per_minute_cap_waits_for_its_reset_and_a_header_wins_over_the_body() -> None:
+    body = _openrouter_cap("20", int((NOW + 12.5) * 1000), "Rate limit exceeded: limit_rpm/some-model")
+    assert read(429, body).attempt.retry_after == pytest.approx(12.5)
+    attempt = read(429, body, {"Retry-After": "3"}).attempt
+    assert (attempt.retry_after, attempt.quota_spent) == (3.0, True)
+
+
+@pytest.mark.parametrize("metadata", [None, "headers", {"headers": ["x"]}, {"headers": {"X-RateLimit-Reset": True}},
+                                      {"headers": {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "soon"}}])
+def test_odd_body_metadata_is_no_quota(metadata: Any) -> None:
+    attempt = read(429, {"error": {"message": "busy", "metadata": metadata}}).attempt
+    assert (attempt.kind, attempt.retry_after, attempt.quota_spent) == (AttemptKind.REFUSED, None, False)
+
+
+def test_a_429_with_quota_left_is_no_spent_quota() -> None:
+    headers = {"x-ratelimit-remaining-requests": "12", "x-ratelimit-reset-requests": "6h"}
+    attempt = read(429, {"error": {"message": "busy upstream"}}, headers).attempt
+    assert (attempt.retry_after, attempt.quota_spent) == (None, False)
+
+
 # ---- ModelsLab -----------------------------------------------------------------------------------
 
 

@@ -188,3 +188,28 @@ def test_modelslab_answers_fetched_after_processing_count_against_max_cost(tmp_p
     assert code == exitcodes.EXIT_BUDGET, stderr
     report = orjson.loads((tmp_path / "out" / "cost_report.json").read_bytes())
     assert 0 < report["cost_usd"] <= config.max_cost * 1.1
+
+
+def test_openrouter_per_minute_cap_said_only_in_the_body_is_waited_for(tmp_path: Path) -> None:
+    # no Retry-After header: the wait is the body's X-RateLimit-Reset (a Unix time in milliseconds)
+    config = make_config(tmp_path, [_rows(tmp_path, 40)], policies=["spam"], provider="openrouter", concurrency=8)
+    result = run_pipeline(config, SimulatorConfig(profile="openrouter", rpm=600, retry_after="none", latency_ms=5),
+                          env_key="sk-or-test-0123456789")
+    assert result.code == exitcodes.EXIT_OK, result.stderr
+    assert result.labels()["status"].to_list() == ["ok"] * 40
+    assert result.stats.rate_limited > 0  # the cap was met (how the body's reset is read: test_answers.py)
+
+
+def test_openrouter_daily_cap_stops_the_run_resumable_instead_of_waiting_all_night(tmp_path: Path) -> None:
+    config = make_config(tmp_path, [_rows(tmp_path, 30)], policies=["spam"], provider="openrouter", concurrency=4)
+    started = time.monotonic()
+    result = run_pipeline(config, SimulatorConfig(profile="openrouter", rpd=10, latency_ms=5),
+                          env_key="sk-or-test-0123456789")
+    assert time.monotonic() - started < 20
+    assert result.code == exitcodes.EXIT_ENDPOINT, result.stderr
+    assert "free-models-per-day" in result.stderr
+    assert "quota is spent for another" in result.stderr and "run the same command after it resets" in result.stderr
+    statuses = result.labels()["status"].to_list()
+    assert statuses.count("ok") == 10
+    assert set(statuses) == {"ok", "aborted"}  # the rest unsent, sent again by the next run
+    assert len(statuses) == 30

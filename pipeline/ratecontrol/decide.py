@@ -55,6 +55,8 @@ class Attempt:
     retry_after: float | None = None
     #: where to fetch a queued answer
     poll_url: str | None = None
+    #: the reply reported a quota spent (``x-ratelimit-remaining-*`` at 0) until ``retry_after``
+    quota_spent: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +160,11 @@ def decide(attempt: Attempt, state: RetryState, rules: RetryRules, *, rand: floa
         state.poll_url = attempt.poll_url
         return Poll(asked if asked is not None else 1.0, attempt.poll_url)
     if kind is AttemptKind.REFUSED:
+        if attempt.quota_spent and attempt.retry_after is not None and attempt.retry_after > rules.max_retry_after:
+            # a daily cap: waiting the most we may, again and again, would only spend the night
+            return StopRun(f"{attempt.error or 'refused'}: the host's quota is spent for another "
+                           f"{_span(attempt.retry_after)}, longer than max_retry_after "
+                           f"({_span(rules.max_retry_after)}); run the same command after it resets")
         state.refusals += 1
         if state.refusals > rules.max_refusals:
             return GiveUp(Status.FAILED, _after(attempt.error, state))
@@ -169,6 +176,20 @@ def decide(attempt: Attempt, state: RetryState, rules: RetryRules, *, rand: floa
         return GiveUp(Status.FAILED, _after(attempt.error, state))
     delay = backoff_delay(state.failures, base=rules.backoff_base, cap=rules.backoff_cap, rand=rand)
     return Retry(delay if asked is None else max(asked, delay))
+
+
+def _span(seconds: float) -> str:
+    """A wait in words: "45 s", "12 min", "7 h 5 min".
+
+    >>> _span(45), _span(720), _span(25_500), _span(1e20)
+    ('45 s', '12 min', '7 h 5 min', 'more than a week')
+    """
+    if seconds > 7 * 86_400:
+        return "more than a week"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
 
 
 def _after(error: str | None, state: RetryState) -> str:

@@ -12,10 +12,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC
 from email.utils import parsedate_to_datetime
+from typing import Any
 
 __all__ = [
     "RateLimitSnapshot",
     "parse_duration",
+    "quota_headers",
+    "quota_spent",
     "read_rate_limit_headers",
     "retry_after_seconds",
 ]
@@ -25,6 +28,10 @@ _RATELIMIT_PREFIX = "x-ratelimit-"
 _DURATION = re.compile(r"(?:(?:\d+(?:\.\d*)?|\.\d+)(?:h|ms|us|µs|μs|ns|m|s))+")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(h|ms|us|µs|μs|ns|m|s)")
 _DIGITS = frozenset("0123456789.")
+#: an unsuffixed X-RateLimit-Reset at or above these is a Unix time, not a duration
+_EPOCH_MS = 1e12
+_EPOCH_S = 1e9
+_UNSUFFIXED = ("limit", "remaining", "reset")
 _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ns": 1e-9}
 
 
@@ -100,6 +107,55 @@ def retry_after_seconds(headers: Mapping[str, str], *, now: float) -> float | No
             if seconds is not None:
                 waits.append(seconds)
     return max(waits) if waits else None
+
+
+def quota_headers(headers: Mapping[str, str], *, now: float, body_headers: Any = None) -> dict[str, str]:
+    """A refused reply's headers in the form the rate rules read, lower-cased.
+
+    - ``body_headers``: headers the body repeats (OpenRouter's ``error.metadata.headers``), added
+      where the reply itself lacks them; anything but strings and numbers is ignored.
+    - Unsuffixed ``x-ratelimit-limit|remaining|reset`` (OpenRouter's request caps, per minute or
+      per day) become the request quota, ``x-ratelimit-*-requests``, unless those are present.
+    - An unsuffixed reset is a Unix time in milliseconds (OpenRouter) or seconds when it is that
+      large, else a duration; a Unix time becomes the seconds from ``now`` (epoch seconds).
+
+    >>> h = quota_headers({"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "1700000060000"}, now=1_700_000_000)
+    >>> h["x-ratelimit-remaining-requests"], h["x-ratelimit-reset-requests"]
+    ('0', '60.0')
+    """
+    h = _lower_keys(headers)
+    if isinstance(body_headers, Mapping):
+        for key, value in body_headers.items():
+            if isinstance(key, str) and isinstance(value, str | int | float) and not isinstance(value, bool):
+                h.setdefault(key.lower(), str(value))
+    for name in _UNSUFFIXED:
+        value = h.get(f"{_RATELIMIT_PREFIX}{name}")
+        if value is not None and f"{_RATELIMIT_PREFIX}{name}-requests" not in h:
+            if name == "reset":
+                value = _reset_from(value, now)
+                if value is None:
+                    continue
+            h[f"{_RATELIMIT_PREFIX}{name}-requests"] = value
+    return h
+
+
+def _reset_from(value: str, now: float) -> str | None:
+    """An unsuffixed reset as seconds from ``now``: a Unix time (ms or s) or a duration."""
+    number = _seconds(value)
+    if number is not None and number >= _EPOCH_S:
+        when = number / 1000.0 if number >= _EPOCH_MS else number
+        return str(max(when - now, 0.0))
+    return value if parse_duration(value) is not None else None
+
+
+def quota_spent(headers: Mapping[str, str]) -> bool:
+    """Whether lower-cased ``headers`` (see `quota_headers`) report a quota spent until a known reset."""
+    for kind in ("requests", "tokens"):
+        if _seconds(headers.get(f"x-ratelimit-remaining-{kind}")) == 0.0:
+            reset = headers.get(f"x-ratelimit-reset-{kind}")
+            if reset is not None and parse_duration(reset) is not None:
+                return True
+    return False
 
 
 def _http_date_delta(value: str, now: float) -> float | None:

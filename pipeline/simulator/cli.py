@@ -112,7 +112,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     host.add_argument("--provider-name", default="Simulator", help="openrouter: the provider field")
     host.add_argument("--in-flight-budget", type=int, metavar="N",
                       help="openrouter: over N requests in flight answer 402 with Retry-After")
-    host.add_argument("--rpd", type=float, help="groq: requests per day (x-ratelimit-limit-requests)")
+    host.add_argument("--rpd", type=float, help="groq: requests per day (x-ratelimit-limit-requests); "
+                      "openrouter: a free model's daily cap (429 until midnight UTC)")
     host.add_argument("--max-num-seqs", type=int, default=256, help="vllm: requests the engine runs at once")
     batch = parser.add_argument_group("batch mode")
     batch.add_argument("--batch", type=Path, metavar="REQUESTS.jsonl",

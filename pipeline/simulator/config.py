@@ -128,8 +128,9 @@ class SimulatorConfig:
     provider_name: str = "Simulator"
     #: in-flight requests over this answer 402 with Retry-After (OpenRouter's in-flight budget).
     in_flight_budget: int | None = None
-    # -- groq -----------------------------------------------------------------------------------
-    #: requests per day (Groq's x-ratelimit-limit-requests); None = 1,000,000 advertised.
+    # -- groq, openrouter -----------------------------------------------------------------------
+    #: requests per day: Groq's x-ratelimit-limit-requests (None = 1,000,000 advertised); OpenRouter's
+    #: daily cap on free models (None = no cap), 429 until midnight UTC once spent.
     rpd: float | None = None
     # -- vllm -----------------------------------------------------------------------------------
     #: requests the engine runs at once; the rest wait (vLLM's --max-num-seqs).

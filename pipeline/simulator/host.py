@@ -140,10 +140,10 @@ class Host:
             wait = self.shape.take(cfg, prompt_tokens - cached + completion)
         else:
             wait = self._limits.take(cfg.rpm, cfg.tpm, prompt_tokens + completion)
-        if wait > 0:
+        refusal = self.shape.limited(cfg, wait) if wait > 0 else self.shape.daily_cap(cfg)
+        if refusal is not None:
             self.stats.rate_limited += 1
-            return self.shape.limited(cfg, wait)
-        return None
+        return refusal
 
     def limit_headers(self) -> dict[str, str]:
         """The configured x-ratelimit-* headers, if advertised (Groq sends its own always)."""

@@ -122,7 +122,22 @@ def test_refusal_waits_what_the_host_asked() -> None:
 
 
 def test_refusal_wait_is_capped_by_max_retry_after() -> None:
+    # without a spent quota, one request told to come back later says nothing about the others
     assert decide(Attempt(AttemptKind.REFUSED, retry_after=3600.0), state(), RULES, rand=0.5) == Retry(60.0)
+
+
+def test_a_quota_spent_for_longer_than_max_retry_after_stops_the_run_saying_when() -> None:
+    s = state()
+    action = decide(Attempt(AttemptKind.REFUSED, "HTTP 429: free-models-per-day", 25_500.0, quota_spent=True),
+                    s, RULES, rand=0.5)
+    assert action == StopRun("HTTP 429: free-models-per-day: the host's quota is spent for another 7 h 5 min, "
+                             "longer than max_retry_after (60 s); run the same command after it resets")
+    assert s.refusals == 0
+
+
+def test_a_quota_spent_until_within_max_retry_after_is_waited_for() -> None:
+    action = decide(Attempt(AttemptKind.REFUSED, "limit_rpm", 45.0, quota_spent=True), state(), RULES, rand=0.5)
+    assert action == Retry(45.0)
 
 
 def test_refusal_with_a_tiny_retry_after_still_waits_a_tenth_of_the_backoff() -> None:

@@ -7,6 +7,8 @@ import pytest
 from pipeline.ratecontrol.headers import (
     RateLimitSnapshot,
     parse_duration,
+    quota_headers,
+    quota_spent,
     read_rate_limit_headers,
     retry_after_seconds,
 )
@@ -146,3 +148,47 @@ def test_snapshot_with_some_headers_missing_or_broken() -> None:
 def test_no_ratelimit_headers_is_none() -> None:
     assert read_rate_limit_headers({"content-type": "application/json", "Retry-After": "1"}) is None
     assert read_rate_limit_headers({"x-ratelimit-limit-requests": "??"}) is None
+
+
+# ---- quota_headers / quota_spent: OpenRouter's unsuffixed caps, and caps repeated in the body ------
+
+
+@pytest.mark.parametrize(("reset", "seconds"), [
+    (str(int((NOW + 30) * 1000)), 30.0),  # Unix time in ms (OpenRouter)
+    (str(int(NOW + 30)), 30.0),  # Unix time in s
+    (str(int((NOW - 5) * 1000)), 0.0),  # already passed
+    ("45", 45.0), ("1m30s", 90.0),  # durations
+])
+def test_unsuffixed_reset_becomes_the_request_quotas_seconds(reset: str, seconds: float) -> None:
+    h = quota_headers({"X-RateLimit-Limit": "20", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": reset}, now=NOW)
+    assert (h["x-ratelimit-limit-requests"], h["x-ratelimit-remaining-requests"]) == ("20", "0")
+    assert parse_duration(h["x-ratelimit-reset-requests"]) == pytest.approx(seconds)
+    assert quota_spent(h)
+    assert retry_after_seconds(h, now=NOW) == pytest.approx(seconds)
+
+
+def test_suffixed_headers_win_over_unsuffixed_and_the_reply_over_its_body() -> None:
+    h = quota_headers({"x-ratelimit-remaining-requests": "7", "X-RateLimit-Remaining": "0"}, now=NOW,
+                      body_headers={"X-RateLimit-Remaining-Requests": "0", "X-RateLimit-Reset": "9"})
+    assert h["x-ratelimit-remaining-requests"] == "7"
+    assert h["x-ratelimit-reset-requests"] == "9"  # only the body said it
+    assert not quota_spent(h)
+
+
+@pytest.mark.parametrize("body", [None, "x", ["a"], {"X-RateLimit-Reset": None}, {"X-RateLimit-Reset": True},
+                                  {1: "2"}, {"X-RateLimit-Reset": {"ms": 1}}])
+def test_body_headers_that_are_not_plain_values_are_ignored(body: object) -> None:
+    h = quota_headers({"Retry-After": "2"}, now=NOW, body_headers=body)
+    assert h == {"retry-after": "2"}
+
+
+@pytest.mark.parametrize("reset", ["soon", "", "-", "nan", "inf"])
+def test_an_unreadable_unsuffixed_reset_is_dropped(reset: str) -> None:
+    h = quota_headers({"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": reset}, now=NOW)
+    assert "x-ratelimit-reset-requests" not in h
+    assert not quota_spent(h)
+
+
+def test_a_spent_token_quota_counts_too() -> None:
+    assert quota_spent({"x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "2s"})
+    assert not quota_spent({"x-ratelimit-remaining-tokens": "0"})  # no reset: no statement of when

@@ -92,6 +92,10 @@ class OpenAI:
         reply.headers = retry_after_headers(config.retry_after, wait)
         return reply
 
+    def daily_cap(self, config: SimulatorConfig) -> Reply | None:
+        """A 429 once the day's requests are spent (hosts with a daily cap), else None (the request counts)."""
+        return None
+
     def busy(self) -> Reply:
         """The ``rate_limited`` fault: 429 with Retry-After: 1, as a busy upstream sends."""
         reply = self.error(429, "rate_limit_exceeded", "the upstream is busy, try again shortly",

@@ -2,16 +2,23 @@
 
 Errors are ``{"error": {"code": <status>, "message": ...}}``; failures after generation started come
 as HTTP 200 with a choice whose ``finish_reason`` is ``"error"`` and which carries its own ``error``.
+A request cap (per minute, or per UTC day on free models) answers 429 with the cap's
+``X-RateLimit-Limit``, ``X-RateLimit-Remaining`` and ``X-RateLimit-Reset`` (a Unix time in
+milliseconds) in ``error.metadata.headers``.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import orjson
 
 from pipeline.simulator.config import SimulatorConfig
 from pipeline.simulator.hosts.base import OpenAI, Reply, Usage
+from pipeline.simulator.limits import retry_after_headers
+
+DAY_S = 86_400
 
 
 def cost(usage: Usage, config: SimulatorConfig) -> float:
@@ -25,6 +32,35 @@ def cost(usage: Usage, config: SimulatorConfig) -> float:
 class OpenRouter(OpenAI):
     name = "openrouter"
     paths = ("/api/v1/chat/completions", "/v1/chat/completions")
+
+    def __init__(self) -> None:
+        self._day, self._used = -1, 0  # the UTC day counted, and its requests let through
+
+    def limited(self, config: SimulatorConfig, wait: float) -> Reply:
+        """The per-minute cap: the caps in the body, and Retry-After in the configured style."""
+        reply = self._cap_reply(f"Rate limit exceeded: limit_rpm/{config.models[0]}", config.rpm or 0,
+                                time.time() + wait)
+        reply.headers = retry_after_headers(config.retry_after, wait)
+        return reply
+
+    def daily_cap(self, config: SimulatorConfig) -> Reply | None:
+        """Free models' daily cap (``rpd``): past it, 429 until midnight UTC, said only in the body."""
+        if config.rpd is None:
+            return None
+        now = time.time()
+        day = int(now // DAY_S)
+        if day != self._day:
+            self._day, self._used = day, 0
+        if self._used < config.rpd:
+            self._used += 1
+            return None
+        return self._cap_reply("Rate limit exceeded: free-models-per-day. Add 10 credits to unlock 1000 free "
+                               "model requests per day", config.rpd, (day + 1) * DAY_S)
+
+    def _cap_reply(self, message: str, limit: float, reset: float) -> Reply:
+        caps = {"X-RateLimit-Limit": str(int(limit)), "X-RateLimit-Remaining": "0",
+                "X-RateLimit-Reset": str(int(reset * 1000))}
+        return Reply(429, orjson.dumps({"error": {"code": 429, "message": message, "metadata": {"headers": caps}}}))
 
     def check(self, body: dict[str, Any]) -> Reply | None:
         if not isinstance(body.get("reasoning"), dict):
