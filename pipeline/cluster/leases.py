@@ -50,6 +50,7 @@ class AttemptNote:
     reserved: int = 0
     used: int = 0
     completion_tokens: int | None = None
+    quota_spent: bool = False
 
 
 @dataclass(slots=True)
@@ -106,7 +107,8 @@ class SharedLimiter:
         control, limits = self.control, self.control.limits
         self._give_back(request, now)
         for note in request.notes:
-            control.after_attempt(Attempt(AttemptKind(note.kind), retry_after=note.retry_after), headers=note.headers,
+            attempt = Attempt(AttemptKind(note.kind), retry_after=note.retry_after, quota_spent=note.quota_spent)
+            control.after_attempt(attempt, headers=note.headers,
                                   reserved=note.reserved, used=note.used, completion_tokens=note.completion_tokens)
         self.reported += len(request.notes)
         granted, wait = 0, 0.0

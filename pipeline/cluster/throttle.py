@@ -61,7 +61,7 @@ class LeasedThrottle:
     def after_attempt(self, attempt: Attempt, *, headers: Mapping[str, str] | None = None,
                       reserved: int = 0, used: int = 0, completion_tokens: int | None = None) -> None:
         self._notes.append(AttemptNote(attempt.kind.value, attempt.retry_after, limit_headers(headers), reserved,
-                                       used, completion_tokens))
+                                       used, completion_tokens, attempt.quota_spent))
 
     async def close(self) -> None:
         """Give back what is left and report the last attempts."""

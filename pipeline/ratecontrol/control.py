@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from pipeline.ratecontrol.adaptive import AdaptiveRate, LoadWindow
 from pipeline.ratecontrol.breaker import CircuitBreaker
 from pipeline.ratecontrol.buckets import RateLimits, TokenBucket
-from pipeline.ratecontrol.decide import FAILURES, PUSHBACK, Attempt, AttemptKind
+from pipeline.ratecontrol.decide import FAILURES, PUSHBACK, Attempt, AttemptKind, spent_past
 from pipeline.ratecontrol.headers import read_rate_limit_headers
 
 #: fraction of a configured RPM/TPM a run aims for: a server counting the same limit with its own
@@ -58,6 +58,7 @@ class RateControl:
         self._on_pause = on_pause
         self._on_long_retry = on_long_retry
         self._long_retries_until = -math.inf  # the end of the longest retry wait reported so far
+        self._pause_said_until = -math.inf  # the end of the last shared pause reported
         #: True once any limit applies; False keeps `acquire` on its fast path.
         self._engaged = bool(rpm or tpm)
         self._applied = self._configured_rpm  # the request rate the bucket holds now
@@ -116,7 +117,7 @@ class RateControl:
                 self.mean_completion += 0.05 * (completion_tokens - self.mean_completion)
             else:  # the first answer replaces the guess
                 self.mean_completion, self._measured = float(completion_tokens), True
-        if headers:
+        if headers and not spent_past(attempt, self.max_retry_after):  # else the run stops: no pause to say
             self._read_headers(headers, now)
         pushback = kind in PUSHBACK
         self.refused += kind is AttemptKind.REFUSED
@@ -151,18 +152,14 @@ class RateControl:
         snapshot = read_rate_limit_headers(headers)  # one scan of the keys, any casing
         if snapshot is None:
             return
-        before = self.limits.paused_until
         self.limits.observe(snapshot.capped(self.max_retry_after), now=now)
         self._engaged = True
-        if self.limits.paused_until > before:
-            self._report(self.limits.paused_until - now, "the host's rate-limit quota is spent")
+        self._report(now, "the host's rate-limit quota is spent")
 
     def _pause(self, until: float, now: float, why: str) -> None:
-        before = self.limits.paused_until
         self._engaged = True
         self.limits.pause_until(until)
-        if self.limits.paused_until > before:
-            self._report(self.limits.paused_until - now, why)
+        self._report(now, why)
 
     def note_retry(self, seconds: float, why: str | None) -> None:
         """A request waits ``seconds`` before its own retry (a long Retry-After, a backoff).
@@ -177,9 +174,13 @@ class RateControl:
             self._long_retries_until = now + seconds
             self._on_long_retry(seconds, why or "no usable answer")
 
-    def _report(self, seconds: float, why: str) -> None:
-        if self._on_pause is not None and seconds >= REPORTED_PAUSE_S:
-            self._on_pause(seconds, why)
+    def _report(self, now: float, why: str) -> None:
+        """Say the pause in force, once: a pause that refusals in flight extend by moments is not news."""
+        until = self.limits.paused_until
+        if self._on_pause is not None and until - now >= REPORTED_PAUSE_S \
+                and until > self._pause_said_until + REPORTED_PAUSE_S:
+            self._pause_said_until = until
+            self._on_pause(until - now, why)
 
     def _apply_rate(self, now: float) -> None:
         adaptive = self.adaptive

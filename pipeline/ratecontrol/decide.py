@@ -21,7 +21,7 @@ from pipeline.records import Status
 
 __all__ = [
     "Accept", "Action", "Attempt", "AttemptKind", "GiveUp", "Poll", "Retry", "RetryRules", "RetryState",
-    "StopRun", "backoff_delay", "decide",
+    "StopRun", "backoff_delay", "decide", "spent_past",
 ]
 
 
@@ -114,6 +114,11 @@ class StopRun:
 Action = Accept | Retry | Poll | GiveUp | StopRun
 
 
+def spent_past(attempt: Attempt, max_retry_after: float) -> bool:
+    """The host reports a quota spent until later than ``max_retry_after``: the run stops on it."""
+    return attempt.quota_spent and attempt.retry_after is not None and attempt.retry_after > max_retry_after
+
+
 def backoff_delay(attempt: int, *, base: float = 0.5, cap: float = 30.0, rand: float) -> float:
     """Seconds before retry number ``attempt`` (1 = first retry): "full jitter".
 
@@ -160,7 +165,7 @@ def decide(attempt: Attempt, state: RetryState, rules: RetryRules, *, rand: floa
         state.poll_url = attempt.poll_url
         return Poll(asked if asked is not None else 1.0, attempt.poll_url)
     if kind is AttemptKind.REFUSED:
-        if attempt.quota_spent and attempt.retry_after is not None and attempt.retry_after > rules.max_retry_after:
+        if spent_past(attempt, rules.max_retry_after):
             # a daily cap: waiting the most we may, again and again, would only spend the night
             return StopRun(f"{attempt.error or 'refused'}: the host's quota is spent for another "
                            f"{_span(attempt.retry_after)}, longer than max_retry_after "

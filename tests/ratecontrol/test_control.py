@@ -418,6 +418,29 @@ def test_on_pause_is_called_for_long_pauses_only(vt: VirtualTime) -> None:
     assert len(pauses) == 1  # inside the longer pause: nothing new to say
 
 
+def test_a_pause_that_refusals_in_flight_extend_by_moments_is_said_once(vt: VirtualTime) -> None:
+    pauses: list[tuple[float, str]] = []
+    control = RateControl(rpm=None, tpm=None, clock=vt.clock, on_pause=lambda s, why: pauses.append((s, why)))
+    spent = {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "30s"}
+    for _ in range(6):  # six answers in flight come back 10 ms apart, each with the same quota spent
+        control.after_attempt(refused(30.0), headers=spent)
+        vt.now += 0.01
+    assert pauses == [(30.0, "the host's rate-limit quota is spent")]
+    vt.now += 40.0  # that pause is over; the next one is news
+    control.after_attempt(refused(30.0), headers=spent)
+    assert len(pauses) == 2
+
+
+def test_a_quota_spent_past_max_retry_after_announces_no_pause_the_run_stops(vt: VirtualTime) -> None:
+    pauses: list[tuple[float, str]] = []
+    control = RateControl(rpm=None, tpm=None, max_retry_after=600.0, clock=vt.clock,
+                          on_pause=lambda s, why: pauses.append((s, why)))
+    daily = {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "41000"}
+    control.after_attempt(Attempt(AttemptKind.REFUSED, "cap", 41_000.0, quota_spent=True), headers=daily)
+    assert pauses == []
+    assert control.limits.paused_until == float("-inf")
+
+
 # ---- reservations --------------------------------------------------------------------------------
 
 
