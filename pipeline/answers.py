@@ -111,7 +111,8 @@ def _read_other(status: int, headers: dict[str, str], data: Any, body: bytes, *,
         return _judge_completion(completion)
     message = f"HTTP {status}: {_error_text(data, body)}"
     if status in _REFUSAL_STATUSES:
-        return Reading(Attempt(AttemptKind.REFUSED, message, retry_after, quota_spent=quota_spent(headers)))
+        spent = quota_spent(headers, lasting=retry_after or 0.0)
+        return Reading(Attempt(AttemptKind.REFUSED, message, retry_after, quota_spent=spent))
     if status == 402:  # OpenRouter: with Retry-After an in-flight budget, without it no credit
         kind = AttemptKind.REFUSED if retry_after is not None else AttemptKind.FATAL
         return Reading(Attempt(kind, message, retry_after))

@@ -247,6 +247,30 @@ def test_odd_body_metadata_is_no_quota(metadata: Any) -> None:
     assert (attempt.kind, attempt.retry_after, attempt.quota_spent) == (AttemptKind.REFUSED, None, False)
 
 
+def test_a_long_retry_after_beside_a_quota_back_in_moments_is_no_spent_quota() -> None:
+    # the spent token quota does not explain an hour's wait: no reason to stop the run on it
+    headers = {"Retry-After": "3600", "x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "5s"}
+    attempt = read(429, {"error": {"message": "slow down"}}, headers).attempt
+    assert (attempt.retry_after, attempt.quota_spent) == (3600.0, False)
+
+
+def test_groq_requests_spent_for_hours_with_a_short_retry_after_is_a_spent_quota_of_a_short_wait() -> None:
+    headers = {"retry-after": "2", "x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "2h59m56s"}
+    attempt = read(429, {"error": {"message": "Rate limit reached", "code": "rate_limit_exceeded"}}, headers).attempt
+    assert (attempt.retry_after, attempt.quota_spent) == (2.0, True)  # decide: retried, the run goes on
+
+
+def test_only_rate_limit_headers_among_the_first_of_a_body_are_read() -> None:
+    repeated = {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(int((NOW + 20) * 1000)),
+                "Content-Type": "text/x-junk", **{f"x-junk-{i}": "x" for i in range(10_000)},
+                "retry-after-ms": "1"}  # past the entries looked at
+    reading = read(429, {"error": {"message": "capped", "metadata": {"headers": repeated}}})
+    assert reading.headers is not None
+    assert set(reading.headers) == {"x-ratelimit-remaining", "x-ratelimit-reset", "x-ratelimit-remaining-requests",
+                                    "x-ratelimit-reset-requests"}
+    assert reading.attempt.retry_after == pytest.approx(20.0)
+
+
 def test_a_429_with_quota_left_is_no_spent_quota() -> None:
     headers = {"x-ratelimit-remaining-requests": "12", "x-ratelimit-reset-requests": "6h"}
     attempt = read(429, {"error": {"message": "busy upstream"}}, headers).attempt

@@ -6,6 +6,7 @@ so every rule is a plain function with exact tests.
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections.abc import Mapping
@@ -32,6 +33,12 @@ _DIGITS = frozenset("0123456789.")
 _EPOCH_MS = 1e12
 _EPOCH_S = 1e9
 _UNSUFFIXED = ("limit", "remaining", "reset")
+#: the headers a body's repeated headers may add (a body says anything: only what the rules read)
+_RULE_HEADERS = (_RATELIMIT_PREFIX, "retry-after")
+#: entries of a body's repeated headers looked at (OpenRouter sends three; a host could send millions)
+_BODY_HEADERS_READ = 32
+#: a spent quota's reset may fall this much short of the Retry-After it explains (whole seconds, rounded up)
+_ROUNDING_S = 1.0
 _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ns": 1e-9}
 
 
@@ -113,7 +120,8 @@ def quota_headers(headers: Mapping[str, str], *, now: float, body_headers: Any =
     """A refused reply's headers in the form the rate rules read, lower-cased.
 
     - ``body_headers``: headers the body repeats (OpenRouter's ``error.metadata.headers``), added
-      where the reply itself lacks them; anything but strings and numbers is ignored.
+      where the reply itself lacks them: only ``x-ratelimit-*`` and ``retry-after*`` among its first
+      `_BODY_HEADERS_READ` entries, with string or number values.
     - Unsuffixed ``x-ratelimit-limit|remaining|reset`` (OpenRouter's request caps, per minute or
       per day) become the request quota, ``x-ratelimit-*-requests``, unless those are present.
     - An unsuffixed reset is a Unix time in milliseconds (OpenRouter) or seconds when it is that
@@ -125,8 +133,9 @@ def quota_headers(headers: Mapping[str, str], *, now: float, body_headers: Any =
     """
     h = _lower_keys(headers)
     if isinstance(body_headers, Mapping):
-        for key, value in body_headers.items():
-            if isinstance(key, str) and isinstance(value, str | int | float) and not isinstance(value, bool):
+        for key, value in itertools.islice(body_headers.items(), _BODY_HEADERS_READ):
+            if isinstance(key, str) and key.lower().startswith(_RULE_HEADERS) \
+                    and isinstance(value, str | int | float) and not isinstance(value, bool):
                 h.setdefault(key.lower(), str(value))
     for name in _UNSUFFIXED:
         value = h.get(f"{_RATELIMIT_PREFIX}{name}")
@@ -148,12 +157,15 @@ def _reset_from(value: str, now: float) -> str | None:
     return value if parse_duration(value) is not None else None
 
 
-def quota_spent(headers: Mapping[str, str]) -> bool:
-    """Whether lower-cased ``headers`` (see `quota_headers`) report a quota spent until a known reset."""
+def quota_spent(headers: Mapping[str, str], *, lasting: float = 0.0) -> bool:
+    """Whether lower-cased ``headers`` (see `quota_headers`) report a quota spent until a known reset
+    at least ``lasting`` seconds away (a second of rounding allowed): a spent quota that explains a
+    wait that long, not a token quota back in 5 s next to a Retry-After of an hour."""
     for kind in ("requests", "tokens"):
         if _seconds(headers.get(f"x-ratelimit-remaining-{kind}")) == 0.0:
             reset = headers.get(f"x-ratelimit-reset-{kind}")
-            if reset is not None and parse_duration(reset) is not None:
+            seconds = None if reset is None else parse_duration(reset)
+            if seconds is not None and seconds >= lasting - _ROUNDING_S:
                 return True
     return False
 

@@ -192,3 +192,11 @@ def test_an_unreadable_unsuffixed_reset_is_dropped(reset: str) -> None:
 def test_a_spent_token_quota_counts_too() -> None:
     assert quota_spent({"x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "2s"})
     assert not quota_spent({"x-ratelimit-remaining-tokens": "0"})  # no reset: no statement of when
+
+
+def test_a_spent_quota_counts_only_when_it_lasts_as_long_as_asked() -> None:
+    tokens = {"x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "5s"}
+    assert not quota_spent(tokens, lasting=3600.0)
+    assert quota_spent(tokens, lasting=6.0)  # a Retry-After rounded up to whole seconds
+    both = {**tokens, "x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "2h"}
+    assert quota_spent(both, lasting=3600.0)
