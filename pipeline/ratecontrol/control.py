@@ -117,10 +117,12 @@ class RateControl:
                 self.mean_completion += 0.05 * (completion_tokens - self.mean_completion)
             else:  # the first answer replaces the guess
                 self.mean_completion, self._measured = float(completion_tokens), True
-        if headers and not spent_past(attempt, self.max_retry_after):  # else the run stops: no pause to say
+        self.refused += kind is AttemptKind.REFUSED
+        if spent_past(attempt, self.max_retry_after):
+            return  # the run stops on it: no pause to say, and a daily cap teaches the rate nothing
+        if headers:
             self._read_headers(headers, now)
         pushback = kind in PUSHBACK
-        self.refused += kind is AttemptKind.REFUSED
         self.window.record(now, pushback=pushback, accepted=kind in _BILLED)
         until = self.breaker.record(kind not in FAILURES, now=now)
         if until is not None:

@@ -441,6 +441,22 @@ def test_a_quota_spent_past_max_retry_after_announces_no_pause_the_run_stops(vt:
     assert control.limits.paused_until == float("-inf")
 
 
+def test_refusals_of_a_quota_spent_past_max_retry_after_neither_pause_nor_lower_the_rate(vt: VirtualTime) -> None:
+    # a run with many requests in flight meets a daily cap: each refusal stops the run; none may
+    # announce a shared pause ("50 of the last 50 requests were refused") or teach the adaptive rate
+    pauses: list[tuple[float, str]] = []
+    control = RateControl(rpm=None, tpm=None, max_retry_after=600.0, clock=vt.clock,
+                          on_pause=lambda s, why: pauses.append((s, why)))
+    daily = {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "41000"}
+    for _ in range(200):
+        control.window.record_send(vt.now)
+        control.after_attempt(Attempt(AttemptKind.REFUSED, "cap", 41_000.0, quota_spent=True), headers=daily)
+        vt.now += 0.01
+    assert pauses == []
+    assert control.limits.paused_until == float("-inf")
+    assert control.adaptive is not None and control.adaptive.current_rps is None
+
+
 # ---- reservations --------------------------------------------------------------------------------
 
 
