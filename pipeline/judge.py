@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import orjson
 
@@ -107,12 +107,25 @@ class Judge:
         self._answered = True
         reading = read_reply(reply.status, reply.headers, self.redactor.body(reply.body), now=time.time())
         headers = reply.headers if reading.headers is None else reading.headers
-        result = AttemptResult(reading.attempt, headers, reading.completion, latency_ms=latency_ms)
+        result = AttemptResult(self._redacted(reading.attempt), headers, reading.completion, latency_ms=latency_ms)
         if reading.completion is not None:
+            completion = reading.completion
+            if completion.content:
+                completion.content = self.redactor.text(completion.content)
+            if completion.reasoning:
+                completion.reasoning = self.redactor.text(completion.reasoning)
             result.usage = reading.completion.usage or _estimate_usage(system_tokens, user, reading.completion)
             if reading.attempt.kind is AttemptKind.ANSWER:
                 self._verdict(result, max_tokens)
         return result
+
+    def _redacted(self, attempt: Attempt) -> Attempt:
+        """The attempt with the key out of its error text: the body was redacted, but a key written with
+        JSON escapes (``\\u0073k-...``) only appears once the body is decoded."""
+        error = attempt.error
+        if error and (clean := self.redactor.text(error)) is not error:
+            return replace(attempt, error=clean)
+        return attempt
 
     def _transport_failure(self, exc: TransportError) -> Attempt:
         message = self.redactor.text(str(exc))

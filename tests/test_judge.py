@@ -246,6 +246,21 @@ def test_error_body_echoing_the_api_key_is_redacted() -> None:
     assert SECRET not in repr(accounted(result))
 
 
+def _escaped(text: str) -> str:
+    return "".join(f"\\u{ord(c):04x}" for c in text)
+
+
+def test_an_error_or_answer_echoing_the_key_in_json_escapes_is_redacted() -> None:
+    refused = HttpReply(429, {}, ('{"error": {"message": "daily cap of key ' + _escaped(SECRET) + '"}}').encode())
+    result = attempt(make_judge(Script(refused)))
+    assert result.attempt.error == "HTTP 429: daily cap of key [redacted]"
+    body = orjson.dumps({"choices": [{"finish_reason": "stop", "message": {"content": "1 KEY", "reasoning": "KEY"}}]})
+    body = body.replace(b"KEY", _escaped(SECRET).encode())
+    result = attempt(make_judge(Script(HttpReply(200, {}, body)), keep_reasoning=True))
+    assert result.completion is not None
+    assert (result.completion.content, result.completion.reasoning) == ("1 [redacted]", "[redacted]")
+
+
 def test_transport_error_echoing_the_api_key_is_redacted() -> None:
     result = attempt(make_judge(Script(TransportError(f"proxy refused Bearer {SECRET}"))))
     assert result.attempt.error == "proxy refused Bearer [redacted]"
