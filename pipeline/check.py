@@ -5,7 +5,8 @@ that the model is listed where the host has a model list, and sends one canary r
 (so it costs at most one call per policy), parsed into a verdict like any answer of a run. It
 prints the rate-limit headers the host sent and a table of results, and exits 0 only when every
 check passed: 4 for an endpoint or key problem, 1 for a canary answered without a verdict,
-2 for a config or policy mistake. The key is never printed.
+2 for a config or policy mistake (a quota the host reports spent for longer than max_retry_after
+is an endpoint problem, as in a run). The key is never printed.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from pipeline.providers import (
     request_headers,
 )
 from pipeline.ratecontrol import AttemptKind
+from pipeline.ratecontrol.decide import quota_stop_reason, spent_past
 from pipeline.records import Policy
 from pipeline.redact import Redactor
 from pipeline.schemas import response_format
@@ -150,11 +152,11 @@ async def _checks(config: RunConfig, policies: list[Policy], *, base_url: str, m
                 provider, model=model, system=render_system(policy, config.output_format), user=CANARY,
                 reasoning_effort=config.reasoning_effort, max_tokens=config.max_tokens, keep_reasoning=False,
                 api_key=api_key, response_format=response_format(config.output_format) if schema else None))
-            row, reply = await _canary(transport, policy.name, body, config.request_timeout)
+            row, reply = await _canary(transport, policy.name, body, config.request_timeout, limits,
+                                       config.max_retry_after)
             canaries.append(row)
             if reply is not None:
                 statuses.append(reply.status)
-                limits.update(rate_limit_headers(reply.headers))
             if row.code == exitcodes.EXIT_ENDPOINT:  # the next policy would meet the same refusal
                 break
     if not host.models_endpoint:
@@ -216,8 +218,8 @@ async def _check_vllm_metrics(url: str, headers: Mapping[str, str], timeout: flo
     return CheckResult("vllm metrics", None, f"waiting={gauges[WAITING]:g} running={gauges.get(RUNNING, 0):g}")
 
 
-async def _canary(transport: AiohttpTransport, name: str, body: bytes,
-                  timeout: float) -> tuple[CheckResult, HttpReply | None]:
+async def _canary(transport: AiohttpTransport, name: str, body: bytes, timeout: float, limits: dict[str, str],
+                  max_retry_after: float) -> tuple[CheckResult, HttpReply | None]:
     label = f"canary {name}"
     started = time.perf_counter()
     try:
@@ -227,7 +229,10 @@ async def _canary(transport: AiohttpTransport, name: str, body: bytes,
                            exitcodes.EXIT_ENDPOINT), None
     seconds = time.perf_counter() - started
     reading = read_reply(reply.status, reply.headers, reply.body, now=time.time())
+    limits.update(rate_limit_headers(reply.headers if reading.headers is None else reading.headers))
     attempt, completion = reading.attempt, reading.completion
+    if spent_past(attempt, max_retry_after):  # a run would stop on it at once, as on a bad key
+        return CheckResult(label, False, quota_stop_reason(attempt, max_retry_after), exitcodes.EXIT_ENDPOINT), reply
     if attempt.kind is AttemptKind.FATAL:
         cause = _KEY_PROBLEM.get(reply.status)
         detail = f"{cause}: {attempt.error}" if cause else f"the host refused: {attempt.error}"

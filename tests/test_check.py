@@ -90,6 +90,14 @@ def test_an_answer_that_is_not_a_verdict_exits_1() -> None:
     assert "canary spam" in out and "no verdict" in out
 
 
+def test_a_daily_cap_said_only_in_the_body_exits_4_as_the_run_would_and_shows_the_cap(key: str) -> None:
+    code, out, requests = check(make(provider="openrouter"), SimulatorConfig(profile="openrouter", rpd=0))
+    assert code == exitcodes.EXIT_ENDPOINT, out
+    assert "free-models-per-day" in out and "the host's quota is spent; it resets in" in out
+    assert requests == 1  # the second policy's canary would meet the same cap
+    assert "x-ratelimit-remaining=0" in out and "no rate-limit headers sent" not in out
+
+
 def test_nothing_listening_exits_4() -> None:
     code, out, requests = check(make(base_url="http://127.0.0.1:9/v1"))
     assert code == exitcodes.EXIT_ENDPOINT

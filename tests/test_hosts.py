@@ -208,7 +208,7 @@ def test_openrouter_daily_cap_stops_the_run_resumable_instead_of_waiting_all_nig
     assert time.monotonic() - started < 20
     assert result.code == exitcodes.EXIT_ENDPOINT, result.stderr
     assert "free-models-per-day" in result.stderr
-    assert "quota is spent for another" in result.stderr and "run the same command after it resets" in result.stderr
+    assert "quota is spent; it resets in" in result.stderr and "run the same command after that" in result.stderr
     assert "pausing" not in result.stderr  # it stops; it does not announce a 10-minute wait first
     statuses = result.labels()["status"].to_list()
     assert statuses.count("ok") == 10

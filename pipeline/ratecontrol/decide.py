@@ -21,7 +21,7 @@ from pipeline.records import Status
 
 __all__ = [
     "Accept", "Action", "Attempt", "AttemptKind", "GiveUp", "Poll", "Retry", "RetryRules", "RetryState",
-    "StopRun", "backoff_delay", "decide", "spent_past",
+    "StopRun", "backoff_delay", "decide", "quota_stop_reason", "spent_past",
 ]
 
 
@@ -119,6 +119,14 @@ def spent_past(attempt: Attempt, max_retry_after: float) -> bool:
     return attempt.quota_spent and attempt.retry_after is not None and attempt.retry_after > max_retry_after
 
 
+def quota_stop_reason(attempt: Attempt, max_retry_after: float) -> str:
+    """Why a run stops on a `spent_past` attempt, and what to do: "HTTP 429: ...: the host's quota is
+    spent; it resets in 7 h 5 min, longer than max_retry_after (10 min): run the same command after that"."""
+    resets = _span(attempt.retry_after or 0.0)
+    return (f"{attempt.error or 'refused'}: the host's quota is spent; it resets in {resets}, "
+            f"longer than max_retry_after ({_span(max_retry_after)}): run the same command after that")
+
+
 def backoff_delay(attempt: int, *, base: float = 0.5, cap: float = 30.0, rand: float) -> float:
     """Seconds before retry number ``attempt`` (1 = first retry): "full jitter".
 
@@ -167,9 +175,7 @@ def decide(attempt: Attempt, state: RetryState, rules: RetryRules, *, rand: floa
     if kind is AttemptKind.REFUSED:
         if spent_past(attempt, rules.max_retry_after):
             # a daily cap: waiting the most we may, again and again, would only spend the night
-            return StopRun(f"{attempt.error or 'refused'}: the host's quota is spent for another "
-                           f"{_span(attempt.retry_after)}, longer than max_retry_after "
-                           f"({_span(rules.max_retry_after)}); run the same command after it resets")
+            return StopRun(quota_stop_reason(attempt, rules.max_retry_after))
         state.refusals += 1
         if state.refusals > rules.max_refusals:
             return GiveUp(Status.FAILED, _after(attempt.error, state))

@@ -129,7 +129,7 @@ def quota_headers(headers: Mapping[str, str], *, now: float, body_headers: Any =
 
     >>> h = quota_headers({"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "1700000060000"}, now=1_700_000_000)
     >>> h["x-ratelimit-remaining-requests"], h["x-ratelimit-reset-requests"]
-    ('0', '60.0')
+    ('0', '60.000')
     """
     h = _lower_keys(headers)
     if isinstance(body_headers, Mapping):
@@ -153,7 +153,7 @@ def _reset_from(value: str, now: float) -> str | None:
     number = _seconds(value)
     if number is not None and number >= _EPOCH_S:
         when = number / 1000.0 if number >= _EPOCH_MS else number
-        return str(max(when - now, 0.0))
+        return f"{max(when - now, 0.0):.3f}"
     return value if parse_duration(value) is not None else None
 
 

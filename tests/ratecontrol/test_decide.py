@@ -130,9 +130,15 @@ def test_a_quota_spent_for_longer_than_max_retry_after_stops_the_run_saying_when
     s = state()
     action = decide(Attempt(AttemptKind.REFUSED, "HTTP 429: free-models-per-day", 25_500.0, quota_spent=True),
                     s, RULES, rand=0.5)
-    assert action == StopRun("HTTP 429: free-models-per-day: the host's quota is spent for another 7 h 5 min, "
-                             "longer than max_retry_after (60 s); run the same command after it resets")
+    assert action == StopRun("HTTP 429: free-models-per-day: the host's quota is spent; it resets in 7 h 5 min, "
+                             "longer than max_retry_after (60 s): run the same command after that")
     assert s.refusals == 0
+
+
+def test_a_quota_spent_for_weeks_reads_as_words() -> None:
+    action = decide(Attempt(AttemptKind.REFUSED, "HTTP 429: capped", 1e12, quota_spent=True), state(), RULES, rand=0.5)
+    assert isinstance(action, StopRun)
+    assert "the host's quota is spent; it resets in more than a week, longer than" in action.reason
 
 
 def test_a_quota_spent_until_within_max_retry_after_is_waited_for() -> None:
