@@ -106,7 +106,8 @@ class SimulatorProcess:
     def stats(self) -> dict[str, Any]:
         import urllib.request
 
-        root = self.base_url.rsplit("/v1", 1)[0]
+        scheme, _, host = self.base_url.partition("://")
+        root = f"{scheme}://{host.split('/', 1)[0]}"  # the server's root, whatever the host's API path
         with urllib.request.urlopen(root + "/_simulator/stats", timeout=5) as response:
             return orjson.loads(response.read())
 

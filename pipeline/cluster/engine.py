@@ -106,6 +106,7 @@ def _label(job: Job, ledger: ClusterLedger, manifest: Manifest, outdir: OutputDi
     started_at, started = time.time(), time.monotonic()
     ledger.record_run(_run_row(run_id, manifest.out_id, started_at, "running", tally, 0.0))
     counts: dict[str, int] = {}
+    skipped = 0  # shards not begun because another stopped the run
     with rayside.connect(address):
         limiter = rayside.start_limiter(job.config, run_id)
         cpus = rayside.cluster_cpus()
@@ -120,14 +121,15 @@ def _label(job: Job, ledger: ClusterLedger, manifest: Manifest, outdir: OutputDi
             # more actors than CPUs share them: an actor mostly waits for answers
             for summary in rayside.label_shards(spec, todo, limiter=limiter, actors=pool,
                                                 cpus_per_actor=min(1.0, cpus / pool)):
+                # after a stop, shards under way still report (their files go into the manifest);
+                # those not begun come back at once, skipped
+                skipped += summary.skipped
                 tally.add(summary)
                 stats = tally.result.stats
                 bar.update(done=stats.labels, tokens=stats.tokens, cost_usd=stats.spent_usd)
                 if summary.shard is not None:
                     manifest.shards[summary.index] = ShardInfo(**summary.shard)
                     outdir.write_manifest(manifest)
-                if summary.fatal_error or summary.write_error or summary.error:
-                    break  # the others would meet the same refusal
         except KeyboardInterrupt:  # the actors stop with the driver; their answers are in their stores
             tally.result.stop_status = Status.INTERRUPTED
             print("moderate: interrupted: stopping the actors; run the same command to resume", file=stream,
@@ -157,6 +159,9 @@ def _label(job: Job, ledger: ClusterLedger, manifest: Manifest, outdir: OutputDi
     per_1000 = calls / result.stats.labels * 1000 if result.stats.labels else 0.0
     print(f"moderate: ray: the limiter answered {calls:,} lease calls for {counts.get('used', 0):,} requests "
           f"({per_1000:.1f} per 1,000 labels)", file=stream)
+    if skipped:
+        print(f"moderate: ray: {skipped:,} shards not begun (a shard stopped the run); the next run labels them",
+              file=stream)
     if tally.error:
         print(f"moderate: error: {tally.error}; answers paid for are kept in {outdir.path / 'results'}",
               file=stream)

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import copy
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from pipeline.cluster.ledger import shard_store_path
@@ -65,12 +66,24 @@ class ShardSummary:
     #: a user's mistake met while labelling (an input gone or unreadable, a store that cannot be written)
     error: str | None = None
     elapsed: float = 0.0
+    #: not begun: another shard had stopped the run
+    skipped: bool = False
+
+    @property
+    def stops_the_run(self) -> str | None:
+        """Why no other shard should begin: a refusal of the whole run, a failed write, a user's mistake."""
+        return self.fatal_error or self.write_error or self.error
 
 
 class ShardLabeller:
-    def __init__(self, spec: ShardSpec, lease: Lease | None) -> None:
-        """``lease`` reaches the shared limiter; None: this process applies the limits alone."""
+    def __init__(self, spec: ShardSpec, lease: Lease | None, *, halted: Callable[[], str | None] | None = None,
+                 halt: Callable[[str], None] | None = None) -> None:
+        """``lease`` reaches the shared limiter; None: this process applies the limits alone.
+
+        ``halted`` says whether a shard stopped the run (then no other begins); ``halt`` says so.
+        """
         self.spec = spec
+        self._halted, self._halt = halted, halt
         config = spec.job.config
         self.loop = asyncio.new_event_loop()
         self._stack = contextlib.AsyncExitStack()
@@ -79,6 +92,14 @@ class ShardLabeller:
         self.leased = LeasedThrottle(lease, chunk=max(1, config.concurrency)) if lease is not None else None
 
     def label(self, index: int) -> ShardSummary:
+        if self._halted is not None and self._halted():
+            return ShardSummary(index, None, 0, skipped=True)
+        summary = self._label(index)
+        if self._halt is not None and (reason := summary.stops_the_run):
+            self._halt(reason)
+        return summary
+
+    def _label(self, index: int) -> ShardSummary:
         spec, job = self.spec, self.spec.job
         first, end = index * spec.shard_rows, (index + 1) * spec.shard_rows
         inputs = copy.copy(job.inputs)  # the same files, read up to the shard's end

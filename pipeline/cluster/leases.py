@@ -95,11 +95,18 @@ class SharedLimiter:
                                    expected_completion_tokens=expected_completion_tokens,
                                    burst_seconds=1.0 - lease_seconds)
         self.lease_seconds = lease_seconds
+        #: why the run stops, once a shard met a refusal of the whole run or a failed write: shards not
+        #: begun by then are not begun
+        self.halted: str | None = None
         #: lease calls answered, requests granted, given back unused, attempts reported
         self.calls = 0
         self.granted = 0
         self.returned = 0
         self.reported = 0
+
+    def halt(self, reason: str) -> None:
+        """The run stops: the first reason is kept."""
+        self.halted = self.halted or reason
 
     def lease(self, request: LeaseRequest, *, now: float) -> Grant:
         self._now = now = max(now, self._now)  # a clock that goes backwards does not undo time

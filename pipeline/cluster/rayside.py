@@ -61,6 +61,12 @@ class LimiterActor:
     def lease(self, request: LeaseRequest) -> Grant:
         return self._limiter.lease(request, now=time.monotonic())
 
+    def halt(self, reason: str) -> None:
+        self._limiter.halt(reason)
+
+    def halted(self) -> str | None:
+        return self._limiter.halted
+
     def counts(self) -> dict[str, int]:
         limiter = self._limiter
         return {"calls": limiter.calls, "used": limiter.granted - limiter.returned, "reported": limiter.reported}
@@ -86,7 +92,8 @@ class _RayLabeller:
         async def lease(request: LeaseRequest) -> Grant:
             return await handle.lease.remote(request)
 
-        self._labeller = ShardLabeller(spec, lease)
+        self._labeller = ShardLabeller(spec, lease, halted=lambda: ray.get(handle.halted.remote()),
+                                       halt=lambda reason: ray.get(handle.halt.remote(reason)))
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
         summaries = [self._labeller.label(int(index)) for index in batch["shard"]]

@@ -161,6 +161,35 @@ def test_a_driver_stopped_then_killed_midway_resumes_without_paying_twice(tmp_pa
     assert [r["outcome"] for r in runs] == ["interrupted", "killed", "finished"]
 
 
+@pytest.mark.slow
+def test_a_stop_on_one_shard_begins_no_other_and_the_summary_counts_what_the_shards_hold(
+        tmp_path: Path, ray_cluster: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a daily cap of 45 requests over 8 shards of 30 rows: the shard that meets it stops the run
+    monkeypatch.setenv("MODERATION_API_KEY", "sk-or-test-0123456789")
+    data = write_jsonl(tmp_path / "in.jsonl", [{"id": f"r{i:04d}", "text": f"buy now number {i}"} for i in range(240)])
+    with SimulatorProcess("--profile", "openrouter", "--rpd", "45", "--latency-ms", "20") as sim:
+        config = make_config(tmp_path, [data], out=str(tmp_path / "ray"), base_url=sim.base_url, shard_rows=30,
+                             provider="openrouter", policies=["spam"], concurrency=4)
+        stream = io.StringIO()
+        code = run_on_ray(config, actors=2, stream=stream)
+        requests = sim.stats()["requests"]
+    out = stream.getvalue()
+    assert code == exitcodes.EXIT_ENDPOINT, out
+    assert "free-models-per-day" in out
+    assert requests < 45 + 2 * 4 * 2  # shards begun after the stop would each have met the cap again
+    import orjson
+
+    manifest = orjson.loads((tmp_path / "ray" / "manifest.json").read_bytes())
+    listed = sorted(info["file"] for info in manifest["shards"].values())
+    on_disk = sorted(f"labels/{p.name}" for p in (tmp_path / "ray" / "labels").glob("part-*.parquet"))
+    assert listed == on_disk  # every shard written is in the manifest
+    labels = _labels(tmp_path / "ray")
+    counts = dict(labels.group_by("status").len().iter_rows())
+    summary = next(line for line in out.splitlines() if ": aborted: " in line)
+    assert f"aborted={counts['aborted']}" in summary and f"ok={counts['ok']}" in summary, (summary, counts)
+    assert counts["ok"] == 45
+
+
 def test_what_the_cluster_engine_does_not_do_yet_is_refused_in_one_line(tmp_path: Path) -> None:
     pytest.importorskip("ray")
     data = _input(tmp_path, 5)

@@ -66,3 +66,31 @@ def test_an_input_gone_before_its_shard_is_read_is_a_one_line_error(tmp_path: Pa
         labeller.close()
     assert summary.shard is None and summary.sent == 0
     assert summary.error is not None and str(data) in summary.error and "\n" not in summary.error
+
+
+def test_a_shard_is_not_begun_once_another_stopped_the_run(tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "in.jsonl", [{"id": f"r{i}", "text": f"buy now {i}"} for i in range(30)])
+    config = make_config(tmp_path, [data], base_url="http://127.0.0.1:9/v1", policies=["spam"], shard_rows=10)
+    labeller = ShardLabeller(ShardSpec(open_job(config), "out1", "run1", 10), None,
+                             halted=lambda: "HTTP 401: bad key")
+    try:
+        summary = labeller.label(1)
+    finally:
+        labeller.close()
+    assert summary.skipped and summary.shard is None and (summary.rows_read, summary.sent) == (0, 0)
+    assert summary.stops_the_run is None  # it says nothing of its own
+    assert not (tmp_path / "out" / "labels").exists() and not shard_store_path(config.out, 1).exists()
+
+
+def test_a_shard_that_stops_the_run_says_so_to_the_others(tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "in.jsonl", [{"id": f"r{i}", "text": f"buy now {i}"} for i in range(30)])
+    config = make_config(tmp_path, [data], base_url="http://127.0.0.1:9/v1", policies=["spam"], shard_rows=10)
+    job = open_job(config)
+    data.unlink()  # the shard meets a one-line error: no other shard should begin
+    said: list[str] = []
+    labeller = ShardLabeller(ShardSpec(job, "out1", "run1", 10), None, halted=lambda: None, halt=said.append)
+    try:
+        summary = labeller.label(0)
+    finally:
+        labeller.close()
+    assert summary.error is not None and said == [summary.error]

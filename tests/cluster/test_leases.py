@@ -126,3 +126,11 @@ def test_grants_used_as_late_as_allowed_never_pass_a_one_second_host_limit(delay
         host.arrive(when)
     assert len(sends) >= 20 * rpm / 60 * 0.98
     assert host.refused == 0
+
+
+def test_a_halt_keeps_the_first_reason() -> None:
+    limiter = SharedLimiter(rpm=None, tpm=None)
+    assert limiter.halted is None
+    limiter.halt("HTTP 401: bad key")
+    limiter.halt("disk full")
+    assert limiter.halted == "HTTP 401: bad key"
