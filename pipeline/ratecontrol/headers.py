@@ -105,15 +105,20 @@ def retry_after_seconds(headers: Mapping[str, str], *, now: float) -> float | No
             seconds = _http_date_delta(after, now)
         if seconds is not None:
             return seconds
+    waits = _spent_resets(h)
+    return max(waits) if waits else None
+
+
+def _spent_resets(h: Mapping[str, str]) -> list[float]:
+    """Seconds until each quota that lower-cased ``h`` reports spent (remaining 0) resets, where readable."""
     waits = []
     for kind in ("requests", "tokens"):
-        remaining = _seconds(h.get(f"x-ratelimit-remaining-{kind}"))
-        reset = h.get(f"x-ratelimit-reset-{kind}")
-        if remaining == 0.0 and reset is not None:
-            seconds = parse_duration(reset)
+        if _seconds(h.get(f"x-ratelimit-remaining-{kind}")) == 0.0:
+            reset = h.get(f"x-ratelimit-reset-{kind}")
+            seconds = None if reset is None else parse_duration(reset)
             if seconds is not None:
                 waits.append(seconds)
-    return max(waits) if waits else None
+    return waits
 
 
 def quota_headers(headers: Mapping[str, str], *, now: float, body_headers: Any = None) -> dict[str, str]:
@@ -161,13 +166,7 @@ def quota_spent(headers: Mapping[str, str], *, lasting: float = 0.0) -> bool:
     """Whether lower-cased ``headers`` (see `quota_headers`) report a quota spent until a known reset
     at least ``lasting`` seconds away (a second of rounding allowed): a spent quota that explains a
     wait that long, not a token quota back in 5 s next to a Retry-After of an hour."""
-    for kind in ("requests", "tokens"):
-        if _seconds(headers.get(f"x-ratelimit-remaining-{kind}")) == 0.0:
-            reset = headers.get(f"x-ratelimit-reset-{kind}")
-            seconds = None if reset is None else parse_duration(reset)
-            if seconds is not None and seconds >= lasting - _ROUNDING_S:
-                return True
-    return False
+    return any(seconds >= lasting - _ROUNDING_S for seconds in _spent_resets(headers))
 
 
 def _http_date_delta(value: str, now: float) -> float | None:
