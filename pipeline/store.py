@@ -25,6 +25,13 @@ _RESULTS = (
     + ", ".join(f"{c.name} {c.sql}" for c in STORED)
     + ", run_id TEXT, created_at REAL) WITHOUT ROWID"
 )
+#: batch answers that are not final (``batch_failed``): kept per output directory so that a later
+#: ingest labels them again with their error, never cached as answers.
+_BATCH_FAILURES = (
+    "CREATE TABLE IF NOT EXISTS batch_failures (out_id TEXT NOT NULL, fingerprint BLOB NOT NULL, "
+    + ", ".join(f"{c.name} {c.sql}" for c in STORED)
+    + ", run_id TEXT, created_at REAL, PRIMARY KEY (out_id, fingerprint)) WITHOUT ROWID"
+)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS billing (
     out_id TEXT NOT NULL, run_id TEXT NOT NULL, policy TEXT NOT NULL,
@@ -40,6 +47,9 @@ CREATE TABLE IF NOT EXISTS runs (
     outcome TEXT, labels INTEGER DEFAULT 0, sent INTEGER DEFAULT 0,
     store_hits INTEGER DEFAULT 0, duplicates INTEGER DEFAULT 0, elapsed_s REAL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS batch_lines (
+    out_id TEXT NOT NULL, file TEXT NOT NULL, line INTEGER NOT NULL, PRIMARY KEY (out_id, file, line)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS rates (
     run_id TEXT NOT NULL, out_id TEXT NOT NULL, ended_at REAL NOT NULL, policy TEXT NOT NULL,
     ok INTEGER NOT NULL, violations INTEGER NOT NULL, PRIMARY KEY (run_id, policy)
@@ -48,6 +58,8 @@ CREATE TABLE IF NOT EXISTS rates (
 
 _COLUMNS = ", ".join(["fingerprint", *(c.name for c in STORED), "run_id", "created_at"])
 _INSERT = f"INSERT OR REPLACE INTO results ({_COLUMNS}) VALUES ({', '.join('?' * (len(STORED) + 3))})"
+_INSERT_FAILURE = (f"INSERT OR REPLACE INTO batch_failures (out_id, {_COLUMNS}) "
+                   f"VALUES ({', '.join('?' * (len(STORED) + 4))})")
 _BILL = """
 INSERT INTO billing (out_id, run_id, policy, requests, estimated_requests, prompt_tokens,
     cached_prompt_tokens, completion_tokens, reasoning_tokens, cost_usd, server_cost_usd, charged_usd,
@@ -88,6 +100,7 @@ def _connect(path: str) -> sqlite3.Connection:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute(_RESULTS)
+        conn.execute(_BATCH_FAILURES)
         conn.executescript(_SCHEMA)
         _add_missing_columns(conn)
     except sqlite3.Error as exc:
@@ -138,6 +151,22 @@ class ResultStore:
                 found[row[0]] = StoredResult(outcome_from_values(row[1:-2]), row[-2])
         return found
 
+    def batch_failures(self, out_id: str, fingerprints: Sequence[bytes]) -> dict[bytes, Outcome]:
+        """The ``batch_failed`` outcomes ingested into ``out_id`` for any of these fingerprints."""
+        found: dict[bytes, Outcome] = {}
+        for start in range(0, len(fingerprints), 500):
+            chunk = fingerprints[start : start + 500]
+            sql = (f"SELECT {_COLUMNS} FROM batch_failures WHERE out_id = ? "
+                   f"AND fingerprint IN ({','.join('?' * len(chunk))})")
+            for row in self._read.execute(sql, (out_id, *chunk)):
+                found[row[0]] = outcome_from_values(row[1:-2])
+        return found
+
+    def batch_lines(self, out_id: str, file: str) -> set[int]:
+        """Line numbers of the results file ``file`` (its SHA-256) already ingested into ``out_id``."""
+        rows = self._read.execute("SELECT line FROM batch_lines WHERE out_id = ? AND file = ?", (out_id, file))
+        return {line for (line,) in rows}
+
     def billing(self, out_id: str) -> list[dict]:
         cursor = self._read.execute("SELECT * FROM billing WHERE out_id = ? ORDER BY rowid", (out_id,))
         names = [d[0] for d in cursor.description]
@@ -179,6 +208,8 @@ class ResultStore:
             self._read.execute("DELETE FROM billing WHERE out_id = ?", (out_id,))
             self._read.execute("DELETE FROM runs WHERE out_id = ?", (out_id,))
             self._read.execute("DELETE FROM rates WHERE out_id = ?", (out_id,))
+            self._read.execute("DELETE FROM batch_lines WHERE out_id = ?", (out_id,))
+            self._read.execute("DELETE FROM batch_failures WHERE out_id = ?", (out_id,))
 
     # -- writes (background thread) ----------------------------------------------------------
     def start(self, *, on_commit: Callable[[list[bytes]], None] | None = None) -> None:
@@ -187,9 +218,13 @@ class ResultStore:
         self._thread.start()
 
     def put(self, *, fingerprint: bytes | None, outcome: Outcome, policy: str, out_id: str,
-            run_id: str) -> None:
-        """Queue one finished call: its result (when final) and what it was billed."""
-        self._queue.put(("result", fingerprint, outcome, policy, out_id, run_id))
+            run_id: str, batch_line: tuple[str, int] | None = None) -> None:
+        """Queue one finished call: its result (when final) and what it was billed.
+
+        ``batch_line``: the (results file's SHA-256, line number) the answer was read from; a line
+        already committed is skipped whole, so a file ingested again is never billed twice.
+        """
+        self._queue.put(("result", fingerprint, outcome, policy, out_id, run_id, batch_line))
 
     def backlog(self) -> int:
         """Answers queued but not yet committed (the runner slows down when this grows).
@@ -243,7 +278,18 @@ class ResultStore:
                 self._on_commit(committed)
 
     def _commit(self, batch: Iterable[tuple]) -> list[bytes]:
-        rows, bills, runs, settled, rates = [], {}, [], [], []
+        conn = self._write
+        conn.execute("BEGIN")
+        try:
+            settled = self._commit_items(conn, batch)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return settled
+
+    def _commit_items(self, conn: sqlite3.Connection, batch: Iterable[tuple]) -> list[bytes]:
+        rows, failures, bills, runs, settled, rates = [], [], {}, [], [], []
         now = time.time()
         for item in batch:
             if item[0] == "run":
@@ -252,11 +298,16 @@ class ResultStore:
             if item[0] == "rates":
                 rates.extend(item[1])
                 continue
-            _, fingerprint, outcome, policy, out_id, run_id = item
+            _, fingerprint, outcome, policy, out_id, run_id, batch_line = item
+            if batch_line is not None and not conn.execute(
+                    "INSERT OR IGNORE INTO batch_lines VALUES (?, ?, ?)", (out_id, *batch_line)).rowcount:
+                continue  # this line was ingested (and billed) before
             if fingerprint is not None and outcome.status in FINAL_STATUSES:
                 settled.append(fingerprint)
                 if self.keeps_results:
                     rows.append((fingerprint, *store_values(outcome), run_id, now))
+            elif fingerprint is not None and batch_line is not None:
+                failures.append((out_id, fingerprint, *store_values(outcome), run_id, now))
             if outcome.billed_calls:
                 key = (out_id, run_id, policy)
                 bill = bills.get(key)
@@ -269,29 +320,24 @@ class ResultStore:
                 reported = outcome.usage.server_cost_usd
                 bill[4] += outcome.cost_usd if reported is None else reported
                 bill[5] += outcome.billed_calls if reported is not None else 0
-        conn = self._write
-        conn.execute("BEGIN")
-        try:
-            if rows:
-                conn.executemany(_INSERT, rows)
-            if rates:
-                conn.executemany("INSERT OR REPLACE INTO rates VALUES (?, ?, ?, ?, ?, ?)", rates)
-            for (out_id, run_id, policy), (calls, estimated, usage, cost, charged, reported) in bills.items():
-                conn.execute(_BILL, (out_id, run_id, policy, calls, estimated, usage.prompt_tokens,
-                                     usage.cached_prompt_tokens, usage.completion_tokens,
-                                     usage.reasoning_tokens, cost, usage.server_cost_usd, charged, reported))
-            for run in runs:
-                columns = ", ".join(run)
-                updates = ", ".join(f"{k} = excluded.{k}" for k in run if k != "run_id")
-                conn.execute(
-                    f"INSERT INTO runs ({columns}) VALUES ({', '.join('?' * len(run))}) "
-                    f"ON CONFLICT (run_id) DO UPDATE SET {updates}",
-                    tuple(run.values()),
-                )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+        if rows:
+            conn.executemany(_INSERT, rows)
+        if failures:
+            conn.executemany(_INSERT_FAILURE, failures)
+        if rates:
+            conn.executemany("INSERT OR REPLACE INTO rates VALUES (?, ?, ?, ?, ?, ?)", rates)
+        for (out_id, run_id, policy), (calls, estimated, usage, cost, charged, reported) in bills.items():
+            conn.execute(_BILL, (out_id, run_id, policy, calls, estimated, usage.prompt_tokens,
+                                 usage.cached_prompt_tokens, usage.completion_tokens,
+                                 usage.reasoning_tokens, cost, usage.server_cost_usd, charged, reported))
+        for run in runs:
+            columns = ", ".join(run)
+            updates = ", ".join(f"{k} = excluded.{k}" for k in run if k != "run_id")
+            conn.execute(
+                f"INSERT INTO runs ({columns}) VALUES ({', '.join('?' * len(run))}) "
+                f"ON CONFLICT (run_id) DO UPDATE SET {updates}",
+                tuple(run.values()),
+            )
         return settled
 
 

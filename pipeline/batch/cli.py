@@ -93,6 +93,11 @@ def _ingest(args: argparse.Namespace) -> int:
     from pipeline.report import build_report, write_reports
 
     def step() -> int:
+        from pipeline.storage import is_uri
+
+        if not is_uri(args.out_dir) and not Path(args.out_dir).is_dir():
+            raise _Usage(f"{args.out_dir}: no such output folder: run 'moderate batch prepare --out OUT_DIR ...' "
+                         "first")
         outdir = _locked(args.out_dir)
         try:
             manifest = outdir.read_manifest()
