@@ -40,7 +40,7 @@ from pipeline.planner import PolicyPlan
 from pipeline.policies import PolicyError
 from pipeline.progress import Progress
 from pipeline.readers import InputError, InputSet
-from pipeline.report import build_report, write_reports
+from pipeline.report import add_earlier_stores, build_report, write_reports
 from pipeline.resume import open_manifest
 from pipeline.runlog import JsonProgress, LineStream, RunLog
 from pipeline.runner import Run
@@ -220,9 +220,13 @@ def _reports(store: ResultStore, manifest: Manifest, outdir: OutputDir, pricing:
              model: str) -> dict:
     report = build_report(billing=store.billing(manifest.out_id), runs=store.runs(manifest.out_id),
                           labels_dir=outdir.labels, pricing=pricing, provider=config.provider, model=model)
+    add_earlier_stores(report, manifest.earlier_stores_usd)
     extend_report(report, out=outdir.path, manifest=manifest, config=config,
                   rates=store.rates(manifest.out_id, history=config.drift_runs))
     write_reports(report, outdir.path)
+    if manifest.store is not None:  # the directory keeps its own total, whatever store the next run uses
+        manifest.spent_usd = report["cost_usd"]
+        outdir.write_manifest(manifest)
     if outdir.local:  # the HTML report reads the shards from a local folder
         from pipeline.htmlreport import write_html_report  # polars and numpy only for the end of a run
 
