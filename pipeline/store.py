@@ -138,6 +138,9 @@ class ResultStore:
         self._thread: threading.Thread | None = None
         self._on_commit: Callable[[list[bytes]], None] | None = None
         self._error: BaseException | None = None
+        self._on_error: Callable[[str], None] | None = None
+        #: paid answers queued but never committed because a commit failed (disk full, file too large)
+        self.unsaved = 0
         self._write = self._read if self.path == ":memory:" else _connect(self.path)
 
     # -- reads (caller's thread) -------------------------------------------------------------
@@ -212,8 +215,11 @@ class ResultStore:
             self._read.execute("DELETE FROM batch_failures WHERE out_id = ?", (out_id,))
 
     # -- writes (background thread) ----------------------------------------------------------
-    def start(self, *, on_commit: Callable[[list[bytes]], None] | None = None) -> None:
+    def start(self, *, on_commit: Callable[[list[bytes]], None] | None = None,
+              on_error: Callable[[str], None] | None = None) -> None:
+        """Start the writer thread. ``on_error`` hears (from that thread) the first commit that fails."""
         self._on_commit = on_commit
+        self._on_error = on_error
         self._thread = threading.Thread(target=self._writer, name="result-store", daemon=True)
         self._thread.start()
 
@@ -232,7 +238,7 @@ class ResultStore:
         Raises StoreError once the writer thread has failed, so nobody waits for it forever.
         """
         if self._error is not None:
-            raise StoreError(f"{self.path}: cannot write result store ({self._error})")
+            raise StoreError(self.failure())
         return self._queue.qsize()
 
     def record_run(self, run: dict) -> None:
@@ -247,13 +253,37 @@ class ResultStore:
     def close(self) -> None:
         """Commit everything queued, then stop the writer thread."""
         if self._thread is None and not self._queue.empty():
-            self.start(on_commit=self._on_commit)  # queued before any start(): still commit it
+            self.start(on_commit=self._on_commit, on_error=self._on_error)  # queued before start(): commit it
         if self._thread is not None:
             self._queue.put(None)
             self._thread.join()
             self._thread = None
         if self._error is not None:
-            raise StoreError(f"{self.path}: cannot write result store ({self._error})")
+            self._count_unsaved()
+            raise StoreError(self.failure())
+
+    @property
+    def failed(self) -> bool:
+        """A commit failed: answers queued since were not saved."""
+        return self._error is not None
+
+    def failure(self) -> str:
+        """One line naming the store file and why it could not be written."""
+        return f"{self.path}: cannot write result store ({self._error})"
+
+    def _count_unsaved(self, batch: Iterable[tuple | None] = ()) -> None:
+        """Count the paid answers in ``batch`` and still queued: the store will never hold them."""
+        def answers(items: Iterable[tuple | None]) -> int:
+            return sum(1 for item in items if item is not None and item[0] == "result" and item[2].billed_calls)
+
+        self.unsaved += answers(batch)
+        drained = []
+        while True:
+            try:
+                drained.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        self.unsaved += answers(drained)
 
     def _writer(self) -> None:
         stop = False
@@ -272,7 +302,10 @@ class ResultStore:
             try:
                 committed = self._commit(batch)
             except Exception as exc:  # disk full, locked for too long, a value it cannot take: surface
-                self._error = exc     # at the next backlog() or close(), never a silently dead thread
+                self._error = exc     # at once and at the next backlog() or close(), never a silently dead thread
+                self._count_unsaved(batch)
+                if self._on_error is not None:
+                    self._on_error(self.failure())
                 return
             if committed and self._on_commit is not None:
                 self._on_commit(committed)
@@ -284,7 +317,8 @@ class ResultStore:
             settled = self._commit_items(conn, batch)
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # a failed COMMIT (SQLITE_FULL) has rolled back already
+                conn.execute("ROLLBACK")
             raise
         return settled
 
