@@ -40,7 +40,7 @@ from pipeline.planner import PolicyPlan
 from pipeline.policies import PolicyError
 from pipeline.progress import Progress
 from pipeline.readers import InputError, InputSet
-from pipeline.report import build_report, write_reports
+from pipeline.report import add_earlier_stores, build_report, write_reports
 from pipeline.resume import open_manifest
 from pipeline.runlog import JsonProgress, LineStream, RunLog
 from pipeline.runner import Run
@@ -151,7 +151,9 @@ def _finish(run: Run, result: RunResult, store: ResultStore, manifest: Manifest,
             outdir.write_manifest(manifest)
         report = _reports(store, manifest, outdir, pricing, config, model)
     except OSError as exc:  # the disk filled up (the store's journal may have taken the last bytes)
-        return _cannot_write(outdir, exc, log)
+        if result.write_error:
+            log.say("error", f"moderate: error: {result.write_error}; {_what_was_kept(store)}")
+        return _cannot_write(outdir, exc, log, store)
     code = exit_code(result, report)
     line = summary_line(result, report, policies=len(run.plans), labels_dir=outdir.labels,
                         report_path=outdir.path / "cost_report.md", simulated=config.provider == "simulator")
@@ -161,8 +163,7 @@ def _finish(run: Run, result: RunResult, store: ResultStore, manifest: Manifest,
         log.say("warning", f"moderate: warning: {report['duplicate_ids']:,} rows share an id with another row "
                 "(each is labelled on its own; join on row_number)", duplicate_ids=report["duplicate_ids"])
     if result.write_error:
-        log.say("error", f"moderate: error: {result.write_error}; answers paid for are kept in the store: free "
-                "some space and run the same command to resume")
+        log.say("error", f"moderate: error: {result.write_error}; {_what_was_kept(store)}")
     elif result.fatal_error:
         log.say("error", f"moderate: error: the endpoint refused the run: {result.fatal_error}")
     if result.internal_error:
@@ -186,7 +187,7 @@ def _nothing_to_do(store: ResultStore, manifest: Manifest, outdir: OutputDir, pr
     try:
         report = _reports(store, manifest, outdir, pricing, config, model)
     except OSError as exc:
-        return _cannot_write(outdir, exc, log)
+        return _cannot_write(outdir, exc, log, store)
     finally:
         store.close()
     bad = problems(report)
@@ -209,20 +210,33 @@ def _open_store(config: RunConfig, outdir: OutputDir) -> ResultStore:
     return NullStore()
 
 
-def _cannot_write(outdir: OutputDir, exc: OSError, log: RunLog) -> int:
-    log.say("error", f"moderate: error: cannot write the report in {outdir.path}: {exc.strerror or exc}; answers "
-            "paid for are kept in the store: free some space and run the same command to resume",
-            exit_code=exitcodes.EXIT_USAGE)
+def _cannot_write(outdir: OutputDir, exc: OSError, log: RunLog, store: ResultStore) -> int:
+    where = exc.filename or outdir.path
+    log.say("error", f"moderate: error: cannot write the report in {outdir.path} ({where}: {exc.strerror or exc}); "
+            f"{_what_was_kept(store)}", exit_code=exitcodes.EXIT_USAGE)
     return exitcodes.EXIT_USAGE
+
+
+def _what_was_kept(store: ResultStore) -> str:
+    """What a failed write left, as it is: never a claim that answers were saved when they were not."""
+    if not store.failed:
+        return "the answers paid for are in the store: free some space and run the same command to resume"
+    lost = f"{store.unsaved:,} answers paid for could not be saved in it and will be asked again; " \
+        if store.unsaved else ""
+    return f"{lost}answers committed before the failure are kept: free some space and run the same command to resume"
 
 
 def _reports(store: ResultStore, manifest: Manifest, outdir: OutputDir, pricing: Pricing, config: RunConfig,
              model: str) -> dict:
     report = build_report(billing=store.billing(manifest.out_id), runs=store.runs(manifest.out_id),
                           labels_dir=outdir.labels, pricing=pricing, provider=config.provider, model=model)
+    add_earlier_stores(report, manifest.earlier_stores_usd)
     extend_report(report, out=outdir.path, manifest=manifest, config=config,
                   rates=store.rates(manifest.out_id, history=config.drift_runs))
     write_reports(report, outdir.path)
+    if manifest.store is not None:  # the directory keeps its own total, whatever store the next run uses
+        manifest.spent_usd = report["cost_usd"]
+        outdir.write_manifest(manifest)
     if outdir.local:  # the HTML report reads the shards from a local folder
         from pipeline.htmlreport import write_html_report  # polars and numpy only for the end of a run
 

@@ -24,7 +24,7 @@ from pipeline.labels import COLUMN_NAMES
 from pipeline.policies import PolicyError, load_policy
 from pipeline.prompt import neutralise, normalise, render_system
 from pipeline.readers import InputError, open_inputs
-from pipeline.records import OutputFormat, Policy
+from pipeline.records import UNSENT_STATUSES, OutputFormat, Policy
 
 _CONFIDENCE_WEIGHT = {"low": 2.0, "medium": 1.0}
 
@@ -74,8 +74,11 @@ def flat_row(example: Example, extra: list[str]) -> dict[str, Any]:
 
 
 def examples(out: Path, *, policies: dict[str, Policy], inputs: list[str] | None, text_column: str,
-             id_column: str | None) -> Iterator[tuple[Example, list[str]]]:
-    """Every ok label of `out`, in row order, with its content: (example, extra label columns)."""
+             id_column: str | None, partial: bool = False) -> Iterator[tuple[Example, list[str]]]:
+    """Every ok label of `out`, in row order, with its content: (example, extra label columns).
+
+    Raises ExportError for a directory whose run did not finish, unless ``partial``.
+    """
     shards = sorted((out / "labels").glob("part-*.parquet"))
     if not shards:
         raise ExportError(f"{out}: no label shards in {out / 'labels'} (is it a run's output directory?)")
@@ -89,6 +92,10 @@ def examples(out: Path, *, policies: dict[str, Policy], inputs: list[str] | None
     if expected and source.identity() != expected:
         raise ExportError(f"{out}: the input is not the one the run read (files, sizes or --text-column/--id-column "
                           "differ); pass the run's --input, --text-column and --id-column")
+    if not partial and not manifest.get("finished"):
+        labelled, total = labelled_rows(shards), _total_rows(manifest, source.total_rows)
+        raise ExportError(f"{out}: the run did not finish: {labelled:,} of {total} rows labelled; finish it "
+                          "(rerun the same command) or pass --partial to export what is there")
     systems: dict[tuple[str, str], str] = {}
     rows = _numbered_texts(source)
     current: tuple[int, str, str | None] = (-1, "", None)
@@ -115,6 +122,22 @@ def kept_fields(out: Path) -> list[pa.Field]:
     if not shards:
         return []
     return [f for f in pq.read_schema(shards[0]) if f.name not in COLUMN_NAMES]
+
+
+def labelled_rows(shards: list[Path]) -> int:
+    """Input rows in ``shards`` whose every label has an answer or a final status (none left unsent)."""
+    unsent = [s.value for s in UNSENT_STATUSES]
+    frame = (pl.scan_parquet(shards).group_by("row_number")
+             .agg(pl.col("status").is_in(unsent).any().alias("unsent")).filter(~pl.col("unsent")).collect())
+    return frame.height
+
+
+def _total_rows(manifest: dict[str, Any], input_rows: int | None) -> str:
+    """The job's input rows as text ("?" when the input cannot be counted without reading it)."""
+    limit = manifest.get("identity", {}).get("limit")
+    if input_rows is None:
+        return f"{limit:,}" if limit is not None else "?"
+    return f"{input_rows if limit is None else min(input_rows, limit):,}"
 
 
 def _numbered_texts(source: Any) -> Iterator[tuple[int, str, str | None]]:

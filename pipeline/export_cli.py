@@ -53,6 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--id-column", metavar="C", help="the run's id column, if it named one")
     parser.add_argument("--policy", dest="policies", action="append", metavar="FILE",
                         help="the policy file the run used (default: the shipped policy of the same name)")
+    parser.add_argument("--partial", action="store_true",
+                        help="export the ok labels of a run that did not finish (otherwise refused)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -65,7 +67,8 @@ def main(args: argparse.Namespace) -> int:
         summary = export(Path(args.out_dir), fmt=args.export_format, output=Path(args.output),
                          review=args.review, review_output=args.review_output, gold=args.gold,
                          gold_column=args.gold_column, gold_id_column=args.gold_id_column, inputs=args.inputs,
-                         text_column=args.text_column, id_column=args.id_column, policy_files=args.policies)
+                         text_column=args.text_column, id_column=args.id_column, policy_files=args.policies,
+                         partial=args.partial)
     except (ExportError, InputError, PolicyError) as exc:
         print(f"moderate: error: {exc}", file=sys.stderr)
         return exitcodes.EXIT_USAGE
@@ -79,7 +82,7 @@ def main(args: argparse.Namespace) -> int:
 def export(out: Path, *, fmt: str, output: Path, review: int | None = None, review_output: str | None = None,
            gold: str | None = None, gold_column: str | None = None, gold_id_column: str | None = None,
            inputs: list[str] | None = None, text_column: str = "text", id_column: str | None = None,
-           policy_files: list[str] | None = None) -> dict[str, Any]:
+           policy_files: list[str] | None = None, partial: bool = False) -> dict[str, Any]:
     """Write the training set (and the review file); returns counts and paths."""
     if review is not None and review < 1:
         raise ExportError("--review must be at least 1")
@@ -99,7 +102,7 @@ def export(out: Path, *, fmt: str, output: Path, review: int | None = None, revi
     try:
         with _Writer(temp, fmt, kept_fields(out)) as writer:
             for example, extra in examples(out, policies=policies, inputs=inputs, text_column=text_column,
-                                           id_column=id_column):
+                                           id_column=id_column, partial=partial):
                 writer.add(chat_example(example) if fmt == "chat-jsonl" else flat_row(example, extra))
                 if queue is not None:
                     queue.add(example)

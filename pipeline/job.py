@@ -111,6 +111,7 @@ def build_run(config: RunConfig, *, inputs: InputSet, plans: list[PolicyPlan], e
                        max_tokens_cap=config.max_tokens_cap, max_retry_after=config.max_retry_after)
     billing = store.billing(manifest.out_id)
     spent = sum(b["cost_usd"] if b.get("charged_usd") is None else b["charged_usd"] for b in billing)
+    spent += manifest.earlier_stores_usd  # spent through another store: still the directory's
     settings = RunSettings(
         out_id=manifest.out_id, run_id=run_id or new_run_id(), model=model, reasoning_effort=config.reasoning_effort,
         output_format=config.output_format.value, too_long=config.too_long,

@@ -3,7 +3,8 @@
 Layout::
 
     OUT/labels/part-00000.parquet   labelled shards (zstd), input rows [k*R, (k+1)*R) x policies
-    OUT/manifest.json               what this directory is (input, policies, model) + finished shards
+    OUT/manifest.json               what this directory is (input, policies, model, store), finished
+                                    shards, and what it has spent
     OUT/store.sqlite                result store and billing ledger (unless --store points elsewhere)
     OUT/cost_report.json|.md        written at the end of every run
     OUT/.lock                       held by the running process
@@ -81,6 +82,12 @@ class Manifest:
     total_rows: int | None = None
     #: the job's settings, kept when the directory was prepared for batch files (`pipeline.batch`).
     job: dict[str, Any] | None = None
+    #: the result store the directory's answers and ledger are in ("none" for --store none)
+    store: str | None = None
+    #: spent through stores whose ledger is not the current store's (another store, --store none)
+    earlier_stores_usd: float = 0.0
+    #: everything the directory has spent, as of the end of its last run (the current store included)
+    spent_usd: float = 0.0
 
     def to_json(self) -> bytes:
         data = {
@@ -96,6 +103,8 @@ class Manifest:
         }
         if self.job is not None:
             data["job"] = self.job
+        if self.store is not None:
+            data.update(store=self.store, earlier_stores_usd=self.earlier_stores_usd, spent_usd=self.spent_usd)
         return orjson.dumps(data, option=orjson.OPT_INDENT_2)
 
     @classmethod
@@ -103,7 +112,8 @@ class Manifest:
         data = orjson.loads(raw)
         shards = {int(k): ShardInfo(**v) for k, v in data.get("shards", {}).items()}
         return cls(data["out_id"], data["identity"], data["shard_rows"], shards,
-                   data.get("finished", False), data.get("total_rows"), data.get("job"))
+                   data.get("finished", False), data.get("total_rows"), data.get("job"), data.get("store"),
+                   data.get("earlier_stores_usd", 0.0), data.get("spent_usd", 0.0))
 
 
 def is_output_folder(manifest: bytes) -> bool:

@@ -92,6 +92,14 @@ def build_report(*, billing: list[dict], runs: list[dict], labels_dir: Path | Lo
     return report
 
 
+def add_earlier_stores(report: dict[str, Any], usd: float) -> None:
+    """Count what the directory spent through another store (or --store none) in its totals."""
+    report["earlier_stores_usd"] = round(usd, 8)
+    if usd:
+        report["cost_usd"] = round(report["cost_usd"] + usd, 8)
+        report["list_price_cost_usd"] = round(report["list_price_cost_usd"] + usd, 8)
+
+
 def _basis(reported: int, requests: int) -> str:
     """Which figure ``cost_usd`` is: the host's own charge, the list price, or both in part."""
     if requests and reported >= requests:

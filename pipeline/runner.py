@@ -71,7 +71,7 @@ class Run:
         self._loop = asyncio.get_running_loop()
         self.dispatcher.released = asyncio.Event()
         self.dispatcher.stopping = asyncio.Event()
-        self.store.start(on_commit=self._committed_threadsafe)
+        self.store.start(on_commit=self._committed_threadsafe, on_error=self._store_failed_threadsafe)
         started = time.monotonic()
         feeder = asyncio.create_task(self._feed())
         workers = [asyncio.create_task(self.dispatcher.work()) for _ in range(self.settings.concurrency)]
@@ -83,6 +83,9 @@ class Run:
                 task.cancel()
             await asyncio.gather(ticker, feeder, *workers, return_exceptions=True)
             self.result.elapsed = time.monotonic() - started
+            if self.result.write_error is not None and not self.result.input_exhausted:
+                # answers the store could not take are kept in their shards at least
+                self.shards.close_stopped(labels_per_row=len(self.plans))
             await self.writer.close()
             self._tick_once()
         self.stats.internal_errors = self.dispatcher.internal_errors
@@ -157,6 +160,13 @@ class Run:
         if loop is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(self.planner.committed, fingerprints)
+
+    def _store_failed_threadsafe(self, message: str) -> None:
+        """The first failed commit stops sending at once: answers from then on cannot be saved."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._write_failed, message)
 
     async def _tick(self) -> None:
         while True:

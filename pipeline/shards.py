@@ -78,6 +78,21 @@ class ShardAssembler:
         for shard in list(self._open.values()):
             self.close(shard)
 
+    def close_stopped(self, *, labels_per_row: int) -> None:
+        """The run stopped before the input ended: hand on every open shard with the labels it has.
+
+        Labels never placed (requests dropped by the stop) and rows the reader never reached count as
+        unsent, so such a shard is never taken as complete and the next run rebuilds it; until then
+        the answers it holds are on disk.
+        """
+        for shard in list(self._open.values()):
+            if shard.pending:
+                shard.labels = [label for label in shard.labels if label is not None]
+                shard.unsent += shard.pending
+                shard.pending = 0
+            shard.unsent += max(0, self.shard_rows - shard.rows) * labels_per_row
+            self.close(shard)
+
     def _complete(self, shard: Shard) -> None:
         if self._open.get(shard.index) is not shard:
             return

@@ -25,6 +25,13 @@ _RESULTS = (
     + ", ".join(f"{c.name} {c.sql}" for c in STORED)
     + ", run_id TEXT, created_at REAL) WITHOUT ROWID"
 )
+#: batch answers that are not final (``batch_failed``): kept per output directory so that a later
+#: ingest labels them again with their error, never cached as answers.
+_BATCH_FAILURES = (
+    "CREATE TABLE IF NOT EXISTS batch_failures (out_id TEXT NOT NULL, fingerprint BLOB NOT NULL, "
+    + ", ".join(f"{c.name} {c.sql}" for c in STORED)
+    + ", run_id TEXT, created_at REAL, PRIMARY KEY (out_id, fingerprint)) WITHOUT ROWID"
+)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS billing (
     out_id TEXT NOT NULL, run_id TEXT NOT NULL, policy TEXT NOT NULL,
@@ -40,6 +47,9 @@ CREATE TABLE IF NOT EXISTS runs (
     outcome TEXT, labels INTEGER DEFAULT 0, sent INTEGER DEFAULT 0,
     store_hits INTEGER DEFAULT 0, duplicates INTEGER DEFAULT 0, elapsed_s REAL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS batch_lines (
+    out_id TEXT NOT NULL, file TEXT NOT NULL, line INTEGER NOT NULL, PRIMARY KEY (out_id, file, line)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS rates (
     run_id TEXT NOT NULL, out_id TEXT NOT NULL, ended_at REAL NOT NULL, policy TEXT NOT NULL,
     ok INTEGER NOT NULL, violations INTEGER NOT NULL, PRIMARY KEY (run_id, policy)
@@ -48,6 +58,8 @@ CREATE TABLE IF NOT EXISTS rates (
 
 _COLUMNS = ", ".join(["fingerprint", *(c.name for c in STORED), "run_id", "created_at"])
 _INSERT = f"INSERT OR REPLACE INTO results ({_COLUMNS}) VALUES ({', '.join('?' * (len(STORED) + 3))})"
+_INSERT_FAILURE = (f"INSERT OR REPLACE INTO batch_failures (out_id, {_COLUMNS}) "
+                   f"VALUES ({', '.join('?' * (len(STORED) + 4))})")
 _BILL = """
 INSERT INTO billing (out_id, run_id, policy, requests, estimated_requests, prompt_tokens,
     cached_prompt_tokens, completion_tokens, reasoning_tokens, cost_usd, server_cost_usd, charged_usd,
@@ -88,6 +100,7 @@ def _connect(path: str) -> sqlite3.Connection:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute(_RESULTS)
+        conn.execute(_BATCH_FAILURES)
         conn.executescript(_SCHEMA)
         _add_missing_columns(conn)
     except sqlite3.Error as exc:
@@ -125,6 +138,9 @@ class ResultStore:
         self._thread: threading.Thread | None = None
         self._on_commit: Callable[[list[bytes]], None] | None = None
         self._error: BaseException | None = None
+        self._on_error: Callable[[str], None] | None = None
+        #: paid answers queued but never committed because a commit failed (disk full, file too large)
+        self.unsaved = 0
         self._write = self._read if self.path == ":memory:" else _connect(self.path)
 
     # -- reads (caller's thread) -------------------------------------------------------------
@@ -137,6 +153,22 @@ class ResultStore:
             for row in self._read.execute(sql, chunk):
                 found[row[0]] = StoredResult(outcome_from_values(row[1:-2]), row[-2])
         return found
+
+    def batch_failures(self, out_id: str, fingerprints: Sequence[bytes]) -> dict[bytes, Outcome]:
+        """The ``batch_failed`` outcomes ingested into ``out_id`` for any of these fingerprints."""
+        found: dict[bytes, Outcome] = {}
+        for start in range(0, len(fingerprints), 500):
+            chunk = fingerprints[start : start + 500]
+            sql = (f"SELECT {_COLUMNS} FROM batch_failures WHERE out_id = ? "
+                   f"AND fingerprint IN ({','.join('?' * len(chunk))})")
+            for row in self._read.execute(sql, (out_id, *chunk)):
+                found[row[0]] = outcome_from_values(row[1:-2])
+        return found
+
+    def batch_lines(self, out_id: str, file: str) -> set[int]:
+        """Line numbers of the results file ``file`` (its SHA-256) already ingested into ``out_id``."""
+        rows = self._read.execute("SELECT line FROM batch_lines WHERE out_id = ? AND file = ?", (out_id, file))
+        return {line for (line,) in rows}
 
     def billing(self, out_id: str) -> list[dict]:
         cursor = self._read.execute("SELECT * FROM billing WHERE out_id = ? ORDER BY rowid", (out_id,))
@@ -179,17 +211,26 @@ class ResultStore:
             self._read.execute("DELETE FROM billing WHERE out_id = ?", (out_id,))
             self._read.execute("DELETE FROM runs WHERE out_id = ?", (out_id,))
             self._read.execute("DELETE FROM rates WHERE out_id = ?", (out_id,))
+            self._read.execute("DELETE FROM batch_lines WHERE out_id = ?", (out_id,))
+            self._read.execute("DELETE FROM batch_failures WHERE out_id = ?", (out_id,))
 
     # -- writes (background thread) ----------------------------------------------------------
-    def start(self, *, on_commit: Callable[[list[bytes]], None] | None = None) -> None:
+    def start(self, *, on_commit: Callable[[list[bytes]], None] | None = None,
+              on_error: Callable[[str], None] | None = None) -> None:
+        """Start the writer thread. ``on_error`` hears (from that thread) the first commit that fails."""
         self._on_commit = on_commit
+        self._on_error = on_error
         self._thread = threading.Thread(target=self._writer, name="result-store", daemon=True)
         self._thread.start()
 
     def put(self, *, fingerprint: bytes | None, outcome: Outcome, policy: str, out_id: str,
-            run_id: str) -> None:
-        """Queue one finished call: its result (when final) and what it was billed."""
-        self._queue.put(("result", fingerprint, outcome, policy, out_id, run_id))
+            run_id: str, batch_line: tuple[str, int] | None = None) -> None:
+        """Queue one finished call: its result (when final) and what it was billed.
+
+        ``batch_line``: the (results file's SHA-256, line number) the answer was read from; a line
+        already committed is skipped whole, so a file ingested again is never billed twice.
+        """
+        self._queue.put(("result", fingerprint, outcome, policy, out_id, run_id, batch_line))
 
     def backlog(self) -> int:
         """Answers queued but not yet committed (the runner slows down when this grows).
@@ -197,7 +238,7 @@ class ResultStore:
         Raises StoreError once the writer thread has failed, so nobody waits for it forever.
         """
         if self._error is not None:
-            raise StoreError(f"{self.path}: cannot write result store ({self._error})")
+            raise StoreError(self.failure())
         return self._queue.qsize()
 
     def record_run(self, run: dict) -> None:
@@ -212,13 +253,37 @@ class ResultStore:
     def close(self) -> None:
         """Commit everything queued, then stop the writer thread."""
         if self._thread is None and not self._queue.empty():
-            self.start(on_commit=self._on_commit)  # queued before any start(): still commit it
+            self.start(on_commit=self._on_commit, on_error=self._on_error)  # queued before start(): commit it
         if self._thread is not None:
             self._queue.put(None)
             self._thread.join()
             self._thread = None
         if self._error is not None:
-            raise StoreError(f"{self.path}: cannot write result store ({self._error})")
+            self._count_unsaved()
+            raise StoreError(self.failure())
+
+    @property
+    def failed(self) -> bool:
+        """A commit failed: answers queued since were not saved."""
+        return self._error is not None
+
+    def failure(self) -> str:
+        """One line naming the store file and why it could not be written."""
+        return f"{self.path}: cannot write result store ({self._error})"
+
+    def _count_unsaved(self, batch: Iterable[tuple | None] = ()) -> None:
+        """Count the paid answers in ``batch`` and still queued: the store will never hold them."""
+        def answers(items: Iterable[tuple | None]) -> int:
+            return sum(1 for item in items if item is not None and item[0] == "result" and item[2].billed_calls)
+
+        self.unsaved += answers(batch)
+        drained = []
+        while True:
+            try:
+                drained.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        self.unsaved += answers(drained)
 
     def _writer(self) -> None:
         stop = False
@@ -237,13 +302,28 @@ class ResultStore:
             try:
                 committed = self._commit(batch)
             except Exception as exc:  # disk full, locked for too long, a value it cannot take: surface
-                self._error = exc     # at the next backlog() or close(), never a silently dead thread
+                self._error = exc     # at once and at the next backlog() or close(), never a silently dead thread
+                self._count_unsaved(batch)
+                if self._on_error is not None:
+                    self._on_error(self.failure())
                 return
             if committed and self._on_commit is not None:
                 self._on_commit(committed)
 
     def _commit(self, batch: Iterable[tuple]) -> list[bytes]:
-        rows, bills, runs, settled, rates = [], {}, [], [], []
+        conn = self._write
+        conn.execute("BEGIN")
+        try:
+            settled = self._commit_items(conn, batch)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:  # a failed COMMIT (SQLITE_FULL) has rolled back already
+                conn.execute("ROLLBACK")
+            raise
+        return settled
+
+    def _commit_items(self, conn: sqlite3.Connection, batch: Iterable[tuple]) -> list[bytes]:
+        rows, failures, bills, runs, settled, rates = [], [], {}, [], [], []
         now = time.time()
         for item in batch:
             if item[0] == "run":
@@ -252,11 +332,16 @@ class ResultStore:
             if item[0] == "rates":
                 rates.extend(item[1])
                 continue
-            _, fingerprint, outcome, policy, out_id, run_id = item
+            _, fingerprint, outcome, policy, out_id, run_id, batch_line = item
+            if batch_line is not None and not conn.execute(
+                    "INSERT OR IGNORE INTO batch_lines VALUES (?, ?, ?)", (out_id, *batch_line)).rowcount:
+                continue  # this line was ingested (and billed) before
             if fingerprint is not None and outcome.status in FINAL_STATUSES:
                 settled.append(fingerprint)
                 if self.keeps_results:
                     rows.append((fingerprint, *store_values(outcome), run_id, now))
+            elif fingerprint is not None and batch_line is not None:
+                failures.append((out_id, fingerprint, *store_values(outcome), run_id, now))
             if outcome.billed_calls:
                 key = (out_id, run_id, policy)
                 bill = bills.get(key)
@@ -269,29 +354,24 @@ class ResultStore:
                 reported = outcome.usage.server_cost_usd
                 bill[4] += outcome.cost_usd if reported is None else reported
                 bill[5] += outcome.billed_calls if reported is not None else 0
-        conn = self._write
-        conn.execute("BEGIN")
-        try:
-            if rows:
-                conn.executemany(_INSERT, rows)
-            if rates:
-                conn.executemany("INSERT OR REPLACE INTO rates VALUES (?, ?, ?, ?, ?, ?)", rates)
-            for (out_id, run_id, policy), (calls, estimated, usage, cost, charged, reported) in bills.items():
-                conn.execute(_BILL, (out_id, run_id, policy, calls, estimated, usage.prompt_tokens,
-                                     usage.cached_prompt_tokens, usage.completion_tokens,
-                                     usage.reasoning_tokens, cost, usage.server_cost_usd, charged, reported))
-            for run in runs:
-                columns = ", ".join(run)
-                updates = ", ".join(f"{k} = excluded.{k}" for k in run if k != "run_id")
-                conn.execute(
-                    f"INSERT INTO runs ({columns}) VALUES ({', '.join('?' * len(run))}) "
-                    f"ON CONFLICT (run_id) DO UPDATE SET {updates}",
-                    tuple(run.values()),
-                )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+        if rows:
+            conn.executemany(_INSERT, rows)
+        if failures:
+            conn.executemany(_INSERT_FAILURE, failures)
+        if rates:
+            conn.executemany("INSERT OR REPLACE INTO rates VALUES (?, ?, ?, ?, ?, ?)", rates)
+        for (out_id, run_id, policy), (calls, estimated, usage, cost, charged, reported) in bills.items():
+            conn.execute(_BILL, (out_id, run_id, policy, calls, estimated, usage.prompt_tokens,
+                                 usage.cached_prompt_tokens, usage.completion_tokens,
+                                 usage.reasoning_tokens, cost, usage.server_cost_usd, charged, reported))
+        for run in runs:
+            columns = ", ".join(run)
+            updates = ", ".join(f"{k} = excluded.{k}" for k in run if k != "run_id")
+            conn.execute(
+                f"INSERT INTO runs ({columns}) VALUES ({', '.join('?' * len(run))}) "
+                f"ON CONFLICT (run_id) DO UPDATE SET {updates}",
+                tuple(run.values()),
+            )
         return settled
 
 

@@ -134,3 +134,24 @@ def test_the_runs_text_column_is_found_without_a_flag(tmp_path: Path) -> None:
     assert main(["export", config.out, "--format", "parquet", "--output", str(target)]) == 0
     frame = pl.read_parquet(target)
     assert frame["id"].to_list() == ["k1", "k2"] and frame["text"].to_list() == ["buy now", "hi"]
+
+
+def test_an_unfinished_run_is_refused_with_its_labelled_rows_unless_partial(tmp_path: Path,
+                                                                            capsys: pytest.CaptureFixture) -> None:
+    rows = [{"id": f"r{i}", "text": f"buy now and click here #{i}"} for i in range(40)]
+    data = write_jsonl(tmp_path / "in.jsonl", rows)
+    result = run_pipeline(make_config(tmp_path, [data], policies=["spam"], max_cost=0.0005, concurrency=1))
+    assert result.code == exitcodes.EXIT_BUDGET, result.stderr
+    labelled = result.labels().filter(pl.col("status") == "ok").height
+    assert 0 < labelled < 40
+    output = tmp_path / "train.jsonl"
+
+    code = main(["export", str(result.out), "--format", "chat-jsonl", "--output", str(output)])
+    err = capsys.readouterr().err
+    assert code == exitcodes.EXIT_USAGE
+    assert f"{labelled:,} of 40 rows labelled" in err and "--partial" in err and err.count("\n") == 1
+    assert not output.exists()
+
+    code = main(["export", str(result.out), "--format", "chat-jsonl", "--output", str(output), "--partial"])
+    assert code == exitcodes.EXIT_OK, capsys.readouterr().err
+    assert len(output.read_text().splitlines()) == labelled

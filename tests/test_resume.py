@@ -9,7 +9,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from support import SimulatorProcess, moderate_command, write_config, write_jsonl
+from support import RunResult, SimulatorProcess, make_config, moderate_command, run_pipeline, write_config, write_jsonl
 
 from pipeline import exitcodes
 from pipeline.outdir import OutputDir, OutputDirError
@@ -201,3 +201,48 @@ def test_runs_left_running_are_marked_killed(tmp_path: Path) -> None:
     store.close()
     open_manifest(outdir, dict(IDENTITY), shard_rows=10, force=False, store=store)
     assert [r["outcome"] for r in store.runs(manifest.out_id)] == ["killed"]
+
+
+CAP = 0.002
+
+
+def _capped_run(tmp_path: Path, data: Path, **overrides: object) -> RunResult:
+    return run_pipeline(make_config(tmp_path, [data], policies=["spam"], max_cost=CAP, concurrency=2,
+                                     **overrides))
+
+
+def test_a_rerun_without_the_first_runs_store_is_refused_naming_both(tmp_path: Path) -> None:
+    data = _input(tmp_path)
+    shared = tmp_path / "shared.sqlite"
+    first = _capped_run(tmp_path, data, store=str(shared))
+    assert first.code == exitcodes.EXIT_BUDGET, first.stderr
+    again = _capped_run(tmp_path, data)  # --store forgotten
+    assert again.code == exitcodes.EXIT_USAGE
+    assert again.stats.requests == 0
+    assert str(shared) in again.stderr and str(first.out / "store.sqlite") in again.stderr
+    assert again.stderr.count("\n") == 1 and "--force" in again.stderr
+
+
+def test_a_forced_rerun_with_another_store_still_counts_what_the_directory_spent(tmp_path: Path) -> None:
+    data = _input(tmp_path)
+    first = _capped_run(tmp_path, data, store=str(tmp_path / "shared.sqlite"))
+    assert first.code == exitcodes.EXIT_BUDGET, first.stderr
+    spent = first.report()["cost_usd"]
+    assert spent > CAP * 0.5
+    forced = _capped_run(tmp_path, data, force=True)
+    assert forced.code == exitcodes.EXIT_BUDGET, forced.stderr
+    report = forced.report()
+    assert report["earlier_stores_usd"] == pytest.approx(spent)
+    assert report["cost_usd"] <= CAP * 1.05  # the cap covers the directory, whatever store it used
+    assert forced.stats.requests <= 2  # at most the calls the stop's margin lets through
+    assert f"directory total ${report['cost_usd']:.4f}" in forced.stderr
+
+
+def test_a_resume_without_a_store_still_counts_what_the_first_run_spent(tmp_path: Path) -> None:
+    data = _input(tmp_path)
+    first = _capped_run(tmp_path, data, store="none")
+    assert first.code == exitcodes.EXIT_BUDGET, first.stderr
+    again = _capped_run(tmp_path, data, store="none")
+    assert again.code == exitcodes.EXIT_BUDGET, again.stderr
+    assert again.stats.requests <= 2
+    assert again.report()["cost_usd"] <= CAP * 1.05

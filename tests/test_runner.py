@@ -85,3 +85,38 @@ def test_force_starts_over_from_an_unreadable_manifest(tmp_path: Path) -> None:
     forced = run_pipeline(config)
     assert forced.code == exitcodes.EXIT_OK and forced.stats.requests == 0
     assert forced.labels().height == 20
+
+
+def test_a_store_that_cannot_commit_stops_sending_and_loses_no_more_than_the_calls_in_flight(
+        tmp_path: Path) -> None:
+    """A real failure: the run's process may not grow a file past 300 kB, so the store's log fills up."""
+    import resource
+    import subprocess
+
+    from support import SimulatorProcess, moderate_command, write_config
+
+    rows, concurrency = 40_000, 64
+    data = write_jsonl(tmp_path / "in.jsonl", [{"id": f"r{i}", "text": f"text number {i}"} for i in range(rows)])
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (300_000, 300_000))
+
+    out = tmp_path / "out"
+    with SimulatorProcess("--latency-ms", "5") as sim:
+        config = write_config(tmp_path / "run.toml", inputs=[data], out=out, base_url=sim.base_url,
+                              concurrency=concurrency, shard_rows=10_000)
+        run = subprocess.run(moderate_command(config), capture_output=True, text=True, preexec_fn=small_files,
+                             timeout=120)
+        billed = sim.stats()["billed"]
+    assert run.returncode == exitcodes.EXIT_USAGE, run.stderr
+    assert f"{out / 'store.sqlite'}: cannot write result store" in run.stderr
+    assert "kept in the store" not in run.stderr and "cannot write the report" not in run.stderr
+    assert "Traceback" not in run.stderr
+    assert billed < rows // 4  # it stopped sending
+
+    with sqlite3.connect(out / "store.sqlite") as db:
+        stored = {bytes(fp).hex() for (fp,) in db.execute("SELECT fingerprint FROM results")}
+    in_shards = set(pl.read_parquet(sorted((out / "labels").glob("part-*.parquet")))
+                    .filter(pl.col("source") == "api")["fingerprint"].to_list())
+    lost = billed - len(stored | in_shards)  # paid for, in neither the store nor the shards
+    assert lost <= concurrency, run.stderr

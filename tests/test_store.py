@@ -397,3 +397,25 @@ def test_a_canary_answer_is_billed_but_not_stored(tmp_path: Path) -> None:
     assert store.billing("out1")[0]["requests"] == 1
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT COUNT(*) FROM results").fetchone()[0] == 0
+
+
+def test_a_full_store_reports_its_first_failed_commit_at_once_and_counts_the_answers_it_lost(
+        tmp_path: Path) -> None:
+    path = tmp_path / "store.sqlite"
+    store = ResultStore(path)
+    pages = store._write.execute("PRAGMA page_count").fetchone()[0]
+    store._write.execute(f"PRAGMA max_page_count = {pages + 2}")  # a disk with two pages left
+    heard: list[str] = []
+    failed = threading.Event()
+    store.start(on_error=lambda message: (heard.append(message), failed.set()))
+    answers = 400
+    for i in range(answers):
+        store.put(fingerprint=i.to_bytes(16, "big"), outcome=ok_outcome(raw_output="x" * 400), policy="spam",
+                  out_id="out1", run_id="run1")
+    assert failed.wait(5)
+    with pytest.raises(StoreError) as info:
+        store.close()
+    assert heard == [str(info.value)]
+    assert str(path) in heard[0] and "full" in heard[0] and "rollback" not in heard[0]
+    saved = len(ResultStore(path).lookup([i.to_bytes(16, "big") for i in range(answers)]))
+    assert store.unsaved == answers - saved > 0

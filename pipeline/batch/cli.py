@@ -90,9 +90,14 @@ def _ingest(args: argparse.Namespace) -> int:
     from pipeline.batch.ingest import ingest
     from pipeline.batch.job import open_job, restore
     from pipeline.cost import batch_discount, lookup_pricing
-    from pipeline.report import build_report, write_reports
+    from pipeline.report import add_earlier_stores, build_report, write_reports
 
     def step() -> int:
+        from pipeline.storage import is_uri
+
+        if not is_uri(args.out_dir) and not Path(args.out_dir).is_dir():
+            raise _Usage(f"{args.out_dir}: no such output folder: run 'moderate batch prepare --out OUT_DIR ...' "
+                         "first")
         outdir = _locked(args.out_dir)
         try:
             manifest = outdir.read_manifest()
@@ -116,6 +121,7 @@ def _ingest(args: argparse.Namespace) -> int:
             report = build_report(billing=store.billing(manifest.out_id), runs=store.runs(manifest.out_id),
                                   labels_dir=outdir.labels, pricing=pricing, provider=config.provider,
                                   model=job.model)
+            add_earlier_stores(report, manifest.earlier_stores_usd)
             write_reports(report, outdir.path)
             if outdir.local:
                 from pipeline.htmlreport import write_html_report

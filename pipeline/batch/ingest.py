@@ -4,9 +4,11 @@ Each result line is parsed like an online answer (same decoder, same verdict par
 the host's batch prices. Answers go to the store; then every input row of the job is labelled and
 the same shards as `moderate run` are written. A (row, policy) whose request has no result line
 gets ``batch_missing``, one whose line is an error (or an answer that is not a verdict) gets
-``batch_failed``: neither is cached, their shards stay incomplete, and a later ``moderate run``
-of the same job sends just those. A results file already ingested is skipped whole, so ingesting
-the same file twice changes nothing.
+``batch_failed``: neither is cached as an answer, their shards stay incomplete, and a later
+``moderate run`` of the same job sends just those. Ingesting is idempotent: each result line is
+committed with its bill in one transaction and never read twice (an ingest killed halfway and run
+again bills nothing twice), and ``batch_failed`` outcomes are kept in the store for this folder,
+so ingesting the same files again gives the same labels and the same cost report.
 """
 
 from __future__ import annotations
@@ -62,7 +64,6 @@ def ingest(job: Job, manifest: Manifest, *, outdir: OutputDir, store: ResultStor
     done = Ingested(new_run_id())
     assert manifest.job is not None
     known = set(manifest.job.get("ingested", []))
-    failures: dict[bytes, Outcome] = {}
     fresh: set[bytes] = set()
     store.start()
     for path in files:
@@ -71,8 +72,12 @@ def ingest(job: Job, manifest: Manifest, *, outdir: OutputDir, store: ResultStor
             done.already += 1
             continue
         done.files += 1
+        ingested = store.batch_lines(manifest.out_id, digest)  # by an ingest that was stopped halfway
         for number, line in _lines(path):
             done.lines += 1
+            if number in ingested:
+                done.repeated += 1
+                continue
             try:
                 result = parse_result_line(line)
                 fp, index = parse_custom_id(result.custom_id)
@@ -90,20 +95,18 @@ def ingest(job: Job, manifest: Manifest, *, outdir: OutputDir, store: ResultStor
             outcome = read_answer(result, pricing, system_tokens=plan.system_tokens,
                                   keep_reasoning=job.config.keep_reasoning)
             store.put(fingerprint=fp, outcome=outcome, policy=plan.policy.name, out_id=manifest.out_id,
-                      run_id=done.run_id)
+                      run_id=done.run_id, batch_line=(digest, number))
             done.cost_usd += outcome.cost_usd
             if outcome.status in FINAL_STATUSES:
                 fresh.add(fp)
-                failures.pop(fp, None)
                 done.answered += 1
             else:
-                failures[fp] = outcome
                 done.failed += 1
         known.add(digest)
     store.record_run({"run_id": done.run_id, "out_id": manifest.out_id, "started_at": time.time(),
                       "ended_at": time.time(), "outcome": "batch", "sent": done.answered + done.failed})
     store.close()  # committed: the answers can be looked up
-    _write_shards(job, manifest, outdir=outdir, store=store, fresh=fresh, failures=failures, done=done)
+    _write_shards(job, manifest, outdir=outdir, store=store, fresh=fresh, done=done)
     manifest.job["ingested"] = sorted(known)
     outdir.write_manifest(manifest)
     store.record_run({"run_id": done.run_id, "out_id": manifest.out_id, "labels": done.labels})
@@ -142,7 +145,7 @@ def read_answer(result: ResultLine, pricing: Pricing, *, system_tokens: int, kee
 
 
 def _write_shards(job: Job, manifest: Manifest, *, outdir: OutputDir, store: ResultStore, fresh: set[bytes],
-                  failures: dict[bytes, Outcome], done: Ingested) -> None:
+                  done: Ingested) -> None:
     shard_rows = manifest.shard_rows
     settings = job.config
     rows: list[tuple] = []
@@ -159,7 +162,9 @@ def _write_shards(job: Job, manifest: Manifest, *, outdir: OutputDir, store: Res
     for batch in job.inputs.batches(batch_size=BATCH_ROWS):
         work = [list(row_work(job, text, batch.errors[i] if batch.errors is not None else None))
                 for i, text in enumerate(batch.texts)]
-        stored = store.lookup(list({w.fingerprint for items in work for w in items if isinstance(w, Request)}))
+        wanted = list({w.fingerprint for items in work for w in items if isinstance(w, Request)})
+        stored = store.lookup(wanted)
+        failures = store.batch_failures(manifest.out_id, [fp for fp in wanted if fp not in stored])
         for i, items in enumerate(work):
             if row_number // shard_rows != index:
                 flush()

@@ -240,3 +240,53 @@ def test_error_lines_of_a_faulty_batch_are_batch_failed_and_the_next_run_finishe
     assert finish.stats.requests == failed.select("fingerprint").n_unique()
     online = _online(tmp_path, data)
     assert _labels(out).select(COMPARED).equals(_labels(online).select(COMPARED))
+
+
+LABELLED = ["id", "policy", "row_number", "status", "violation", "category", "error", "fingerprint"]
+BILLED = ("requests", "prompt_tokens", "completion_tokens", "reasoning_tokens", "cost_usd", "statuses")
+
+
+def _faulty_batch(tmp_path: Path, data: Path) -> tuple[Path, list[Path]]:
+    """A prepared folder and results with error lines and billed junk answers (batch_failed)."""
+    out, requests, results = tmp_path / "batch", tmp_path / "requests.jsonl", tmp_path / "results.jsonl"
+    errors = tmp_path / "errors.jsonl"
+    assert _prepare(data, out, requests) == exitcodes.EXIT_OK
+    answer_batch_file([requests], results, "--error-5xx", "0.1", "--junk-output", "0.2", "--seed", "3",
+                      errors=errors)
+    return out, [results, errors]
+
+
+def test_an_ingest_stopped_before_its_manifest_was_written_bills_nothing_twice(tmp_path: Path, data: Path) -> None:
+    out, files = _faulty_batch(tmp_path, data)
+    prepared = (out / "manifest.json").read_bytes()
+    assert main(["batch", "ingest", str(out), *map(str, files)]) == exitcodes.EXIT_ROWS_FAILED
+    labels, report = _labels(out), _report(out)
+    assert labels.filter(pl.col("status") == "batch_failed").height > 0
+    # killed after the store committed, before the folder recorded the files: the manifest is as prepared
+    (out / "manifest.json").write_bytes(prepared)
+    assert main(["batch", "ingest", str(out), *map(str, files)]) == exitcodes.EXIT_ROWS_FAILED
+    assert _labels(out).select(LABELLED).equals(labels.select(LABELLED))
+    again = _report(out)
+    for key in BILLED:
+        assert again[key] == report[key], key
+
+
+def test_ingesting_the_same_files_again_keeps_batch_failed_with_its_error(tmp_path: Path, data: Path) -> None:
+    out, files = _faulty_batch(tmp_path, data)
+    assert main(["batch", "ingest", str(out), *map(str, files)]) == exitcodes.EXIT_ROWS_FAILED
+    labels, report = _labels(out), _report(out)
+    assert main(["batch", "ingest", str(out), *map(str, files)]) == exitcodes.EXIT_ROWS_FAILED
+    again = _labels(out)
+    assert again.filter(pl.col("status") == "batch_missing").height == 0
+    assert again.select(LABELLED).equals(labels.select(LABELLED))
+    for key in BILLED:
+        assert _report(out)[key] == report[key], key
+
+
+def test_ingest_into_a_folder_that_does_not_exist_does_not_create_it(tmp_path: Path, capsys) -> None:
+    results = tmp_path / "results.jsonl"
+    results.write_bytes(b"")
+    assert main(["batch", "ingest", str(tmp_path / "nowhere"), str(results)]) == exitcodes.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "nowhere" in err and "batch prepare" in err
+    assert not (tmp_path / "nowhere").exists()
