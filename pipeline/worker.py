@@ -173,8 +173,8 @@ class Dispatcher:
 
     def _carry_out(self, task: Task, action: object) -> None:
         outcome = task.outcome
-        if isinstance(action, Accept):
-            outcome.status, outcome.error = Status.OK, None
+        if isinstance(action, Accept):  # the error column keeps a note of details dropped from the answer
+            outcome.status = Status.OK
             self.finish(task, "api")
         elif isinstance(action, Retry):
             task.retry.poll_url = None
