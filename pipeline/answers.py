@@ -12,8 +12,11 @@ into an `Attempt` (for the retry decision) plus, for a billed answer, its `Compl
   choice with ``finish_reason: "error"``; ``content_filter`` with empty content is withheld output;
 - ``message.content`` may be a string or a list of parts (``[{"type": "text", "text": ...}]``).
 
-An answer whose fields are of the wrong type or whose usage is implausible is a transient failure:
-it is never cached, so a host's glitch cannot poison the store.
+Every answer the host produced is billed, so it is read as one whatever is wrong with it: a field of
+the wrong type (model, finish_reason) or an impossible usage detail (cached or reasoning tokens) is
+dropped and noted, implausible totals are replaced by our estimate (marked as one), and the verdict
+stands. An answer with no text to read (content a number or an object) is a billed transient failure:
+retried, counted, never cached. Only bodies that are no answer at all are unbilled failures.
 """
 
 from __future__ import annotations
@@ -59,6 +62,10 @@ class Completion:
     model: str | None
     #: the upstream provider that served it (OpenRouter)
     provider: str | None = None
+    #: details that could not be used as sent (dropped, counted as 0, or estimated), for the label's error
+    odd: str | None = None
+    #: billed, but there is no text to read a verdict from (content a number or an object)
+    unusable: bool = False
 
 
 @dataclass(slots=True)
@@ -176,6 +183,7 @@ def _fatal_words(message: str) -> bool:
 
 
 def _completion(data: Any, body: bytes) -> Completion:
+    """The completion in a body; _Unusable when the body is no answer at all (nothing was billed)."""
     if not isinstance(data, dict):
         raise _Unusable(f"not a chat completion: {_snippet(body)}")
     error = data.get("error")
@@ -185,75 +193,117 @@ def _completion(data: Any, body: bytes) -> Completion:
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         raise _Unusable(f"not a chat completion: {_snippet(body)}")
     choice = choices[0]
-    message = choice.get("message") or {}
-    finish = choice.get("finish_reason")
-    model = data.get("model")
-    if type(message) is not dict or not (finish is None or type(finish) is str) \
-            or not (model is None or type(model) is str):
-        raise _Unusable("implausible answer: fields of the wrong type")
-    if finish == "error":  # OpenRouter: the upstream provider failed mid-answer
+    if choice.get("finish_reason") == "error":  # OpenRouter: the upstream provider failed mid-answer
         detail = choice.get("error")
         text = detail.get("message") if isinstance(detail, dict) else detail
         raise _Unusable(f"upstream error: {_one_line(text or 'finish_reason error')}")
+    # from here on the host produced an answer and bills it, whatever is wrong with its details
+    odd: list[str] = []
+    finish = _text_field(choice.get("finish_reason"), "finish_reason", odd)
+    model = _text_field(data.get("model"), "model", odd)
+    message = choice.get("message") or {}
+    unusable = type(message) is not dict
+    if unusable:
+        odd.append(f"message is a {type(message).__name__}")
+        message = {}
     reasoning = message.get("reasoning")
     if reasoning is None:
         reasoning = message.get("reasoning_content")
     provider = data.get("provider")
     content = message.get("content")
+    if not (content is None or isinstance(content, str | list)):
+        odd.append(f"content is a {type(content).__name__}")
+        unusable, content = True, None
     return Completion(
         content=content if type(content) is str else _content(content),
         reasoning=reasoning if isinstance(reasoning, str) else None,
         finish_reason=finish,
-        usage=_usage(data.get("usage")),
+        usage=_usage(data.get("usage"), odd),
         model=model,
         provider=provider if isinstance(provider, str) else None,
+        odd="; ".join(odd) or None,
+        unusable=unusable,
     )
 
 
+def _text_field(value: Any, name: str, odd: list[str]) -> str | None:
+    """A string field of the answer; anything else is dropped and noted."""
+    if value is None or type(value) is str:
+        return value
+    odd.append(f"{name} {_one_line(repr(value))[:40]} dropped")
+    return None
+
+
 def _judge_completion(completion: Completion) -> Reading:
+    if completion.unusable:  # billed, but no text to read a verdict from: retried like a broken body
+        return Reading(Attempt(AttemptKind.FAILED, f"implausible answer: {completion.odd}"), completion)
     if completion.finish_reason == "content_filter" and not (completion.content or "").strip():
         return Reading(Attempt(AttemptKind.FILTERED, "the host's content filter withheld the answer"),
                        completion)
+    if completion.odd:  # a usable verdict: the odd detail was dropped, and the label says so
+        return Reading(Attempt(AttemptKind.ANSWER, f"odd details from the host: {completion.odd}"), completion)
     return Reading(_ANSWERED, completion)
 
 
-def _content(raw: Any) -> str | None:
-    """A string, or the text parts of a list of content parts joined; else _Unusable."""
-    if raw is None or isinstance(raw, str):
-        return raw
-    if isinstance(raw, list):
-        texts = []
-        for part in raw:
-            if isinstance(part, str):
-                texts.append(part)
-            elif isinstance(part, dict) and part.get("type") in ("text", "output_text") \
-                    and isinstance(part.get("text"), str):
-                texts.append(part["text"])
-        return "".join(texts)
-    raise _Unusable(f"implausible answer: content is a {type(raw).__name__}")
+def _content(raw: list | None) -> str | None:
+    """The text parts of a list of content parts, joined."""
+    if raw is None:
+        return None
+    texts = []
+    for part in raw:
+        if isinstance(part, str):
+            texts.append(part)
+        elif isinstance(part, dict) and part.get("type") in ("text", "output_text") \
+                and isinstance(part.get("text"), str):
+            texts.append(part["text"])
+    return "".join(texts)
 
 
-def _usage(raw: Any) -> Usage | None:
-    """The usage block; None when absent (the caller estimates); _Unusable when implausible."""
+def _usage(raw: Any, odd: list[str]) -> Usage | None:
+    """The usage block; None when absent or its totals are implausible (the caller estimates, and the
+    usage says so). An impossible detail (cached or reasoning tokens) is counted as 0 and noted."""
     if raw is None:
         return None
     if not isinstance(raw, dict):
-        raise _Unusable("implausible answer: usage is not an object")
-    prompt_details = raw.get("prompt_tokens_details") or {}
-    completion_details = raw.get("completion_tokens_details") or {}
-    if not isinstance(prompt_details, dict) or not isinstance(completion_details, dict):
-        raise _Unusable("implausible answer: usage details are not objects")
-    prompt, cached = _count(raw.get("prompt_tokens")), _count(prompt_details.get("cached_tokens"))
-    completion, reasoning = _count(raw.get("completion_tokens")), _count(completion_details.get("reasoning_tokens"))
-    if cached > prompt or reasoning > completion:
-        raise _Unusable("implausible answer: usage parts exceed their totals")
+        odd.append("usage is not an object: estimated")
+        return None
+    try:
+        prompt, completion = _count(raw.get("prompt_tokens")), _count(raw.get("completion_tokens"))
+    except _Unusable as exc:
+        odd.append(f"{exc}: usage estimated")
+        return None
+    prompt_details = _details(raw, "prompt_tokens_details", odd)
+    completion_details = _details(raw, "completion_tokens_details", odd)
+    cached = _detail(prompt_details.get("cached_tokens"), prompt, "cached_tokens", odd)
+    reasoning = _detail(completion_details.get("reasoning_tokens"), completion, "reasoning_tokens", odd)
     cost = raw.get("cost")
     server_cost = None
     if cost is not None and isinstance(cost, int | float) and not isinstance(cost, bool):
-        if not math.isfinite(cost) or cost < 0:
-            raise _Unusable(f"implausible answer: cost {cost!r}")
-        server_cost = float(cost)
+        if math.isfinite(cost) and cost >= 0:
+            server_cost = float(cost)
+        else:
+            odd.append(f"cost {cost!r} dropped")
     return Usage(prompt, cached, completion, reasoning, False, server_cost)
+
+
+def _details(raw: dict, name: str, odd: list[str]) -> dict:
+    details = raw.get(name) or {}
+    if isinstance(details, dict):
+        return details
+    odd.append(f"{name} not an object, dropped")
+    return {}
+
+
+def _detail(value: Any, total: int, name: str, odd: list[str]) -> int:
+    """A part of a usage total (cached, reasoning tokens): 0, noted, when it cannot be a part of it."""
+    try:
+        count = _count(value)
+    except _Unusable:
+        count = total + 1
+    if count <= total:
+        return count
+    odd.append(f"{name} {_one_line(repr(value))[:40]} dropped")
+    return 0
 
 
 def _count(value: Any) -> int:
@@ -262,9 +312,9 @@ def _count(value: Any) -> int:
     if value is None:
         return 0
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise _Unusable(f"implausible answer: token count {value!r}")
+        raise _Unusable(f"implausible token count {_one_line(repr(value))[:40]}")
     if not 0 <= value <= MAX_PLAUSIBLE_TOKENS or value != int(value):
-        raise _Unusable(f"implausible answer: token count {value!r}")
+        raise _Unusable(f"implausible token count {value!r}")
     return int(value)
 
 

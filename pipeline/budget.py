@@ -6,6 +6,10 @@ when the expected costs of everything in flight still fit under the cap, and the
 under the cap plus ``slack`` (10 %). So long answers at high effort cannot carry a run far past the
 cap however many calls are in flight: near the cap fewer calls go at once, and one call alone may
 always go while its expected cost fits. A returning attempt settles to what it was charged.
+
+The worst case is what the host actually bills, not what we asked for: some hosts bill reasoning past
+``max_tokens``. So the output reserved is the larger of the cap and the longest completion billed so
+far, and until a first answer has shown what the host bills, one call goes at a time.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ class Budget:
         self.expected = 0.0
         self.worst = 0.0
         self.in_flight = 0
+        #: the most completion tokens one answer was billed so far (None: no answer yet)
+        self.longest_completion: int | None = None
 
     def reserve(self, expected: float, worst: float) -> bool:
         """Reserve one attempt; False when it would not fit (see the module docstring)."""
@@ -31,12 +37,22 @@ class Budget:
             return True
         if self.spent + self.expected + expected > self.cap:
             return False
-        if self.in_flight and self.spent + self.worst + worst > self.cap * (1.0 + self.slack):
+        if self.in_flight and (self.longest_completion is None
+                               or self.spent + self.worst + worst > self.cap * (1.0 + self.slack)):
             return False
         self.expected += expected
         self.worst += worst
         self.in_flight += 1
         return True
+
+    def worst_completion(self, max_tokens: int) -> int:
+        """Completion tokens to reserve for the worst case of a call capped at ``max_tokens``."""
+        return max(max_tokens, self.longest_completion or 0)
+
+    def billed_completion(self, tokens: int) -> None:
+        """An answer was billed ``tokens`` completion tokens (reserve at least as many from now on)."""
+        if self.longest_completion is None or tokens > self.longest_completion:
+            self.longest_completion = tokens
 
     def settle(self, expected: float, worst: float, charged: float) -> None:
         """An attempt returned: release its reservation and add what it was charged."""

@@ -58,7 +58,7 @@ def summary_line(result: RunResult, report: dict, *, policies: int, labels_dir: 
     prefix = "moderate [SIMULATOR]" if simulated else "moderate"
     seconds = f"{elapsed:.1f}" if elapsed >= 1 else f"{elapsed:.2f}"
     return (f"{prefix}: {outcome_word(result)}: {s.labels:,} labels ({policies} policies) in {seconds} s "
-            f"({s.labels / elapsed:,.0f} labels/s); {s.sent:,} calls, {s.store_hits:,} from store, "
+            f"({s.labels / elapsed:,.0f} labels/s); {s.billed_calls:,} calls, {s.store_hits:,} from store, "
             f"{s.duplicates:,} duplicates; this run ${s.spent_usd:.4f}, directory total "
             f"${report['cost_usd']:.4f}; {statuses or 'no labels'}; shards in {labels_dir}, "
             f"report in {report_path}")

@@ -97,16 +97,14 @@ class Dispatcher:
         if budgeted and task.reserved is not None:  # a queued answer keeps the reservation that asked for it
             expected, worst = task.reserved
         elif budgeted:
-            estimate = self.pricing.estimate
-            expected = estimate(prompt_tokens=task.prompt_tokens, completion_tokens=int(self.control.mean_completion))
-            worst = estimate(prompt_tokens=task.prompt_tokens, completion_tokens=retry.max_tokens)
-            reserved = await self._reserve(expected, worst)
+            reserved = await self._reserve(task)
             if reserved is None:  # room is held by answers the host is preparing: fetch those first
                 self.queue.defer(task, RESERVE_AGAIN_S)
                 return None
-            if not reserved:
+            if reserved is False:
                 self.stop(Status.BUDGET_EXHAUSTED, None)
                 return self._end_stopped(task)
+            expected, worst = reserved
         tokens = 0
         if retry.poll_url is None:
             taken = await self.control.acquire(task.prompt_tokens, stop=self.stopping)
@@ -138,6 +136,8 @@ class Dispatcher:
         account(outcome, result, self.pricing, keep_reasoning=self.keep_reasoning)
         action = decide(result.attempt, retry, self.rules, rand=(self.rng or random).random())
         if budgeted:
+            if usage is not None:
+                self.budget.billed_completion(usage.completion_tokens)
             charged = charged_usd(usage, outcome.cost_usd - before)
             if isinstance(action, Poll):  # the answer is still to come: its reservation stays held
                 self._hold(task, expected, worst)
@@ -173,8 +173,8 @@ class Dispatcher:
 
     def _carry_out(self, task: Task, action: object) -> None:
         outcome = task.outcome
-        if isinstance(action, Accept):
-            outcome.status, outcome.error = Status.OK, None
+        if isinstance(action, Accept):  # the error column keeps a note of details dropped from the answer
+            outcome.status = Status.OK
             self.finish(task, "api")
         elif isinstance(action, Retry):
             task.retry.poll_url = None
@@ -192,20 +192,31 @@ class Dispatcher:
         else:  # pragma: no cover - decide returns one of the above
             raise TypeError(f"unknown action {action!r}")
 
-    async def _reserve(self, expected: float, worst: float) -> bool | None:
-        """Reserve budget for one attempt, waiting while attempts being sent may free some.
+    async def _reserve(self, task: Task) -> tuple[float, float] | bool | None:
+        """Reserve budget for one attempt, waiting while attempts being sent may free some: the (expected,
+        worst) costs reserved, or False when the budget is spent.
 
         None when only answers waiting in the queue to be fetched hold the room: the caller must
         not wait here, or no worker would be left to fetch them.
         """
-        while not self.budget.reserve(expected, worst):
+        while True:
+            # priced again after each wait: an answer that came back meanwhile may show the host bills more
+            expected, worst = self._costs(task)
+            if self.budget.reserve(expected, worst):
+                return expected, worst
             if self.budget.exhausted or self.stop_status is not None or self.released is None:
                 return False
             if self.budget.in_flight <= self.held_for_queued:
                 return None
             self.released.clear()
             await self.released.wait()
-        return True
+
+    def _costs(self, task: Task) -> tuple[float, float]:
+        """An attempt's expected cost (the output measured so far) and its worst (the most the host bills)."""
+        estimate, prompt = self.pricing.estimate, task.prompt_tokens
+        expected = estimate(prompt_tokens=prompt, completion_tokens=int(self.control.mean_completion))
+        worst = estimate(prompt_tokens=prompt, completion_tokens=self.budget.worst_completion(task.retry.max_tokens))
+        return expected, worst
 
     def _end_stopped(self, task: Task) -> None:
         """The run stopped before a usable answer: the row is unsent (what was billed still counts)."""

@@ -132,39 +132,69 @@ def test_failure_quotes_the_start_of_the_body_on_one_line() -> None:
     assert error is not None and "502 Bad Gateway" in error and "\n" not in error
 
 
-# ---- implausible answers are failures (never cached) ---------------------------------------------
+# ---- every answer the host produced is billed and read, whatever is odd about it ---------------------
+
+
+USAGE = {"prompt_tokens": 100, "completion_tokens": 20}
 
 
 @pytest.mark.parametrize(
-    "body",
+    ("body", "note"),
     [
-        completion({"content": "0"}, finish=1),
-        completion({"content": "0"}).replace(b'"served-model"', b"42"),
-        completion("0"),
-        completion({"content": 7}),
-        completion({"content": "0"}, usage={"prompt_tokens": 3e9, "completion_tokens": 5}),
-        completion({"content": "0"}, usage={"prompt_tokens": MAX_PLAUSIBLE_TOKENS + 1}),
-        completion({"content": "0"}, usage={"prompt_tokens": 10, "completion_tokens": -1}),
-        completion({"content": "0"}, usage={"prompt_tokens": 10.5}),
-        completion({"content": "0"}, usage={"prompt_tokens": "many"}),
-        completion({"content": "0"}, usage={"prompt_tokens": True}),
-        completion({"content": "0"}, usage={"prompt_tokens": 1, "prompt_tokens_details": [1]}),
-        completion({"content": "0"}, usage={"completion_tokens": 1, "completion_tokens_details": "x"}),
-        completion({"content": "0"}, usage={"prompt_tokens": 10, "prompt_tokens_details": {"cached_tokens": 11}}),
-        completion({"content": "0"}, usage={"completion_tokens": 1,
-                                            "completion_tokens_details": {"reasoning_tokens": 2}}),
-        completion({"content": "0"}, usage={"prompt_tokens": 1, "cost": -0.5}),
-        completion({"content": "0"}, usage=[1, 2]),
+        (completion({"content": "0"}, finish=1), "finish_reason 1 dropped"),
+        (completion({"content": "0"}).replace(b'"served-model"', b"42"), "model 42 dropped"),
+        (completion({"content": "0"}, usage={**USAGE, "completion_tokens_details": {"reasoning_tokens": -3}}),
+         "reasoning_tokens -3 dropped"),
+        (completion({"content": "0"}, usage={**USAGE, "completion_tokens_details": {"reasoning_tokens": 21}}),
+         "reasoning_tokens 21 dropped"),
+        (completion({"content": "0"}, usage={**USAGE, "prompt_tokens_details": {"cached_tokens": 101}}),
+         "cached_tokens 101 dropped"),
+        (completion({"content": [{"type": "text", "text": "0"}]},
+                    usage={**USAGE, "prompt_tokens_details": {"cached_tokens": 164}}), "cached_tokens 164 dropped"),
+        (completion({"content": "0"}, usage={**USAGE, "prompt_tokens_details": [1]}),
+         "prompt_tokens_details not an object"),
+        (completion({"content": "0"}, usage={**USAGE, "cost": -0.5}), "cost -0.5 dropped"),
     ],
-    ids=["finish-int", "model-int", "message-string", "content-int", "prompt-3e9", "prompt-over-max",
-         "negative", "fraction", "string-count", "bool-count", "details-list", "details-string",
-         "cached-over-prompt", "reasoning-over-completion", "negative-cost", "usage-list"],
+    ids=["finish-int", "model-int", "reasoning-negative", "reasoning-over-completion", "cached-over-prompt",
+         "content-parts-cached-over-prompt", "details-list", "negative-cost"],
 )
-def test_implausible_answer_is_a_failure(body: bytes) -> None:
+def test_a_verdict_with_one_odd_detail_is_an_answer_billed_as_sent_with_the_detail_dropped_and_noted(
+        body: bytes, note: str) -> None:
     reading = read(200, body)
+    assert reading.attempt.kind is AttemptKind.ANSWER
+    assert reading.attempt.error is not None and note in reading.attempt.error
+    done = reading.completion
+    assert done is not None and done.content == "0" and done.finish_reason in ("stop", None)
+    assert done.model in ("served-model", None)
+    if "usage" in orjson.loads(body):
+        assert done.usage is not None
+        assert (done.usage.prompt_tokens, done.usage.completion_tokens) == (100, 20)
+        assert done.usage.cached_prompt_tokens == 0 and done.usage.reasoning_tokens == 0
+        assert done.usage.server_cost_usd is None
+
+
+@pytest.mark.parametrize(
+    "usage",
+    [{"prompt_tokens": 3e9, "completion_tokens": 5}, {"prompt_tokens": MAX_PLAUSIBLE_TOKENS + 1},
+     {"prompt_tokens": 10, "completion_tokens": -1}, {"prompt_tokens": 10.5}, {"prompt_tokens": "many"},
+     {"prompt_tokens": True}, [1, 2]],
+    ids=["prompt-3e9", "prompt-over-max", "negative", "fraction", "string-count", "bool-count", "usage-list"],
+)
+def test_a_verdict_with_implausible_usage_totals_is_an_answer_whose_usage_is_left_to_the_estimate(usage: Any) -> None:
+    reading = read(200, completion({"content": "1"}, usage=usage))
+    assert reading.attempt.kind is AttemptKind.ANSWER
+    assert reading.attempt.error is not None and "usage" in reading.attempt.error
+    assert reading.completion is not None and reading.completion.usage is None  # the caller estimates it
+
+
+@pytest.mark.parametrize("message", [{"content": 7}, {"content": {"text": "0"}}, "0"],
+                         ids=["content-int", "content-object", "message-string"])
+def test_a_billed_answer_with_no_text_to_read_is_a_failure_that_keeps_its_bill(message: Any) -> None:
+    reading = read(200, completion(message, usage=USAGE))
     assert reading.attempt.kind is AttemptKind.FAILED
-    assert reading.attempt.error is not None and "implausible" in reading.attempt.error
-    assert reading.completion is None
+    assert reading.attempt.error is not None and "implausible answer" in reading.attempt.error
+    assert reading.completion is not None and reading.completion.content is None
+    assert reading.completion.usage == Usage(100, 0, 20, 0)
 
 
 def test_plausible_extremes_are_kept() -> None:

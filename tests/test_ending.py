@@ -6,11 +6,13 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from support import make_config, run_pipeline, write_jsonl
 
 from pipeline import exitcodes
 from pipeline.ending import PROBLEM_STATUSES, exit_code, outcome_word, problems, summary_line
 from pipeline.records import Status
 from pipeline.runstate import RunResult, RunStats
+from pipeline.simulator import Faults, SimulatorConfig
 
 CLEAN = {"statuses": {"ok": 10, "skipped_empty": 2, "too_long": 1}, "cost_usd": 0.5}
 
@@ -61,7 +63,7 @@ def test_unsent_and_skipped_labels_are_not_problems() -> None:
 
 
 def test_summary_line_names_counts_costs_and_places() -> None:
-    stats = RunStats(labels=120, sent=50, store_hits=40, duplicates=30, spent_usd=0.0123,
+    stats = RunStats(labels=120, sent=50, billed_calls=50, store_hits=40, duplicates=30, spent_usd=0.0123,
                      statuses=Counter({"ok": 118, "failed": 2}))
     line = summary_line(RunResult(stats, 4.0, 60, None), CLEAN, policies=2, labels_dir=Path("out/labels"),
                         report_path=Path("out/cost_report.md"), simulated=False)
@@ -82,3 +84,19 @@ def test_wrong_canaries_exit_6_over_failed_rows_but_under_a_stop() -> None:
     assert exit_code(result(canaries_wrong=1), failing) == exitcodes.EXIT_CANARY == 6
     assert exit_code(result(canaries_wrong=1, stop_status=Status.BUDGET_EXHAUSTED), CLEAN) == exitcodes.EXIT_BUDGET
     assert "  6  " in exitcodes.HELP
+
+
+def test_summary_line_counts_the_calls_billed_not_the_rows_sent() -> None:
+    stats = RunStats(labels=10, sent=10, billed_calls=14, statuses=Counter({"ok": 10}))
+    line = summary_line(RunResult(stats, 1.0, 10, None), CLEAN, policies=1, labels_dir=Path("l"),
+                        report_path=Path("r"), simulated=False)
+    assert "; 14 calls, " in line
+
+
+def test_summary_line_calls_are_what_the_host_billed_when_answers_are_retried(tmp_path: Path) -> None:
+    rows = write_jsonl(tmp_path / "in.jsonl", [{"id": str(i), "text": f"buy now {i}"} for i in range(60)])
+    config = make_config(tmp_path, [rows], policies=["spam"], invalid_output_retries=5)
+    result = run_pipeline(config, SimulatorConfig(faults=Faults(junk_output=0.3, error_5xx=0.2), seed=2))
+    assert result.code == exitcodes.EXIT_OK, result.stderr
+    assert result.stats.billed > 60 and result.report()["requests"] == result.stats.billed
+    assert f"; {result.stats.billed:,} calls, " in result.stderr.splitlines()[-1]

@@ -205,3 +205,49 @@ def test_write_reports_writes_json_and_markdown(labels_dir: Path, tmp_path: Path
     write_reports(report, tmp_path)
     assert orjson.loads((tmp_path / "cost_report.json").read_bytes()) == report
     assert (tmp_path / "cost_report.md").read_text() == render_markdown(report)
+
+
+# ---- the report against what the simulator billed, over loopback -----------------------------------
+
+PRICES = {"input_per_million": 0.075, "cached_input_per_million": 0.0375, "output_per_million": 0.30}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [1, 2])
+def test_cost_report_equals_what_the_host_billed_under_the_eight_way_mix_with_odd_details_and_content_parts(
+        tmp_path: Path, seed: int) -> None:
+    from support import make_config, run_pipeline, write_jsonl
+
+    from pipeline.simulator import Faults, SimulatorConfig
+    from pipeline.simulator.config import EIGHT_WAY_MIX
+
+    words = ["free money click here", "lovely weather today", "buy now", "you people are vermin", "nice"]
+    rows = write_jsonl(tmp_path / "in.jsonl", [{"id": str(i), "text": f"{words[i % 5]} {i} " + "x" * (i % 41)}
+                                               for i in range(1_500)])
+    config = make_config(tmp_path, [rows], concurrency=16, max_attempts=6, **PRICES)
+    faults = Faults.mix(**EIGHT_WAY_MIX, odd_details=0.05, odd_content=0.02, content_parts=0.01, hang_seconds=0.3)
+    result = run_pipeline(config, SimulatorConfig(faults=faults, seed=seed))
+    report, billed = result.report(), result.stats
+    assert billed.faults["odd_details"] > 50 and billed.faults["content_parts"] > 10, billed.faults
+    assert (report["requests"], report["prompt_tokens"], report["cached_prompt_tokens"],
+            report["completion_tokens"]) == (billed.billed, billed.prompt_tokens, billed.cached_tokens,
+                                             billed.completion_tokens)
+    usage = Usage(billed.prompt_tokens, billed.cached_tokens, billed.completion_tokens)
+    assert report["cost_usd"] == pytest.approx(Pricing(*PRICES.values()).cost(usage), abs=1e-8)
+    assert report["statuses"].get("ok", 0) + report["statuses"].get("invalid_output", 0) == 3_000
+
+
+@pytest.mark.slow
+def test_an_answer_in_content_parts_is_counted_once_and_never_asked_again(tmp_path: Path) -> None:
+    from support import make_config, run_pipeline, write_jsonl
+
+    from pipeline.simulator import Faults, SimulatorConfig
+
+    rows = write_jsonl(tmp_path / "in.jsonl", [{"id": str(i), "text": f"buy now {i} " + "y" * (i % 53)}
+                                               for i in range(3_000)])
+    config = make_config(tmp_path, [rows], policies=["spam"], concurrency=16, **PRICES)
+    result = run_pipeline(config, SimulatorConfig(faults=Faults(content_parts=0.01), seed=4))
+    report, billed = result.report(), result.stats
+    assert billed.faults["content_parts"] > 10
+    assert report["requests"] == billed.billed == billed.requests == 3_000  # each text paid for once
+    assert (report["prompt_tokens"], report["completion_tokens"]) == (billed.prompt_tokens, billed.completion_tokens)

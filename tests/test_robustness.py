@@ -178,11 +178,13 @@ def test_a_failure_in_the_stores_thread_stops_the_run_instead_of_finishing_with_
     assert "Traceback" not in result.stderr
 
 
-def test_a_malformed_answer_is_retried_never_cached(tmp_path: Path) -> None:
+def test_a_malformed_answer_is_labelled_and_billed_once_and_its_absurd_counts_are_never_stored(tmp_path: Path) -> None:
     config = make_config(tmp_path, [_rows(tmp_path, 100)], policies=["spam"], max_attempts=8)
     result = run_pipeline(config, SimulatorConfig(faults=Faults(malformed_fields=0.2), seed=5))
     labels = result.labels()
-    assert labels.height == 100 and labels.filter(pl.col("status") == "ok").height >= 99, result.stderr
+    assert labels.height == 100 and labels.filter(pl.col("status") == "ok").height == 100, result.stderr
+    assert result.report()["requests"] == result.stats.billed == 100  # each answer used, none asked twice
+    assert labels.filter(pl.col("error").str.contains("odd details")).height > 0
     assert labels["prompt_tokens"].max() < 1_000_000
     with sqlite3.connect(Path(config.out) / "store.sqlite") as db:
         assert db.execute("SELECT MAX(prompt_tokens), MIN(completion_tokens) FROM results").fetchone()[0] < 10**6

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import random
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from support import make_config, run_pipeline, write_jsonl
 
 from pipeline.budget import Budget
 from pipeline.client import FunctionTransport, HttpReply, TransportError
@@ -18,6 +20,7 @@ from pipeline.planner import Slot, Task, make_policy_plan
 from pipeline.ratecontrol import RateControl, RetryRules, RetryState
 from pipeline.records import Policy, Status, Usage, Verdict
 from pipeline.shards import Shard
+from pipeline.simulator import Faults, SimulatorConfig
 from pipeline.worker import Dispatcher, charged_usd
 from pipeline.workqueue import WorkQueue
 
@@ -283,3 +286,28 @@ def test_a_worker_on_leased_capacity_sends_and_reports_its_attempts_to_the_share
     assert only(ran).outcome.status is Status.OK
     assert (limiter.calls, limiter.granted) == (2, 2)  # one request per lease: chunk = 1
     assert limiter.control.refused == 1  # the 429 went back with the second lease call
+
+
+def test_a_billed_answer_with_no_text_to_read_is_retried_to_a_failed_label_and_every_try_is_counted(
+        tmp_path: Path) -> None:
+    rows = write_jsonl(tmp_path / "in.jsonl", [{"id": str(i), "text": f"buy now {i}"} for i in range(20)])
+    config = make_config(tmp_path, [rows], policies=["spam"], max_attempts=3)
+    result = run_pipeline(config, SimulatorConfig(faults=Faults(odd_content=1.0)))
+    labels = result.labels()
+    assert labels["status"].unique().to_list() == ["failed"] and labels["attempts"].unique().to_list() == [3]
+    assert labels["billed_calls"].unique().to_list() == [3]
+    assert labels["error"].str.contains("implausible answer: content is a").all()
+    assert result.report()["requests"] == result.stats.billed == 60
+
+
+def test_a_verdict_with_an_odd_detail_is_labelled_once_with_the_detail_noted(tmp_path: Path) -> None:
+    rows = write_jsonl(tmp_path / "in.jsonl", [{"id": str(i), "text": f"buy now {i}"} for i in range(40)])
+    config = make_config(tmp_path, [rows], policies=["spam"])
+    result = run_pipeline(config, SimulatorConfig(faults=Faults(odd_details=1.0)))
+    labels = result.labels()
+    assert labels["status"].unique().to_list() == ["ok"] and labels["violation"].unique().to_list() == [1]
+    assert labels["attempts"].unique().to_list() == [1] and result.stats.billed == 40
+    assert labels["error"].str.starts_with("odd details from the host: ").all()
+    report = result.report()
+    assert (report["requests"], report["cached_prompt_tokens"], report["reasoning_tokens"]) == (
+        40, result.stats.cached_tokens, result.stats.reasoning_tokens)

@@ -43,6 +43,8 @@ _FAULT_HELP = {
     "malformed_fields": "billed 200 with a non-string model/finish_reason or implausible usage",
     "choice_error": 'OpenRouter: 200 with finish_reason "error" and an error object in the choice',
     "content_filter": 'OpenRouter: billed, finish_reason "content_filter", empty content',
+    "odd_details": "billed verdict with an impossible usage detail or a non-string model/finish_reason",
+    "odd_content": "billed 200 whose message.content is a number or an object",
 }
 
 
@@ -94,6 +96,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reasoning-field", choices=REASONING_FIELDS, default="reasoning",
                         help="message field that carries the reasoning")
     parser.add_argument("--no-usage", action="store_true", help="leave usage out of answers")
+    parser.add_argument("--bills-past-max-tokens", type=int, default=0, metavar="N",
+                        help="bill N more completion tokens on every answer, past max_tokens (default 0)")
     parser.add_argument("--count-tokens", choices=TOKEN_COUNTERS, default="approx",
                         help="bill tokens by a 4-bytes estimate or by o200k over the Harmony rendering")
     parser.add_argument("--current-date", metavar="YYYY-MM-DD", help="date in the Harmony system message")
@@ -149,6 +153,7 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         out_of_credit=args.out_of_credit,
         reasoning_field=args.reasoning_field,
         include_usage=not args.no_usage,
+        bills_past_max_tokens=args.bills_past_max_tokens,
         seed=args.seed,
         profile=args.profile,
         count_tokens=args.count_tokens,

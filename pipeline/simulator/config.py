@@ -10,10 +10,11 @@ TRANSIENT_FAULTS = ("error_5xx", "html_error", "reset", "hang", "truncated_body"
 MODEL_FAULTS = ("junk_output", "refusal", "length_empty")
 #: what busy hosts and odd OpenAI-compatible servers send (not part of ``Faults.transient``).
 HOST_FAULTS = ("rate_limited", "error_503_html", "content_parts", "malformed_fields", "choice_error",
-               "content_filter")
+               "content_filter", "odd_details", "odd_content")
 ALL_FAULTS = TRANSIENT_FAULTS + MODEL_FAULTS + HOST_FAULTS
 #: faults after which the model's answer is billed (the rest are never billed).
-BILLED_FAULTS = frozenset({*MODEL_FAULTS, "content_parts", "malformed_fields", "content_filter"})
+BILLED_FAULTS = frozenset({*MODEL_FAULTS, "content_parts", "malformed_fields", "content_filter", "odd_details",
+                           "odd_content"})
 
 PROFILES = ("openai", "modelslab", "openrouter", "groq", "vllm")
 RETRY_AFTER_STYLES = ("seconds", "http-date", "ms", "none")
@@ -54,6 +55,10 @@ class Faults:
     malformed_fields: float = 0.0  # billed 200 with a non-string model/finish_reason or absurd usage
     choice_error: float = 0.0  # 200, a choice with finish_reason "error" and an error object (OpenRouter)
     content_filter: float = 0.0  # billed, finish_reason "content_filter" and empty content (OpenRouter)
+    #: billed verdict with one impossible detail: reasoning_tokens < 0 or > completion_tokens, cached_tokens >
+    #: prompt_tokens, a non-string model or finish_reason (half of them as content parts)
+    odd_details: float = 0.0
+    odd_content: float = 0.0  # billed 200 whose message.content is a number or an object
     hang_seconds: float = 30.0
 
     @classmethod
@@ -101,6 +106,9 @@ class SimulatorConfig:
     reasoning_field: str = "reasoning"
     #: include ``usage`` in answers (the model's answers are counted as billed either way).
     include_usage: bool = True
+    #: completion tokens billed on every answer beyond what it wrote and past ``max_tokens``: a host whose
+    #: reasoning is not held to the output cap (0 = every bill within the cap)
+    bills_past_max_tokens: int = 0
     seed: int = 0
     #: which host's wire shapes to speak: openai, modelslab, openrouter, groq, vllm.
     profile: str = "openai"
@@ -152,6 +160,8 @@ class SimulatorConfig:
         for name, p in {**probabilities, "processing": self.processing}.items():
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"fault probability {name}={p} is not within 0..1")
+        if self.bills_past_max_tokens < 0:
+            raise ValueError(f"bills_past_max_tokens must be 0 or more, got {self.bills_past_max_tokens}")
         if self.queue < 1 or self.max_num_seqs < 1:
             raise ValueError("queue and max_num_seqs must be at least 1")
         if self.profile == "vllm" and (self.rpm is not None or self.tpm is not None):

@@ -230,11 +230,15 @@ class Host:
             answer, finish = "", "content_filter"
             completion = reasoning_tokens
             self.stats.content_filtered += 1
+        completion += cfg.bills_past_max_tokens  # reasoning the host does not hold to the cap
+        reasoning_tokens += cfg.bills_past_max_tokens
         message: dict[str, Any] = {"role": "assistant", "content": answer}
         if shape.shows_reasoning(ticket.body):
             message[cfg.reasoning_field] = ticket.reasoning
-        if fault == "content_parts":
+        if fault == "content_parts" or (fault == "odd_details" and self._fault_rng.random() < 0.5):
             message["content"] = [{"type": "text", "text": answer}]
+        if fault == "odd_content":
+            message["content"] = self._fault_rng.choice((7, {"text": answer}))
         response: dict[str, Any] = {
             "id": f"chatcmpl-sim-{self.next_id()}",
             "object": "chat.completion",
@@ -253,6 +257,9 @@ class Host:
         cached = self._cached(prompt) if prompt.warm else 0
         prompt.warm = True
         usage = Usage(ticket.prompt_tokens, completion, cached, reasoning_tokens)
+        odd = self._fault_rng.randrange(5) if fault == "odd_details" else None
+        if odd is not None and cfg.include_usage:
+            usage = self._charged(usage, odd)
         stats = self.stats
         stats.billed += 1
         stats.prompt_tokens += usage.prompt
@@ -263,7 +270,31 @@ class Host:
             response["usage"] = shape.usage(usage, cfg)
         if fault == "malformed_fields":
             self._malform(response)
+        if odd is not None:
+            self._odd_detail(response, odd)
         return response, usage
+
+    @staticmethod
+    def _charged(usage: Usage, odd: int) -> Usage:
+        """What a host charges for an answer whose usage has an impossible detail: the detail counts as 0."""
+        if odd == 2:
+            return dataclasses.replace(usage, cached=0)
+        if odd in (0, 1):
+            return dataclasses.replace(usage, reasoning=0)
+        return usage
+
+    def _odd_detail(self, response: dict[str, Any], odd: int) -> None:
+        """One impossible detail on an otherwise good, billed answer (see `_charged` for its bill)."""
+        usage = response.get("usage")
+        if odd == 4:
+            response["choices"][0]["finish_reason"] = 1
+        elif odd == 3 or usage is None:
+            response["model"] = ["gpt-oss"]
+        elif odd == 2:
+            usage["prompt_tokens_details"] = {"cached_tokens": usage["prompt_tokens"] + 64}
+        else:
+            reasoning = -5 if odd == 0 else usage["completion_tokens"] + 1
+            usage["completion_tokens_details"] = {"reasoning_tokens": reasoning}
 
     def _malform(self, response: dict[str, Any]) -> None:
         """One of the broken answers odd servers send: a non-string field or implausible usage."""

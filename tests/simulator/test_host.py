@@ -67,6 +67,54 @@ def test_malformed_fields_fault_breaks_a_field_or_the_usage_and_is_billed() -> N
     serve(SimulatorConfig(faults=Faults(malformed_fields=1.0)), scenario)
 
 
+def test_odd_details_fault_sends_a_verdict_with_one_impossible_detail_billed_as_if_it_were_zero() -> None:
+    async def scenario(sim: Simulator, session: aiohttp.ClientSession) -> None:
+        seen, billed = set(), {"cached": 0, "reasoning": 0}
+        for i in range(40):
+            data = orjson.loads((await call(session, sim.chat_url, chat(f"BUY NOW {i}")))[2])
+            usage, choice = data["usage"], data["choices"][0]
+            content = choice["message"]["content"]
+            text = content if isinstance(content, str) else content[0]["text"]
+            assert orjson.loads(text)["violation"] == 1  # the verdict itself is fine
+            cached = usage["prompt_tokens_details"]["cached_tokens"]
+            reasoning = usage["completion_tokens_details"]["reasoning_tokens"]
+            if not isinstance(data["model"], str):
+                seen.add("model")
+            elif not isinstance(choice["finish_reason"], str):
+                seen.add("finish_reason")
+            elif cached > usage["prompt_tokens"]:
+                seen.add("cached over prompt")
+            elif reasoning < 0 or reasoning > usage["completion_tokens"]:
+                seen.add("reasoning out of range")
+            billed["cached"] += cached if cached <= usage["prompt_tokens"] else 0
+            billed["reasoning"] += reasoning if 0 <= reasoning <= usage["completion_tokens"] else 0
+            seen.add("parts" if isinstance(content, list) else "text")
+        assert seen == {"model", "finish_reason", "cached over prompt", "reasoning out of range", "parts", "text"}
+        stats = sim.stats
+        assert stats.billed == 40 and (stats.cached_tokens, stats.reasoning_tokens) == (billed["cached"],
+                                                                                        billed["reasoning"])
+
+    serve(SimulatorConfig(faults=Faults(odd_details=1.0)), scenario)
+
+
+def test_odd_content_fault_sends_a_billed_answer_whose_content_is_a_number_or_an_object() -> None:
+    async def scenario(sim: Simulator, session: aiohttp.ClientSession) -> None:
+        kinds = {type(orjson.loads((await call(session, sim.chat_url, chat(str(i))))[2])["choices"][0]["message"]
+                      ["content"]).__name__ for i in range(20)}
+        assert kinds == {"int", "dict"} and sim.stats.billed == 20
+
+    serve(SimulatorConfig(faults=Faults(odd_content=1.0)), scenario)
+
+
+def test_a_host_that_bills_past_max_tokens_bills_more_completion_tokens_than_the_cap() -> None:
+    async def scenario(sim: Simulator, session: aiohttp.ClientSession) -> None:
+        data = orjson.loads((await call(session, sim.chat_url, chat("BUY NOW", max_tokens=64)))[2])
+        assert data["choices"][0]["finish_reason"] == "stop"  # the answer itself fits the cap
+        assert data["usage"]["completion_tokens"] > 1000 and sim.stats.completion_tokens > 1000
+
+    serve(SimulatorConfig(bills_past_max_tokens=1000), scenario)
+
+
 def test_openrouter_faults_are_allowed_in_any_profile() -> None:
     async def scenario(sim: Simulator, session: aiohttp.ClientSession) -> None:
         finishes = {orjson.loads((await call(session, sim.chat_url, chat(str(i)))
