@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from pipeline.outfiles import OutputFileError
 from pipeline.simulator.batch import run_batch
 from pipeline.simulator.config import (
     ALL_FAULTS,
@@ -207,7 +208,7 @@ def _batch(args: argparse.Namespace) -> int:
         config = config_from_args(args)
         config.validate()
         summary = run_batch(config, args.batch, args.output, args.errors)
-    except (ValueError, OSError) as exc:  # BatchInputError names the file and line
+    except (ValueError, OSError, OutputFileError) as exc:  # BatchInputError names the file and line
         print(f"error: simulator: {exc}", file=sys.stderr)
         return 2
     print(f"simulated batch: {summary.lines} lines, {summary.succeeded} succeeded, {summary.failed} failed "
