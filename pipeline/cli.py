@@ -157,6 +157,8 @@ def _run(args: argparse.Namespace) -> int:
 
     try:
         config = job_config(args)
+        if args.ray_actors is not None and args.ray_actors < 1:
+            raise ConfigError(f"--ray-actors {args.ray_actors}: must be at least 1")
     except ConfigError as exc:
         from pipeline.runlog import RunLog
 

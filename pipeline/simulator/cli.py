@@ -224,6 +224,9 @@ def main(args: argparse.Namespace) -> int:
         print(f"error: --host must be a loopback address (127.0.0.1, ::1, localhost), not {args.host}",
               file=sys.stderr)
         return 2
+    if not 0 <= args.port <= 65535:
+        print(f"error: --port {args.port}: must be 0..65535 (0 picks a free one)", file=sys.stderr)
+        return 2
     try:
         config = config_from_args(args)
         config.validate()
