@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -182,3 +184,20 @@ def test_a_store_whose_folder_cannot_be_created_is_one_line_exit_2(tmp_path: Pat
                           cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert done.returncode == exitcodes.EXIT_USAGE, done.stderr
     assert f"{store}: cannot create the store's folder (Not a directory)" in one_error_line(done.stderr)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("after_s", [0.25, 0.7])
+def test_sigterm_while_starting_is_one_line_and_exit_130(tmp_path: Path, after_s: float) -> None:
+    """Signalled while it imports polars and pyarrow and reads its input, before any request."""
+    data = tmp_path / "in.jsonl"
+    data.write_text("".join(f'{{"id": "{i}", "text": "buy now #{i}"}}\n' for i in range(20_000)))
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "run", "--input", str(data), "--provider", "simulator",
+                             "--out", str(tmp_path / "o"), "--no-progress"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(after_s)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == exitcodes.EXIT_INTERRUPTED, err
+    assert out == "" and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and "interrupted" in err, err
