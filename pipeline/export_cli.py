@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 from pipeline import exitcodes
 from pipeline.evaluate import read_truth
 from pipeline.export import ExportError, ReviewQueue, chat_example, examples, flat_row, kept_fields
-from pipeline.outfiles import OutputFileError, open_output, output_target
+from pipeline.outfiles import OutputFileError, is_stream, open_output, output_target
 from pipeline.policies import PolicyError, load_policies
 from pipeline.readers import InputError
 
@@ -73,7 +73,7 @@ def main(args: argparse.Namespace) -> int:
     line = f"moderate export: {summary['examples']:,} examples to {summary['output']}"
     if summary["review_output"]:
         line += f"; {summary['review']:,} labels to review in {summary['review_output']}"
-    print(line)
+    print(line, file=sys.stderr if is_stream(Path(args.output)) else sys.stdout)  # keep /dev/stdout for the data
     return exitcodes.EXIT_OK
 
 

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["OutputFileError", "open_output", "output_target", "temp_name", "writing"]
+__all__ = ["OutputFileError", "is_stream", "open_output", "output_target", "temp_name", "writing"]
 
 
 class OutputFileError(Exception):
@@ -49,13 +49,24 @@ def output_target(path: str | Path, *, flag: str, regular_only: bool = False,
         raise OutputFileError(f"{where}: cannot use it ({exc.strerror})") from None
     if mode is not None and stat.S_ISDIR(mode):
         raise OutputFileError(f"{where}: is a directory; name a file")
-    if mode is not None and not stat.S_ISREG(mode):
+    if is_stream(path):
         if regular_only:
             raise OutputFileError(f"{where}: not a regular file (a device, FIFO or stream); name a file")
-        return path  # written straight through: /dev/stdout resolves to a pipe that has no name
+        return path  # /dev/stdout resolves to a pipe that has no name: it is opened as named
     target = Path(os.path.realpath(path))
     _check_folder(target.parent, where=where, create_within=create_within)
     return target
+
+
+def is_stream(path: Path) -> bool:
+    """Whether ``path`` is written straight through: a device, FIFO or socket, or anything under /dev or
+    /proc (``/dev/stdout`` redirected to a file is the shell's file: it is appended to, never replaced)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return False
+    return not stat.S_ISREG(mode) or any(str(p).startswith(("/dev/", "/proc/"))
+                                         for p in (path.absolute(), os.path.realpath(path)))
 
 
 def _check_folder(folder: Path, *, where: str, create_within: str | Path | None) -> None:
@@ -81,8 +92,8 @@ def open_output(path: str | Path, *, flag: str) -> Iterator[BinaryIO]:
     """
     target = output_target(path, flag=flag)
     where = f"{flag} {path}"
-    if not target.is_file() and target.exists():
-        with writing(where), open(target, "wb") as stream:
+    if is_stream(target):
+        with writing(where), open(target, "ab") as stream:  # appending truncates nothing the shell opened
             yield _Sink(stream, where)  # type: ignore[misc]
         return
     temp = temp_name(target)

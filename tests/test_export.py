@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import orjson
@@ -165,6 +167,16 @@ def test_a_fifo_as_output_is_written_through(finished: tuple[Path, Path], tmp_pa
     assert export_cli(finished[0], fifo) == exitcodes.EXIT_OK
     thread.join(timeout=10)
     assert len(got[0].splitlines()) == 50 and stat.S_ISFIFO(fifo.lstat().st_mode)
+
+
+def test_stdout_as_output_carries_only_the_examples(finished: tuple[Path, Path], tmp_path: Path) -> None:
+    stdout = tmp_path / "stdout"
+    stdout.symlink_to("/proc/self/fd/1")  # what /dev/stdout is, in a folder of the test's own
+    done = subprocess.run([sys.executable, "-m", "pipeline", "export", str(finished[0]), "--format", "chat-jsonl",
+                           "--output", str(stdout)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == exitcodes.EXIT_OK, done.stderr
+    assert [len(orjson.loads(line)["messages"]) for line in done.stdout.splitlines()] == [3] * 50
+    assert "50 examples" in done.stderr and stdout.is_symlink()
 
 
 def test_a_symlink_as_output_writes_its_target_and_stays_a_link(finished: tuple[Path, Path], tmp_path: Path) -> None:
