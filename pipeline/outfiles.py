@@ -93,17 +93,20 @@ def open_output(path: str | Path, *, flag: str) -> Iterator[BinaryIO]:
     target = output_target(path, flag=flag)
     where = f"{flag} {path}"
     if is_stream(target):
-        with writing(where), open(target, "ab") as stream:  # appending truncates nothing the shell opened
+        with writing(where):
+            stream = open(target, "ab")  # noqa: SIM115 - appending truncates nothing the shell opened
+        with _closing(stream, where):
             yield _Sink(stream, where)  # type: ignore[misc]
         return
     temp = temp_name(target)
     with writing(where):
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        with writing(where), os.fdopen(fd, "wb") as handle:
+        with _closing(os.fdopen(fd, "wb"), where) as handle:
             yield _Sink(handle, where)  # type: ignore[misc]
-            handle.flush()
-            os.fsync(handle.fileno())
+            with writing(where):
+                handle.flush()
+                os.fsync(handle.fileno())
         with writing(where):
             _keep_mode(target, temp)
             os.replace(temp, target)
@@ -111,6 +114,20 @@ def open_output(path: str | Path, *, flag: str) -> Iterator[BinaryIO]:
         with contextlib.suppress(OSError):  # a read-only folder may refuse even this
             temp.unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def _closing(handle: BinaryIO, where: str) -> Iterator[BinaryIO]:
+    """Close ``handle`` after the block; when the block failed, its error is the one reported (an error
+    of the block itself, such as an unreadable input, is never taken for a failed write)."""
+    try:
+        yield handle
+    except BaseException:
+        with contextlib.suppress(OSError):
+            handle.close()
+        raise
+    with writing(where):
+        handle.close()
 
 
 def _keep_mode(target: Path, temp: Path) -> None:

@@ -100,3 +100,10 @@ def test_two_writers_of_one_file_never_share_a_temp_name(tmp_path: Path) -> None
     target = tmp_path / "report.html"
     assert temp_name(target) != temp_name(target)
     assert temp_name(target).name.startswith(".report.html.") and temp_name(target).suffix == ".tmp"
+
+
+def test_an_error_of_the_writing_code_itself_is_not_taken_for_a_failed_write(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError), open_output(tmp_path / "train.jsonl", flag="--output") as handle:
+        handle.write(b"{}\n")
+        open(tmp_path / "missing-input.jsonl", "rb")  # noqa: SIM115 - fails
+    assert os.listdir(tmp_path) == []
