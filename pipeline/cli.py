@@ -10,8 +10,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
+from types import FrameType
+from typing import Any
 
 from pipeline import exitcodes
 from pipeline.config import ConfigError, RunConfig, apply_overrides, load_config
@@ -141,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    previous = _interrupt_on_sigterm()
     try:
         args = build_parser().parse_args(argv)
         if os.environ.get("MODERATE_DEBUG"):
@@ -150,6 +155,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:  # before a command's own signal handling is in place (or it has none)
         print("moderate: interrupted; run the same command again to start or resume", file=sys.stderr)
         return exitcodes.EXIT_INTERRUPTED
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt_on_sigterm() -> Callable[[int, FrameType | None], Any] | int | None:
+    """SIGTERM means what Ctrl-C means (exit 130, one line) from the first moment, before the slow
+    imports and the reading of inputs; a run replaces it with its own handler while it sends.
+    Returns the handler to put back (None when called off the main thread, where it cannot be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_interrupt)
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -157,6 +178,8 @@ def _run(args: argparse.Namespace) -> int:
 
     try:
         config = job_config(args)
+        if args.ray_actors is not None and args.ray_actors < 1:
+            raise ConfigError(f"--ray-actors {args.ray_actors}: must be at least 1")
     except ConfigError as exc:
         from pipeline.runlog import RunLog
 

@@ -19,6 +19,10 @@ if TYPE_CHECKING:
 
 PROVIDERS = tuple(HOSTS)
 EFFORTS = ("low", "medium", "high")
+#: a shard's labels are held in memory until the shard is written
+MAX_SHARD_ROWS = 10_000_000
+#: one worker and one connection each; far past what one process or one host serves
+MAX_CONCURRENCY = 100_000
 
 
 class ConfigError(Exception):
@@ -72,6 +76,7 @@ def validate(config: RunConfig) -> None:
         if value is not None and not (math.isfinite(value) and value >= 0):
             raise ConfigError(f"{where}: '{key}' must be a finite number, not negative")
     _check_nightly(config)
+    _check_names_and_sizes(config)
     if not 0.0 <= config.simulator_fault_rate <= 1.0:
         raise ConfigError(f"{where}: 'simulator.fault_rate' must be within 0..1")
     config.max_tokens_cap = max(config.max_tokens_cap, config.max_tokens)
@@ -96,6 +101,27 @@ def _check_nightly(config: RunConfig) -> None:
             raise ConfigError(f"{where}: '{key}' must be a finite number greater than 0")
     if config.drift_runs < 1:
         raise ConfigError(f"{where}: 'quality.drift_runs' must be at least 1")
+
+
+def _check_names_and_sizes(config: RunConfig) -> None:
+    """Names that cannot be empty, sizes with an upper end, and shares within (0, 1]."""
+    where = config.source
+    names = {"endpoint.model": config.model, "endpoint.api_key_env": config.api_key_env,
+             "input.text_column": config.text_column, "input.id_column": config.id_column, "output.dir": config.out}
+    for key, value in names.items():
+        if value is not None and not value.strip():
+            raise ConfigError(f"{where}: '{key}' must not be empty")
+    if config.shard_rows > MAX_SHARD_ROWS:
+        raise ConfigError(f"{where}: 'output.shard_rows' = {config.shard_rows} is over {MAX_SHARD_ROWS:,} (a shard's "
+                          "labels are held in memory until it is written)")
+    for key, value in {"limits.queue": config.queue, "limits.concurrency": config.concurrency}.items():
+        if value is not None and value > MAX_CONCURRENCY:
+            raise ConfigError(f"{where}: '{key}' = {value} is over {MAX_CONCURRENCY:,}")
+    if config.drift_threshold > 1:
+        raise ConfigError(f"{where}: 'quality.drift_threshold' = {config.drift_threshold:g} is a share of the "
+                          "labels: it must be within (0, 1], e.g. 0.05")
+    if not math.isfinite(config.storage_timeout):
+        raise ConfigError(f"{where}: 'storage.timeout' must be a finite number greater than 0")
 
 
 def _check_endpoint(config: RunConfig) -> None:

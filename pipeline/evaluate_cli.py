@@ -12,6 +12,7 @@ import polars as pl
 
 from pipeline import exitcodes
 from pipeline.evaluate import BOOTSTRAP, CONFIDENCE, EvalError, evaluate_policy, read_labels, read_truth
+from pipeline.htmlreport.data import ReportError
 from pipeline.outdir import atomic_write_text
 from pipeline.readers import InputError
 
@@ -44,8 +45,11 @@ def main(args: argparse.Namespace) -> int:
         result = run_eval(Path(args.out_dir), truth=args.truth, id_column=args.id_column,
                           label_columns=args.label_column, policies=args.policy,
                           resamples=args.bootstrap, seed=args.seed)
-    except (EvalError, InputError) as exc:
+    except (EvalError, InputError, ReportError) as exc:
         print(f"moderate: error: {exc}", file=sys.stderr)
+        return exitcodes.EXIT_USAGE
+    except OSError as exc:  # a read-only or full folder
+        print(f"moderate: error: {exc.filename or args.out_dir}: cannot write ({exc.strerror or exc})", file=sys.stderr)
         return exitcodes.EXIT_USAGE
     if args.json:
         sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
+import contextlib
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 import pyarrow as pa
@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 from pipeline import exitcodes
 from pipeline.evaluate import read_truth
 from pipeline.export import ExportError, ReviewQueue, chat_example, examples, flat_row, kept_fields
+from pipeline.outfiles import OutputFileError, is_stream, open_output, output_target
 from pipeline.policies import PolicyError, load_policies
 from pipeline.readers import InputError
 
@@ -69,13 +70,13 @@ def main(args: argparse.Namespace) -> int:
                          gold_column=args.gold_column, gold_id_column=args.gold_id_column, inputs=args.inputs,
                          text_column=args.text_column, id_column=args.id_column, policy_files=args.policies,
                          partial=args.partial)
-    except (ExportError, InputError, PolicyError) as exc:
+    except (ExportError, InputError, PolicyError, OutputFileError) as exc:
         print(f"moderate: error: {exc}", file=sys.stderr)
         return exitcodes.EXIT_USAGE
     line = f"moderate export: {summary['examples']:,} examples to {summary['output']}"
     if summary["review_output"]:
         line += f"; {summary['review']:,} labels to review in {summary['review_output']}"
-    print(line)
+    print(line, file=sys.stderr if is_stream(Path(args.output)) else sys.stdout)  # keep /dev/stdout for the data
     return exitcodes.EXIT_OK
 
 
@@ -96,43 +97,49 @@ def export(out: Path, *, fmt: str, output: Path, review: int | None = None, revi
             frame = read_truth(gold, id_column=gold_id_column, label_column=gold_column or "")
             truth = dict(frame.drop_nulls("truth").iter_rows())
         queue = ReviewQueue(review, truth)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    temp = output.with_name(f".{output.name}.tmp")
+    review_path = _review_path(output, review_output) if queue is not None else None
     count = 0
-    try:
-        with _Writer(temp, fmt, kept_fields(out)) as writer:
-            for example, extra in examples(out, policies=policies, inputs=inputs, text_column=text_column,
-                                           id_column=id_column, partial=partial):
-                writer.add(chat_example(example) if fmt == "chat-jsonl" else flat_row(example, extra))
-                if queue is not None:
-                    queue.add(example)
-                count += 1
-        os.replace(temp, output)
-    finally:
-        temp.unlink(missing_ok=True)
-    review_path = None
-    if queue is not None:
-        review_path = Path(review_output) if review_output else output.with_name(output.stem + ".review.jsonl")
-        review_path.write_bytes(b"".join(orjson.dumps(item) + b"\n" for item in queue.items()))
+    with open_output(output, flag="--output") as handle, _Writer(handle, fmt, kept_fields(out)) as writer:
+        for example, extra in examples(out, policies=policies, inputs=inputs, text_column=text_column,
+                                       id_column=id_column, partial=partial):
+            writer.add(chat_example(example) if fmt == "chat-jsonl" else flat_row(example, extra))
+            if queue is not None:
+                queue.add(example)
+            count += 1
+    if queue is not None and review_path is not None:
+        with open_output(review_path, flag="--review-output") as handle:
+            handle.write(b"".join(orjson.dumps(item) + b"\n" for item in queue.items()))
     return {"examples": count, "output": str(output), "review": len(queue.items()) if queue else 0,
             "review_output": str(review_path) if review_path else None}
 
 
-class _Writer:
-    """Rows to JSON Lines, or to Parquet in row groups of `FLUSH_ROWS`."""
+def _review_path(output: Path, review_output: str | None) -> Path:
+    """Where the review queue goes (checked before anything is written)."""
+    if review_output:
+        path = Path(review_output)
+    elif output_target(output, flag="--output").is_file() or not output.exists():
+        path = output.with_name(output.stem + ".review.jsonl")
+    else:  # a device or a stream has no folder to put a file beside it
+        raise ExportError(f"--output {output} is not a regular file: name the review file with --review-output")
+    output_target(path, flag="--review-output")
+    return path
 
-    def __init__(self, path: Path, fmt: str, kept: list[pa.Field] | None = None) -> None:
-        self.path = path
+
+class _Writer:
+    """Rows to JSON Lines, or to Parquet in row groups of `FLUSH_ROWS`, on an open binary file."""
+
+    def __init__(self, handle: BinaryIO, fmt: str, kept: list[pa.Field] | None = None) -> None:
+        self.handle = handle
         self.fmt = fmt
         #: the kept input columns with their shard types (others are inferred from the values)
         self.kept = {f.name: f for f in kept or []}
         self._rows: list[dict[str, Any]] = []
         self._parquet: pq.ParquetWriter | None = None
-        self._file: Any = None
+        self._file: BinaryIO | None = None
 
     def __enter__(self) -> _Writer:
         if self.fmt == "chat-jsonl":
-            self._file = open(self.path, "wb")
+            self._file = self.handle
         return self
 
     def add(self, row: dict[str, Any]) -> None:
@@ -151,15 +158,19 @@ class _Writer:
             inferred = pa.Table.from_pylist([{k: r[k] for k in extra} for r in self._rows]).schema if extra else []
             fields = [self.kept.get(f.name) or pa.field(f.name, pa.string() if pa.types.is_null(f.type) else f.type)
                       for f in inferred]
-            self._parquet = pq.ParquetWriter(self.path, pa.schema([*FLAT_SCHEMA, *fields]), compression="zstd")
+            self._parquet = pq.ParquetWriter(self.handle, pa.schema([*FLAT_SCHEMA, *fields]), compression="zstd")
         self._parquet.write_table(pa.Table.from_pylist(self._rows, schema=self._parquet.schema))
         self._rows = []
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, failed: type[BaseException] | None, *exc: object) -> None:
         if self._file is not None:
-            self._file.close()
+            return
+        if failed is not None:  # the file is dropped unfinished; closed now, not when collected
+            with contextlib.suppress(Exception):
+                if self._parquet is not None:
+                    self._parquet.close()
             return
         self._flush()
         if self._parquet is None:  # no example at all: an empty file with the columns
-            self._parquet = pq.ParquetWriter(self.path, pa.schema([*FLAT_SCHEMA, *self.kept.values()]))
+            self._parquet = pq.ParquetWriter(self.handle, pa.schema([*FLAT_SCHEMA, *self.kept.values()]))
         self._parquet.close()

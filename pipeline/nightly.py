@@ -7,6 +7,7 @@ The rules themselves are pure (`pipeline.sampling`, `pipeline.canaries`, `pipeli
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -20,6 +21,7 @@ from pipeline.config import RunConfig
 from pipeline.cost import gpu_cost
 from pipeline.drift import compare, describe
 from pipeline.outdir import Manifest
+from pipeline.outfiles import temp_name
 from pipeline.records import Outcome
 from pipeline.sampling import chosen, sample_rate, sample_summary
 
@@ -106,9 +108,14 @@ def write_canaries(out: Path, *, canaries: Sequence[Canary], answers: Mapping[in
         pq.write_table(table, sink)
         (out / CANARY_FILE).write_bytes(sink.getvalue().to_pybytes())
         return
-    temp = out / f".{CANARY_FILE}.tmp"
-    pq.write_table(table, temp)
-    temp.replace(out / CANARY_FILE)
+    temp = temp_name(out / CANARY_FILE)
+    try:
+        pq.write_table(table, temp)
+        temp.replace(out / CANARY_FILE)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temp.unlink(missing_ok=True)
+        raise
 
 
 def extend_report(report: dict[str, Any], *, out: Path, manifest: Manifest, config: RunConfig,

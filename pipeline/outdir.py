@@ -37,6 +37,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.labels import to_table
+from pipeline.outfiles import temp_name
 from pipeline.storage import Location, is_uri
 
 MANIFEST_VERSION = 1
@@ -259,10 +260,15 @@ class OutputDir:
         self.labels.mkdir(parents=True, exist_ok=True)
         name = f"part-{index:05d}.parquet"
         final = self.labels / name
-        temp = self.labels / f".{name}.tmp"
-        pq.write_table(to_table(rows, self.kept), temp, compression="zstd")
-        digest = _fsync_and_hash(temp)
-        os.replace(temp, final)
+        temp = temp_name(final)
+        try:
+            pq.write_table(to_table(rows, self.kept), temp, compression="zstd")
+            digest = _fsync_and_hash(temp)
+            os.replace(temp, final)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                temp.unlink(missing_ok=True)
+            raise
         _fsync_dir(self.labels)
         return ShardInfo(f"labels/{name}", len(rows), input_rows, digest, unsent)
 
@@ -289,15 +295,22 @@ def _fsync_and_hash(path: Path) -> str:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    temp = path.with_name(f".{path.name}.tmp")
+    """Write ``path`` whole or not at all; a unique temp name lets two commands write one file at once.
+
+    An OSError names ``path`` (not the hidden temp file) so that a message can show it.
+    """
+    temp = temp_name(path)
     try:
         with open(temp, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)  # a full disk leaves no half-written file behind
+    except BaseException as exc:
+        with contextlib.suppress(OSError):  # a full disk leaves no half-written file behind
+            temp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
     _fsync_dir(path.parent)
 

@@ -71,13 +71,14 @@ def base_url_problem(base_url: str) -> str | None:
     "must not have a query string or fragment (got 'https://x/v1?...')"
     """
     try:
-        parts = urlsplit(base_url)
-        port = parts.port  # raises ValueError for a port that is not a number
+        parts = urlsplit(base_url)  # raises ValueError for an unclosed [IPv6 address]
+        if parts.port == 0:  # .port raises ValueError for a port that is not a number or over 65535
+            raise ValueError
     except ValueError:
-        port = -1
+        return f"is not a usable URL (got {_shown(base_url)!r})"
     if parts.scheme not in ("http", "https"):
         return f"must start with http:// or https:// (got {_shown(base_url)!r})"
-    if not parts.hostname or port == -1 or any(c.isspace() for c in base_url):
+    if not parts.hostname or any(c.isspace() for c in base_url):
         return f"is not a usable URL (got {_shown(base_url)!r})"
     if parts.query or parts.fragment or "?" in base_url or "#" in base_url:
         return f"must not have a query string or fragment (got {_shown(base_url)!r})"
@@ -85,10 +86,14 @@ def base_url_problem(base_url: str) -> str | None:
 
 
 def _shown(base_url: str) -> str:
-    """A URL for a message: a query string may hold a key, so it is never shown."""
+    """A URL for a message: a query string or a user:password@ may hold a key, so they are never shown."""
     head = base_url.split("?", 1)[0].split("#", 1)[0]
-    shown = head if len(head) <= 100 else head[:100] + "..."
-    return shown + ("?..." if len(head) < len(base_url) else "")
+    cut = "?..." if len(head) < len(base_url) else ""
+    scheme, sep, rest = head.rpartition("://")
+    authority, slash, path = rest.partition("/")
+    if "@" in authority:
+        head = f"{scheme}{sep}***@{authority.rsplit('@', 1)[1]}{slash}{path}"
+    return (head if len(head) <= 100 else head[:100] + "...") + cut
 
 
 def chat_url(base_url: str) -> str:

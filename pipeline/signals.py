@@ -22,6 +22,8 @@ class RunSignals:
     def __init__(self, run: Run, store: ResultStore, log: RunLog) -> None:
         self.run, self.store, self.log = run, store, log
         self.count = 0
+        #: the handlers before the run's (the command's start-up handling), put back by `remove`
+        self.previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -32,6 +34,10 @@ class RunSignals:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
+            handler = self.previous[sig]
+            if handler is not None:  # asyncio leaves SIG_DFL: a SIGTERM while reporting would end with 143
+                with contextlib.suppress(ValueError):  # not the main thread
+                    signal.signal(sig, handler)
 
     def _on_signal(self, sig: signal.Signals) -> None:
         self.count += 1

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import io
 import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -174,3 +174,53 @@ def config_error(tmp_path: Path, text: str) -> str:
     assert str(path) in message, message
     assert "\n" not in message
     return message
+
+
+def full_device(folder: Path) -> Path:
+    """A node like /dev/full (every write fails with ENOSPC) inside ``folder``; needs root to create."""
+    import stat
+
+    import pytest
+
+    node = folder / "full"
+    try:
+        os.mknod(node, 0o666 | stat.S_IFCHR, os.makedev(1, 7))
+    except PermissionError:
+        pytest.skip("creating a device node needs root")
+    return node
+
+
+def read_fifo(fifo: Path) -> tuple[Any, list[bytes]]:
+    """A thread reading ``fifo`` to its end (join it), and the list its bytes land in."""
+    import threading
+
+    got: list[bytes] = []
+
+    def reader() -> None:
+        with open(fifo, "rb") as handle:
+            got.append(handle.read())
+
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+    return thread, got
+
+
+@contextmanager
+def read_only(folder: Path) -> Iterator[Path]:
+    """``folder`` created and made unwritable while the block runs (root: ``chattr +i``, as mode bits do
+    not stop root)."""
+    import subprocess
+
+    import pytest
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+    elif subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+        pytest.skip("cannot make a folder read-only for root here (chattr +i failed)")
+    try:
+        yield folder
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "-i", str(folder)], check=True)
+        folder.chmod(0o755)

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -138,3 +140,64 @@ def test_an_interrupt_while_starting_is_one_line_and_exit_130(monkeypatch: pytes
     assert cli.main(["run", "--input", "x.jsonl"]) == exitcodes.EXIT_INTERRUPTED
     err = capsys.readouterr().err
     assert "Traceback" not in err and err.count("\n") == 1 and "interrupted" in err
+
+
+@pytest.mark.parametrize(("flags", "named"), [
+    (["--base-url", "http://[::1"], "'endpoint.base_url' is not a usable URL (got 'http://[::1')"),
+    (["--base-url", "http://user:sk-secret@[::1/v1"], "'endpoint.base_url' is not a usable URL"),
+    (["--base-url", "http://127.0.0.1:99999/v1"], "'endpoint.base_url' is not a usable URL"),
+    (["--model", ""], "'endpoint.model' must not be empty"),
+    (["--text-column", " "], "'input.text_column' must not be empty"),
+    (["--drift-threshold", "2"], "'quality.drift_threshold' = 2 is a share of the labels"),
+    (["--concurrency", "1000000000"], "'limits.concurrency' = 1000000000 is over 100,000"),
+    (["--engine", "ray", "--ray-actors", "-1"], "--ray-actors -1: must be at least 1"),
+])
+def test_a_nonsense_flag_is_one_line_exit_2_before_anything(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                            flags: list[str], named: str) -> None:
+    code = main(["run", "--input", str(tmp_path / "x.jsonl"), "--out", str(tmp_path / "o"), *flags])
+    assert code == exitcodes.EXIT_USAGE
+    line = one_error_line(capsys.readouterr().err)
+    assert named in line and "sk-secret" not in line
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(("toml", "named"), [
+    ("[output]\nshard_rows = 100000000000000000\n", "'output.shard_rows' = 100000000000000000 is over 10,000,000"),
+    ("[quality]\ndrift_threshold = 2\n", "'quality.drift_threshold' = 2"),
+    ('[endpoint]\nmodel = ""\n', "'endpoint.model' must not be empty"),
+])
+def test_a_nonsense_config_value_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                   toml: str, named: str) -> None:
+    config = tmp_path / "run.toml"
+    config.write_text(toml)
+    assert main(["run", str(config), "--input", str(tmp_path / "x.jsonl"), "--out", str(tmp_path / "o")]) == 2
+    assert f"{config}: {named}" in one_error_line(capsys.readouterr().err)
+
+
+def test_a_store_whose_folder_cannot_be_created_is_one_line_exit_2(tmp_path: Path) -> None:
+    data = tmp_path / "in.jsonl"
+    data.write_text('{"id": "1", "text": "hello"}\n')
+    (tmp_path / "afile").write_text("not a folder")
+    store = tmp_path / "afile" / "sub" / "store.sqlite"
+    done = subprocess.run([sys.executable, "-m", "pipeline", "run", "--input", str(data), "--provider", "simulator",
+                           "--store", str(store), "--out", str(tmp_path / "o"), "--no-progress"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == exitcodes.EXIT_USAGE, done.stderr
+    assert f"{store}: cannot create the store's folder (Not a directory)" in one_error_line(done.stderr)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("after_s", [0.25, 0.7])
+def test_sigterm_while_starting_is_one_line_and_exit_130(tmp_path: Path, after_s: float) -> None:
+    """Signalled while it imports polars and pyarrow and reads its input, before any request."""
+    data = tmp_path / "in.jsonl"
+    data.write_text("".join(f'{{"id": "{i}", "text": "buy now #{i}"}}\n' for i in range(20_000)))
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "run", "--input", str(data), "--provider", "simulator",
+                             "--out", str(tmp_path / "o"), "--no-progress"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(after_s)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == exitcodes.EXIT_INTERRUPTED, err
+    assert out == "" and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and "interrupted" in err, err

@@ -36,11 +36,26 @@ from pipeline.records import OutputFormat
         ("[limits]\nmax_cost = nan\n", "limits.max_cost"),
         ("[simulator]\nfault_rate = 1.5\n", "simulator.fault_rate"),
         ("[simulator]\nlatency_ms = -1\n", "simulator.latency_ms"),
+        ("[output]\nshard_rows = 10000001\n", "output.shard_rows"),
+        ("[limits]\nconcurrency = 100001\n", "limits.concurrency"),
+        ("[limits]\nqueue = 100001\n", "limits.queue"),
+        ("[quality]\ndrift_threshold = 1.5\n", "quality.drift_threshold"),
+        ('[endpoint]\nmodel = ""\n', "endpoint.model"),
+        ('[endpoint]\napi_key_env = ""\n', "endpoint.api_key_env"),
+        ('[input]\ntext_column = ""\n', "input.text_column"),
+        ('[input]\nid_column = " "\n', "input.id_column"),
+        ('[output]\ndir = ""\n', "output.dir"),
+        ("[storage]\ntimeout = inf\n", "storage.timeout"),
+        ('[endpoint]\nbase_url = "http://[::1"\n', "endpoint.base_url"),
     ],
 )
 def test_invalid_value_names_file_and_key(tmp_path: Path, text: str, key: str) -> None:
     message = config_error(tmp_path, text)
     assert f"'{key}'" in message
+
+
+def test_a_drift_threshold_of_one_is_allowed(tmp_path: Path) -> None:
+    assert load_config(write_toml(tmp_path, "[quality]\ndrift_threshold = 1\n")).drift_threshold == 1
 
 
 def test_output_format_string_becomes_the_enum(tmp_path: Path) -> None:

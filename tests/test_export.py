@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import orjson
 import polars as pl
 import pytest
-from support import make_config, run_pipeline, write_jsonl
+from support import full_device, make_config, read_fifo, read_only, run_pipeline, write_jsonl
 
 from pipeline import exitcodes
 from pipeline.cli import main
@@ -155,3 +159,67 @@ def test_an_unfinished_run_is_refused_with_its_labelled_rows_unless_partial(tmp_
     code = main(["export", str(result.out), "--format", "chat-jsonl", "--output", str(output), "--partial"])
     assert code == exitcodes.EXIT_OK, capsys.readouterr().err
     assert len(output.read_text().splitlines()) == labelled
+
+# -- the file the user names with --output ---------------------------------------------------------
+
+def export_cli(out: Path, output: Path, *extra: str) -> int:
+    return main(["export", str(out), "--format", "chat-jsonl", "--output", str(output), *extra])
+
+
+def one_error_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("moderate: error: ") and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_a_full_device_as_output_is_one_line_and_stays_a_device(finished: tuple[Path, Path], tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    node = full_device(tmp_path)
+    assert export_cli(finished[0], node) == exitcodes.EXIT_USAGE
+    assert f"--output {node}: cannot write (No space left on device)" in one_error_line(capsys.readouterr().err)
+    assert stat.S_ISCHR(node.lstat().st_mode)
+
+
+def test_a_fifo_as_output_is_written_through(finished: tuple[Path, Path], tmp_path: Path) -> None:
+    fifo = tmp_path / "train.jsonl"
+    os.mkfifo(fifo)
+    thread, got = read_fifo(fifo)
+    assert export_cli(finished[0], fifo) == exitcodes.EXIT_OK
+    thread.join(timeout=10)
+    assert len(got[0].splitlines()) == 50 and stat.S_ISFIFO(fifo.lstat().st_mode)
+
+
+def test_stdout_as_output_carries_only_the_examples(finished: tuple[Path, Path], tmp_path: Path) -> None:
+    stdout = tmp_path / "stdout"
+    stdout.symlink_to("/proc/self/fd/1")  # what /dev/stdout is, in a folder of the test's own
+    done = subprocess.run([sys.executable, "-m", "pipeline", "export", str(finished[0]), "--format", "chat-jsonl",
+                           "--output", str(stdout)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == exitcodes.EXIT_OK, done.stderr
+    assert [len(orjson.loads(line)["messages"]) for line in done.stdout.splitlines()] == [3] * 50
+    assert "50 examples" in done.stderr and stdout.is_symlink()
+
+
+def test_a_symlink_as_output_writes_its_target_and_stays_a_link(finished: tuple[Path, Path], tmp_path: Path) -> None:
+    real = tmp_path / "sets" / "train.parquet"
+    real.parent.mkdir()
+    link = tmp_path / "latest.parquet"
+    link.symlink_to(real)
+    assert main(["export", str(finished[0]), "--format", "parquet", "--output", str(link)]) == exitcodes.EXIT_OK
+    assert link.is_symlink() and pl.read_parquet(real).height == 50
+
+
+@pytest.mark.parametrize("where", ["a directory", "a missing folder"])
+def test_an_unusable_output_path_is_one_line_exit_2_and_creates_nothing(
+        finished: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], where: str) -> None:
+    output = tmp_path if where == "a directory" else tmp_path / "no" / "such" / "train.jsonl"
+    assert export_cli(finished[0], output) == exitcodes.EXIT_USAGE
+    line = one_error_line(capsys.readouterr().err)
+    assert f"--output {output}" in line
+    assert not (tmp_path / "no").exists() and os.listdir(tmp_path) == []
+
+
+def test_output_in_a_read_only_folder_is_one_line_exit_2(finished: tuple[Path, Path], tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    with read_only(tmp_path / "ro") as folder:
+        assert export_cli(finished[0], folder / "train.jsonl") == exitcodes.EXIT_USAGE
+        assert "cannot write" in one_error_line(capsys.readouterr().err)

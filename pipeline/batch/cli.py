@@ -65,17 +65,19 @@ def _prepare(args: argparse.Namespace) -> int:
     from pipeline.batch.job import open_job
     from pipeline.batch.prepare import prepare, summary
     from pipeline.cli import job_config
+    from pipeline.outfiles import output_target
 
     def step() -> int:
         config = job_config(args)
         _configure_storage(config)
         if config.store == "none":
             raise _Usage("batch prepare needs the result store (not --store none): ingest fills it")
+        output = output_target(args.output, flag="--output", regular_only=True, create_within=config.out)
         job = open_job(config)
         outdir = _locked(config.out)
         try:
             store = _store(config, outdir)
-            done = prepare(job, outdir=outdir, store=store, output=args.output, max_lines=args.max_lines,
+            done = prepare(job, outdir=outdir, store=store, output=output, max_lines=args.max_lines,
                            max_bytes=args.max_bytes)
             store.close()
         finally:
@@ -175,6 +177,7 @@ def _guarded(step: Callable[[], int]) -> int:
     from pipeline.config import ConfigError
     from pipeline.cost import PricingError
     from pipeline.outdir import OutputDirError
+    from pipeline.outfiles import OutputFileError
     from pipeline.policies import PolicyError
     from pipeline.readers import InputError
     from pipeline.storage import StorageError
@@ -185,7 +188,8 @@ def _guarded(step: Callable[[], int]) -> int:
     except OutputDirError as exc:
         print(f"moderate: error: {exc}", file=sys.stderr)
         return exitcodes.EXIT_LOCKED if exc.locked else exitcodes.EXIT_USAGE
-    except (_Usage, ConfigError, InputError, PolicyError, PricingError, StoreError, StorageError, ValueError) as exc:
+    except (_Usage, ConfigError, InputError, PolicyError, PricingError, StoreError, StorageError, OutputFileError,
+            ValueError) as exc:
         print(f"moderate: error: {exc}", file=sys.stderr)
         return exitcodes.EXIT_USAGE
     except KeyboardInterrupt:

@@ -15,6 +15,7 @@ from typing import BinaryIO, TextIO
 from pipeline.batch.job import Job, Request, body, record, row_work
 from pipeline.batch.lines import custom_id, request_line
 from pipeline.outdir import Manifest, OutputDir
+from pipeline.outfiles import writing
 from pipeline.resume import open_manifest
 from pipeline.store import ResultStore
 
@@ -35,7 +36,8 @@ class Prepared:
 class SplitWriter:
     """Writes lines to ``stem-00001.jsonl``, ``stem-00002.jsonl`` ... each under both limits.
 
-    When everything fits in one file it is renamed to the path asked for.
+    When everything fits in one file it is renamed to the path asked for, which `output_target`
+    checked (a regular file or a new name in an existing folder, links followed).
     """
 
     def __init__(self, path: Path, *, max_lines: int, max_bytes: int) -> None:
@@ -52,25 +54,27 @@ class SplitWriter:
         if self._handle is None or self._lines >= self.max_lines or self._bytes + len(line) > self.max_bytes:
             self._next()
         assert self._handle is not None
-        self._handle.write(line)
+        with writing(f"--output {self.path}"):
+            self._handle.write(line)
         self._lines += 1
         self._bytes += len(line)
 
     def close(self) -> list[Path]:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
-        if len(self.files) == 1:
-            os.replace(self.files[0], self.path)
-            self.files = [self.path]
+        with writing(f"--output {self.path}"):
+            if self._handle is not None:
+                self._handle.close()
+                self._handle = None
+            if len(self.files) == 1:
+                os.replace(self.files[0], self.path)
+                self.files = [self.path]
         return self.files
 
     def _next(self) -> None:
         if self._handle is not None:
             self._handle.close()
         part = self.path.with_name(f"{self.path.stem}-{len(self.files) + 1:05d}{self.path.suffix or '.jsonl'}")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._handle = open(part, "wb")  # noqa: SIM115 - closed by _next or close
+        with writing(f"--output {self.path}"):
+            self._handle = open(part, "wb")  # noqa: SIM115 - closed by _next or close
         self.files.append(part)
         self._lines = self._bytes = 0
 

@@ -71,5 +71,8 @@ def main(args: argparse.Namespace) -> int:
     except ReportError as exc:
         print(f"moderate: error: {exc}", file=sys.stderr)
         return exitcodes.EXIT_USAGE
+    except OSError as exc:  # a read-only or full folder
+        print(f"moderate: error: {exc.filename or args.out_dir}: cannot write ({exc.strerror or exc})", file=sys.stderr)
+        return exitcodes.EXIT_USAGE
     print(path)
     return exitcodes.EXIT_OK

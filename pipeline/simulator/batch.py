@@ -12,6 +12,7 @@ Transport faults become error lines (``response`` with a 5xx/429 status and an e
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import random
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import IO, Any
 
 import orjson
 
+from pipeline.outfiles import open_output
 from pipeline.simulator.config import SimulatorConfig, SimulatorStats
 from pipeline.simulator.host import Host
 from pipeline.simulator.hosts import Reply
@@ -118,24 +120,13 @@ def run_batch(config: SimulatorConfig, source: Path, output: Path, errors: Path 
     host = Host(offline, stats if stats is not None else SimulatorStats())
     ids = _Ids(config.seed, vllm=config.profile == "vllm")
     summary = BatchSummary()
-    output.parent.mkdir(parents=True, exist_ok=True)
-    partial = output.with_name(output.name + ".partial")
-    try:
-        with source.open("rb") as handle, partial.open("wb") as out:
-            failed_out = errors.open("wb") if errors is not None else out
-            try:
-                for request in _requests(source, handle):
-                    line = answer_line(host, ids, request)
-                    summary.lines += 1
-                    ok = line["error"] is None and line["response"]["status_code"] == 200
-                    summary.succeeded += ok
-                    summary.failed += not ok
-                    (out if ok else failed_out).write(orjson.dumps(line) + b"\n")
-            finally:
-                if errors is not None:
-                    failed_out.close()
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    partial.replace(output)
+    with source.open("rb") as handle, open_output(output, flag="--output") as out, \
+            open_output(errors, flag="--errors") if errors is not None else contextlib.nullcontext(out) as failed_out:
+        for request in _requests(source, handle):
+            line = answer_line(host, ids, request)
+            summary.lines += 1
+            ok = line["error"] is None and line["response"]["status_code"] == 200
+            summary.succeeded += ok
+            summary.failed += not ok
+            (out if ok else failed_out).write(orjson.dumps(line) + b"\n")
     return summary

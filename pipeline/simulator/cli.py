@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from pipeline.outfiles import OutputFileError
 from pipeline.simulator.batch import run_batch
 from pipeline.simulator.config import (
     ALL_FAULTS,
@@ -212,7 +213,7 @@ def _batch(args: argparse.Namespace) -> int:
         config = config_from_args(args)
         config.validate()
         summary = run_batch(config, args.batch, args.output, args.errors)
-    except (ValueError, OSError) as exc:  # BatchInputError names the file and line
+    except (ValueError, OSError, OutputFileError) as exc:  # BatchInputError names the file and line
         print(f"error: simulator: {exc}", file=sys.stderr)
         return 2
     print(f"simulated batch: {summary.lines} lines, {summary.succeeded} succeeded, {summary.failed} failed "
@@ -227,6 +228,9 @@ def main(args: argparse.Namespace) -> int:
     if not _is_loopback(args.host):
         print(f"error: --host must be a loopback address (127.0.0.1, ::1, localhost), not {args.host}",
               file=sys.stderr)
+        return 2
+    if not 0 <= args.port <= 65535:
+        print(f"error: --port {args.port}: must be 0..65535 (0 picks a free one)", file=sys.stderr)
         return 2
     try:
         config = config_from_args(args)

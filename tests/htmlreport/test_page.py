@@ -6,12 +6,14 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from html.parser import HTMLParser
 from pathlib import Path
 
 import orjson
 import pytest
-from support import make_config, run_pipeline, write_jsonl
+from support import make_config, read_only, run_pipeline, write_jsonl
 
 from pipeline.cli import main
 from pipeline.evaluate_cli import run_eval
@@ -93,6 +95,39 @@ def test_report_of_a_directory_without_a_run_is_one_line_exit_2(tmp_path: Path,
     assert main(["report", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "cost_report.json" in err and len(err.strip().splitlines()) == 1
+
+
+def test_reports_written_at_once_on_one_directory_all_succeed(hostile_run: Path) -> None:
+    """Each writer has a temp file of its own: none renames another's away or finds its own gone."""
+    truth = str(hostile_run.parent / "hostile.jsonl")
+    commands = [["report", str(hostile_run)], ["eval", str(hostile_run), "--truth", truth, "--id-column", "id",
+                                               "--label-column", "gold", "--bootstrap", "20"]] * 3
+    start = threading.Barrier(len(commands))
+
+    def one(argv: list[str]) -> int:
+        start.wait()
+        return sum(main(argv) for _ in range(4))
+
+    with ThreadPoolExecutor(len(commands)) as pool:
+        codes = list(pool.map(one, commands))
+    assert codes == [0] * len(commands)
+    assert not list(hostile_run.glob(".*.tmp"))
+    assert (hostile_run / "report.html").read_text().startswith("<!DOCTYPE html>")
+    assert orjson.loads((hostile_run / "eval.json").read_bytes())["bootstrap"] == 20
+
+
+def test_report_and_eval_in_a_read_only_folder_are_one_line_exit_2(hostile_run: Path, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    copy = tmp_path / "out"
+    shutil.copytree(hostile_run, copy)
+    truth = str(hostile_run.parent / "hostile.jsonl")
+    with read_only(copy):
+        assert main(["report", str(copy)]) == 2
+        assert main(["eval", str(copy), "--truth", truth, "--id-column", "id", "--label-column", "gold"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [f"moderate: error: {copy / 'report.html'}: cannot write (Operation not permitted)",
+                     f"moderate: error: {copy / 'eval.json'}: cannot write (Operation not permitted)"] \
+        or all(line.endswith("cannot write (Permission denied)") for line in lines), lines
 
 
 def test_eval_results_appear_in_the_report(hostile_run: Path) -> None:

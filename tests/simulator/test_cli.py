@@ -34,6 +34,15 @@ def test_cli_refuses_a_non_loopback_host(capsys: pytest.CaptureFixture[str]) -> 
     assert err.count("\n") == 1 and "loopback" in err
 
 
+@pytest.mark.parametrize("port", ["80000", "-1"])
+def test_cli_refuses_a_port_out_of_range_in_one_line(capsys: pytest.CaptureFixture[str], port: str) -> None:
+    from pipeline.cli import main
+
+    assert main(["simulate", "--port", port]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: --port {port}: must be 0..65535 (0 picks a free one)\n"
+
+
 CLI = (
     "import argparse, sys; from pipeline.simulator import cli; p = argparse.ArgumentParser(); "
     "cli.add_arguments(p); sys.exit(cli.main(p.parse_args(sys.argv[1:])))"
