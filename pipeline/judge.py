@@ -117,6 +117,8 @@ class Judge:
             result.usage = reading.completion.usage or _estimate_usage(system_tokens, user, reading.completion)
             if reading.attempt.kind is AttemptKind.ANSWER:
                 self._verdict(result, max_tokens)
+                if result.verdict is not None:
+                    result.verdict = self.redactor.verdict(result.verdict)
         return result
 
     def _redacted(self, attempt: Attempt) -> Attempt:

@@ -12,12 +12,14 @@ import base64
 import html.entities
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 if TYPE_CHECKING:
     from pipeline.answers import Completion
+    from pipeline.records import Verdict
 
 __all__ = ["REDACTED", "Redactor", "redact_body", "redact_headers"]
 
@@ -31,13 +33,13 @@ _ENTITY_NAMES: dict[str, list[str]] = {}
 for _name, _char in _ENTITY_CHARS.items():
     _ENTITY_NAMES.setdefault(_char, []).append(_name)
 _ENTITY_CHARS = {name.removesuffix(";"): char for name, char in _ENTITY_CHARS.items()}
-#: every escape `_char_forms` writes, decoded by `_unescaped` (``\\\\`` is not: see `_swallowable`)
-_ESCAPE = re.compile(r'\\u([0-9a-fA-F]{4})|\\([/"])|%([0-9a-fA-F]{2})|&\#(?:[xX]([0-9a-fA-F]+)|(\d+));'
+#: every escape `_char_forms` knows, decoded by `_unescaped`
+_ESCAPE = re.compile(r'\\+u([0-9a-fA-F]{4})|\\+([/"])|%([0-9a-fA-F]{2})|&\#(?:[xX]([0-9a-fA-F]+)|(\d+));'
                      r"|&([A-Za-z][A-Za-z0-9]*);")
 #: characters an escape may end with, so an escape just before a form may take its first ones
 _ESCAPE_TAILS = frozenset("0123456789abcdefABCDEFuxX/\"")
 #: keys whose forms hold no character that starts an escape: the probes are exact for them
-_PLAIN_KEY = re.compile(r"[A-Za-z0-9._~/+=:@!*,()$'?\[\]{}|^`-]+")
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9._~/+=:@!*,()$'?<>\[\]{}|^`-]+")
 
 
 def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
@@ -147,6 +149,15 @@ class Redactor:
         completion.provider = self.optional(completion.provider)
         completion.finish_reason = self.optional(completion.finish_reason)
 
+    def verdict(self, verdict: Verdict) -> Verdict:
+        """The verdict with the key out of its strings (parsing an answer decodes its escapes again)."""
+        strings = (verdict.category, verdict.confidence, verdict.rationale, *verdict.rule_ids)
+        if all(self.optional(text) is text for text in strings):
+            return verdict
+        return replace(verdict, category=self.optional(verdict.category), confidence=self.optional(verdict.confidence),
+                       rationale=self.optional(verdict.rationale),
+                       rule_ids=tuple(self.text(rule) for rule in verdict.rule_ids))
+
     def log_line(self, payload: bytes, limit: int) -> str:
         """A reply body for a debug log line: decoded, redacted, then cut (cutting first could leave
         part of the key at the edge)."""
@@ -208,9 +219,12 @@ def _char_forms(char: str) -> str:
     if code > 0x7F:
         return re.escape(char)
     hex_digits = _hex(f"{code:02x}")
-    forms = [re.escape(char), rf"\\u00{hex_digits}", f"%{hex_digits}", rf"&\#0*{code};", rf"&\#[xX]0*{hex_digits};"]
-    if char in '/"\\':
-        forms.append(re.escape("\\" + char))
+    # a run of backslashes: JSON text inside JSON text (an answer's verdict inside the reply) doubles them
+    forms = [re.escape(char), rf"\\+u00{hex_digits}", f"%{hex_digits}", rf"&\#0*{code};", rf"&\#[xX]0*{hex_digits};"]
+    if char in '/"':
+        forms.append(rf"\\+{re.escape(char)}")
+    if char == "\\":
+        forms.append(r"\\+")
     if char == " ":
         forms.append(r"\+")
     forms += [re.escape(f"&{name}") for name in _ENTITY_NAMES.get(char, ())]

@@ -96,6 +96,8 @@ class SimulatorConfig:
     faults: Faults = field(default_factory=Faults)
     #: key every request must carry; None = any key (or none) accepted.
     api_key: str | None = None
+    #: repeat ``api_key`` in every reply, in every encoded form (pipeline.simulator.echo): a leaky host.
+    echo_key: bool = False
     #: answer every request with 402 (OpenRouter) or "out of credit" (ModelsLab).
     out_of_credit: bool = False
     reasoning_field: str = "reasoning"
@@ -152,6 +154,8 @@ class SimulatorConfig:
         for name, p in {**probabilities, "processing": self.processing}.items():
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"fault probability {name}={p} is not within 0..1")
+        if self.echo_key and not self.api_key:
+            raise ValueError("echo_key repeats the key the simulator requires: set api_key too")
         if self.queue < 1 or self.max_num_seqs < 1:
             raise ValueError("queue and max_num_seqs must be at least 1")
         if self.profile == "vllm" and (self.rpm is not None or self.tpm is not None):
