@@ -118,7 +118,7 @@ class Judge:
             if reading.attempt.kind is AttemptKind.ANSWER:
                 self._verdict(result, max_tokens)
                 if result.verdict is not None:
-                    result.verdict = self.redactor.verdict(result.verdict)
+                    result.verdict = self.redactor.verdict(result.verdict, answer=reading.completion.content or "")
         return result
 
     def _redacted(self, attempt: Attempt) -> Attempt:

@@ -38,6 +38,7 @@ _ESCAPE = re.compile(r'\\+u([0-9a-fA-F]{4})|\\+([/"])|%([0-9a-fA-F]{2})|&\#(?:[x
                      r"|&([A-Za-z][A-Za-z0-9]*);")
 #: characters an escape may end with, so an escape just before a form may take its first ones
 _ESCAPE_TAILS = frozenset("0123456789abcdefABCDEFuxX/\"")
+_ALNUM_RUN = re.compile(r"[A-Za-z0-9]+")
 #: keys whose forms hold no character that starts an escape: the probes are exact for them
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9._~/+=:@!*,()$'?<>\[\]{}|^`-]+")
 
@@ -149,8 +150,12 @@ class Redactor:
         completion.provider = self.optional(completion.provider)
         completion.finish_reason = self.optional(completion.finish_reason)
 
-    def verdict(self, verdict: Verdict) -> Verdict:
-        """The verdict with the key out of its strings (parsing an answer decodes its escapes again)."""
+    def verdict(self, verdict: Verdict, *, answer: str) -> Verdict:
+        """The verdict parsed from ``answer`` (already redacted) with the key out of its strings: parsing
+        decodes the answer's JSON escapes again. Without a backslash in the answer there are none, and
+        each string is a piece of the answer."""
+        if self._pattern is None or "\\" not in answer:
+            return verdict
         strings = (verdict.category, verdict.confidence, verdict.rationale, *verdict.rule_ids)
         if all(self.optional(text) is text for text in strings):
             return verdict
@@ -169,17 +174,23 @@ def key_pattern(key: str) -> re.Pattern[str]:
     data = key.encode()
     whole = [form for encoded in (_b64(data, base64.standard_b64encode), _b64(data, base64.urlsafe_b64encode))
              for form in (encoded, encoded.rstrip("="))]
-    forms = sorted(dict.fromkeys(whole + _base64_cores(data)), key=len, reverse=True)
+    forms = sorted(set(whole + _base64_cores(data)), key=len, reverse=True)
     alternatives = [_spelled(key)] + [_spelled(form) for form in forms if form != key]
     return re.compile("|".join(alternatives))
 
 
 def _probes(key: str) -> tuple[str, ...]:
-    """What `Redactor.text` looks for before a full scan: the key and the base64 cores of its
-    standalone and embedded forms (each standalone form contains a core), without their first
-    characters, which a neighbouring escape such as ``%ab`` may have swallowed while decoding."""
-    forms = [key, *_base64_cores(key.encode())]
-    return tuple(dict.fromkeys(form[_swallowable(form):] for form in forms))
+    """What `Redactor.text` looks for before a full scan: the key, and for each byte alignment the
+    longest run of letters and digits of its base64 core (the same in base64 and base64url; each
+    standalone form contains the first core), or the whole cores when that run is short -- in each,
+    leaving out the first characters, which a neighbouring escape such as ``%ab`` may have swallowed
+    while decoding."""
+    probes = [key[_swallowable(key):]]
+    cores = _base64_cores(key.encode())
+    for standard, url in zip(cores[:3], cores[3:], strict=True):
+        run = max(_ALNUM_RUN.findall(standard[_swallowable(standard):]), key=len, default="")
+        probes += [run] if len(run) >= 8 else [standard[_swallowable(standard):], url[_swallowable(url):]]
+    return tuple(dict.fromkeys(probes))
 
 
 def _swallowable(form: str) -> int:
@@ -196,9 +207,9 @@ def _b64(data: bytes, encode: Callable[[bytes], bytes]) -> str:
 
 
 def _base64_cores(data: bytes) -> list[str]:
-    """The base64 and base64url characters that depend on ``data`` alone, for ``data`` starting 0, 1 or
-    2 bytes into a longer base64 string: the first characters share bits with the bytes before, the
-    last with those after."""
+    """The base64 characters that depend on ``data`` alone, for ``data`` starting 0, 1 or 2 bytes into
+    a longer base64 string (the first characters share bits with the bytes before, the last with those
+    after): three of base64, then the same three of base64url."""
     cores = []
     for encode in (base64.standard_b64encode, base64.urlsafe_b64encode):
         for offset in range(3):
@@ -206,7 +217,7 @@ def _base64_cores(data: bytes) -> list[str]:
             lead = (0, 2, 3)[offset]
             tail = (0, 1, 1)[(offset + len(data)) % 3]
             cores.append(text[lead:len(text) - tail])
-    return list(dict.fromkeys(cores))
+    return cores
 
 
 def _spelled(text: str) -> str:
