@@ -3,7 +3,8 @@
 A host that echoes the key rarely writes it plainly: a PHP encoder writes ``/`` as ``\\/``, a proxy
 URL-encodes it, an HTML error page uses ``&#47;``, a debugging header holds it in base64. `Redactor`
 builds, once per run, one regular expression that matches the key written in any of these forms --
-and in any mixture of them, one character at a time -- so redacting a 2 KB answer costs one scan.
+and in any mixture of them, one character at a time -- and a few plain substrings that tell, in
+about a microsecond per 2 KB, whether a text needs that expression at all.
 """
 
 from __future__ import annotations
@@ -27,12 +28,11 @@ REDACTED = "[redacted]"
 _SECRET_HEADERS = frozenset({"authorization", "x-api-key", "api-key", "proxy-authorization"})
 _SECRET_FIELDS = frozenset({"key", "api_key", "apikey", "token"})
 #: HTML5 names of ASCII punctuation (``&sol;`` for ``/``, ``&plus;`` for ``+`` ...)
-_ENTITY_CHARS = {name: char for name, char in html.entities.html5.items()
+_ENTITY_CHARS = {name.removesuffix(";"): char for name, char in html.entities.html5.items()
                  if len(char) == 1 and char.isascii() and not char.isalnum() and name.endswith(";")}
 _ENTITY_NAMES: dict[str, list[str]] = {}
 for _name, _char in _ENTITY_CHARS.items():
     _ENTITY_NAMES.setdefault(_char, []).append(_name)
-_ENTITY_CHARS = {name.removesuffix(";"): char for name, char in _ENTITY_CHARS.items()}
 #: every escape `_char_forms` knows, decoded by `_unescaped`
 _ESCAPE = re.compile(r'\\+u([0-9a-fA-F]{4})|\\+([/"])|%([0-9a-fA-F]{2})|&\#(?:[xX]([0-9a-fA-F]+)|(\d+));'
                      r"|&([A-Za-z][A-Za-z0-9]*);")
@@ -238,7 +238,7 @@ def _char_forms(char: str) -> str:
         forms.append(r"\\+")
     if char == " ":
         forms.append(r"\+")
-    forms += [re.escape(f"&{name}") for name in _ENTITY_NAMES.get(char, ())]
+    forms += [re.escape(f"&{name};") for name in _ENTITY_NAMES.get(char, ())]
     return "(?:" + "|".join(forms) + ")"
 
 
