@@ -134,10 +134,12 @@ async def _checks(config: RunConfig, policies: list[Policy], *, base_url: str, m
         return [CheckResult("key", False, f"no API key: set the environment variable {config.api_key_env}",
                             exitcodes.EXIT_USAGE)]
     headers = request_headers(config.provider, api_key)
+    redactor = Redactor(api_key)  # texts are cut short as they are read: the key goes first
     results: list[CheckResult] = []
     limits: dict[str, str] = {}
     if host.models_endpoint:
-        results += await _check_models(models_url(base_url), headers, model, config.request_timeout, limits)
+        results += await _check_models(models_url(base_url), headers, model, config.request_timeout, limits,
+                                       redactor)
         if any(r.ok is False for r in results):
             return [*results, _limits_row(limits)]
     if host.prometheus_metrics:
@@ -153,7 +155,7 @@ async def _checks(config: RunConfig, policies: list[Policy], *, base_url: str, m
                 reasoning_effort=config.reasoning_effort, max_tokens=config.max_tokens, keep_reasoning=False,
                 api_key=api_key, response_format=response_format(config.output_format) if schema else None))
             row, reply = await _canary(transport, policy.name, body, config.request_timeout, limits,
-                                       config.max_retry_after)
+                                       config.max_retry_after, redactor)
             canaries.append(row)
             if reply is not None:
                 statuses.append(reply.status)
@@ -174,12 +176,12 @@ async def _checks(config: RunConfig, policies: list[Policy], *, base_url: str, m
 
 
 async def _check_models(url: str, headers: Mapping[str, str], model: str, timeout: float,
-                        limits: dict[str, str]) -> list[CheckResult]:
+                        limits: dict[str, str], redactor: Redactor) -> list[CheckResult]:
     started = time.perf_counter()
     try:
         async with aiohttp.ClientSession(headers=dict(headers)) as session, \
                 session.get(url, timeout=aiohttp.ClientTimeout(total=timeout)) as response:
-            reply = HttpReply(response.status, response.headers, await response.read())
+            reply = HttpReply(response.status, response.headers, redactor.strings(await response.read()))
     except (aiohttp.ClientError, TimeoutError) as exc:
         reason = f"no answer within {timeout:g} s" if isinstance(exc, TimeoutError) else _describe(exc)
         return [CheckResult("endpoint", False, f"{reason}: is the server running and the base URL right?",
@@ -219,7 +221,7 @@ async def _check_vllm_metrics(url: str, headers: Mapping[str, str], timeout: flo
 
 
 async def _canary(transport: AiohttpTransport, name: str, body: bytes, timeout: float, limits: dict[str, str],
-                  max_retry_after: float) -> tuple[CheckResult, HttpReply | None]:
+                  max_retry_after: float, redactor: Redactor) -> tuple[CheckResult, HttpReply | None]:
     label = f"canary {name}"
     started = time.perf_counter()
     try:
@@ -228,7 +230,7 @@ async def _canary(transport: AiohttpTransport, name: str, body: bytes, timeout: 
         return CheckResult(label, False, f"{exc}: is the server running and the base URL right?",
                            exitcodes.EXIT_ENDPOINT), None
     seconds = time.perf_counter() - started
-    reading = read_reply(reply.status, reply.headers, reply.body, now=time.time())
+    reading = read_reply(reply.status, reply.headers, redactor.strings(reply.body), now=time.time())
     limits.update(rate_limit_headers(reply.headers if reading.headers is None else reading.headers))
     attempt, completion = reading.attempt, reading.completion
     if spent_past(attempt, max_retry_after):  # a run would stop on it at once, as on a bad key

@@ -86,7 +86,7 @@ class AiohttpTransport:
             raise TransportError(f"the host asked to fetch the answer from another host ({_origin(url)}); "
                                  "not sent, so the key stays with the endpoint")
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("POST %s headers=%s body=%s", url or self.url, redact_headers(self._headers),
+            log.debug("POST %s headers=%s body=%s", self._redactor.text(url or self.url), redact_headers(self._headers),
                       redact_body(body))
         try:
             # never follow a redirect: it would carry the body (ModelsLab: with the key) to the new place
@@ -94,7 +94,7 @@ class AiohttpTransport:
                                           allow_redirects=False) as response:
                 payload = await _read_capped(response, MAX_REPLY_BYTES)
                 if log.isEnabledFor(logging.DEBUG):
-                    log.debug("HTTP %s %s", response.status, self._redactor.body(payload)[:300])
+                    log.debug("HTTP %s %s", response.status, self._redactor.log_line(payload, 300))
                 return HttpReply(response.status, response.headers, payload)
         except TimeoutError:
             raise TransportError(f"no answer within {timeout:g} s", timeout=True) from None

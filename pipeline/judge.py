@@ -105,23 +105,24 @@ class Judge:
             return AttemptResult(self._transport_failure(exc))
         latency_ms = (time.perf_counter() - started) * 1000.0
         self._answered = True
-        reading = read_reply(reply.status, reply.headers, self.redactor.body(reply.body), now=time.time())
+        body, now = self.redactor.body(reply.body), time.time()
+        reading = read_reply(reply.status, reply.headers, body, now=now)
+        if reading.completion is None and (clean := self.redactor.strings(body)) is not body:
+            # an error's text is cut to one line as it is read: take the key out of the body first
+            reading = read_reply(reply.status, reply.headers, clean, now=now)
         headers = reply.headers if reading.headers is None else reading.headers
         result = AttemptResult(self._redacted(reading.attempt), headers, reading.completion, latency_ms=latency_ms)
         if reading.completion is not None:
-            completion = reading.completion
-            if completion.content:
-                completion.content = self.redactor.text(completion.content)
-            if completion.reasoning:
-                completion.reasoning = self.redactor.text(completion.reasoning)
+            self.redactor.completion(reading.completion)
             result.usage = reading.completion.usage or _estimate_usage(system_tokens, user, reading.completion)
             if reading.attempt.kind is AttemptKind.ANSWER:
                 self._verdict(result, max_tokens)
+                if result.verdict is not None:
+                    result.verdict = self.redactor.verdict(result.verdict, answer=reading.completion.content or "")
         return result
 
     def _redacted(self, attempt: Attempt) -> Attempt:
-        """The attempt with the key out of its error text: the body was redacted, but a key written with
-        JSON escapes (``\\u0073k-...``) only appears once the body is decoded."""
+        """The attempt with the key out of its error text, in any form (see `pipeline.redact.Redactor`)."""
         error = attempt.error
         if error and (clean := self.redactor.text(error)) is not error:
             return replace(attempt, error=clean)

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import html
 import io
 import os
+import re
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 import orjson
 import polars as pl
@@ -21,6 +25,37 @@ from pipeline.configcheck import validate
 from pipeline.simulator import SimulatorConfig, SimulatorStats, start_simulator
 
 SIM_MODEL = "gpt-oss-safeguard-20b-simulator"
+#: a key whose encodings all differ from it and from each other (``/``, ``+``, ``~``, ``?``, ``>``, ``=``)
+LEAKED_KEY = "sk-proj-9f/Ke~y+?echo=Zq7_>x"
+
+
+def key_spellings(key: str) -> dict[str, str]:
+    """The key in every encoding a leak could take, written with the standard library's encoders."""
+    data = key.encode()
+    return {
+        "plain": key,
+        "base64": base64.b64encode(data).decode(),
+        "base64 unpadded": base64.b64encode(data).decode().rstrip("="),
+        "base64url": base64.urlsafe_b64encode(data).decode(),
+        "percent": quote(key, safe=""),
+        "percent lower": re.sub(r"%[0-9A-F]{2}", lambda m: m.group().lower(), quote(key, safe="")),
+        "form": quote_plus(key),
+        "path": quote(key),
+        "html escape": html.escape(key),
+        "html decimal": "".join(f"&#{ord(c)};" for c in key),
+        "html hex": "".join(f"&#x{ord(c):x};" for c in key),
+        "html named": key.replace("/", "&sol;").replace("+", "&plus;").replace("=", "&equals;"),
+        "json slash": key.replace("/", "\\/"),
+        "json unicode": key.replace("/", "\\u002f").replace("+", "\\u002B"),
+        "json unicode all": "".join(f"\\u{ord(c):04x}" for c in key),
+    }
+
+
+def leaks(text: str, key: str = LEAKED_KEY) -> list[str]:
+    """The names of the key's spellings found in ``text`` (case-insensitively for the escaped ones)."""
+    lowered = text.lower()
+    return [name for name, form in key_spellings(key).items()
+            if form in text or (name.startswith(("percent", "html", "json")) and form.lower() in lowered)]
 
 
 @dataclass

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import pytest
 from aiohttp import web
-from support import SIM_MODEL, serve_app
+from support import LEAKED_KEY, SIM_MODEL, leaks, serve_app
 
 from pipeline import exitcodes
 from pipeline.answers import read_reply
@@ -88,6 +88,17 @@ def test_an_answer_that_is_not_a_verdict_exits_1() -> None:
     code, out, _ = check(make(), SimulatorConfig(faults=Faults(junk_output=1.0)))
     assert code == exitcodes.EXIT_ROWS_FAILED
     assert "canary spam" in out and "no verdict" in out
+
+
+def test_a_host_echoing_the_key_in_any_encoding_never_gets_any_of_it_printed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODERATE_TEST_KEY", LEAKED_KEY)
+    echoing = SimulatorConfig(api_key=LEAKED_KEY, echo_key=True, faults=Faults(junk_output=1.0))
+    code, out, _ = check(make(), echoing)
+    assert code == exitcodes.EXIT_ROWS_FAILED and "no verdict" in out and "[redacted]" in out
+    # the answer is quoted cut short: the key must be out before the cut, or its start would show
+    assert leaks(out) == [] and LEAKED_KEY[:8] not in out, out
+    code, out, _ = check(make(model="gpt-oss-safeguard-999b-simulator"), echoing)
+    assert code == exitcodes.EXIT_ENDPOINT and "is not served here" in out and leaks(out) == []
 
 
 def test_a_daily_cap_said_only_in_the_body_exits_4_as_the_run_would_and_shows_the_cap(key: str) -> None:

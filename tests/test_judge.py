@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 import pytest
+from support import LEAKED_KEY, SIM_MODEL, leaks
 
 from pipeline.client import AiohttpTransport, FunctionTransport, HttpReply, TransportError
 from pipeline.cost import Pricing
@@ -17,6 +18,7 @@ from pipeline.judge import UNREACHABLE_BEFORE_FATAL, AttemptResult, CallSettings
 from pipeline.providers import build_body, request_headers
 from pipeline.ratecontrol import AttemptKind
 from pipeline.records import Outcome, Status, Usage, Verdict
+from pipeline.simulator import Faults, SimulatorConfig, start_simulator
 from pipeline.tokens import MESSAGE_OVERHEAD, count_tokens
 
 PRICING = Pricing(0.075, 0.037, 0.30)
@@ -273,6 +275,49 @@ def test_raw_output_and_reasoning_echoing_the_key_are_redacted() -> None:
     assert outcome.raw_output == "your key is [redacted]"
     assert outcome.reasoning == "the user sent [redacted]"
     assert SECRET not in repr(outcome) and SECRET not in repr(result)
+
+
+RATIONALE_POLICY = ('Spam policy: buy now. Answer {"violation": 0 or 1, "policy_category": ..., "rule_ids": [...], '
+                    '"confidence": ..., "rationale": "..."}')
+
+
+def echoed_attempt(user: str, **faults: float) -> tuple[AttemptResult, Outcome]:
+    """One attempt over loopback against a simulator that repeats the key in every form, and its outcome."""
+
+    async def go() -> AttemptResult:
+        sim = SimulatorConfig(api_key=LEAKED_KEY, echo_key=True, faults=Faults(**faults))
+        async with start_simulator(sim) as server, AiohttpTransport(
+                url=server.chat_url, headers=request_headers("openai", LEAKED_KEY), connections=1) as transport:
+            judge = Judge(transport=transport, settings=settings(model=SIM_MODEL, api_key=LEAKED_KEY,
+                                                                 keep_reasoning=True, max_tokens=4000))
+            return await judge.attempt(system=RATIONALE_POLICY, system_tokens=40, user=user, max_tokens=4000)
+
+    result = asyncio.run(go())
+    return result, accounted(result, keep_reasoning=True)
+
+
+def test_the_key_json_escaped_in_model_provider_and_finish_reason_never_reaches_the_outcome() -> None:
+    result, outcome = echoed_attempt("buy now")
+    assert result.verdict is not None and result.verdict.violation == 1
+    assert outcome.served_model == f"{SIM_MODEL} [redacted]"
+    assert outcome.provider == "Simulator [redacted]" and outcome.finish_reason == "stop [redacted]"
+    assert "[redacted]" in (result.verdict.rationale or "") and "[redacted]" in (outcome.reasoning or "")
+    assert leaks(repr(outcome)) == []
+    assert leaks(repr((result.attempt, result.completion, result.verdict))) == []  # headers only feed the limiter
+
+
+def test_raw_output_and_error_texts_hold_no_encoding_of_the_key() -> None:
+    _, junk = echoed_attempt("hello", junk_output=1.0)
+    assert junk.raw_output is not None and "[redacted]" in junk.raw_output and leaks(junk.raw_output) == []
+    rejected, outcome = echoed_attempt("[[reject]]")
+    assert rejected.attempt.kind is AttemptKind.ROW_ERROR and "[redacted]" in (outcome.error or "")
+    assert leaks(repr(outcome)) == []
+
+
+def test_an_error_text_cut_to_one_line_never_keeps_the_start_of_the_key() -> None:
+    spelled = "".join(f"\\u{ord(c):04x}" for c in SECRET)  # 132 characters, cut at 200 after the filler
+    result = attempt(make_judge(Script(error(400, "x" * 150 + " " + spelled))))
+    assert result.attempt.error == "HTTP 400: " + "x" * 150 + " [redacted]"
 
 
 # ---- usage and accounting ------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from pipeline.parser import InvalidOutput, parse_verdict
 from pipeline.ratecontrol import AttemptKind
 from pipeline.readers import InputError
 from pipeline.records import FINAL_STATUSES, Outcome, Status, Usage
+from pipeline.redact import Redactor
 from pipeline.runstate import new_run_id
 from pipeline.store import ResultStore
 from pipeline.tokens import MESSAGE_OVERHEAD, count_tokens
@@ -66,6 +68,7 @@ def ingest(job: Job, manifest: Manifest, *, outdir: OutputDir, store: ResultStor
     known = set(manifest.job.get("ingested", []))
     fresh: set[bytes] = set()
     store.start()
+    redactor = Redactor(os.environ.get(job.config.api_key_env))
     for path in files:
         digest = _sha256(path)
         if digest in known:
@@ -93,7 +96,7 @@ def ingest(job: Job, manifest: Manifest, *, outdir: OutputDir, store: ResultStor
                 done.repeated += 1
                 continue
             outcome = read_answer(result, pricing, system_tokens=plan.system_tokens,
-                                  keep_reasoning=job.config.keep_reasoning)
+                                  keep_reasoning=job.config.keep_reasoning, redactor=redactor)
             store.put(fingerprint=fp, outcome=outcome, policy=plan.policy.name, out_id=manifest.out_id,
                       run_id=done.run_id, batch_line=(digest, number))
             done.cost_usd += outcome.cost_usd
@@ -114,18 +117,21 @@ def ingest(job: Job, manifest: Manifest, *, outdir: OutputDir, store: ResultStor
     return done
 
 
-def read_answer(result: ResultLine, pricing: Pricing, *, system_tokens: int, keep_reasoning: bool) -> Outcome:
+def read_answer(result: ResultLine, pricing: Pricing, *, system_tokens: int, keep_reasoning: bool,
+                redactor: Redactor | None = None) -> Outcome:
     """One result line as the outcome an online attempt with this reply would have.
 
     The reply is read by the same code as online answers (`pipeline.answers.read_reply`, the
     verdict parser, `pipeline.judge.account`). What online would retry (an error, junk, a cut-off
     answer) is ``batch_failed``: billed if it was, but not cached, so the next run asks again.
+    ``redactor`` takes the API key out of every string of the line, as online.
     """
+    redactor = redactor or Redactor(None)
     outcome = Outcome(Status.BATCH_FAILED)
     if result.status_code is None or result.body is None:  # no HTTP reply at all
-        outcome.attempts, outcome.error = 1, f"batch: {result.error}"
+        outcome.attempts, outcome.error = 1, f"batch: {redactor.text(str(result.error))}"
         return outcome
-    reading = read_reply(result.status_code, {}, orjson.dumps(result.body), now=time.time())
+    reading = read_reply(result.status_code, {}, redactor.strings(orjson.dumps(result.body)), now=time.time())
     attempt = AttemptResult(reading.attempt, completion=reading.completion)
     if reading.completion is not None:
         completion = reading.completion
@@ -134,13 +140,15 @@ def read_answer(result: ResultLine, pricing: Pricing, *, system_tokens: int, kee
             estimated=True)
         if reading.attempt.kind is AttemptKind.ANSWER:
             try:
-                attempt.verdict = parse_verdict(completion.content or "")
+                attempt.verdict = redactor.verdict(parse_verdict(completion.content or ""),
+                                                   answer=completion.content or "")
             except InvalidOutput as exc:
                 attempt.attempt = dataclasses.replace(reading.attempt, kind=AttemptKind.INVALID, error=str(exc))
     account(outcome, attempt, pricing, keep_reasoning=keep_reasoning)
     outcome.status = _FINAL_KINDS.get(attempt.attempt.kind, Status.BATCH_FAILED)
     if outcome.status is not Status.OK:
-        outcome.error = f"batch: {outcome.error or result.error or attempt.attempt.kind.value}"
+        error = outcome.error or (redactor.text(str(result.error)) if result.error else attempt.attempt.kind.value)
+        outcome.error = f"batch: {error}"
     return outcome
 
 

@@ -93,6 +93,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fault probabilities as KIND=P,KIND=P or 'eight-way' (20%% failing in eight ways)")
     parser.add_argument("--hang-seconds", type=float, default=30.0, help="how long a hang lasts")
     parser.add_argument("--api-key", help="require this bearer key (default: any key accepted)")
+    parser.add_argument("--echo-key", action="store_true",
+                        help="a leaky host: repeat the --api-key in every reply, in every encoded form")
     parser.add_argument("--out-of-credit", action="store_true", help="answer every request with 402")
     parser.add_argument("--reasoning-field", choices=REASONING_FIELDS, default="reasoning",
                         help="message field that carries the reasoning")
@@ -151,6 +153,7 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         retry_after=args.retry_after,
         faults=faults,
         api_key=args.api_key,
+        echo_key=args.echo_key,
         out_of_credit=args.out_of_credit,
         reasoning_field=args.reasoning_field,
         include_usage=not args.no_usage,

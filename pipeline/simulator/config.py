@@ -101,6 +101,8 @@ class SimulatorConfig:
     faults: Faults = field(default_factory=Faults)
     #: key every request must carry; None = any key (or none) accepted.
     api_key: str | None = None
+    #: repeat ``api_key`` in every reply, in every encoded form (pipeline.simulator.echo): a leaky host.
+    echo_key: bool = False
     #: answer every request with 402 (OpenRouter) or "out of credit" (ModelsLab).
     out_of_credit: bool = False
     reasoning_field: str = "reasoning"
@@ -162,6 +164,8 @@ class SimulatorConfig:
                 raise ValueError(f"fault probability {name}={p} is not within 0..1")
         if self.bills_past_max_tokens < 0:
             raise ValueError(f"bills_past_max_tokens must be 0 or more, got {self.bills_past_max_tokens}")
+        if self.echo_key and not self.api_key:
+            raise ValueError("echo_key repeats the key the simulator requires: set api_key too")
         if self.queue < 1 or self.max_num_seqs < 1:
             raise ValueError("queue and max_num_seqs must be at least 1")
         if self.profile == "vllm" and (self.rpm is not None or self.tpm is not None):

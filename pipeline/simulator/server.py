@@ -17,6 +17,7 @@ import orjson
 from aiohttp import web
 
 from pipeline.simulator.config import SimulatorConfig, SimulatorStats
+from pipeline.simulator.echo import echo_models, echo_reply
 from pipeline.simulator.engine import AccountQueue, Engine
 from pipeline.simulator.host import Host, Ticket
 from pipeline.simulator.hosts import Reply
@@ -108,7 +109,10 @@ class Simulator:
 
     async def _models(self, request: web.Request) -> web.Response:
         data = [{"id": name, "object": "model", "owned_by": "simulator"} for name in self.config.served()]
-        return web.Response(body=orjson.dumps({"object": "list", "data": data}), content_type=JSON)
+        listing = {"object": "list", "data": data}
+        if self.config.echo_key and self.config.api_key:
+            return web.Response(body=echo_models(listing, self.config.api_key), content_type=JSON)
+        return web.Response(body=orjson.dumps(listing), content_type=JSON)
 
     async def _stats(self, request: web.Request) -> web.Response:
         body = orjson.dumps(dataclasses.asdict(self.stats), option=orjson.OPT_NON_STR_KEYS)
@@ -161,6 +165,8 @@ class Simulator:
 
     def _send(self, reply: Reply) -> web.Response:
         self._core.count_status(reply.status)
+        if self.config.echo_key and self.config.api_key:
+            reply = echo_reply(reply, self.config.api_key)
         headers = {**self._core.limit_headers(), **(reply.headers or {})} or None
         return web.Response(status=reply.status, body=reply.body, content_type=reply.content_type, headers=headers)
 

@@ -7,10 +7,15 @@ from pathlib import Path
 import orjson
 import polars as pl
 import pytest
-from support import SIM_MODEL, make_config, run_pipeline, write_jsonl
+from support import LEAKED_KEY, SIM_MODEL, key_spellings, leaks, make_config, run_pipeline, write_jsonl
 
 from pipeline import exitcodes
+from pipeline.batch.ingest import read_answer
+from pipeline.batch.lines import ResultLine
 from pipeline.cli import main
+from pipeline.cost import Pricing
+from pipeline.records import Status
+from pipeline.redact import Redactor
 
 
 def answer_batch_file(requests: list[Path], results: Path, *faults: str, errors: Path | None = None) -> int:
@@ -290,3 +295,16 @@ def test_ingest_into_a_folder_that_does_not_exist_does_not_create_it(tmp_path: P
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "nowhere" in err and "batch prepare" in err
     assert not (tmp_path / "nowhere").exists()
+def test_a_result_line_echoing_the_key_in_any_encoding_is_redacted() -> None:
+    forms = " ".join(key_spellings(LEAKED_KEY).values())
+    escaped = "".join(f"\\u{ord(c):04x}" for c in LEAKED_KEY)
+    verdict = '{"violation": 1, "rationale": "sent ' + escaped + '"}'  # the parser decodes the escapes
+    answers = [{"model": f"m {LEAKED_KEY}", "choices": [{"finish_reason": "stop", "message": {"content": content}}],
+                "usage": {"prompt_tokens": 10, "completion_tokens": 5}} for content in (f"no verdict {forms}", verdict)]
+    lines = [ResultLine("a", 200, answers[0], None), ResultLine("b", 200, answers[1], None),
+             ResultLine("c", 400, {"error": {"message": forms}}, None), ResultLine("d", None, None, forms)]
+    outcomes = [read_answer(line, Pricing(0.1, 0.05, 0.4), system_tokens=5, keep_reasoning=True,
+                            redactor=Redactor(LEAKED_KEY)) for line in lines]
+    assert [o.status for o in outcomes] == [Status.BATCH_FAILED, Status.OK, Status.REJECTED, Status.BATCH_FAILED]
+    assert outcomes[1].verdict is not None and outcomes[1].verdict.rationale == "sent [redacted]"
+    assert all("[redacted]" in repr(o) for o in outcomes) and leaks(repr(outcomes)) == []
