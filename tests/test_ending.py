@@ -97,6 +97,7 @@ def test_summary_line_calls_are_what_the_host_billed_when_answers_are_retried(tm
     rows = write_jsonl(tmp_path / "in.jsonl", [{"id": str(i), "text": f"buy now {i}"} for i in range(60)])
     config = make_config(tmp_path, [rows], policies=["spam"], invalid_output_retries=5)
     result = run_pipeline(config, SimulatorConfig(faults=Faults(junk_output=0.3, error_5xx=0.2), seed=2))
-    assert result.code == exitcodes.EXIT_OK, result.stderr
+    # a row may run out of attempts (invalid_output, exit 1): the draws depend on the order of requests
+    assert result.code in (exitcodes.EXIT_OK, exitcodes.EXIT_ROWS_FAILED), result.stderr
     assert result.stats.billed > 60 and result.report()["requests"] == result.stats.billed
     assert f"; {result.stats.billed:,} calls, " in result.stderr.splitlines()[-1]
