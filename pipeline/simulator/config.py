@@ -108,6 +108,9 @@ class SimulatorConfig:
     count_tokens: str = "approx"
     #: "Current date" in the Harmony system message (o200k counting); None = today (UTC).
     current_date: str | None = None
+    #: answer every request 429 with ``Retry-After`` of this many seconds and
+    #: ``x-ratelimit-remaining-requests: 0`` but no reset (a quota spent until a time not said); None = off.
+    quota_storm: float | None = None
     # -- modelslab ------------------------------------------------------------------------------
     #: the model id ModelsLab serves (its body field ``model_id``).
     model_id: str = MODELSLAB_MODEL_ID
@@ -152,6 +155,8 @@ class SimulatorConfig:
         for name, p in {**probabilities, "processing": self.processing}.items():
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"fault probability {name}={p} is not within 0..1")
+        if self.quota_storm is not None and not self.quota_storm >= 1:
+            raise ValueError(f"quota_storm must be at least 1 second, got {self.quota_storm}")
         if self.queue < 1 or self.max_num_seqs < 1:
             raise ValueError("queue and max_num_seqs must be at least 1")
         if self.profile == "vllm" and (self.rpm is not None or self.tpm is not None):
