@@ -67,6 +67,12 @@ class LimiterActor:
     def halted(self) -> str | None:
         return self._limiter.halted
 
+    def interrupt(self) -> None:
+        self._limiter.interrupt()
+
+    def interrupted(self) -> bool:
+        return self._limiter.interrupted
+
     def counts(self) -> dict[str, int]:
         limiter = self._limiter
         return {"calls": limiter.calls, "used": limiter.granted - limiter.returned, "reported": limiter.reported}
@@ -93,7 +99,8 @@ class _RayLabeller:
             return await handle.lease.remote(request)
 
         self._labeller = ShardLabeller(spec, lease, halted=lambda: ray.get(handle.halted.remote()),
-                                       halt=lambda reason: ray.get(handle.halt.remote(reason)))
+                                       halt=lambda reason: ray.get(handle.halt.remote(reason)),
+                                       interrupted=lambda: ray.get(handle.interrupted.remote()))
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
         summaries = [self._labeller.label(int(index)) for index in batch["shard"]]
