@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import signal
 import subprocess
@@ -200,3 +201,32 @@ def test_what_the_cluster_engine_does_not_do_yet_is_refused_in_one_line(tmp_path
         assert run_on_ray(config, stream=stream) == exitcodes.EXIT_USAGE
         assert stream.getvalue().count("\n") == 1 and words in stream.getvalue()
     assert not (tmp_path / "out").exists()  # refused before the output directory is touched
+
+
+def _billed_in_stores(out: Path) -> int:
+    import sqlite3
+
+    total = 0
+    for path in (out / "results").glob("*.sqlite"):
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            total += db.execute("SELECT COALESCE(SUM(requests), 0) FROM billing").fetchone()[0]
+    return total
+
+
+@pytest.mark.slow
+def test_a_sigterm_of_the_driver_keeps_every_paid_answer_and_the_rerun_pays_for_none_again(
+        tmp_path: Path, ray_cluster: str) -> None:
+    rows, concurrency, actors = 1000, 8, 2
+    data = write_jsonl(tmp_path / "in.jsonl",
+                       [{"id": f"r{i:04d}", "text": f"buy now number {i}"} for i in range(rows)])
+    with SimulatorProcess("--latency-ms", "50", "--jitter-ms", "20") as sim:
+        config = write_config(tmp_path / "run.toml", inputs=[data], out=tmp_path / "out", base_url=sim.base_url,
+                              concurrency=concurrency, shard_rows=100)
+        command = moderate_command(config, "--engine", "ray", "--ray-address", ray_cluster, "--ray-actors",
+                                   str(actors))
+        assert _stop_when_billed(sim, command, 200, signal.SIGTERM) == exitcodes.EXIT_INTERRUPTED
+        billed = sim.stats()["billed"]
+        assert _billed_in_stores(tmp_path / "out") == billed  # calls in flight were waited for and stored
+        final = subprocess.run(command, capture_output=True, text=True, timeout=180)
+        assert final.returncode == 0, final.stderr
+        assert sim.stats()["billed"] == rows  # nothing paid twice
