@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import signal
 import subprocess
 import sys
@@ -230,3 +231,37 @@ def test_a_sigterm_of_the_driver_keeps_every_paid_answer_and_the_rerun_pays_for_
         final = subprocess.run(command, capture_output=True, text=True, timeout=180)
         assert final.returncode == 0, final.stderr
         assert sim.stats()["billed"] == rows  # nothing paid twice
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_driver_killed_with_sigkill_leaves_none_of_its_own_rays_processes_running(tmp_path: Path) -> None:
+    from pipeline.cluster.watchdog import _stat, descendants
+
+    data = write_jsonl(tmp_path / "in.jsonl", [{"id": f"r{i:04d}", "text": f"buy now {i}"} for i in range(2000)])
+    with SimulatorProcess("--latency-ms", "20") as sim:
+        config = write_config(tmp_path / "run.toml", inputs=[data], out=tmp_path / "out", base_url=sim.base_url,
+                              shard_rows=100)
+        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # the driver starts its own Ray
+        driver = subprocess.Popen(moderate_command(config, "--engine", "ray", "--ray-actors", "2"),
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        seen: set[tuple[int, int]] = set()
+        deadline = time.monotonic() + 120
+        while driver.poll() is None and sim.stats()["billed"] < 50 and time.monotonic() < deadline:
+            seen |= descendants(driver.pid)
+            time.sleep(0.2)
+        seen |= descendants(driver.pid)
+        assert driver.poll() is None and len(seen) > 5  # Ray's processes and the actors are up
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(timeout=10)
+
+        def running() -> list[int]:
+            return [pid for pid, started in seen if (stat := _stat(pid)) is not None and stat[1] == started]
+
+        until = time.monotonic() + 10  # Ray's agents alone used to linger a minute or two
+        while running() and time.monotonic() < until:
+            time.sleep(0.2)
+        left = running()
+        for pid in left:
+            os.kill(pid, signal.SIGKILL)
+    assert left == []
