@@ -5,7 +5,8 @@ EXIT_ROWS_FAILED = 1  # finished, but some rows ended failed, invalid_output, tr
 EXIT_USAGE = 2  # bad flags, config, input or policy; an unreadable input or store (the directory stays resumable)
 EXIT_BUDGET = 3  # stopped by --max-cost (a cap on the whole directory): unsent rows are budget_exhausted
 EXIT_ENDPOINT = 4  # fatal endpoint error: 401/403 bad key, 402 no credit, 404 wrong model or URL, unreachable,
-#                    or a quota the host reports spent for longer than max_retry_after
+#                    or a quota the host reports spent for longer than max_retry_after (or refusals asking
+#                    for longer, heard again after waiting max_retry_after with nothing answered)
 EXIT_LOCKED = 5  # another run holds the output directory
 EXIT_CANARY = 6  # finished, but the model gave a canary (a text of known verdict) the wrong verdict
 EXIT_INTERNAL = 70  # a bug: please report it with the log
@@ -19,7 +20,8 @@ HELP = """exit codes:
   3    stopped by --max-cost, a cap on everything the directory has spent (raise it to resume)
   4    fatal endpoint error: bad key (401/403), out of credit (402), wrong model or URL (404),
        nothing answering at the base URL, or a quota the host reports spent for longer
-       than max_retry_after (a daily cap: rerun after its reset)
+       than max_retry_after, or refusals asking for longer again after one such wait
+       (a daily cap: rerun after its reset)
   5    another run is using the output directory
   6    finished, but some canaries (--canaries) got the wrong verdict: a model, host or
        policy change (see OUT/canaries.parquet); takes precedence over 1

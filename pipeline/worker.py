@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 import traceback
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pipeline.budget import Budget
 from pipeline.cost import Pricing
@@ -20,6 +21,7 @@ from pipeline.endpoints import Gate
 from pipeline.judge import Judge, account
 from pipeline.planner import Task
 from pipeline.ratecontrol import Accept, GiveUp, Poll, Retry, RetryRules, StopRun, Throttle, decide
+from pipeline.ratecontrol.decide import LongRefusals
 from pipeline.records import Outcome, Status, Usage
 from pipeline.workqueue import WorkQueue
 
@@ -63,6 +65,8 @@ class Dispatcher:
     #: set when the run stops sending (a signal, a fatal error): ends waits for a turn at once
     stopping: asyncio.Event | None = None
     rng: random.Random | None = None
+    #: refusals asking for longer than max_retry_after since the last billed answer (a spent quota)
+    long_refusals: LongRefusals = field(default_factory=LongRefusals)
     #: budget reservations held by answers waiting in the queue to be fetched
     held_for_queued: int = 0
     internal_errors: int = 0
@@ -134,7 +138,8 @@ class Dispatcher:
         outcome = task.outcome
         before = outcome.cost_usd
         account(outcome, result, self.pricing, keep_reasoning=self.keep_reasoning)
-        action = decide(result.attempt, retry, self.rules, rand=(self.rng or random).random())
+        action = decide(result.attempt, retry, self.rules, rand=(self.rng or random).random(),
+                        streak=self.long_refusals, now=time.monotonic())
         if budgeted:
             if usage is not None:
                 self.budget.billed_completion(usage.completion_tokens)

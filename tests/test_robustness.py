@@ -284,6 +284,27 @@ def test_a_host_refusing_everything_with_a_huge_retry_after_is_waited_for_at_mos
     assert _labels(config).height == 60
 
 
+def test_a_storm_of_refusals_asking_past_max_retry_after_stops_the_run_with_exit_4_and_resumes(
+        tmp_path: Path) -> None:
+    # every request: "429, Retry-After: 3600, x-ratelimit-remaining-requests: 0", no reset. Waiting
+    # max_retry_after max_refusals times over would take 30 x 0.5 s here (30 x 600 s by default)
+    config = make_config(tmp_path, [_rows(tmp_path, 30)], policies=["spam"], concurrency=8, max_retry_after=0.5)
+    started = time.monotonic()
+    stormy = run_pipeline(config, SimulatorConfig(quota_storm=3600))
+    seconds = time.monotonic() - started
+    assert stormy.code == exitcodes.EXIT_ENDPOINT, stormy.stderr
+    assert seconds < 5 + 0.5  # the second refusal of a request, after one wait of max_retry_after
+    errors = [line for line in stormy.stderr.splitlines() if line.startswith("moderate: error:")]
+    assert len(errors) == 1 and "asking for longer than max_retry_after (0.5 s), up to 1 h 0 min: its quota looks " \
+        "spent: run the same command later" in errors[0], stormy.stderr
+    assert "Traceback" not in stormy.stderr
+    assert stormy.stats.billed == 0 and set(stormy.labels()["status"]) == {"aborted"}
+
+    resumed = run_pipeline(config, SimulatorConfig())  # the quota is back
+    assert resumed.code == exitcodes.EXIT_OK, resumed.stderr
+    assert resumed.labels().filter(pl.col("status") == "ok").height == 30
+
+
 def test_a_queued_answer_on_another_host_is_not_fetched_with_the_key(tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     # a "processing" reply names where to fetch the answer; the key must not follow it to another host

@@ -8,8 +8,10 @@ end it writes the cost report and the HTML report from the billing of every shar
 
 from __future__ import annotations
 
+import _thread
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -36,6 +38,9 @@ from pipeline.storage import StorageError
 from pipeline.store import StoreError
 
 __all__ = ["RAY_MISSING", "run_on_ray"]
+
+#: seconds beyond the grace period that actors get, after a signal, to store their answers and report
+STOP_MARGIN_S = 20.0
 
 RAY_MISSING = ("moderate: error: --engine ray needs Ray, which is not installed here: "
                "pip install '.[ray]' in a checkout (or pip install 'moderate[ray]')")
@@ -116,7 +121,9 @@ def _label(job: Job, ledger: ClusterLedger, manifest: Manifest, outdir: OutputDi
         spec = ShardSpec(job, manifest.out_id, run_id, manifest.shard_rows)
         left = sum(min(manifest.shard_rows, total - k * manifest.shard_rows) for k in todo) * len(job.plans)
         bar = Progress(total=left, enabled=progress, stream=stream)  # advances shard by shard
-        restore = _interrupt_on_signals()
+        stop = _GracefulStop(lambda: limiter.interrupt.remote(), stream=stream,
+                             grace=job.config.grace_seconds)
+        restore = stop.install()
         try:
             # more actors than CPUs share them: an actor mostly waits for answers
             for summary in rayside.label_shards(spec, todo, limiter=limiter, actors=pool,
@@ -130,6 +137,8 @@ def _label(job: Job, ledger: ClusterLedger, manifest: Manifest, outdir: OutputDi
                 if summary.shard is not None:
                     manifest.shards[summary.index] = ShardInfo(**summary.shard)
                     outdir.write_manifest(manifest)
+            if stop.signalled.is_set():
+                tally.result.stop_status = Status.INTERRUPTED
         except KeyboardInterrupt:  # the actors stop with the driver; their answers are in their stores
             tally.result.stop_status = Status.INTERRUPTED
             print("moderate: interrupted: stopping the actors; run the same command to resume", file=stream,
@@ -160,7 +169,7 @@ def _label(job: Job, ledger: ClusterLedger, manifest: Manifest, outdir: OutputDi
     print(f"moderate: ray: the limiter answered {calls:,} lease calls for {counts.get('used', 0):,} requests "
           f"({per_1000:.1f} per 1,000 labels)", file=stream)
     if skipped:
-        print(f"moderate: ray: {skipped:,} shards not begun (a shard stopped the run); the next run labels them",
+        print(f"moderate: ray: {skipped:,} shards not begun (the run was stopped); the next run labels them",
               file=stream)
     if tally.error:
         print(f"moderate: error: {tally.error}; answers paid for are kept in {outdir.path / 'results'}",
@@ -178,20 +187,46 @@ def _label(job: Job, ledger: ClusterLedger, manifest: Manifest, outdir: OutputDi
     return exit_code(result, report)
 
 
-def _interrupt_on_signals() -> Callable[[], None]:
-    """SIGINT and SIGTERM raise KeyboardInterrupt in the driver (even where SIGINT was ignored, as
-    for a background job); returns what puts the previous handlers back."""
+class _GracefulStop:
+    """SIGINT or SIGTERM (even where SIGINT was ignored, as for a background job) stops the run the
+    way a local run stops: ``ask`` tells the actors, whose shards under way give their calls in flight
+    the grace period and store every answer before they report. A second signal, or actors still busy
+    `STOP_MARGIN_S` after the grace period, raise KeyboardInterrupt in the driver."""
 
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
+    def __init__(self, ask: Callable[[], object], *, stream: TextIO, grace: float) -> None:
+        self._ask, self._stream, self._grace = ask, stream, grace
+        self.signalled = threading.Event()
+        self._done = threading.Event()
 
-    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    def install(self) -> Callable[[], None]:
+        """Take SIGINT and SIGTERM; returns what puts the previous handlers back."""
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        threading.Thread(target=self._stop_actors, name="moderate-stop", daemon=True).start()
 
-    def restore() -> None:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        def restore() -> None:
+            self._done.set()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
-    return restore
+        return restore
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        if self.signalled.is_set():
+            raise KeyboardInterrupt
+        self.signalled.set()  # Ray is not called from a signal handler: the thread below does it
+
+    def _stop_actors(self) -> None:
+        while not self.signalled.wait(0.5):
+            if self._done.is_set():
+                return
+        if self._done.is_set():
+            return
+        self._ask()
+        print(f"moderate: interrupted: the actors finish their calls in flight (up to {self._grace:.0f} s) and "
+              "keep every answer; run the same command to resume (a second signal stops at once)",
+              file=self._stream, flush=True)
+        if not self._done.wait(self._grace + STOP_MARGIN_S):
+            _thread.interrupt_main(signal.SIGTERM)  # the handler, signalled already, raises KeyboardInterrupt
 
 
 class _Tally:

@@ -22,11 +22,16 @@ from pipeline.endpoints import open_endpoint
 from pipeline.job import Job, build_run
 from pipeline.outdir import Manifest, open_output_dir
 from pipeline.readers import InputError
+from pipeline.records import Status
 from pipeline.runlog import RunLog
+from pipeline.runner import Run
 from pipeline.runstate import RunResult
 from pipeline.store import ResultStore, StoreError
 
 __all__ = ["ShardLabeller", "ShardSpec", "ShardSummary"]
+
+#: how often a shard under way asks whether the driver was signalled
+INTERRUPT_POLL_S = 0.25
 
 
 @dataclass(slots=True)
@@ -77,13 +82,15 @@ class ShardSummary:
 
 class ShardLabeller:
     def __init__(self, spec: ShardSpec, lease: Lease | None, *, halted: Callable[[], str | None] | None = None,
-                 halt: Callable[[str], None] | None = None) -> None:
+                 halt: Callable[[str], None] | None = None, interrupted: Callable[[], bool] | None = None) -> None:
         """``lease`` reaches the shared limiter; None: this process applies the limits alone.
 
         ``halted`` says whether a shard stopped the run (then no other begins); ``halt`` says so.
+        ``interrupted`` says whether the driver was signalled: a shard under way then stops as a
+        signalled local run does (calls in flight get the grace period, every answer is stored).
         """
         self.spec = spec
-        self._halted, self._halt = halted, halt
+        self._halted, self._halt, self._interrupted = halted, halt, interrupted
         config = spec.job.config
         self.loop = asyncio.new_event_loop()
         self._stack = contextlib.AsyncExitStack()
@@ -112,7 +119,7 @@ class ShardLabeller:
                         model=job.model, log=RunLog(sys.stderr, secret=job.api_key), progress=None,
                         control=self.leased, run_id=spec.run_id, first_row=first, manifest_file=False)
         try:
-            result = self.loop.run_until_complete(run.execute())
+            result = self.loop.run_until_complete(self._execute(run))
         except (InputError, StoreError) as exc:
             return ShardSummary(index, None, 0, error=str(exc))
         finally:
@@ -121,6 +128,21 @@ class ShardLabeller:
                 self.loop.run_until_complete(self.leased.close())
         info = manifest.shards.get(index)
         return summarise(index, result, None if info is None else asdict(info), first)
+
+    async def _execute(self, run: Run) -> RunResult:
+        watcher = asyncio.create_task(self._watch(run)) if self._interrupted is not None else None
+        try:
+            return await run.execute()
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+                await asyncio.gather(watcher, return_exceptions=True)
+
+    async def _watch(self, run: Run) -> None:
+        """Stop ``run`` once the driver was signalled (asked in a thread: the limiter is another process)."""
+        while not await asyncio.to_thread(self._interrupted):  # type: ignore[arg-type]
+            await asyncio.sleep(INTERRUPT_POLL_S)
+        run.request_stop(Status.INTERRUPTED)
 
     def close(self) -> None:
         self.loop.run_until_complete(self._stack.aclose())

@@ -98,6 +98,8 @@ class SharedLimiter:
         #: why the run stops, once a shard met a refusal of the whole run or a failed write: shards not
         #: begun by then are not begun
         self.halted: str | None = None
+        #: the driver was asked to stop (SIGINT/SIGTERM): shards under way stop sending too, keeping their answers
+        self.interrupted = False
         #: lease calls answered, requests granted, given back unused, attempts reported
         self.calls = 0
         self.granted = 0
@@ -107,6 +109,11 @@ class SharedLimiter:
     def halt(self, reason: str) -> None:
         """The run stops: the first reason is kept."""
         self.halted = self.halted or reason
+
+    def interrupt(self) -> None:
+        """The driver was signalled: no shard begins, and those under way stop as a local run would."""
+        self.interrupted = True
+        self.halt("interrupted")
 
     def lease(self, request: LeaseRequest, *, now: float) -> Grant:
         self._now = now = max(now, self._now)  # a clock that goes backwards does not undo time

@@ -22,6 +22,7 @@ import ray.data
 
 from pipeline.cluster.labeller import ShardLabeller, ShardSpec, ShardSummary
 from pipeline.cluster.leases import Grant, LeaseRequest, SharedLimiter
+from pipeline.cluster.watchdog import start_watchdog
 from pipeline.config import RunConfig
 
 __all__ = ["NAMESPACE", "cluster_cpus", "connect", "label_shards", "limiter_counts", "start_limiter"]
@@ -37,14 +38,19 @@ def connect(address: str | None) -> Iterator[None]:
         yield
         return
     options: dict[str, Any] = {"namespace": NAMESPACE, "logging_level": logging.WARNING}
-    if address is None and not os.environ.get("RAY_ADDRESS"):  # a new Ray instance on this machine
+    own = address is None and not os.environ.get("RAY_ADDRESS")  # a new Ray instance on this machine
+    if own:
         options["include_dashboard"] = False
-    ray.init(address=address, **options)
-    logging.getLogger("ray.data").setLevel(logging.WARNING)  # one line per dataset step otherwise
+    # Ray's agents outlive a driver killed with SIGKILL by minutes: the watchdog ends them
+    done = start_watchdog() if own else None
     try:
+        ray.init(address=address, **options)
+        logging.getLogger("ray.data").setLevel(logging.WARNING)  # one line per dataset step otherwise
         yield
     finally:
-        ray.shutdown()
+        ray.shutdown()  # on every way out: the end, an error, a signal
+        if done is not None:
+            done()
 
 
 def cluster_cpus() -> int:
@@ -66,6 +72,12 @@ class LimiterActor:
 
     def halted(self) -> str | None:
         return self._limiter.halted
+
+    def interrupt(self) -> None:
+        self._limiter.interrupt()
+
+    def interrupted(self) -> bool:
+        return self._limiter.interrupted
 
     def counts(self) -> dict[str, int]:
         limiter = self._limiter
@@ -93,7 +105,8 @@ class _RayLabeller:
             return await handle.lease.remote(request)
 
         self._labeller = ShardLabeller(spec, lease, halted=lambda: ray.get(handle.halted.remote()),
-                                       halt=lambda reason: ray.get(handle.halt.remote(reason)))
+                                       halt=lambda reason: ray.get(handle.halt.remote(reason)),
+                                       interrupted=lambda: ray.get(handle.interrupted.remote()))
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
         summaries = [self._labeller.label(int(index)) for index in batch["shard"]]

@@ -10,6 +10,11 @@ Budgets per request (`RetryRules`):
   budget ``max_refusals``: a busy host is waited for, not given up on;
 - billed answers that are not a verdict are retried ``invalid_output_retries`` times; an answer
   cut off by the output cap is retried with a doubled cap up to ``max_tokens_cap``.
+
+One rule looks past the request: `LongRefusals`, the run's refusals that ask for longer than
+``max_retry_after`` without a reset to explain them. Heard again after waiting the longest we may,
+with nothing answered meanwhile, they are a quota spent until a time the host does not say: the run
+stops (resumable) rather than waiting ``max_retry_after`` ``max_refusals`` times over.
 """
 
 from __future__ import annotations
@@ -20,8 +25,8 @@ from enum import StrEnum
 from pipeline.records import Status
 
 __all__ = [
-    "Accept", "Action", "Attempt", "AttemptKind", "GiveUp", "Poll", "Retry", "RetryRules", "RetryState",
-    "StopRun", "backoff_delay", "decide", "quota_stop_reason", "spent_past",
+    "Accept", "Action", "Attempt", "AttemptKind", "GiveUp", "LongRefusals", "Poll", "Retry", "RetryRules",
+    "RetryState", "StopRun", "backoff_delay", "decide", "quota_stop_reason", "spent_past",
 ]
 
 
@@ -44,6 +49,14 @@ class AttemptKind(StrEnum):
 PUSHBACK = frozenset({AttemptKind.REFUSED, AttemptKind.TIMEOUT})
 #: kinds that count as failures for the circuit breaker.
 FAILURES = frozenset({AttemptKind.FAILED, AttemptKind.TIMEOUT})
+#: kinds the host billed: it answers, so no quota of the run is spent.
+BILLED = frozenset({AttemptKind.ANSWER, AttemptKind.INVALID, AttemptKind.TRUNCATED, AttemptKind.FILTERED})
+#: a refusal asking at least this long speaks of a quota, not a busy moment (with ``max_retry_after`` 0,
+#: a busy host's "Retry-After: 1" would otherwise count as one).
+QUOTA_WAIT_S = 60.0
+#: share of ``max_retry_after`` a streak of long refusals must span: the retry that waited it may be
+#: woken by a timer a little early.
+QUOTA_STREAK_SHARE = 0.9
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +127,44 @@ class StopRun:
 Action = Accept | Retry | Poll | GiveUp | StopRun
 
 
+@dataclass(slots=True)
+class LongRefusals:
+    """The run's refusals asking for longer than ``max_retry_after`` since its last billed answer.
+
+    One such refusal may be a host's odd header; the request waits ``max_retry_after`` and tries
+    again. Refused the same way once that wait has passed (the streak spans it, two refusals at
+    least), with nothing billed meanwhile, the host has a quota spent until a time it does not say.
+    """
+
+    #: when the streak began (the clock the caller passes), None: no streak
+    since: float | None = None
+    refusals: int = 0
+    #: the longest wait asked during the streak
+    longest: float = 0.0
+
+    def spent(self, attempt: Attempt, *, now: float, max_retry_after: float) -> bool:
+        """Record ``attempt``; whether the streak now shows a quota spent."""
+        if attempt.kind in BILLED:
+            self.since, self.refusals, self.longest = None, 0, 0.0
+            return False
+        asked = attempt.retry_after
+        if attempt.kind is not AttemptKind.REFUSED or asked is None or asked <= max(max_retry_after, QUOTA_WAIT_S):
+            return False
+        if self.since is None:
+            self.since = now
+        self.refusals += 1
+        self.longest = max(self.longest, asked)
+        return self.refusals >= 2 and now - self.since >= QUOTA_STREAK_SHARE * max_retry_after
+
+    def stop_reason(self, attempt: Attempt, *, now: float, max_retry_after: float) -> str:
+        """"HTTP 429: ...: the host refused every request for 10 min, each time asking for longer than
+        max_retry_after (10 min), up to 1 h: its quota looks spent: run the same command later"."""
+        lasted = now - (self.since if self.since is not None else now)
+        return (f"{attempt.error or 'refused'}: the host refused every request for {_span(lasted)}, each time "
+                f"asking for longer than max_retry_after ({_span(max_retry_after)}), up to {_span(self.longest)}: "
+                "its quota looks spent: run the same command later")
+
+
 def spent_past(attempt: Attempt, max_retry_after: float) -> bool:
     """The host reports a quota spent until later than ``max_retry_after``: the run stops on it."""
     return attempt.quota_spent and attempt.retry_after is not None and attempt.retry_after > max_retry_after
@@ -140,13 +191,18 @@ def backoff_delay(attempt: int, *, base: float = 0.5, cap: float = 30.0, rand: f
     return rand * min(cap, base * float(2**exponent))
 
 
-def decide(attempt: Attempt, state: RetryState, rules: RetryRules, *, rand: float) -> Action:
+def decide(attempt: Attempt, state: RetryState, rules: RetryRules, *, rand: float,
+           streak: LongRefusals | None = None, now: float = 0.0) -> Action:
     """The next step for a request after ``attempt``; updates ``state``'s counters.
 
-    ``rand`` in [0, 1) draws the backoff jitter.
+    ``rand`` in [0, 1) draws the backoff jitter. ``streak``: the run's `LongRefusals`, fed with
+    every attempt at time ``now``.
     """
     kind = attempt.kind
     state.attempts += 1
+    if streak is not None and not spent_past(attempt, rules.max_retry_after) \
+            and streak.spent(attempt, now=now, max_retry_after=rules.max_retry_after):
+        return StopRun(streak.stop_reason(attempt, now=now, max_retry_after=rules.max_retry_after))
     if kind is AttemptKind.ANSWER:
         return Accept()
     if kind is AttemptKind.FATAL:
@@ -192,11 +248,13 @@ def decide(attempt: Attempt, state: RetryState, rules: RetryRules, *, rand: floa
 def _span(seconds: float) -> str:
     """A wait in words: "45 s", "12 min", "7 h 5 min".
 
-    >>> _span(45), _span(720), _span(25_500), _span(1e20)
-    ('45 s', '12 min', '7 h 5 min', 'more than a week')
+    >>> _span(0.5), _span(45), _span(720), _span(25_500), _span(1e20)
+    ('0.5 s', '45 s', '12 min', '7 h 5 min', 'more than a week')
     """
     if seconds > 7 * 86_400:
         return "more than a week"
+    if seconds < 10:
+        return f"{round(seconds, 1):g} s"
     if seconds < 120:
         return f"{seconds:.0f} s"
     minutes = round(seconds / 60)

@@ -84,6 +84,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="send x-ratelimit-* headers on every response")
     parser.add_argument("--retry-after", choices=RETRY_AFTER_STYLES, default="seconds",
                         help="how a 429 says when to retry (ms = retry-after-ms header)")
+    parser.add_argument("--quota-storm", type=float, metavar="SECONDS",
+                        help="answer every request 429 with Retry-After: SECONDS and "
+                        "x-ratelimit-remaining-requests: 0 but no reset (a quota spent until a time not said)")
     parser.add_argument("--fault-rate", type=_probability, default=0.0,
                         help="probability of a transient fault, spread evenly over the transient kinds")
     for kind in ALL_FAULTS:
@@ -151,6 +154,7 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         tpm=args.tpm,
         advertise_limits=args.advertise_limits,
         retry_after=args.retry_after,
+        quota_storm=args.quota_storm,
         faults=faults,
         api_key=args.api_key,
         echo_key=args.echo_key,

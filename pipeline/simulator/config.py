@@ -118,6 +118,9 @@ class SimulatorConfig:
     count_tokens: str = "approx"
     #: "Current date" in the Harmony system message (o200k counting); None = today (UTC).
     current_date: str | None = None
+    #: answer every request 429 with ``Retry-After`` of this many seconds and
+    #: ``x-ratelimit-remaining-requests: 0`` but no reset (a quota spent until a time not said); None = off.
+    quota_storm: float | None = None
     # -- modelslab ------------------------------------------------------------------------------
     #: the model id ModelsLab serves (its body field ``model_id``).
     model_id: str = MODELSLAB_MODEL_ID
@@ -166,6 +169,8 @@ class SimulatorConfig:
             raise ValueError(f"bills_past_max_tokens must be 0 or more, got {self.bills_past_max_tokens}")
         if self.echo_key and not self.api_key:
             raise ValueError("echo_key repeats the key the simulator requires: set api_key too")
+        if self.quota_storm is not None and not self.quota_storm >= 1:
+            raise ValueError(f"quota_storm must be at least 1 second, got {self.quota_storm}")
         if self.queue < 1 or self.max_num_seqs < 1:
             raise ValueError("queue and max_num_seqs must be at least 1")
         if self.profile == "vllm" and (self.rpm is not None or self.tpm is not None):

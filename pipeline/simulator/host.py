@@ -135,6 +135,9 @@ class Host:
 
     def _limit(self, prompt_tokens: int, completion: int, prompt: _Prompt) -> Reply | None:
         cfg = self.config
+        if cfg.quota_storm is not None:
+            self.stats.rate_limited += 1
+            return self.shape.quota_spent(cfg.quota_storm)
         if isinstance(self.shape, Groq):
             cached = self._cached(prompt) if prompt.warm else 0
             wait = self.shape.take(cfg, prompt_tokens - cached + completion)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
 import signal
 import subprocess
 import sys
@@ -200,3 +202,66 @@ def test_what_the_cluster_engine_does_not_do_yet_is_refused_in_one_line(tmp_path
         assert run_on_ray(config, stream=stream) == exitcodes.EXIT_USAGE
         assert stream.getvalue().count("\n") == 1 and words in stream.getvalue()
     assert not (tmp_path / "out").exists()  # refused before the output directory is touched
+
+
+def _billed_in_stores(out: Path) -> int:
+    import sqlite3
+
+    total = 0
+    for path in (out / "results").glob("*.sqlite"):
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            total += db.execute("SELECT COALESCE(SUM(requests), 0) FROM billing").fetchone()[0]
+    return total
+
+
+@pytest.mark.slow
+def test_a_sigterm_of_the_driver_keeps_every_paid_answer_and_the_rerun_pays_for_none_again(
+        tmp_path: Path, ray_cluster: str) -> None:
+    rows, concurrency, actors = 1000, 8, 2
+    data = write_jsonl(tmp_path / "in.jsonl",
+                       [{"id": f"r{i:04d}", "text": f"buy now number {i}"} for i in range(rows)])
+    with SimulatorProcess("--latency-ms", "50", "--jitter-ms", "20") as sim:
+        config = write_config(tmp_path / "run.toml", inputs=[data], out=tmp_path / "out", base_url=sim.base_url,
+                              concurrency=concurrency, shard_rows=100)
+        command = moderate_command(config, "--engine", "ray", "--ray-address", ray_cluster, "--ray-actors",
+                                   str(actors))
+        assert _stop_when_billed(sim, command, 200, signal.SIGTERM) == exitcodes.EXIT_INTERRUPTED
+        billed = sim.stats()["billed"]
+        assert _billed_in_stores(tmp_path / "out") == billed  # calls in flight were waited for and stored
+        final = subprocess.run(command, capture_output=True, text=True, timeout=180)
+        assert final.returncode == 0, final.stderr
+        assert sim.stats()["billed"] == rows  # nothing paid twice
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_driver_killed_with_sigkill_leaves_none_of_its_own_rays_processes_running(tmp_path: Path) -> None:
+    from pipeline.cluster.watchdog import _stat, descendants
+
+    data = write_jsonl(tmp_path / "in.jsonl", [{"id": f"r{i:04d}", "text": f"buy now {i}"} for i in range(2000)])
+    with SimulatorProcess("--latency-ms", "20") as sim:
+        config = write_config(tmp_path / "run.toml", inputs=[data], out=tmp_path / "out", base_url=sim.base_url,
+                              shard_rows=100)
+        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # the driver starts its own Ray
+        driver = subprocess.Popen(moderate_command(config, "--engine", "ray", "--ray-actors", "2"),
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        seen: set[tuple[int, int]] = set()
+        deadline = time.monotonic() + 120
+        while driver.poll() is None and sim.stats()["billed"] < 50 and time.monotonic() < deadline:
+            seen |= descendants(driver.pid)
+            time.sleep(0.2)
+        seen |= descendants(driver.pid)
+        assert driver.poll() is None and len(seen) > 5  # Ray's processes and the actors are up
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(timeout=10)
+
+        def running() -> list[int]:
+            return [pid for pid, started in seen if (stat := _stat(pid)) is not None and stat[1] == started]
+
+        until = time.monotonic() + 10  # Ray's agents alone used to linger a minute or two
+        while running() and time.monotonic() < until:
+            time.sleep(0.2)
+        left = running()
+        for pid in left:
+            os.kill(pid, signal.SIGKILL)
+    assert left == []

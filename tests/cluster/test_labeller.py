@@ -94,3 +94,31 @@ def test_a_shard_that_stops_the_run_says_so_to_the_others(tmp_path: Path) -> Non
     finally:
         labeller.close()
     assert summary.error is not None and said == [summary.error]
+
+
+@pytest.mark.slow
+def test_a_shard_under_way_stops_when_the_driver_is_signalled_and_stores_every_answer_paid(tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "in.jsonl", [{"id": f"r{i}", "text": f"buy now {i}"} for i in range(400)])
+    limiter = SharedLimiter(rpm=None, tpm=None, now=time.monotonic())
+
+    async def lease(request: LeaseRequest) -> Grant:
+        return limiter.lease(request, now=time.monotonic())
+
+    with SimulatorProcess("--latency-ms", "100") as sim:
+        def signalled() -> bool:  # the driver is signalled once 40 answers were paid for
+            if sim.stats()["billed"] >= 40:
+                limiter.interrupt()
+            return limiter.interrupted
+
+        config = make_config(tmp_path, [data], base_url=sim.base_url, policies=["spam"], shard_rows=400,
+                             concurrency=16)
+        labeller = ShardLabeller(ShardSpec(open_job(config), "out1", "run1", 400), lease, interrupted=signalled)
+        try:
+            summary = labeller.label(0)
+        finally:
+            labeller.close()
+        billed = sim.stats()["billed"]
+
+    assert summary.stop_status == "interrupted" and 40 <= billed < 400
+    stored = sum(b["requests"] for b in ClusterLedger(config.out).billing("out1"))
+    assert stored == billed  # calls in flight at the signal were waited for and stored

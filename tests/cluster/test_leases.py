@@ -134,3 +134,10 @@ def test_a_halt_keeps_the_first_reason() -> None:
     limiter.halt("HTTP 401: bad key")
     limiter.halt("disk full")
     assert limiter.halted == "HTTP 401: bad key"
+
+
+def test_an_interrupt_begins_no_shard_and_tells_those_under_way_to_stop() -> None:
+    limiter = SharedLimiter(rpm=None, tpm=None)
+    assert not limiter.interrupted
+    limiter.interrupt()
+    assert limiter.interrupted and limiter.halted == "interrupted"

@@ -6,11 +6,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pipeline.answers import read_reply
 from pipeline.ratecontrol.decide import (
     Accept,
     Attempt,
     AttemptKind,
     GiveUp,
+    LongRefusals,
     Poll,
     Retry,
     RetryRules,
@@ -239,3 +241,66 @@ def test_queued_without_a_url_is_a_failure() -> None:
     s = state()
     assert decide(Attempt(AttemptKind.QUEUED, "no url"), s, RULES, rand=0.5) == Retry(0.25)
     assert (s.failures, s.poll_url) == (1, None)
+
+
+# ---- a run of refusals asking for longer than max_retry_after --------------------------------------
+
+STORM = Attempt(AttemptKind.REFUSED, "HTTP 429: rate limit reached", retry_after=3600.0)
+
+
+def test_refusals_asking_past_max_retry_after_stop_the_run_when_heard_again_after_that_wait() -> None:
+    streak = LongRefusals()
+    # the first wave: each request waits the longest it may (60 s), however many are refused
+    for t in (0.0, 0.1, 30.0):
+        assert decide(STORM, state(), RULES, rand=0.5, streak=streak, now=t) == Retry(60.0)
+    action = decide(STORM, state(), RULES, rand=0.5, streak=streak, now=60.2)
+    assert action == StopRun("HTTP 429: rate limit reached: the host refused every request for 60 s, each time "
+                             "asking for longer than max_retry_after (60 s), up to 1 h 0 min: its quota looks spent: "
+                             "run the same command later")
+
+
+def test_a_billed_answer_between_long_refusals_starts_the_streak_over() -> None:
+    streak = LongRefusals()
+    assert decide(STORM, state(), RULES, rand=0.5, streak=streak, now=0.0) == Retry(60.0)
+    assert decide(Attempt(AttemptKind.INVALID), state(), RULES, rand=0.5, streak=streak, now=30.0) == Retry(0.0)
+    assert decide(STORM, state(), RULES, rand=0.5, streak=streak, now=61.0) == Retry(60.0)
+    assert decide(STORM, state(), RULES, rand=0.5, streak=streak, now=100.0) == Retry(60.0)
+    assert isinstance(decide(STORM, state(), RULES, rand=0.5, streak=streak, now=121.0), StopRun)
+
+
+def test_failures_and_short_refusals_neither_end_nor_extend_a_streak_of_long_refusals() -> None:
+    streak = LongRefusals()
+    decide(STORM, state(), RULES, rand=0.5, streak=streak, now=0.0)
+    for t, kind, after in ((10.0, AttemptKind.FAILED, None), (20.0, AttemptKind.TIMEOUT, None),
+                           (30.0, AttemptKind.REFUSED, 5.0)):
+        assert not isinstance(decide(Attempt(kind, retry_after=after), state(), RULES, rand=0.5, streak=streak,
+                                     now=t), StopRun)
+    assert streak.refusals == 1
+    assert isinstance(decide(STORM, state(), RULES, rand=0.5, streak=streak, now=59.0), StopRun)
+
+
+def test_a_busy_hosts_retry_after_of_seconds_is_no_spent_quota_even_with_max_retry_after_zero() -> None:
+    rules = RetryRules(max_refusals=1000, max_retry_after=0.0)
+    streak = LongRefusals()
+    busy = Attempt(AttemptKind.REFUSED, "HTTP 429: busy", retry_after=1.0)
+    actions = [decide(busy, state(), rules, rand=0.5, streak=streak, now=float(t)) for t in range(0, 600, 5)]
+    assert not any(isinstance(a, StopRun) for a in actions)
+
+
+def test_a_quota_reported_spent_without_a_reset_stops_like_a_long_retry_after_alone() -> None:
+    # "x-ratelimit-remaining-requests: 0" with no reset gives no time: only the Retry-After says how long
+    reply = read_reply(429, {"Retry-After": "7200", "x-ratelimit-remaining-requests": "0"},
+                       b'{"error": {"message": "quota exceeded"}}', now=0.0)
+    assert not reply.attempt.quota_spent
+    streak = LongRefusals()
+    assert decide(reply.attempt, state(), RULES, rand=0.5, streak=streak, now=0.0) == Retry(60.0)
+    action = decide(reply.attempt, state(), RULES, rand=0.5, streak=streak, now=60.0)
+    assert isinstance(action, StopRun) and "up to 2 h 0 min: its quota looks spent" in action.reason
+
+
+def test_a_quota_spent_with_a_known_reset_keeps_its_own_words_within_a_streak() -> None:
+    streak = LongRefusals()
+    decide(STORM, state(), RULES, rand=0.5, streak=streak, now=0.0)
+    action = decide(Attempt(AttemptKind.REFUSED, "HTTP 429: capped", 25_500.0, quota_spent=True), state(), RULES,
+                    rand=0.5, streak=streak, now=100.0)
+    assert isinstance(action, StopRun) and "it resets in 7 h 5 min" in action.reason

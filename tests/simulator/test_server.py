@@ -167,6 +167,20 @@ def test_rate_limit_answers_429_with_configured_retry_after(style: str) -> None:
     serve(SimulatorConfig(rpm=6, retry_after=style), scenario)
 
 
+def test_a_quota_storm_refuses_every_request_with_a_long_retry_after_and_no_reset_until_switched_off() -> None:
+    async def scenario(sim: Simulator, session: aiohttp.ClientSession) -> None:
+        for _ in range(3):
+            status, headers, raw = await post(session, sim, chat())
+            assert status == 429 and orjson.loads(raw)["error"]["type"] == "rate_limit_exceeded"
+            assert headers["Retry-After"] == "3600" and headers["x-ratelimit-remaining-requests"] == "0"
+            assert not any(name.lower().startswith("x-ratelimit-reset") for name in headers)
+        assert sim.stats.rate_limited == 3 and sim.stats.billed == 0
+        sim.config.quota_storm = None
+        assert (await post(session, sim, chat()))[0] == 200
+
+    serve(SimulatorConfig(quota_storm=3600), scenario)
+
+
 def test_advertised_limits_come_on_every_response() -> None:
     async def scenario(sim: Simulator, session: aiohttp.ClientSession) -> None:
         _, ok, _ = await post(session, sim, chat())

@@ -96,6 +96,12 @@ class OpenAI:
         """A 429 once the day's requests are spent (hosts with a daily cap), else None (the request counts)."""
         return None
 
+    def quota_spent(self, retry_after: float) -> Reply:
+        """``quota_storm``: 429 with a long Retry-After and the request quota at 0, but no reset."""
+        reply = self.error(429, "rate_limit_exceeded", "quota exceeded", "rate_limit_exceeded")
+        reply.headers = {"Retry-After": str(math.ceil(retry_after)), "x-ratelimit-remaining-requests": "0"}
+        return reply
+
     def busy(self) -> Reply:
         """The ``rate_limited`` fault: 429 with Retry-After: 1, as a busy upstream sends."""
         reply = self.error(429, "rate_limit_exceeded", "the upstream is busy, try again shortly",
