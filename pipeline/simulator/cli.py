@@ -43,6 +43,7 @@ _FAULT_HELP = {
     "malformed_fields": "billed 200 with a non-string model/finish_reason or implausible usage",
     "choice_error": 'OpenRouter: 200 with finish_reason "error" and an error object in the choice',
     "content_filter": 'OpenRouter: billed, finish_reason "content_filter", empty content',
+    "endless_body": "answer 200 with a chunked body that never ends (closed after --hang-seconds)",
 }
 
 

@@ -10,7 +10,7 @@ TRANSIENT_FAULTS = ("error_5xx", "html_error", "reset", "hang", "truncated_body"
 MODEL_FAULTS = ("junk_output", "refusal", "length_empty")
 #: what busy hosts and odd OpenAI-compatible servers send (not part of ``Faults.transient``).
 HOST_FAULTS = ("rate_limited", "error_503_html", "content_parts", "malformed_fields", "choice_error",
-               "content_filter")
+               "content_filter", "endless_body")
 ALL_FAULTS = TRANSIENT_FAULTS + MODEL_FAULTS + HOST_FAULTS
 #: faults after which the model's answer is billed (the rest are never billed).
 BILLED_FAULTS = frozenset({*MODEL_FAULTS, "content_parts", "malformed_fields", "content_filter"})
@@ -54,6 +54,7 @@ class Faults:
     malformed_fields: float = 0.0  # billed 200 with a non-string model/finish_reason or absurd usage
     choice_error: float = 0.0  # 200, a choice with finish_reason "error" and an error object (OpenRouter)
     content_filter: float = 0.0  # billed, finish_reason "content_filter" and empty content (OpenRouter)
+    endless_body: float = 0.0  # 200, chunked, a body that never ends (cut after ``hang_seconds``), never billed
     hang_seconds: float = 30.0
 
     @classmethod
