@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -18,9 +19,14 @@ from pipeline.redact import Redactor, redact_body, redact_headers
 
 log = logging.getLogger("moderate.http")
 
-#: the largest answer read: a chat completion at the biggest output cap, reasoning kept, is under
-#: 1 MB; a reply past this is a broken gateway, and reading it whole could exhaust memory.
-MAX_REPLY_BYTES = 32 << 20
+#: the largest answer read: a chat completion is a few KB, and under 1 MB at the biggest output cap
+#: with reasoning kept; a reply past this is a broken gateway: a failed attempt, never billed.
+MAX_REPLY_BYTES = 4 << 20
+#: what one answer may hold without drawing on the budget below (every usual answer fits).
+REPLY_ALLOWANCE = 256 << 10
+#: what the answers being read at once may hold beyond their allowance, in the whole process. Without
+#: it, a gateway sending endless bodies would hold connections × MAX_REPLY_BYTES (1.6 GB at 50 with 32 MB).
+MAX_BUFFERED_BYTES = 64 << 20
 
 
 class TransportError(Exception):
@@ -117,20 +123,63 @@ class FunctionTransport:
             raise TransportError(f"no answer within {timeout:g} s", timeout=True) from None
 
 
+class _Budget:
+    """Bytes held by answers being read, beyond each one's allowance, in the whole process."""
+
+    def __init__(self) -> None:
+        self.used = 0
+        self._lock = threading.Lock()  # transports may run on event loops in several threads
+
+    def take(self, n: int) -> bool:
+        """Take ``n`` bytes if they fit under MAX_BUFFERED_BYTES."""
+        with self._lock:
+            if self.used + n > MAX_BUFFERED_BYTES:
+                return False
+            self.used += n
+            return True
+
+    def give_back(self, n: int) -> None:
+        with self._lock:
+            self.used -= n
+
+
+_BUDGET = _Budget()
+
+
 async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
-    """The whole body, or a TransportError once it passes ``limit`` bytes (read no further)."""
+    """The whole body, or a TransportError (read no further) once it passes ``limit`` bytes, or once it
+    passes REPLY_ALLOWANCE while the answers being read hold MAX_BUFFERED_BYTES beyond theirs."""
     length = response.content_length
     plain = response.headers.get("Content-Encoding", "identity").lower() == "identity"
-    if plain and length is not None and length <= limit:  # the common case: a small announced length
+    if plain and length is not None and length <= REPLY_ALLOWANCE:  # the common case: a small announced length
         return await response.read()
-    chunks, size = [], 0
-    async for chunk in response.content.iter_chunked(1 << 16):
-        size += len(chunk)
-        if size > limit:
-            response.close()
-            raise TransportError(f"answer larger than {limit >> 20} MB: not read")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    drawn = 0  # taken from the budget
+    try:
+        if plain and length is not None and length > limit:
+            raise TransportError(f"answer too large ({length:,} bytes announced, more than {_megabytes(limit)}): "
+                                 "not read")
+        body = bytearray()
+        async for chunk in response.content.iter_chunked(1 << 16):
+            size = len(body) + len(chunk)
+            if size > limit:
+                raise TransportError(f"answer too large (more than {_megabytes(limit)}): not read")
+            if (need := size - REPLY_ALLOWANCE - drawn) > 0:
+                if not _BUDGET.take(need):
+                    raise TransportError(
+                        f"answer too large (more than {REPLY_ALLOWANCE >> 10} KB while the answers being read "
+                        f"hold {_megabytes(MAX_BUFFERED_BYTES)} beyond that): not read")
+                drawn += need
+            body += chunk
+        return bytes(body)
+    except TransportError:
+        response.close()
+        raise
+    finally:
+        _BUDGET.give_back(drawn)
+
+
+def _megabytes(n: int) -> str:
+    return f"{n / (1 << 20):g} MB"
 
 
 def _origin(url: str) -> str:

@@ -6,11 +6,12 @@ import asyncio
 import socket
 import traceback
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import orjson
 import pytest
 from aiohttp import web
-from support import serve_app
+from support import make_config, run_pipeline, serve_app, write_jsonl
 
 from pipeline.answers import decode_completion, read_reply
 from pipeline.client import AiohttpTransport, FunctionTransport, HttpReply, TransportError
@@ -190,7 +191,7 @@ def test_an_answer_larger_than_the_reply_cap_is_a_transport_error_not_a_memory_b
         async with serve_app(app) as root:
             url = f"{root}/v1/chat/completions"
             async with AiohttpTransport(url=url, headers=request_headers("openai", SECRET), connections=1) as t:
-                with pytest.raises(TransportError, match="larger than 1 MB"):
+                with pytest.raises(TransportError, match=r"answer too large \(.*more than 1 MB\): not read"):
                     await t.post(request_body(), timeout=10.0)
 
     asyncio.run(go())
@@ -222,3 +223,56 @@ def test_a_redirect_is_not_followed_so_a_key_in_the_body_stays_with_the_endpoint
 
     asyncio.run(go())
     assert seen == []
+
+
+def test_an_endless_answer_is_cut_at_the_reply_cap_as_a_too_large_transport_error() -> None:
+    # a gateway streaming a never-ending 200 body: each connection held up to 32 MB (1.6 GB at 50)
+    async def scenario(sim: Simulator, transport: AiohttpTransport) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(TransportError, match=r"^answer too large \(more than 4 MB\): not read$") as info:
+            await transport.post(request_body(), timeout=30.0)
+        assert loop.time() - started < 10.0  # cut at the cap, not at the timeout or the server's end
+        assert not info.value.timeout
+        assert_secret_absent(info.value)
+
+    against(SimulatorConfig(api_key=SECRET, faults=Faults(endless_body=1.0, hang_seconds=30.0)), scenario)
+
+
+def test_answers_read_at_once_hold_no_more_than_the_budget_shared_by_the_process(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import pipeline.client as client
+
+    monkeypatch.setattr(client, "MAX_BUFFERED_BYTES", 3 << 20)
+    peak = 0
+    take = client._BUDGET.take
+
+    def watched(n: int) -> bool:
+        nonlocal peak
+        taken = take(n)
+        peak = max(peak, client._BUDGET.used)
+        return taken
+
+    monkeypatch.setattr(client._BUDGET, "take", watched)
+
+    async def scenario(sim: Simulator, transport: AiohttpTransport) -> None:
+        results = await asyncio.gather(*[transport.post(request_body(), timeout=30.0) for _ in range(4)],
+                                       return_exceptions=True)
+        messages = sorted(str(r) for r in results)
+        assert all(isinstance(r, TransportError) for r in results), messages
+        assert any("while the answers being read hold 3 MB beyond that" in m for m in messages), messages
+        assert 0 < peak <= 3 << 20
+        assert client._BUDGET.used == 0  # every answer gave its share back
+
+    against(SimulatorConfig(api_key=SECRET, faults=Faults(endless_body=1.0, hang_seconds=30.0)), scenario)
+
+
+def test_an_endless_answer_fails_its_row_unbilled_and_the_run_finishes(tmp_path: Path) -> None:
+    rows = write_jsonl(tmp_path / "in.jsonl", [{"id": "a", "text": "hello"}, {"id": "b", "text": "BUY NOW"}])
+    config = make_config(tmp_path, [rows], policies=["spam"], max_attempts=2)
+    result = run_pipeline(config, SimulatorConfig(faults=Faults(endless_body=1.0, hang_seconds=30.0)))
+    labels = result.labels()
+    assert result.code == 1
+    assert labels["status"].to_list() == ["failed", "failed"]
+    assert all(e.startswith("answer too large (more than 4 MB)") for e in labels["error"].to_list())
+    assert result.report()["requests"] == 0 and result.report()["cost_usd"] == 0

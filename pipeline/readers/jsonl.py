@@ -8,6 +8,7 @@ are not rows.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Generator, Iterator, Sequence
 from typing import Any
 
@@ -21,6 +22,8 @@ READ_SIZE = 1 << 20
 #: lines looked at to find the first JSON object when checking the columns.
 PROBE_LINES = 1000
 _BOM = b"\xef\xbb\xbf"
+#: orjson reads integers beyond 64 bits as floats; a float this large may have been such an integer.
+_FLOAT_BEYOND = float(2**63)
 
 
 def _reads(stream: Any, size: int) -> Iterator[bytes]:
@@ -116,6 +119,17 @@ def count_rows(f: Located, *, stop_after: int | None = None) -> int:
     return rows + (partial is True)
 
 
+def _exact_integers(line: bytes, obj: dict[str, Any]) -> dict[str, Any]:
+    """The object read again with every integer exact, when orjson made floats of integers past 64 bits."""
+    if not any(type(v) is float and abs(v) >= _FLOAT_BEYOND for v in obj.values()):
+        return obj
+    try:
+        exact = json.loads(line)
+    except ValueError:  # an integer of more than 4,300 digits: keep the float
+        return obj
+    return exact if type(exact) is dict else obj
+
+
 def chunks(f: Located, *, text_column: str, id_column: str | None, skip: int = 0,
            keep: Sequence[str] = ()) -> Generator[Chunk, None, int]:
     """Rows of the file after the first ``skip``; returns how many rows the file holds.
@@ -142,6 +156,8 @@ def chunks(f: Located, *, text_column: str, id_column: str | None, skip: int = 0
                     obj = loads(line)
                 except orjson.JSONDecodeError as exc:
                     obj = exc
+                if ids is not None and type(obj) is dict and type(obj.get(id_column)) is float:
+                    obj = _exact_integers(line, obj)
                 if type(obj) is dict and text_column in obj:
                     text = obj[text_column]
                     texts.append(text if text is None or type(text) is str else to_text(text))

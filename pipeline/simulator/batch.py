@@ -32,6 +32,7 @@ _NO_ANSWER = {
     "hang": ("request_timeout", "the model server did not answer in time"),
     "truncated_body": ("server_error", "the model server's answer was cut short"),
     "non_json": ("server_error", "the model server's answer was not JSON"),
+    "endless_body": ("server_error", "the model server's answer never ended"),
 }
 _HTML_STATUS_TEXT = {502: "Bad Gateway", 503: "Service Unavailable"}
 

@@ -46,6 +46,7 @@ _FAULT_HELP = {
     "content_filter": 'OpenRouter: billed, finish_reason "content_filter", empty content',
     "odd_details": "billed verdict with an impossible usage detail or a non-string model/finish_reason",
     "odd_content": "billed 200 whose message.content is a number or an object",
+    "endless_body": "answer 200 with a chunked body that never ends (closed after --hang-seconds)",
 }
 
 

@@ -10,7 +10,8 @@ TRANSIENT_FAULTS = ("error_5xx", "html_error", "reset", "hang", "truncated_body"
 MODEL_FAULTS = ("junk_output", "refusal", "length_empty")
 #: what busy hosts and odd OpenAI-compatible servers send (not part of ``Faults.transient``).
 HOST_FAULTS = ("rate_limited", "error_503_html", "content_parts", "malformed_fields", "choice_error",
-               "content_filter", "odd_details", "odd_content")
+               "content_filter", "odd_details", "odd_content",
+               "endless_body")
 ALL_FAULTS = TRANSIENT_FAULTS + MODEL_FAULTS + HOST_FAULTS
 #: faults after which the model's answer is billed (the rest are never billed).
 BILLED_FAULTS = frozenset({*MODEL_FAULTS, "content_parts", "malformed_fields", "content_filter", "odd_details",
@@ -59,6 +60,7 @@ class Faults:
     #: prompt_tokens, a non-string model or finish_reason (half of them as content parts)
     odd_details: float = 0.0
     odd_content: float = 0.0  # billed 200 whose message.content is a number or an object
+    endless_body: float = 0.0  # 200, chunked, a body that never ends (cut after ``hang_seconds``), never billed
     hang_seconds: float = 30.0
 
     @classmethod

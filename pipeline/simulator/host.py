@@ -209,6 +209,8 @@ class Host:
             return Reply(0, b"", action="reset")
         if fault == "rate_limited":
             return shape.busy()
+        if fault == "endless_body":
+            return Reply(200, b"", action="endless")
         response, usage = self.completion(ticket, fault)
         if fault == "truncated_body":
             return Reply(200, orjson.dumps(response), action="truncate")

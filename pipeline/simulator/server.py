@@ -220,6 +220,8 @@ class Simulator:
             return web.Response()  # never sent: the connection is gone
         if reply.action == "truncate":
             return await self._truncated(request, reply.body)
+        if reply.action == "endless":
+            return await self._endless(request)
         return self._send(reply)
 
     async def _truncated(self, request: web.Request, payload: bytes) -> web.StreamResponse:
@@ -233,6 +235,30 @@ class Simulator:
         if request.transport is not None:
             request.transport.close()
         return response
+
+
+    async def _endless(self, request: web.Request) -> web.StreamResponse:
+        """200, chunked: the start of a chat completion, then text as fast as the client reads, until the
+        client lets go or ``hang_seconds`` have passed (then the connection closes)."""
+        self._core.count_status(200)
+        response = web.StreamResponse(status=200)
+        response.content_type = JSON
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        try:
+            async with asyncio.timeout(self.config.faults.hang_seconds):
+                await response.write(b'{"object": "chat.completion", "choices": [{"message": {"content": "')
+                while True:
+                    await response.write(_ENDLESS_CHUNK)
+        except (TimeoutError, ConnectionError):
+            pass
+        if request.transport is not None:
+            request.transport.close()
+        return response
+
+
+#: what an endless body repeats (64 KB).
+_ENDLESS_CHUNK = b"endless " * 8192
 
 
 def start_simulator(config: SimulatorConfig | None = None, *, host: str = "127.0.0.1",

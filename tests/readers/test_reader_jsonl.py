@@ -231,3 +231,14 @@ def test_text_column_may_also_be_the_id_column(tmp_path: Path) -> None:
     path.write_bytes(lines({"text": "a"}, {"text": "b"}))
     ids, texts, _ = flat(read_all([str(path)], id_column="text"))
     assert ids == texts == ["a", "b"]
+
+
+def test_integer_ids_beyond_64_bits_are_kept_as_their_exact_decimal_text(tmp_path: Path) -> None:
+    path = tmp_path / "x.jsonl"
+    path.write_bytes(b'{"id": %d, "text": "a"}\n{"id": -%d, "text": "b"}\n{"id": 1.5e300, "text": "c"}\n'
+                     b'{"id": %d, "text": "d"}\n{"id": %d, "note": "no text"}\n'
+                     % (2**70, 2**70, 2**64 - 1, 2**80))
+    ids, texts, errors = flat(read_all([str(path)]))
+    assert errors[4] == f"{path} line 5: no key 'text'"
+    assert ids == [str(2**70), f"-{2**70}", "1.5e+300", str(2**64 - 1), str(2**80)]
+    assert texts == ["a", "b", "c", "d", None]

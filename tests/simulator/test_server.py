@@ -310,3 +310,19 @@ def test_stats_count_billed_and_concurrency_and_are_served_as_json() -> None:
 def test_model_names_must_say_simulator() -> None:
     with pytest.raises(ValueError, match="simulator"):
         Simulator(SimulatorConfig(models=["gpt-oss-safeguard-20b"]))
+
+
+def test_an_endless_body_streams_a_chunked_200_until_hang_seconds_then_closes_unbilled() -> None:
+    async def scenario(sim: Simulator, session: aiohttp.ClientSession) -> None:
+        started = time.monotonic()
+        received = 0
+        async with session.post(sim.base_url + "/chat/completions", json=chat()) as response:
+            assert response.status == 200 and response.headers["Transfer-Encoding"] == "chunked"
+            with pytest.raises(aiohttp.ClientPayloadError):  # the body never ends: it is cut
+                async for chunk in response.content.iter_chunked(1 << 16):
+                    received += len(chunk)
+        assert received > 1 << 20
+        assert 0.4 <= time.monotonic() - started < 5.0
+        assert sim.stats.faults == {"endless_body": 1} and sim.stats.billed == 0
+
+    serve(SimulatorConfig(faults=Faults(endless_body=1.0, hang_seconds=0.5)), scenario)
