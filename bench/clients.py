@@ -25,7 +25,7 @@ from bench.common import (
     fresh_dir,
     run_measured,
 )
-from pipeline.exitcodes import EXIT_INTERRUPTED
+from pipeline.core.exitcodes import EXIT_INTERRUPTED
 
 
 def moderate_cmd(*, base_url: str, out: Path, inputs: Sequence[Path | str] = (TWEETS,),

@@ -24,7 +24,7 @@ def run(*, long: bool, results: dict[str, Any]) -> Report:
     for n in sizes:
         path = make_input(n)
         cmd = [PYTHON, "-m", "pipeline", "estimate", "--input", str(path), "--policy", "spam", "--json"]
-        startup = run_measured([PYTHON, "-c", "import pipeline.estimate_cli"], timeout=120)
+        startup = run_measured([PYTHON, "-c", "import pipeline.cli.estimate"], timeout=120)
         m = run_measured(cmd, timeout=3600)
         if m.returncode != 0:
             raise RuntimeError(f"estimate failed on {n} rows: {m.stderr.strip()[-300:]}")

@@ -23,10 +23,10 @@ import orjson
 import pyarrow.csv as pacsv
 
 from bench.common import MODEL, OUTPUT_FORMAT, POLICY, TWEETS
-from pipeline.policies import load_policy
-from pipeline.prompt import neutralise, normalise, render_system
-from pipeline.providers import build_body, chat_url, request_headers
-from pipeline.records import OutputFormat
+from pipeline.config.providers import build_body, chat_url, request_headers
+from pipeline.core.records import OutputFormat
+from pipeline.plan.policies import load_policy
+from pipeline.plan.prompt import neutralise, normalise, render_system
 
 
 def read_texts(path: Path, column: str, rows: int | None) -> list[str]:

@@ -31,7 +31,7 @@ def s3_session():
 @pytest.fixture
 def s3(s3_session, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     """The S3 server with this process pointed at it (endpoint and credentials as the AWS SDKs read them)."""
-    from pipeline.storage import StorageSettings, configure
+    from pipeline.core.storage import StorageSettings, configure
 
     for name, value in s3_session.env().items():
         monkeypatch.setenv(name, value)

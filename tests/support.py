@@ -19,9 +19,9 @@ import orjson
 import polars as pl
 from aiohttp import web
 
-from pipeline.app import run_job_async
-from pipeline.config import RunConfig
-from pipeline.configcheck import validate
+from pipeline.config.rules import validate
+from pipeline.config.settings import RunConfig
+from pipeline.engines.local.app import run_job_async
 from pipeline.simulator import SimulatorConfig, SimulatorStats, start_simulator
 
 SIM_MODEL = "gpt-oss-safeguard-20b-simulator"
@@ -200,7 +200,7 @@ def config_error(tmp_path: Path, text: str) -> str:
     """The one-line `ConfigError` that loading config ``text`` raises (it names the file)."""
     import pytest
 
-    from pipeline.config import ConfigError, load_config
+    from pipeline.config.settings import ConfigError, load_config
 
     path = write_toml(tmp_path, text)
     with pytest.raises(ConfigError) as info:

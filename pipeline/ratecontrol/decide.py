@@ -1,6 +1,6 @@
 """What happens after one attempt: a pure function from (attempt, state) to the next action.
 
-The worker sends, classifies the answer into an `Attempt` (see `pipeline.answers`), asks
+The worker sends, classifies the answer into an `Attempt` (see `pipeline.call.answers`), asks
 `decide` what to do, and carries the action out. Nothing here sleeps, reads a clock or draws
 a random number: the caller passes ``rand`` so that every rule has an exact test.
 
@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from pipeline.records import Status
+from pipeline.core.records import Status
 
 __all__ = [
     "Accept", "Action", "Attempt", "AttemptKind", "GiveUp", "LongRefusals", "Poll", "Retry", "RetryRules",

@@ -1,7 +1,7 @@
 """`Throttle`: what a worker consults before and after each attempt.
 
 `RateControl` is the throttle of one process. A run spread over several processes plugs in
-another source of capacity with the same members (`pipeline.cluster.throttle.LeasedThrottle`
+another source of capacity with the same members (`pipeline.engines.ray.throttle.LeasedThrottle`
 leases capacity from one limiter shared by every process), and the workers do not change.
 """
 

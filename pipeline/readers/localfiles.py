@@ -9,7 +9,7 @@ from __future__ import annotations
 import glob
 import os
 
-from pipeline.outdir import is_output_folder
+from pipeline.output.outdir import is_output_folder
 from pipeline.readers.base import InputError, one_line
 from pipeline.readers.located import SUPPORTED, WILDCARD, Found, Located, file_format, glob_base, hidden, unsupported
 

@@ -75,7 +75,7 @@ def chunks(
 
 
 def _kept_values(column: pa.Array) -> list[Any]:
-    """A kept column's values as the shards take them back (`pipeline.arrowcols.to_array`).
+    """A kept column's values as the shards take them back (`pipeline.core.arrowcols.to_array`).
 
     Nanosecond times become their integer count: Arrow makes Python values of them only through
     pandas, which is no dependency (and the shard's type turns the integers back, exactly).

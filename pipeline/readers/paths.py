@@ -9,11 +9,11 @@ from __future__ import annotations
 import os
 import posixpath
 
+from pipeline.core.storage import is_uri
 from pipeline.readers.base import InputError
 from pipeline.readers.localfiles import find_local
 from pipeline.readers.located import Found, Located
 from pipeline.readers.uris import find_uri
-from pipeline.storage import is_uri
 
 
 def locate(paths: list[str]) -> list[Located]:

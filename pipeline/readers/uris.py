@@ -12,10 +12,10 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-from pipeline.outdir import is_output_folder
+from pipeline.core.storage import StorageError, bounded, filesystem
+from pipeline.output.outdir import is_output_folder
 from pipeline.readers.base import InputError, one_line
 from pipeline.readers.located import SUPPORTED, WILDCARD, Found, Located, file_format, glob_base, hidden, unsupported
-from pipeline.storage import StorageError, bounded, filesystem
 
 
 def find_uri(arg: str) -> Found:

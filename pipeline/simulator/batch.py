@@ -20,7 +20,7 @@ from typing import IO, Any
 
 import orjson
 
-from pipeline.outfiles import open_output
+from pipeline.output.outfiles import open_output
 from pipeline.simulator.config import SimulatorConfig, SimulatorStats
 from pipeline.simulator.host import Host
 from pipeline.simulator.hosts import Reply

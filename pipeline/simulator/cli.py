@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline.outfiles import OutputFileError
+from pipeline.output.outfiles import OutputFileError
 from pipeline.simulator.batch import run_batch
 from pipeline.simulator.config import (
     ALL_FAULTS,

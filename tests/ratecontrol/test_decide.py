@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.answers import read_reply
+from pipeline.call.answers import read_reply
+from pipeline.core.records import Status
 from pipeline.ratecontrol.decide import (
     Accept,
     Attempt,
@@ -21,7 +22,6 @@ from pipeline.ratecontrol.decide import (
     backoff_delay,
     decide,
 )
-from pipeline.records import Status
 
 RULES = RetryRules(max_attempts=3, max_refusals=4, invalid_output_retries=2, max_tokens_cap=400,
                    max_retry_after=60.0, backoff_base=0.5, backoff_cap=30.0)

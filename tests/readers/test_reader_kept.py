@@ -85,7 +85,7 @@ class NoPandas(importlib.abc.MetaPathFinder):
             raise ImportError("pandas is not installed")
 sys.meta_path.insert(0, NoPandas())
 import pyarrow.parquet as pq
-from pipeline.labels import to_table
+from pipeline.core.labels import to_table
 from pipeline.readers import open_inputs
 inputs = open_inputs([sys.argv[1]], keep_columns=["at", "took", "when"])
 rows = [(None,) * 33 + kept for batch in inputs.batches() for kept in zip(*batch.kept)]

@@ -40,7 +40,7 @@ def test_symbolic_link_loops_in_folders_are_walked_once(tmp_path: Path) -> None:
 
 
 def test_output_folders_inside_input_folders_and_globs_are_not_inputs(tmp_path: Path) -> None:
-    from pipeline.outdir import OutputDir
+    from pipeline.output.outdir import OutputDir
 
     data = tmp_path / "data"
     (data / "2026").mkdir(parents=True)

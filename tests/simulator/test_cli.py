@@ -36,7 +36,7 @@ def test_cli_refuses_a_non_loopback_host(capsys: pytest.CaptureFixture[str]) -> 
 
 @pytest.mark.parametrize("port", ["80000", "-1"])
 def test_cli_refuses_a_port_out_of_range_in_one_line(capsys: pytest.CaptureFixture[str], port: str) -> None:
-    from pipeline.cli import main
+    from pipeline.cli.main import main
 
     assert main(["simulate", "--port", port]) == 2
     err = capsys.readouterr().err

@@ -10,8 +10,8 @@ import orjson
 import pytest
 from support import LEAKED_KEY, SIM_MODEL, key_spellings
 
-from pipeline.prompt import render_system
-from pipeline.records import OutputFormat, Policy
+from pipeline.core.records import OutputFormat, Policy
+from pipeline.plan.prompt import render_system
 from pipeline.simulator import Faults, SimulatorConfig, start_simulator
 
 SPAM = Policy("spam", "# Spam Policy\n{{OUTPUT_FORMAT}}\nVIOLATES: SP1 scams, SP2 ads (buy now).\n")

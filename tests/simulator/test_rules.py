@@ -5,8 +5,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from pipeline.prompt import FORMAT_INSTRUCTIONS, render_system
-from pipeline.records import OutputFormat, Policy
+from pipeline.core.records import OutputFormat, Policy
+from pipeline.plan.prompt import FORMAT_INSTRUCTIONS, render_system
 from pipeline.simulator import rules
 
 SPAM = Policy("spam", "# Spam Policy\nINSTRUCTIONS\n{{OUTPUT_FORMAT}}\nVIOLATES: SP1 scams, SP2 ads.")

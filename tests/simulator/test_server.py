@@ -13,8 +13,8 @@ import aiohttp
 import orjson
 import pytest
 
-from pipeline.prompt import render_system
-from pipeline.records import OutputFormat, Policy
+from pipeline.core.records import OutputFormat, Policy
+from pipeline.plan.prompt import render_system
 from pipeline.simulator import Faults, Simulator, SimulatorConfig, start_simulator
 
 MODEL = "gpt-oss-safeguard-20b-simulator"

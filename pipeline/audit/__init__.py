@@ -1,0 +1,1 @@
+"""Audits of a dataset or a run: cost estimates, evaluation against gold labels, training-set export."""

@@ -1,0 +1,1 @@
+"""Calling the model: HTTP transport, one attempt per request, reading the answer into a verdict."""

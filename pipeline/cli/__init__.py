@@ -1,0 +1,1 @@
+"""The `moderate` command: argument parsing, printing, exit codes; a thin layer over the library."""

@@ -1,0 +1,219 @@
+"""The `moderate` command. Each sub-command registers its own flags and handler here.
+
+`run` labels a dataset, `simulate` serves the built-in simulator. Commands that work on the same
+job as `run` (inputs, policies, endpoint) take the same flags through `add_job_arguments` and read
+them back with `job_config`, so a config file means the same thing to all of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from types import FrameType
+from typing import Any
+
+from pipeline.cli.runflags import add_run_arguments, run_overrides
+from pipeline.config.rules import EFFORTS, PROVIDERS
+from pipeline.config.settings import ConfigError, RunConfig, apply_overrides, load_config
+from pipeline.core import exitcodes
+from pipeline.core.records import OutputFormat
+
+RUN_EPILOG = f"""\
+Flags override the config file. The API key is read from the environment variable
+MODERATION_API_KEY (or the one named by [endpoint] api_key_env), never from a flag.
+
+{exitcodes.HELP}
+"""
+
+
+def add_job_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags that describe a job: config file, inputs, policies, endpoint, limits, output."""
+    parser.add_argument("config", nargs="?", help="TOML config (see configs/); flags override it")
+    parser.add_argument("--input", dest="inputs", action="append", metavar="PATH",
+                        help="file, folder or glob (.parquet, .jsonl/.ndjson[.gz|.zst], .csv); repeatable")
+    parser.add_argument("--id-column", metavar="C", help="id column (default: 'id' if present, else file:row)")
+    parser.add_argument("--text-column", metavar="C", help="text column (default: text)")
+    parser.add_argument("--policy", dest="policies", action="append", metavar="FILE",
+                        help="policy file or built-in name (spam, hate_harassment, ...); repeatable "
+                             "(default: every built-in policy)")
+    parser.add_argument("--output-format", choices=[f.value for f in OutputFormat])
+    parser.add_argument("--out", metavar="DIR", help="output directory (default: out/run)")
+    parser.add_argument("--store", metavar="PATH",
+                        help="result store to share across runs (default: OUT/store.sqlite; 'none' = no store)")
+    parser.add_argument("--provider", choices=PROVIDERS)
+    parser.add_argument("--base-url", metavar="URL")
+    parser.add_argument("--model", metavar="NAME")
+    parser.add_argument("--concurrency", type=int, metavar="N", help="connections and workers (default 64)")
+    parser.add_argument("--rpm", type=float, metavar="N", help="requests per minute (default: unlimited)")
+    parser.add_argument("--tpm", type=float, metavar="N", help="tokens per minute (default: unlimited)")
+    parser.add_argument("--request-timeout", type=float, metavar="S", help="seconds per attempt (default 120)")
+    parser.add_argument("--reasoning-effort", choices=EFFORTS, help="default low")
+    parser.add_argument("--max-tokens", type=int, metavar="N", help="output budget incl. reasoning (default 8192)")
+    parser.add_argument("--response-format", choices=("text", "json_schema"),
+                        help="json_schema: ask the host for answers matching the verdict schema (default text)")
+    parser.add_argument("--limit", type=int, metavar="N", help="only the first N input rows")
+    parser.add_argument("--max-cost", type=float, metavar="USD", help="stop sending once spend would pass this")
+    parser.add_argument("--keep-reasoning", action="store_true", default=None,
+                        help="store the model's raw reasoning in the shards")
+    parser.add_argument("--force", action="store_true", default=None,
+                        help="start the output directory over (answers in the store are reused)")
+
+
+def job_config(args: argparse.Namespace) -> RunConfig:
+    """The job's config: the file named by ``args.config`` with the flags laid over it.
+
+    Raises `ConfigError` (one line) on a bad file or flag.
+    """
+    overrides = {
+        "inputs": args.inputs, "id_column": args.id_column, "text_column": args.text_column,
+        "policies": args.policies, "output_format": args.output_format, "out": args.out,
+        "store": args.store, "provider": args.provider, "base_url": args.base_url, "model": args.model,
+        "concurrency": args.concurrency, "rpm": args.rpm, "tpm": args.tpm,
+        "request_timeout": args.request_timeout, "reasoning_effort": args.reasoning_effort,
+        "max_tokens": args.max_tokens, "limit": args.limit, "max_cost": args.max_cost,
+        "keep_reasoning": args.keep_reasoning, "force": args.force, "response_format": args.response_format,
+        **run_overrides(args),
+    }
+    return apply_overrides(load_config(args.config), overrides)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="moderate", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="label a dataset against one or more policies",
+                              epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_job_arguments(run)
+    run.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
+    add_run_arguments(run)
+    run.add_argument("--preflight", action="store_true", help="run `moderate check` first; stop unless it passes")
+    run.add_argument("--engine", choices=("local", "ray"), default="local",
+                     help="local: this process (default); ray: a Ray cluster (docs/ray.md; pip install '.[ray]')")
+    run.add_argument("--ray-address", metavar="ADDR", help="Ray cluster to join (default: start Ray on this machine)")
+    run.add_argument("--ray-actors", type=int, metavar="N", help="labelling actors (default: the cluster's CPUs)")
+    run.set_defaults(handler=_run)
+
+    check = commands.add_parser("check", help="preflight: endpoint, key, model, one canary request per policy",
+                                epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_job_arguments(check)
+    check.set_defaults(handler=_check)
+
+    simulate = commands.add_parser("simulate", help="serve the built-in OpenAI-compatible simulator")
+    from pipeline.simulator.cli import add_arguments
+    from pipeline.simulator.cli import main as simulate_main
+
+    add_arguments(simulate)
+    simulate.set_defaults(handler=simulate_main)
+
+    from pipeline.cli import estimate as estimate_cli
+
+    estimate = commands.add_parser("estimate", help="count rows, tokens, cost and time of a job (no network)",
+                                   description=estimate_cli.DESCRIPTION)
+    add_job_arguments(estimate)
+    estimate_cli.add_arguments(estimate)
+    estimate.set_defaults(handler=estimate_cli.main)
+
+    from pipeline.cli import evaluate as evaluate_cli
+
+    evaluate = commands.add_parser("eval", help="score a run's labels against ground truth",
+                                   description=evaluate_cli.DESCRIPTION)
+    evaluate_cli.add_arguments(evaluate)
+    evaluate.set_defaults(handler=evaluate_cli.main)
+
+    from pipeline.report import html as htmlreport
+
+    report = commands.add_parser("report", help="write OUT_DIR/report.html again (labels, cost, latency, eval)")
+    htmlreport.add_arguments(report)
+    report.set_defaults(handler=htmlreport.main)
+
+    from pipeline.cli import export as export_cli
+
+    export = commands.add_parser("export", help="write a training set (chat JSONL or Parquet) from a run",
+                                 description=export_cli.DESCRIPTION)
+    export_cli.add_arguments(export)
+    export.set_defaults(handler=export_cli.main)
+
+    from pipeline.cli.batch import add_batch_command
+
+    add_batch_command(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    previous = _interrupt_on_sigterm()
+    try:
+        args = build_parser().parse_args(argv)
+        if os.environ.get("MODERATE_DEBUG"):
+            # every request and answer on stderr; credentials are redacted (pipeline.call.redact)
+            logging.basicConfig(level=logging.DEBUG, format="%(asctime)s %(name)s %(message)s")
+        return args.handler(args)
+    except KeyboardInterrupt:  # before a command's own signal handling is in place (or it has none)
+        print("moderate: interrupted; run the same command again to start or resume", file=sys.stderr)
+        return exitcodes.EXIT_INTERRUPTED
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt_on_sigterm() -> Callable[[int, FrameType | None], Any] | int | None:
+    """SIGTERM means what Ctrl-C means (exit 130, one line) from the first moment, before the slow
+    imports and the reading of inputs; a run replaces it with its own handler while it sends.
+    Returns the handler to put back (None when called off the main thread, where it cannot be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_interrupt)
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _run(args: argparse.Namespace) -> int:
+    from pipeline.engines.local.app import run_job
+
+    try:
+        config = job_config(args)
+        if args.ray_actors is not None and args.ray_actors < 1:
+            raise ConfigError(f"--ray-actors {args.ray_actors}: must be at least 1")
+    except ConfigError as exc:
+        from pipeline.engines.runlog import RunLog
+
+        RunLog(sys.stderr, fmt=args.log_format or "text").say("error", f"moderate: error: {exc}", exit_code=2)
+        return exitcodes.EXIT_USAGE
+    if args.preflight and (code := _check(args, config)) != exitcodes.EXIT_OK:
+        return code
+    try:
+        if args.engine == "ray":
+            from pipeline.engines.ray.engine import run_on_ray
+
+            return run_on_ray(config, address=args.ray_address, actors=args.ray_actors,
+                              progress=False if args.no_progress else None)
+        from pipeline.core.arrowsetup import configure_arrow
+
+        configure_arrow()
+        return run_job(config, progress=False if args.no_progress else None)
+    except KeyboardInterrupt:  # before the run's own signal handling is in place
+        print("moderate: interrupted while starting; rerun the same command to start or resume", file=sys.stderr)
+        return exitcodes.EXIT_INTERRUPTED
+    except Exception:  # a bug, not a user mistake: show everything and say so
+        import traceback
+
+        traceback.print_exc()
+        print("moderate: internal error (a bug): please report it with the lines above", file=sys.stderr)
+        return exitcodes.EXIT_INTERNAL
+
+
+def _check(args: argparse.Namespace, config: RunConfig | None = None) -> int:
+    from pipeline.call.preflight import run_check
+
+    try:
+        config = config or job_config(args)
+    except ConfigError as exc:
+        print(f"moderate: error: {exc}", file=sys.stderr)
+        return exitcodes.EXIT_USAGE
+    return run_check(config)

@@ -1,0 +1,1 @@
+"""Run configuration: settings from TOML and flags, the rules they must meet, host presets."""

@@ -1,0 +1,64 @@
+"""How a run ended, in words and as an exit code (see `pipeline.core.exitcodes`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.core import exitcodes
+from pipeline.core.records import Status
+from pipeline.engines.runstate import RunResult
+
+__all__ = ["PROBLEM_STATUSES", "exit_code", "outcome_word", "problems", "summary_line"]
+
+#: labels that make a finished run exit 1: the rows are there, but without a usable verdict.
+PROBLEM_STATUSES = (Status.FAILED, Status.INVALID_OUTPUT, Status.TRUNCATED, Status.REJECTED, Status.FILTERED,
+                    Status.INPUT_ERROR)
+
+
+def problems(report: dict) -> int:
+    """Labels of the whole directory (earlier runs included) that are not usable verdicts."""
+    return sum(report["statuses"].get(s.value, 0) for s in PROBLEM_STATUSES)
+
+
+def outcome_word(result: RunResult) -> str:
+    if result.internal_error:
+        return "failed"
+    if result.write_error:
+        return "write_failed"
+    if result.fatal_error:
+        return "aborted"
+    if result.stop_status is Status.BUDGET_EXHAUSTED:
+        return "budget_exhausted"
+    if result.stop_status is Status.INTERRUPTED:
+        return "interrupted"
+    return "finished"
+
+
+def exit_code(result: RunResult, report: dict) -> int:
+    if result.internal_error:
+        return exitcodes.EXIT_INTERNAL
+    if result.write_error:
+        return exitcodes.EXIT_USAGE
+    if result.fatal_error:
+        return exitcodes.EXIT_ENDPOINT
+    if result.stop_status is Status.BUDGET_EXHAUSTED:
+        return exitcodes.EXIT_BUDGET
+    if result.stop_status is Status.INTERRUPTED:
+        return exitcodes.EXIT_INTERRUPTED
+    if result.canaries_wrong:
+        return exitcodes.EXIT_CANARY
+    return exitcodes.EXIT_ROWS_FAILED if problems(report) else exitcodes.EXIT_OK
+
+
+def summary_line(result: RunResult, report: dict, *, policies: int, labels_dir: Path, report_path: Path,
+                 simulated: bool) -> str:
+    s = result.stats
+    elapsed = result.elapsed or 1e-9
+    statuses = " ".join(f"{k}={v}" for k, v in sorted(s.statuses.items()))
+    prefix = "moderate [SIMULATOR]" if simulated else "moderate"
+    seconds = f"{elapsed:.1f}" if elapsed >= 1 else f"{elapsed:.2f}"
+    return (f"{prefix}: {outcome_word(result)}: {s.labels:,} labels ({policies} policies) in {seconds} s "
+            f"({s.labels / elapsed:,.0f} labels/s); {s.billed_calls:,} calls, {s.store_hits:,} from store, "
+            f"{s.duplicates:,} duplicates; this run ${s.spent_usd:.4f}, directory total "
+            f"${report['cost_usd']:.4f}; {statuses or 'no labels'}; shards in {labels_dir}, "
+            f"report in {report_path}")

@@ -1,0 +1,282 @@
+"""The driver of `moderate run --engine ray`: plan the shards, label them on Ray, report.
+
+The driver checks the job as the local engine does (`pipeline.engines.job.open_job`), takes the output
+directory's lock and manifest, and sends every shard not yet complete to the cluster. As each
+shard's summary comes back it lists the shard in the manifest (only the driver writes it). At the
+end it writes the cost report and the HTML report from the billing of every shard's store.
+"""
+
+from __future__ import annotations
+
+import _thread
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TextIO
+
+from pipeline.config.settings import ConfigError, RunConfig
+from pipeline.core import exitcodes
+from pipeline.core.cost import PricingError
+from pipeline.core.records import Status
+from pipeline.core.storage import StorageError
+from pipeline.engines.ending import exit_code, outcome_word, problems, summary_line
+from pipeline.engines.job import Job, UsageError, job_identity, open_job
+from pipeline.engines.progress import Progress
+from pipeline.engines.ray.labeller import ShardSpec, ShardSummary
+from pipeline.engines.ray.ledger import ClusterLedger
+from pipeline.engines.runstate import RunResult, RunStats, new_run_id
+from pipeline.output.outdir import Manifest, OutputDir, OutputDirError, ShardInfo, open_output_dir
+from pipeline.output.resume import open_manifest
+from pipeline.output.store import StoreError
+from pipeline.plan.policies import PolicyError
+from pipeline.quality.nightly import extend_report
+from pipeline.readers import InputError
+from pipeline.report.cost_report import build_report, write_reports
+from pipeline.report.html import write_html_report
+
+__all__ = ["RAY_MISSING", "run_on_ray"]
+
+#: seconds beyond the grace period that actors get, after a signal, to store their answers and report
+STOP_MARGIN_S = 20.0
+
+RAY_MISSING = ("moderate: error: --engine ray needs Ray, which is not installed here: "
+               "pip install '.[ray]' in a checkout (or pip install 'moderate[ray]')")
+
+
+def run_on_ray(config: RunConfig, *, address: str | None = None, actors: int | None = None,
+               stream: TextIO | None = None, progress: bool | None = None) -> int:
+    """Run ``config`` on the Ray cluster at ``address`` (None: a Ray instance on this machine)."""
+    stream = stream if stream is not None else sys.stderr
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        print(RAY_MISSING, file=stream)
+        return exitcodes.EXIT_USAGE
+    try:
+        return _run(config, address=address, actors=actors, stream=stream, progress=progress)
+    except (UsageError, ConfigError, InputError, PolicyError, PricingError, StoreError, StorageError) as exc:
+        print(f"moderate: error: {exc}", file=stream)
+        return exitcodes.EXIT_USAGE
+    except OutputDirError as exc:
+        print(f"moderate: error: {exc}", file=stream)
+        return exitcodes.EXIT_LOCKED if exc.locked else exitcodes.EXIT_USAGE
+
+
+def _refuse_unsupported(config: RunConfig) -> None:
+    """What the cluster engine does not do yet: a one-line refusal rather than a silent difference."""
+    local_only = {"--max-cost": config.max_cost is not None, "--sample": config.sample is not None,
+                  "--canaries": config.canaries is not None, "--log-format json": config.log_format == "json"}
+    if used := [flag for flag, on in local_only.items() if on]:
+        raise UsageError(f"{', '.join(used)}: not available with --engine ray yet (use --engine local)")
+    if config.store:
+        raise UsageError("--store is not used by --engine ray: answers are kept per shard in OUT/results/")
+
+
+def _run(config: RunConfig, *, address: str | None, actors: int | None, stream: TextIO,
+         progress: bool | None) -> int:
+    _refuse_unsupported(config)
+    job = open_job(config)
+    outdir = open_output_dir(config.out, kept=job.inputs.kept_fields)
+    if not outdir.local:
+        raise UsageError(f"{config.out}: --engine ray writes to a folder every node sees (a shared file system), "
+                         "not to an object store")
+    outdir.lock()
+    try:
+        ledger = ClusterLedger(outdir.path)
+        identity = {**job_identity(config, job.inputs, job.plans, job.model), "engine": "ray"}
+        manifest = open_manifest(outdir, identity, shard_rows=config.shard_rows, force=bool(config.force),
+                                 store=ledger)  # type: ignore[arg-type]
+        if manifest.finished:
+            return _nothing_to_do(job, ledger, manifest, outdir, stream)
+        return _label(job, ledger, manifest, outdir, address=address, actors=actors, stream=stream,
+                      progress=progress)
+    finally:
+        outdir.unlock()
+
+
+def _label(job: Job, ledger: ClusterLedger, manifest: Manifest, outdir: OutputDir, *, address: str | None,
+           actors: int | None, stream: TextIO, progress: bool | None) -> int:
+    from pipeline.engines.ray import rayside
+
+    total = job.inputs.total_rows
+    if total is None:  # compressed or remote JSONL/CSV: count once, so shards can be numbered
+        total = sum(len(batch) for batch in job.inputs.batches(batch_size=65536))
+    shards = -(-total // manifest.shard_rows)
+    todo = [k for k in range(shards) if not ((info := manifest.shards.get(k)) and info.complete)]
+    run_id = new_run_id()
+    tally = _Tally()
+    started_at, started = time.time(), time.monotonic()
+    ledger.record_run(_run_row(run_id, manifest.out_id, started_at, "running", tally, 0.0))
+    counts: dict[str, int] = {}
+    skipped = 0  # shards not begun because another stopped the run
+    with rayside.connect(address):
+        limiter = rayside.start_limiter(job.config, run_id)
+        cpus = rayside.cluster_cpus()
+        pool = max(1, actors or cpus)
+        print(f"moderate: ray: {len(todo):,} of {shards:,} shards to label on {min(pool, max(1, len(todo)))} "
+              f"actors ({job.config.concurrency} connections each)", file=stream, flush=True)
+        spec = ShardSpec(job, manifest.out_id, run_id, manifest.shard_rows)
+        left = sum(min(manifest.shard_rows, total - k * manifest.shard_rows) for k in todo) * len(job.plans)
+        bar = Progress(total=left, enabled=progress, stream=stream)  # advances shard by shard
+        stop = _GracefulStop(lambda: limiter.interrupt.remote(), stream=stream,
+                             grace=job.config.grace_seconds)
+        restore = stop.install()
+        try:
+            # more actors than CPUs share them: an actor mostly waits for answers
+            for summary in rayside.label_shards(spec, todo, limiter=limiter, actors=pool,
+                                                cpus_per_actor=min(1.0, cpus / pool)):
+                # after a stop, shards under way still report (their files go into the manifest);
+                # those not begun come back at once, skipped
+                skipped += summary.skipped
+                tally.add(summary)
+                stats = tally.result.stats
+                bar.update(done=stats.labels, tokens=stats.tokens, cost_usd=stats.spent_usd)
+                if summary.shard is not None:
+                    manifest.shards[summary.index] = ShardInfo(**summary.shard)
+                    outdir.write_manifest(manifest)
+            if stop.signalled.is_set():
+                tally.result.stop_status = Status.INTERRUPTED
+        except KeyboardInterrupt:  # the actors stop with the driver; their answers are in their stores
+            tally.result.stop_status = Status.INTERRUPTED
+            print("moderate: interrupted: stopping the actors; run the same command to resume", file=stream,
+                  flush=True)
+        finally:
+            restore()
+            bar.close()
+        counts = rayside.limiter_counts(limiter)
+    result = tally.result
+    result.elapsed = time.monotonic() - started
+    result.input_exhausted = True
+    if result.stop_status is None and all((i := manifest.shards.get(k)) and i.complete for k in range(shards)) \
+            and not (result.fatal_error or result.write_error or result.internal_error):
+        manifest.finished = True
+        manifest.total_rows = total
+        outdir.write_manifest(manifest)
+    # what this run paid, shards left unfinished included (their answers wait in their stores)
+    bills = [b for b in ledger.billing(manifest.out_id) if b["run_id"] == run_id]
+    result.stats.spent_usd = sum(b["cost_usd"] if b.get("charged_usd") is None else b["charged_usd"] for b in bills)
+    outcome = "failed" if tally.error else outcome_word(result)
+    ledger.record_run(_run_row(run_id, manifest.out_id, started_at, outcome, tally, result.elapsed))
+    report = _reports(job, ledger, manifest, outdir)
+    print(summary_line(result, report, policies=len(job.plans), labels_dir=outdir.labels,
+                       report_path=Path(outdir.path) / "cost_report.md", simulated=job.config.provider == "simulator"),
+          file=stream)
+    calls = counts.get("calls", 0)
+    per_1000 = calls / result.stats.labels * 1000 if result.stats.labels else 0.0
+    print(f"moderate: ray: the limiter answered {calls:,} lease calls for {counts.get('used', 0):,} requests "
+          f"({per_1000:.1f} per 1,000 labels)", file=stream)
+    if skipped:
+        print(f"moderate: ray: {skipped:,} shards not begun (the run was stopped); the next run labels them",
+              file=stream)
+    if tally.error:
+        print(f"moderate: error: {tally.error}; answers paid for are kept in {outdir.path / 'results'}",
+              file=stream)
+        return exitcodes.EXIT_USAGE
+    if result.write_error:
+        print(f"moderate: error: {result.write_error}; answers paid for are kept in {outdir.path / 'results'}: "
+              "free some space and run the same command to resume", file=stream)
+    elif result.fatal_error:
+        print(f"moderate: error: the endpoint refused the run: {result.fatal_error}", file=stream)
+    if result.internal_error:
+        print(result.internal_traceback or "", end="", file=stream)
+        print(f"moderate: internal error (a bug) on {result.stats.internal_errors:,} rows, which are marked "
+              f"failed: {result.internal_error}; please report it with the traceback above", file=stream)
+    return exit_code(result, report)
+
+
+class _GracefulStop:
+    """SIGINT or SIGTERM (even where SIGINT was ignored, as for a background job) stops the run the
+    way a local run stops: ``ask`` tells the actors, whose shards under way give their calls in flight
+    the grace period and store every answer before they report. A second signal, or actors still busy
+    `STOP_MARGIN_S` after the grace period, raise KeyboardInterrupt in the driver."""
+
+    def __init__(self, ask: Callable[[], object], *, stream: TextIO, grace: float) -> None:
+        self._ask, self._stream, self._grace = ask, stream, grace
+        self.signalled = threading.Event()
+        self._done = threading.Event()
+
+    def install(self) -> Callable[[], None]:
+        """Take SIGINT and SIGTERM; returns what puts the previous handlers back."""
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        threading.Thread(target=self._stop_actors, name="moderate-stop", daemon=True).start()
+
+        def restore() -> None:
+            self._done.set()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+        return restore
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        if self.signalled.is_set():
+            raise KeyboardInterrupt
+        self.signalled.set()  # Ray is not called from a signal handler: the thread below does it
+
+    def _stop_actors(self) -> None:
+        while not self.signalled.wait(0.5):
+            if self._done.is_set():
+                return
+        if self._done.is_set():
+            return
+        self._ask()
+        print(f"moderate: interrupted: the actors finish their calls in flight (up to {self._grace:.0f} s) and "
+              "keep every answer; run the same command to resume (a second signal stops at once)",
+              file=self._stream, flush=True)
+        if not self._done.wait(self._grace + STOP_MARGIN_S):
+            _thread.interrupt_main(signal.SIGTERM)  # the handler, signalled already, raises KeyboardInterrupt
+
+
+class _Tally:
+    """The run's result, added up from the shards' summaries."""
+
+    def __init__(self) -> None:
+        self.result = RunResult(RunStats(), 0.0, 0, None)
+        #: the first user-facing error a shard met
+        self.error: str | None = None
+
+    def add(self, s: ShardSummary) -> None:
+        stats, result = self.result.stats, self.result
+        for name in ("labels", "sent", "store_hits", "duplicates", "billed_calls", "tokens", "spent_usd",
+                     "internal_errors"):
+            setattr(stats, name, getattr(stats, name) + getattr(s, name))
+        for status, n in s.statuses.items():
+            stats.statuses[Status(status)] += n
+        for policy, violation, n in s.violations:
+            stats.violations[(policy, violation)] += n
+        result.rows_read += s.rows_read
+        self.error = self.error or s.error
+        if s.stop_status is not None and result.stop_status is None:
+            result.stop_status = Status(s.stop_status)
+        result.fatal_error = result.fatal_error or s.fatal_error
+        result.write_error = result.write_error or s.write_error
+        if result.internal_error is None and s.internal_error is not None:
+            result.internal_error, result.internal_traceback = s.internal_error, s.internal_traceback
+
+
+def _run_row(run_id: str, out_id: str, started_at: float, outcome: str, tally: _Tally, elapsed: float) -> dict:
+    s = tally.result.stats
+    return {"run_id": run_id, "out_id": out_id, "started_at": started_at, "ended_at": time.time(),
+            "outcome": outcome, "labels": s.labels, "sent": s.sent, "store_hits": s.store_hits,
+            "duplicates": s.duplicates, "elapsed_s": round(elapsed, 3)}
+
+
+def _reports(job: Job, ledger: ClusterLedger, manifest: Manifest, outdir: OutputDir) -> dict:
+    config = job.config
+    report = build_report(billing=ledger.billing(manifest.out_id), runs=ledger.runs(manifest.out_id),
+                          labels_dir=outdir.labels, pricing=job.pricing, provider=config.provider, model=job.model)
+    extend_report(report, out=outdir.path, manifest=manifest, config=config, rates=None)  # no drift history
+    write_reports(report, outdir.path)
+    write_html_report(outdir.path, text_column=config.text_column, id_column=config.id_column)
+    return report
+
+
+def _nothing_to_do(job: Job, ledger: ClusterLedger, manifest: Manifest, outdir: OutputDir, stream: TextIO) -> int:
+    report = _reports(job, ledger, manifest, outdir)
+    bad = problems(report)
+    print(f"moderate: nothing to do: {outdir.path} is complete ({manifest.total_rows} rows"
+          + (f", {bad} labels not ok: --force retries them, cached answers are reused" if bad else "")
+          + f"); report in {outdir.path / 'cost_report.md'}", file=stream)
+    return exitcodes.EXIT_ROWS_FAILED if bad else exitcodes.EXIT_OK

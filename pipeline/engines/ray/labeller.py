@@ -1,0 +1,162 @@
+"""Labels whole shards in one worker process, with the local engine's `Run` (no Ray here).
+
+A `ShardLabeller` lives as long as its process: one event loop, one connection pool (the
+endpoint's), one throttle. For each shard it runs the local engine's `Run` over input rows
+[k*R, (k+1)*R), with the shard's own result store (`pipeline.engines.ray.ledger`), and writes the
+shard file atomically as the local engine does. The driver gets a `ShardSummary` and lists the
+shard in the manifest; only the driver writes the manifest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+from pipeline.call.endpoints import open_endpoint
+from pipeline.core.records import Status
+from pipeline.engines.job import Job, build_run
+from pipeline.engines.local.runner import Run
+from pipeline.engines.ray.ledger import shard_store_path
+from pipeline.engines.ray.throttle import Lease, LeasedThrottle
+from pipeline.engines.runlog import RunLog
+from pipeline.engines.runstate import RunResult
+from pipeline.output.outdir import Manifest, open_output_dir
+from pipeline.output.store import ResultStore, StoreError
+from pipeline.readers import InputError
+
+__all__ = ["ShardLabeller", "ShardSpec", "ShardSummary"]
+
+#: how often a shard under way asks whether the driver was signalled
+INTERRUPT_POLL_S = 0.25
+
+
+@dataclass(slots=True)
+class ShardSpec:
+    """What every worker process needs to label any shard of the run (sent to each once)."""
+
+    job: Job
+    out_id: str
+    run_id: str
+    shard_rows: int
+
+
+@dataclass(slots=True)
+class ShardSummary:
+    """What labelling one shard came to (plain values: it travels back to the driver)."""
+
+    index: int
+    #: the shard's manifest entry (ShardInfo's fields) once its file is written, else None
+    shard: dict | None
+    rows_read: int
+    labels: int = 0
+    sent: int = 0
+    store_hits: int = 0
+    duplicates: int = 0
+    billed_calls: int = 0
+    tokens: int = 0
+    spent_usd: float = 0.0
+    statuses: dict[str, int] = field(default_factory=dict)
+    #: [policy, violation, count]
+    violations: list[list] = field(default_factory=list)
+    internal_errors: int = 0
+    stop_status: str | None = None
+    fatal_error: str | None = None
+    write_error: str | None = None
+    internal_error: str | None = None
+    internal_traceback: str | None = None
+    #: a user's mistake met while labelling (an input gone or unreadable, a store that cannot be written)
+    error: str | None = None
+    elapsed: float = 0.0
+    #: not begun: another shard had stopped the run
+    skipped: bool = False
+
+    @property
+    def stops_the_run(self) -> str | None:
+        """Why no other shard should begin: a refusal of the whole run, a failed write, a user's mistake."""
+        return self.fatal_error or self.write_error or self.error
+
+
+class ShardLabeller:
+    def __init__(self, spec: ShardSpec, lease: Lease | None, *, halted: Callable[[], str | None] | None = None,
+                 halt: Callable[[str], None] | None = None, interrupted: Callable[[], bool] | None = None) -> None:
+        """``lease`` reaches the shared limiter; None: this process applies the limits alone.
+
+        ``halted`` says whether a shard stopped the run (then no other begins); ``halt`` says so.
+        ``interrupted`` says whether the driver was signalled: a shard under way then stops as a
+        signalled local run does (calls in flight get the grace period, every answer is stored).
+        """
+        self.spec = spec
+        self._halted, self._halt, self._interrupted = halted, halt, interrupted
+        config = spec.job.config
+        self.loop = asyncio.new_event_loop()
+        self._stack = contextlib.AsyncExitStack()
+        self.endpoint = self.loop.run_until_complete(open_endpoint(
+            self._stack, config, api_key=spec.job.api_key, transport=None, stream=sys.stderr))
+        self.leased = LeasedThrottle(lease, chunk=max(1, config.concurrency)) if lease is not None else None
+
+    def label(self, index: int) -> ShardSummary:
+        if self._halted is not None and self._halted():
+            return ShardSummary(index, None, 0, skipped=True)
+        summary = self._label(index)
+        if self._halt is not None and (reason := summary.stops_the_run):
+            self._halt(reason)
+        return summary
+
+    def _label(self, index: int) -> ShardSummary:
+        spec, job = self.spec, self.spec.job
+        first, end = index * spec.shard_rows, (index + 1) * spec.shard_rows
+        inputs = copy.copy(job.inputs)  # the same files, read up to the shard's end
+        inputs.limit = end if job.inputs.limit is None else min(job.inputs.limit, end)
+        store = ResultStore(shard_store_path(job.config.out, index))
+        manifest = Manifest(spec.out_id, {}, spec.shard_rows)
+        outdir = open_output_dir(job.config.out, kept=job.inputs.kept_fields)
+        run = build_run(job.config, inputs=inputs, plans=job.plans, endpoint=self.endpoint, store=store,
+                        outdir=outdir, manifest=manifest, pricing=job.pricing, api_key=job.api_key,
+                        model=job.model, log=RunLog(sys.stderr, secret=job.api_key), progress=None,
+                        control=self.leased, run_id=spec.run_id, first_row=first, manifest_file=False)
+        try:
+            result = self.loop.run_until_complete(self._execute(run))
+        except (InputError, StoreError) as exc:
+            return ShardSummary(index, None, 0, error=str(exc))
+        finally:
+            store.close()
+            if self.leased is not None:
+                self.loop.run_until_complete(self.leased.close())
+        info = manifest.shards.get(index)
+        return summarise(index, result, None if info is None else asdict(info), first)
+
+    async def _execute(self, run: Run) -> RunResult:
+        watcher = asyncio.create_task(self._watch(run)) if self._interrupted is not None else None
+        try:
+            return await run.execute()
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+                await asyncio.gather(watcher, return_exceptions=True)
+
+    async def _watch(self, run: Run) -> None:
+        """Stop ``run`` once the driver was signalled (asked in a thread: the limiter is another process)."""
+        while not await asyncio.to_thread(self._interrupted):  # type: ignore[arg-type]
+            await asyncio.sleep(INTERRUPT_POLL_S)
+        run.request_stop(Status.INTERRUPTED)
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self._stack.aclose())
+        self.loop.close()
+
+
+def summarise(index: int, result: RunResult, shard: dict | None, first_row: int) -> ShardSummary:
+    s = result.stats
+    return ShardSummary(
+        index=index, shard=shard, rows_read=max(0, result.rows_read - first_row), labels=s.labels, sent=s.sent,
+        store_hits=s.store_hits, duplicates=s.duplicates, billed_calls=s.billed_calls, tokens=s.tokens,
+        spent_usd=s.spent_usd, statuses={str(k): v for k, v in s.statuses.items()},
+        violations=[[policy, violation, n] for (policy, violation), n in s.violations.items()],
+        internal_errors=s.internal_errors, stop_status=None if result.stop_status is None else str(result.stop_status),
+        fatal_error=result.fatal_error, write_error=result.write_error, internal_error=result.internal_error,
+        internal_traceback=result.internal_traceback, elapsed=result.elapsed,
+    )

@@ -1,0 +1,137 @@
+"""Everything that imports Ray: the connection, the limiter actor, the labelling dataset.
+
+The shards left to label become a Ray dataset of shard numbers; `map_batches` hands them, one at a
+time, to a pool of `ShardLabeller` actors (each with its own event loop and connection pool), and
+the driver streams their `ShardSummary` back. The limiter is one named actor per run wrapping a
+`SharedLimiter`; it needs no CPU and answers one lease call at a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import asdict
+from typing import Any
+
+import orjson
+import ray
+import ray.data
+
+from pipeline.config.settings import RunConfig
+from pipeline.engines.ray.labeller import ShardLabeller, ShardSpec, ShardSummary
+from pipeline.engines.ray.leases import Grant, LeaseRequest, SharedLimiter
+from pipeline.engines.ray.watchdog import start_watchdog
+
+__all__ = ["NAMESPACE", "cluster_cpus", "connect", "label_shards", "limiter_counts", "start_limiter"]
+
+NAMESPACE = "moderate"
+
+
+@contextlib.contextmanager
+def connect(address: str | None) -> Iterator[None]:
+    """Connect to the cluster at ``address`` (None: start a Ray instance on this machine), unless
+    this process is connected already; disconnect at the end if this call connected."""
+    if ray.is_initialized():
+        yield
+        return
+    options: dict[str, Any] = {"namespace": NAMESPACE, "logging_level": logging.WARNING}
+    own = address is None and not os.environ.get("RAY_ADDRESS")  # a new Ray instance on this machine
+    if own:
+        options["include_dashboard"] = False
+    # Ray's agents outlive a driver killed with SIGKILL by minutes: the watchdog ends them
+    done = start_watchdog() if own else None
+    try:
+        ray.init(address=address, **options)
+        logging.getLogger("ray.data").setLevel(logging.WARNING)  # one line per dataset step otherwise
+        yield
+    finally:
+        ray.shutdown()  # on every way out: the end, an error, a signal
+        if done is not None:
+            done()
+
+
+def cluster_cpus() -> int:
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
+@ray.remote(num_cpus=0)
+class LimiterActor:
+    """The run's one `SharedLimiter`, on the clock of the machine it lives on."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        self._limiter = SharedLimiter(now=time.monotonic(), **settings)
+
+    def lease(self, request: LeaseRequest) -> Grant:
+        return self._limiter.lease(request, now=time.monotonic())
+
+    def halt(self, reason: str) -> None:
+        self._limiter.halt(reason)
+
+    def halted(self) -> str | None:
+        return self._limiter.halted
+
+    def interrupt(self) -> None:
+        self._limiter.interrupt()
+
+    def interrupted(self) -> bool:
+        return self._limiter.interrupted
+
+    def counts(self) -> dict[str, int]:
+        limiter = self._limiter
+        return {"calls": limiter.calls, "used": limiter.granted - limiter.returned, "reported": limiter.reported}
+
+
+def start_limiter(config: RunConfig, run_id: str) -> Any:
+    """The run's limiter actor (named ``limiter-<run id>`` in namespace ``moderate``)."""
+    settings = {"rpm": config.rpm or None, "tpm": config.tpm or None, "adaptive": config.adaptive,
+                "max_retry_after": config.max_retry_after}
+    return LimiterActor.options(name=f"limiter-{run_id}", namespace=NAMESPACE).remote(settings)
+
+
+def limiter_counts(limiter: Any) -> dict[str, int]:
+    return ray.get(limiter.counts.remote())
+
+
+class _RayLabeller:
+    """A `map_batches` actor: a `ShardLabeller` leasing capacity from the named limiter."""
+
+    def __init__(self, spec: ShardSpec, limiter_name: str) -> None:
+        handle = ray.get_actor(limiter_name, namespace=NAMESPACE)
+
+        async def lease(request: LeaseRequest) -> Grant:
+            return await handle.lease.remote(request)
+
+        self._labeller = ShardLabeller(spec, lease, halted=lambda: ray.get(handle.halted.remote()),
+                                       halt=lambda reason: ray.get(handle.halt.remote(reason)),
+                                       interrupted=lambda: ray.get(handle.interrupted.remote()))
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
+        summaries = [self._labeller.label(int(index)) for index in batch["shard"]]
+        return {"summary": [orjson.dumps(asdict(s)).decode() for s in summaries]}
+
+    def __del__(self) -> None:  # the pool is done with this actor: close its connections
+        with contextlib.suppress(Exception):
+            self._labeller.close()
+
+
+def label_shards(spec: ShardSpec, shards: list[int], *, limiter: Any, actors: int,
+                 cpus_per_actor: float = 1.0) -> Iterator[ShardSummary]:
+    """Label ``shards`` on a pool of ``actors``; yields each shard's summary as it is done."""
+    if not shards:
+        return
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.enable_operator_progress_bars = False
+    context.execution_options.preserve_order = False
+    ray.get(limiter.counts.remote())  # the limiter is up before the workers look it up by name
+    name = f"limiter-{spec.run_id}"
+    dataset = ray.data.from_items([{"shard": k} for k in shards], override_num_blocks=len(shards))
+    labelled = dataset.map_batches(
+        _RayLabeller, fn_constructor_kwargs={"spec": spec, "limiter_name": name}, batch_size=1,
+        compute=ray.data.ActorPoolStrategy(size=max(1, min(actors, len(shards)))), num_cpus=cpus_per_actor)
+    for batch in labelled.iter_batches(batch_size=None, batch_format="numpy"):
+        for raw in batch["summary"]:
+            yield ShardSummary(**orjson.loads(str(raw)))

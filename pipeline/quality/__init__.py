@@ -1,0 +1,1 @@
+"""Quality guards around a run: sampling, canaries and drift of violation rates."""

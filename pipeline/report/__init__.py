@@ -1,0 +1,1 @@
+"""Reports of a finished output directory: the cost report and report.html."""

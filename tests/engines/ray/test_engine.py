@@ -1,0 +1,267 @@
+"""`moderate run --engine ray` on a local Ray instance (2 CPUs) against the simulator over loopback."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+from support import SimulatorProcess, make_config, moderate_command, write_config, write_jsonl
+
+from pipeline.core import exitcodes
+from pipeline.engines.local.app import run_job
+from pipeline.engines.ray import engine
+from pipeline.engines.ray.engine import run_on_ray
+
+#: every column that says what the answer was and where it belongs (not when or by which run)
+SAME = ["id", "policy", "violation", "status", "category", "rule_ids", "confidence", "rationale", "error",
+        "model", "policy_version", "reasoning_effort", "output_format", "prompt_tokens", "completion_tokens",
+        "cost_usd", "attempts", "fingerprint", "row_number", "input_file"]
+
+
+def _input(tmp_path: Path, rows: int) -> Path:
+    words = ["free money click here", "lovely weather", "buy now", "you people are vermin", "limited offer", ""]
+    return write_jsonl(tmp_path / "in.jsonl",
+                       [{"id": f"r{i:04d}", "text": f"{words[i % 6]} number {i}" if i % 6 else ""}
+                        for i in range(rows)])
+
+
+def _labels(out: Path) -> pl.DataFrame:
+    return pl.read_parquet(sorted((out / "labels").glob("part-*.parquet"))).sort("row_number", "policy")
+
+
+def test_without_ray_the_engine_says_how_to_get_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
+    stream = io.StringIO()
+    config = make_config(tmp_path, [_input(tmp_path, 5)])
+    assert run_on_ray(config, stream=stream) == exitcodes.EXIT_USAGE
+    assert stream.getvalue() == engine.RAY_MISSING + "\n"
+    assert "pip install '.[ray]'" in stream.getvalue()
+
+
+@pytest.mark.slow
+def test_labels_are_those_of_the_local_engine(tmp_path: Path, ray_cluster: str) -> None:
+    data = _input(tmp_path, 240)
+    with SimulatorProcess("--latency-ms", "5") as sim:
+        local = make_config(tmp_path, [data], out=str(tmp_path / "local"), base_url=sim.base_url, shard_rows=50)
+        assert run_job(local, stream=io.StringIO(), progress=False) == exitcodes.EXIT_OK
+        on_ray = make_config(tmp_path, [data], out=str(tmp_path / "ray"), base_url=sim.base_url, shard_rows=50)
+        stream = io.StringIO()
+        assert run_on_ray(on_ray, actors=2, stream=stream) == exitcodes.EXIT_OK, stream.getvalue()
+
+    local_labels, ray_labels = _labels(tmp_path / "local"), _labels(tmp_path / "ray")
+    assert ray_labels.height == 240 * 2
+    assert ray_labels.select(SAME).equals(local_labels.select(SAME))
+    assert ray_labels.schema == local_labels.schema
+    names = sorted(p.name for p in (tmp_path / "ray" / "labels").glob("*.parquet"))
+    assert names == sorted(p.name for p in (tmp_path / "local" / "labels").glob("*.parquet"))
+    assert len(names) == 5
+    import orjson
+
+    local_report = orjson.loads((tmp_path / "local" / "cost_report.json").read_bytes())
+    ray_report = orjson.loads((tmp_path / "ray" / "cost_report.json").read_bytes())
+    for key in ("requests", "prompt_tokens", "completion_tokens", "cost_usd", "statuses", "labels"):
+        assert ray_report[key] == local_report[key], key
+    assert (tmp_path / "ray" / "report.html").exists()
+    # a second run finds the directory complete
+    stream = io.StringIO()
+    assert run_on_ray(on_ray, actors=2, stream=stream) == exitcodes.EXIT_OK
+    assert "nothing to do" in stream.getvalue()
+
+
+class _Sampler:
+    """The simulator's request counter, read every 50 ms while a run goes on."""
+
+    def __init__(self, sim: SimulatorProcess) -> None:
+        self.sim, self.samples = sim, []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.05):
+            self.samples.append((time.monotonic(), self.sim.stats()["requests"]))
+
+    def __enter__(self) -> _Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@pytest.mark.slow
+def test_the_configured_rpm_holds_across_two_actors(tmp_path: Path, ray_cluster: str) -> None:
+    # 20 a second at 1 s each: about 20 in flight, more than one actor's 16 connections; each actor
+    # alone could send 16 a second, so two without a shared limit would pass the limit
+    rpm, concurrency = 1200, 16
+    data = _input(tmp_path, 240)  # 200 requests (every sixth text is empty)
+    with SimulatorProcess("--latency-ms", "1000", "--rpm", str(rpm)) as sim:
+        config = make_config(tmp_path, [data], out=str(tmp_path / "ray"), base_url=sim.base_url, shard_rows=60,
+                             policies=["spam"], rpm=rpm, concurrency=concurrency,
+                             request_timeout=60.0)  # about the rate, not timeouts: Ray's start-up loads the box
+        stream = io.StringIO()
+        with _Sampler(sim) as sampler:
+            code = run_on_ray(config, actors=2, stream=stream)
+        stats = sim.stats()
+    assert code == exitcodes.EXIT_OK, stream.getvalue()
+    # 200 texts; a request retried after a client-side timeout on a loaded machine would be sent twice
+    assert 200 <= stats["requests"] <= 200 + concurrency
+    assert stats["rate_limited"] == 0  # the simulator's own 1200/min bucket never refused one
+    assert stats["max_in_flight"] > concurrency  # both actors were sending at once
+    busy = [(t, n) for t, n in sampler.samples if 0 < n < 200]
+    (t0, n0), (t1, n1) = busy[0], busy[-1]
+    assert (n1 - n0) / (t1 - t0) <= rpm / 60 * 1.05  # measured over the run, between first and last request
+
+
+def _stop_when_billed(sim: SimulatorProcess, command: list[str], billed: int, sig: signal.Signals) -> int:
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None and sim.stats()["billed"] < billed:
+        time.sleep(0.02)
+    assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+    proc.send_signal(sig)
+    code = proc.wait(timeout=30)
+    time.sleep(1.0)  # Ray ends the driver's actors; calls they had in flight may still land
+    return code
+
+
+@pytest.mark.slow
+def test_a_driver_stopped_then_killed_midway_resumes_without_paying_twice(tmp_path: Path, ray_cluster: str) -> None:
+    rows, concurrency, actors = 400, 4, 2
+    data = write_jsonl(tmp_path / "in.jsonl",
+                       [{"id": f"r{i:04d}", "text": f"buy now number {i}"} for i in range(rows)])
+    with SimulatorProcess("--latency-ms", "20", "--jitter-ms", "10") as sim:
+        config = write_config(tmp_path / "run.toml", inputs=[data], out=tmp_path / "out", base_url=sim.base_url,
+                              concurrency=concurrency, shard_rows=100)
+        command = moderate_command(config, "--engine", "ray", "--ray-address", ray_cluster, "--ray-actors",
+                                   str(actors))
+        assert _stop_when_billed(sim, command, 100, signal.SIGTERM) == exitcodes.EXIT_INTERRUPTED
+        assert _stop_when_billed(sim, command, 250, signal.SIGKILL) == -signal.SIGKILL
+        final = subprocess.run(command, capture_output=True, text=True, timeout=180)
+        billed = sim.stats()["billed"]
+    assert final.returncode == 0, final.stderr
+    assert "Traceback" not in final.stderr
+    labels = _labels(tmp_path / "out")
+    assert labels.height == rows and labels["id"].n_unique() == rows
+    assert set(labels["status"]) == {"ok"}
+    # paid twice: only answers lost with the actors at each stop, each actor holding at most
+    # `concurrency` calls in flight and the answers of the last milliseconds not yet committed
+    assert billed - rows <= 2 * 2 * actors * concurrency
+    assert labels.filter(pl.col("source") == "store").height >= 150  # answers kept by the stopped runs
+    import orjson
+
+    runs = orjson.loads((tmp_path / "out" / "runs.json").read_bytes())
+    assert [r["outcome"] for r in runs] == ["interrupted", "killed", "finished"]
+
+
+@pytest.mark.slow
+def test_a_stop_on_one_shard_begins_no_other_and_the_summary_counts_what_the_shards_hold(
+        tmp_path: Path, ray_cluster: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a daily cap of 45 requests over 8 shards of 30 rows: the shard that meets it stops the run
+    monkeypatch.setenv("MODERATION_API_KEY", "sk-or-test-0123456789")
+    data = write_jsonl(tmp_path / "in.jsonl", [{"id": f"r{i:04d}", "text": f"buy now number {i}"} for i in range(240)])
+    with SimulatorProcess("--profile", "openrouter", "--rpd", "45", "--latency-ms", "20") as sim:
+        config = make_config(tmp_path, [data], out=str(tmp_path / "ray"), base_url=sim.base_url, shard_rows=30,
+                             provider="openrouter", policies=["spam"], concurrency=4)
+        stream = io.StringIO()
+        code = run_on_ray(config, actors=2, stream=stream)
+        requests = sim.stats()["requests"]
+    out = stream.getvalue()
+    assert code == exitcodes.EXIT_ENDPOINT, out
+    assert "free-models-per-day" in out
+    assert requests < 45 + 2 * 4 * 2  # shards begun after the stop would each have met the cap again
+    import orjson
+
+    manifest = orjson.loads((tmp_path / "ray" / "manifest.json").read_bytes())
+    listed = sorted(info["file"] for info in manifest["shards"].values())
+    on_disk = sorted(f"labels/{p.name}" for p in (tmp_path / "ray" / "labels").glob("part-*.parquet"))
+    assert listed == on_disk  # every shard written is in the manifest
+    labels = _labels(tmp_path / "ray")
+    counts = dict(labels.group_by("status").len().iter_rows())
+    summary = next(line for line in out.splitlines() if ": aborted: " in line)
+    assert f"aborted={counts['aborted']}" in summary and f"ok={counts['ok']}" in summary, (summary, counts)
+    assert counts["ok"] == 45
+
+
+def test_what_the_cluster_engine_does_not_do_yet_is_refused_in_one_line(tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    data = _input(tmp_path, 5)
+    for overrides, words in (({"max_cost": 1.0}, "--max-cost"), ({"sample": 0.5}, "--sample"),
+                             ({"store": str(tmp_path / "s.sqlite")}, "--store")):
+        stream = io.StringIO()
+        config = make_config(tmp_path, [data], **overrides)
+        assert run_on_ray(config, stream=stream) == exitcodes.EXIT_USAGE
+        assert stream.getvalue().count("\n") == 1 and words in stream.getvalue()
+    assert not (tmp_path / "out").exists()  # refused before the output directory is touched
+
+
+def _billed_in_stores(out: Path) -> int:
+    import sqlite3
+
+    total = 0
+    for path in (out / "results").glob("*.sqlite"):
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            total += db.execute("SELECT COALESCE(SUM(requests), 0) FROM billing").fetchone()[0]
+    return total
+
+
+@pytest.mark.slow
+def test_a_sigterm_of_the_driver_keeps_every_paid_answer_and_the_rerun_pays_for_none_again(
+        tmp_path: Path, ray_cluster: str) -> None:
+    rows, concurrency, actors = 1000, 8, 2
+    data = write_jsonl(tmp_path / "in.jsonl",
+                       [{"id": f"r{i:04d}", "text": f"buy now number {i}"} for i in range(rows)])
+    with SimulatorProcess("--latency-ms", "50", "--jitter-ms", "20") as sim:
+        config = write_config(tmp_path / "run.toml", inputs=[data], out=tmp_path / "out", base_url=sim.base_url,
+                              concurrency=concurrency, shard_rows=100)
+        command = moderate_command(config, "--engine", "ray", "--ray-address", ray_cluster, "--ray-actors",
+                                   str(actors))
+        assert _stop_when_billed(sim, command, 200, signal.SIGTERM) == exitcodes.EXIT_INTERRUPTED
+        billed = sim.stats()["billed"]
+        assert _billed_in_stores(tmp_path / "out") == billed  # calls in flight were waited for and stored
+        final = subprocess.run(command, capture_output=True, text=True, timeout=180)
+        assert final.returncode == 0, final.stderr
+        assert sim.stats()["billed"] == rows  # nothing paid twice
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_driver_killed_with_sigkill_leaves_none_of_its_own_rays_processes_running(tmp_path: Path) -> None:
+    from pipeline.engines.ray.watchdog import _stat, descendants
+
+    data = write_jsonl(tmp_path / "in.jsonl", [{"id": f"r{i:04d}", "text": f"buy now {i}"} for i in range(2000)])
+    with SimulatorProcess("--latency-ms", "20") as sim:
+        config = write_config(tmp_path / "run.toml", inputs=[data], out=tmp_path / "out", base_url=sim.base_url,
+                              shard_rows=100)
+        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # the driver starts its own Ray
+        driver = subprocess.Popen(moderate_command(config, "--engine", "ray", "--ray-actors", "2"),
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        seen: set[tuple[int, int]] = set()
+        deadline = time.monotonic() + 120
+        while driver.poll() is None and sim.stats()["billed"] < 50 and time.monotonic() < deadline:
+            seen |= descendants(driver.pid)
+            time.sleep(0.2)
+        seen |= descendants(driver.pid)
+        assert driver.poll() is None and len(seen) > 5  # Ray's processes and the actors are up
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(timeout=10)
+
+        def running() -> list[int]:
+            return [pid for pid, started in seen if (stat := _stat(pid)) is not None and stat[1] == started]
+
+        until = time.monotonic() + 10  # Ray's agents alone used to linger a minute or two
+        while running() and time.monotonic() < until:
+            time.sleep(0.2)
+        left = running()
+        for pid in left:
+            os.kill(pid, signal.SIGKILL)
+    assert left == []

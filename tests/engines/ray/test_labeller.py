@@ -1,0 +1,124 @@
+"""ShardLabeller without Ray: one shard with the local Run, leasing from a SharedLimiter in-process."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+from support import SimulatorProcess, make_config, write_jsonl
+
+from pipeline.engines.job import open_job
+from pipeline.engines.ray.labeller import ShardLabeller, ShardSpec
+from pipeline.engines.ray.leases import Grant, LeaseRequest, SharedLimiter
+from pipeline.engines.ray.ledger import ClusterLedger, shard_store_path
+
+
+@pytest.mark.slow
+def test_a_shard_is_labelled_once_and_then_served_from_its_store(tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "in.jsonl", [{"id": f"r{i}", "text": f"buy now {i}"} for i in range(130)])
+    limiter = SharedLimiter(rpm=None, tpm=None, now=time.monotonic())
+
+    async def lease(request: LeaseRequest) -> Grant:
+        return limiter.lease(request, now=time.monotonic())
+
+    with SimulatorProcess() as sim:
+        config = make_config(tmp_path, [data], base_url=sim.base_url, policies=["spam"], shard_rows=50)
+        job = open_job(config)
+        first = ShardLabeller(ShardSpec(job, "out1", "run1", 50), lease)
+        try:
+            summary = first.label(1)
+        finally:
+            first.close()
+        billed = sim.stats()["billed"]
+        again = ShardLabeller(ShardSpec(job, "out1", "run2", 50), lease)
+        try:
+            repeat = again.label(1)
+            last = again.label(2)  # the input's last, shorter shard
+        finally:
+            again.close()
+        billed_after = sim.stats()["billed"]
+
+    assert (summary.index, summary.rows_read, summary.labels, summary.sent) == (1, 50, 50, 50)
+    assert summary.shard is not None and summary.shard["file"] == "labels/part-00001.parquet"
+    assert billed == 50
+    assert (repeat.sent, repeat.store_hits) == (0, 50)
+    assert (last.rows_read, last.sent) == (30, 30) and billed_after == 80
+    labels = pl.read_parquet(tmp_path / "out" / "labels" / "part-00001.parquet")
+    assert labels["row_number"].to_list() == list(range(50, 100))
+    assert labels["id"].to_list() == [f"r{i}" for i in range(50, 100)]
+    assert set(labels["source"]) == {"store"}
+    assert shard_store_path(config.out, 1).exists() and not (tmp_path / "out" / "manifest.json").exists()
+    assert limiter.calls >= 1 and limiter.granted - limiter.returned == 80
+    assert sum(b["requests"] for b in ClusterLedger(config.out).billing("out1")) == 80
+
+
+def test_an_input_gone_before_its_shard_is_read_is_a_one_line_error(tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "in.jsonl", [{"id": f"r{i}", "text": f"buy now {i}"} for i in range(30)])
+    config = make_config(tmp_path, [data], base_url="http://127.0.0.1:9/v1", policies=["spam"], shard_rows=10)
+    job = open_job(config)
+    data.unlink()  # after the driver checked it, before an actor reads it
+    labeller = ShardLabeller(ShardSpec(job, "out1", "run1", 10), None)
+    try:
+        summary = labeller.label(2)
+    finally:
+        labeller.close()
+    assert summary.shard is None and summary.sent == 0
+    assert summary.error is not None and str(data) in summary.error and "\n" not in summary.error
+
+
+def test_a_shard_is_not_begun_once_another_stopped_the_run(tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "in.jsonl", [{"id": f"r{i}", "text": f"buy now {i}"} for i in range(30)])
+    config = make_config(tmp_path, [data], base_url="http://127.0.0.1:9/v1", policies=["spam"], shard_rows=10)
+    labeller = ShardLabeller(ShardSpec(open_job(config), "out1", "run1", 10), None,
+                             halted=lambda: "HTTP 401: bad key")
+    try:
+        summary = labeller.label(1)
+    finally:
+        labeller.close()
+    assert summary.skipped and summary.shard is None and (summary.rows_read, summary.sent) == (0, 0)
+    assert summary.stops_the_run is None  # it says nothing of its own
+    assert not (tmp_path / "out" / "labels").exists() and not shard_store_path(config.out, 1).exists()
+
+
+def test_a_shard_that_stops_the_run_says_so_to_the_others(tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "in.jsonl", [{"id": f"r{i}", "text": f"buy now {i}"} for i in range(30)])
+    config = make_config(tmp_path, [data], base_url="http://127.0.0.1:9/v1", policies=["spam"], shard_rows=10)
+    job = open_job(config)
+    data.unlink()  # the shard meets a one-line error: no other shard should begin
+    said: list[str] = []
+    labeller = ShardLabeller(ShardSpec(job, "out1", "run1", 10), None, halted=lambda: None, halt=said.append)
+    try:
+        summary = labeller.label(0)
+    finally:
+        labeller.close()
+    assert summary.error is not None and said == [summary.error]
+
+
+@pytest.mark.slow
+def test_a_shard_under_way_stops_when_the_driver_is_signalled_and_stores_every_answer_paid(tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "in.jsonl", [{"id": f"r{i}", "text": f"buy now {i}"} for i in range(400)])
+    limiter = SharedLimiter(rpm=None, tpm=None, now=time.monotonic())
+
+    async def lease(request: LeaseRequest) -> Grant:
+        return limiter.lease(request, now=time.monotonic())
+
+    with SimulatorProcess("--latency-ms", "100") as sim:
+        def signalled() -> bool:  # the driver is signalled once 40 answers were paid for
+            if sim.stats()["billed"] >= 40:
+                limiter.interrupt()
+            return limiter.interrupted
+
+        config = make_config(tmp_path, [data], base_url=sim.base_url, policies=["spam"], shard_rows=400,
+                             concurrency=16)
+        labeller = ShardLabeller(ShardSpec(open_job(config), "out1", "run1", 400), lease, interrupted=signalled)
+        try:
+            summary = labeller.label(0)
+        finally:
+            labeller.close()
+        billed = sim.stats()["billed"]
+
+    assert summary.stop_status == "interrupted" and 40 <= billed < 400
+    stored = sum(b["requests"] for b in ClusterLedger(config.out).billing("out1"))
+    assert stored == billed  # calls in flight at the signal were waited for and stored
