@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from pipeline.core.errors import UserError
 from pipeline.readers import open_inputs
 
 BOOTSTRAP = 1000
@@ -22,7 +23,7 @@ _TRUE = frozenset({"1", "true", "t", "yes", "y", "1.0"})
 _FALSE = frozenset({"0", "false", "f", "no", "n", "0.0"})
 
 
-class EvalError(Exception):
+class EvalError(UserError):
     """A one-line user mistake (no labels, unknown policy)."""
 
 

@@ -20,6 +20,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.core.errors import UserError
 from pipeline.core.labels import COLUMN_NAMES
 from pipeline.core.records import UNSENT_STATUSES, OutputFormat, Policy
 from pipeline.plan.policies import PolicyError, load_policy
@@ -29,7 +30,7 @@ from pipeline.readers import InputError, open_inputs
 _CONFIDENCE_WEIGHT = {"low": 2.0, "medium": 1.0}
 
 
-class ExportError(Exception):
+class ExportError(UserError):
     """A one-line user mistake: not a finished run, a changed input or policy."""
 
 

@@ -22,7 +22,7 @@ _PROBLEMS = ("failed", "invalid_output", "truncated", "rejected", "input_error",
 
 def add_batch_command(commands: argparse._SubParsersAction) -> None:
     """Register ``batch prepare`` and ``batch ingest`` under ``moderate``."""
-    from pipeline.cli.main import add_job_arguments
+    from pipeline.cli.jobflags import add_job_arguments
 
     batch = commands.add_parser("batch", help="label through batch files (vllm run-batch, a host's batch API)")
     steps = batch.add_subparsers(dest="batch_step", required=True, metavar="STEP")
@@ -62,7 +62,7 @@ def _size(text: str) -> int:
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    from pipeline.cli.main import job_config
+    from pipeline.cli.jobflags import job_config
     from pipeline.engines.batchfiles.job import open_job
     from pipeline.engines.batchfiles.prepare import prepare, summary
     from pipeline.output.outfiles import output_target
@@ -160,7 +160,7 @@ def _configure_storage(config: RunConfig) -> None:
 
 
 def _locked(path: str) -> OutputDir:
-    from pipeline.output.outdir import open_output_dir
+    from pipeline.output import open_output_dir
 
     outdir = open_output_dir(path)
     outdir.lock()

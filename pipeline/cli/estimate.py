@@ -22,6 +22,7 @@ from pipeline.audit.projection import (
 from pipeline.config.settings import ConfigError, RunConfig
 from pipeline.core import exitcodes
 from pipeline.core.cost import PricingError, lookup_pricing
+from pipeline.core.errors import UserError
 from pipeline.plan.policies import PolicyError
 from pipeline.readers import InputError
 
@@ -32,7 +33,7 @@ rows, requests (identical texts once, empty and too-long texts skipped), exact p
 the time it takes at the configured --rpm/--tpm."""
 
 
-class EstimateError(Exception):
+class EstimateError(UserError):
     """A one-line user mistake (bad --calibrate directory)."""
 
 
@@ -45,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     import pyarrow as pa
 
-    from pipeline.cli.main import job_config
+    from pipeline.cli.jobflags import job_config
 
     # one pass over the input: freed Parquet buffers go back to the system at once (mimalloc,
     # pyarrow's default, keeps them: ~40 MB more peak on a 1 M-row file)

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from pipeline.config.providers import HOSTS, RESPONSE_FORMATS, base_url_problem
+from pipeline.core.errors import UserError
 from pipeline.core.records import OutputFormat
 from pipeline.core.tokens import MESSAGE_OVERHEAD
 
@@ -25,7 +26,7 @@ MAX_SHARD_ROWS = 10_000_000
 MAX_CONCURRENCY = 100_000
 
 
-class ConfigError(Exception):
+class ConfigError(UserError):
     """A user mistake in a config file or flag; the message is one line."""
 
 

@@ -8,13 +8,14 @@ from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
+from pipeline.core.errors import UserError
 from pipeline.core.records import Usage
 
 #: the price table shipped inside the package (``configs/pricing.toml`` in the repository links to it).
 PRICING_FILE = resources.files("pipeline") / "builtin" / "pricing.toml"
 
 
-class PricingError(Exception):
+class PricingError(UserError):
     """No price known for a provider/model and none configured."""
 
 

@@ -24,6 +24,8 @@ from typing import Any, TypeVar
 
 import pyarrow.fs as pafs
 
+from pipeline.core.errors import UserError
+
 T = TypeVar("T")
 
 #: the URI schemes an input or output may use (``gcs`` and ``abfss``/``az`` are aliases).
@@ -32,7 +34,7 @@ DEFAULT_TIMEOUT = 30.0
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
-class StorageError(Exception):
+class StorageError(UserError):
     """An object store cannot be reached or used (one line, names the URI, never a secret)."""
 
 

@@ -15,6 +15,7 @@ from pipeline.config.providers import HOSTS
 from pipeline.config.rules import check_context_room
 from pipeline.config.settings import RunConfig
 from pipeline.core.cost import Pricing, lookup_pricing
+from pipeline.core.errors import UserError
 from pipeline.core.labels import COLUMN_NAMES
 from pipeline.core.records import Policy
 from pipeline.core.storage import StorageSettings, configure
@@ -37,7 +38,7 @@ __all__ = ["Job", "UsageError", "build_run", "call_settings", "job_identity", "o
            "worker_count"]
 
 
-class UsageError(Exception):
+class UsageError(UserError):
     """A one-line user mistake found before anything is sent."""
 
 

@@ -37,7 +37,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.core.labels import to_table
-from pipeline.core.storage import Location, is_uri
+from pipeline.core.storage import Location
+from pipeline.output.errors import OutputDirError, OutputDirLocked
 from pipeline.output.outfiles import temp_name
 
 MANIFEST_VERSION = 1
@@ -46,15 +47,6 @@ FRESH_OK = frozenset({".lock", "store.sqlite", "store.sqlite-wal", "store.sqlite
 REPORT_FILES = ("cost_report.json", "cost_report.md")
 #: shard names this program writes (local, and unique names on object stores).
 SHARD_NAME = re.compile(r"part-\d{5}(-[0-9a-f]{8})?\.parquet")
-
-
-class OutputDirError(Exception):
-    """The output directory cannot be used as asked (one line, names the directory)."""
-
-    def __init__(self, message: str, *, locked: bool = False) -> None:
-        super().__init__(message)
-        #: another live run holds the directory
-        self.locked = locked
 
 
 @dataclass(slots=True)
@@ -126,19 +118,6 @@ def is_output_folder(manifest: bytes) -> bool:
     return isinstance(data, dict) and {"out_id", "identity", "shard_rows"} <= data.keys()
 
 
-def open_output_dir(path: str | Path, *, kept: list[pa.Field] | None = None) -> OutputDir:
-    """The output folder at a local path or an object-store URI (``s3://``, ``gs://``, ``abfs://``).
-
-    ``kept``: input columns carried into the shards after the label columns (``--keep-columns``).
-    """
-    if isinstance(path, str) and is_uri(path) and not path.startswith("file://"):
-        from pipeline.output.remote import RemoteOutputDir
-
-        return RemoteOutputDir(path, kept=kept)
-    local = path[len("file://"):] if isinstance(path, str) and path.startswith("file://") else path
-    return OutputDir(local, kept=kept)
-
-
 class OutputDir:
     """Owns the files of one output directory."""
 
@@ -171,8 +150,7 @@ class OutputDir:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
             handle.close()
-            raise OutputDirError(f"{self.path}: another run is using this directory ({holder})",
-                                 locked=True) from None
+            raise OutputDirLocked(f"{self.path}: another run is using this directory ({holder})") from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")

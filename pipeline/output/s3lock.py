@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from pipeline.core.storage import Location, bounded, current, s3_endpoint
-from pipeline.output.outdir import OutputDirError
+from pipeline.output.errors import OutputDirError, OutputDirLocked
 
 #: a lock not refreshed for this long belongs to a run that is gone.
 TTL_SECONDS = 120.0
@@ -54,8 +54,8 @@ class S3Lock:
                 etag = bounded(uri, lambda: self._put(if_match=held_etag))
             if etag is None:
                 holder = (held or {}).get("holder", "another process")
-                raise OutputDirError(f"{self.location.uri.rsplit('/', 1)[0]}: another run is using this "
-                                     f"directory ({holder})", locked=True)
+                raise OutputDirLocked(f"{self.location.uri.rsplit('/', 1)[0]}: another run is using this "
+                                      f"directory ({holder})")
         self._etag = etag
         if bounded(uri, lambda: self._put(if_none_match=True)) is not None:
             self._delete()

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.core.errors import UserError
 from pipeline.core.labels import STORED, outcome_from_values, store_values
 from pipeline.core.records import FINAL_STATUSES, Outcome, Usage
 
@@ -84,7 +85,7 @@ ON CONFLICT (out_id, run_id, policy) DO UPDATE SET
 RunRates = dict[str, tuple[int, int]]
 
 
-class StoreError(Exception):
+class StoreError(UserError):
     """The store file cannot be opened or written (one line, names the path)."""
 
 

@@ -13,6 +13,7 @@ from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path, PurePath
 
+from pipeline.core.errors import UserError
 from pipeline.core.records import Policy
 
 __all__ = ["PolicyError", "builtin_policy_dir", "builtin_policy_files", "load_policies", "load_policy"]
@@ -20,7 +21,7 @@ __all__ = ["PolicyError", "builtin_policy_dir", "builtin_policy_files", "load_po
 _SUFFIX = ".md"
 
 
-class PolicyError(Exception):
+class PolicyError(UserError):
     """A policy file that cannot be used; the message is one line naming the file."""
 
 

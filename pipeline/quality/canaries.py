@@ -13,13 +13,15 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline.core.errors import UserError
+
 __all__ = ["Canary", "CanaryAnswer", "CanaryError", "parse_canaries", "read_canaries", "score"]
 
 #: what a canary text is shown as in reports
 SHOWN_CHARS = 200
 
 
-class CanaryError(Exception):
+class CanaryError(UserError):
     """A canary file the run cannot use (one line, names the file and row)."""
 
 

@@ -8,8 +8,10 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from pipeline.core.errors import UserError
 
-class InputError(Exception):
+
+class InputError(UserError):
     """A one-line, user-facing message naming the file (and line or column). Shown without traceback."""
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cli.main import build_parser, job_config, main
+from pipeline.cli.jobflags import job_config
+from pipeline.cli.main import build_parser, main
 from pipeline.core import exitcodes
 
 ROOT = Path(__file__).resolve().parents[2]

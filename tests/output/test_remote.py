@@ -16,7 +16,8 @@ import pytest
 from support import SimulatorProcess, make_config, moderate_command, run_pipeline, write_config
 
 from pipeline.core import exitcodes
-from pipeline.output.outdir import OutputDirError, open_output_dir
+from pipeline.output import open_output_dir
+from pipeline.output.outdir import OutputDirError
 from pipeline.output.remote import RemoteOutputDir
 
 KEY_COLUMNS = ["id", "policy", "status", "violation", "category", "rule_ids"]

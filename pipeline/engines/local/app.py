@@ -28,7 +28,8 @@ from pipeline.engines.progress import Progress
 from pipeline.engines.runlog import JsonProgress, LineStream, RunLog
 from pipeline.engines.runstate import RunResult
 from pipeline.engines.signals import RunSignals
-from pipeline.output.outdir import Manifest, OutputDir, OutputDirError, open_output_dir
+from pipeline.output import open_output_dir
+from pipeline.output.outdir import Manifest, OutputDir, OutputDirError
 from pipeline.output.resume import open_manifest
 from pipeline.output.store import NullStore, ResultStore, StoreError
 from pipeline.plan.planner import PolicyPlan

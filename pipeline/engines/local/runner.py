@@ -4,7 +4,7 @@ The feeder reads input batches (in a thread, so parsing overlaps network work) a
 the planner; labels known at once go to their shard, requests to the bounded work queue, which a
 fixed set of workers (`pipeline.engines.local.worker`) drains. Answers go to the store at once (a background
 thread commits them) and into their shard (`pipeline.engines.local.recorder`); a complete shard is written in
-a writer thread and recorded in the manifest (`pipeline.output.shardwriter`). The run returns a
+a writer thread and recorded in the manifest (`pipeline.engines.local.shardwriter`). The run returns a
 `RunResult`; signals, printing and exit codes belong to the caller.
 """
 
@@ -20,12 +20,12 @@ from pipeline.call.judge import Judge
 from pipeline.core.cost import Pricing
 from pipeline.core.records import Status
 from pipeline.engines.local.recorder import Recorder
+from pipeline.engines.local.shardwriter import ShardWriter
 from pipeline.engines.local.worker import Dispatcher
 from pipeline.engines.local.workqueue import WorkQueue
 from pipeline.engines.progress import Progress
 from pipeline.engines.runstate import RunResult, RunSettings, RunStats
 from pipeline.output.outdir import Manifest, OutputDir
-from pipeline.output.shardwriter import ShardWriter
 from pipeline.output.store import ResultStore, StoreError
 from pipeline.plan.planner import Planner, PolicyPlan, Task
 from pipeline.plan.shards import ShardAssembler

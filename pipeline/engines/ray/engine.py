@@ -28,7 +28,8 @@ from pipeline.engines.progress import Progress
 from pipeline.engines.ray.labeller import ShardSpec, ShardSummary
 from pipeline.engines.ray.ledger import ClusterLedger
 from pipeline.engines.runstate import RunResult, RunStats, new_run_id
-from pipeline.output.outdir import Manifest, OutputDir, OutputDirError, ShardInfo, open_output_dir
+from pipeline.output import open_output_dir
+from pipeline.output.outdir import Manifest, OutputDir, OutputDirError, ShardInfo
 from pipeline.output.resume import open_manifest
 from pipeline.output.store import StoreError
 from pipeline.plan.policies import PolicyError

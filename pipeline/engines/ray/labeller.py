@@ -24,7 +24,8 @@ from pipeline.engines.ray.ledger import shard_store_path
 from pipeline.engines.ray.throttle import Lease, LeasedThrottle
 from pipeline.engines.runlog import RunLog
 from pipeline.engines.runstate import RunResult
-from pipeline.output.outdir import Manifest, open_output_dir
+from pipeline.output import open_output_dir
+from pipeline.output.outdir import Manifest
 from pipeline.output.store import ResultStore, StoreError
 from pipeline.readers import InputError
 

@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 import polars as pl
 
+from pipeline.core.errors import UserError
 from pipeline.core.intervals import wilson
 
 TOP_ROWS = 10
@@ -22,7 +23,7 @@ THROUGHPUT_POINTS = 60
 TEXT_LOOKUP_BYTES = 64 << 20
 
 
-class ReportError(Exception):
+class ReportError(UserError):
     """The directory holds no finished report (one line)."""
 
 
