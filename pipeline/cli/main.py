@@ -19,8 +19,11 @@ from typing import Any
 
 from pipeline.cli.jobflags import add_job_arguments, job_config
 from pipeline.cli.runflags import add_run_arguments
-from pipeline.config.settings import ConfigError, RunConfig
+from pipeline.config.rules import ConfigError
+from pipeline.config.settings import RunConfig
 from pipeline.core import exitcodes
+from pipeline.core.errors import ModerateError, exit_code_for
+from pipeline.engines.runlog import RunLog
 
 RUN_EPILOG = f"""\
 Flags override the config file. The API key is read from the environment variable
@@ -93,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Parse, run one sub-command, and turn what happened into an exit code: the one place errors are caught."""
+    args = None
     previous = _interrupt_on_sigterm()
     try:
         args = build_parser().parse_args(argv)
@@ -100,6 +105,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             # every request and answer on stderr; credentials are redacted (pipeline.call.redact)
             logging.basicConfig(level=logging.DEBUG, format="%(asctime)s %(name)s %(message)s")
         return args.handler(args)
+    except ModerateError as exc:  # a user's mistake (or a known failure): one line, the class's exit code
+        code = exit_code_for(exc)
+        _error_log(args).say("error", f"moderate: error: {exc}", exit_code=code)
+        return code
     except KeyboardInterrupt:  # before a command's own signal handling is in place (or it has none)
         print("moderate: interrupted; run the same command again to start or resume", file=sys.stderr)
         return exitcodes.EXIT_INTERRUPTED
@@ -121,18 +130,18 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
+def _error_log(args: argparse.Namespace | None) -> RunLog:
+    fmt = getattr(args, "log_format", None) or "text"
+    return RunLog(sys.stderr, fmt=fmt, secret=os.environ.get(getattr(args, "api_key_env", None) or
+                                                              "MODERATION_API_KEY"))
+
+
 def _run(args: argparse.Namespace) -> int:
     from pipeline.engines.local.app import run_job
 
-    try:
-        config = job_config(args)
-        if args.ray_actors is not None and args.ray_actors < 1:
-            raise ConfigError(f"--ray-actors {args.ray_actors}: must be at least 1")
-    except ConfigError as exc:
-        from pipeline.engines.runlog import RunLog
-
-        RunLog(sys.stderr, fmt=args.log_format or "text").say("error", f"moderate: error: {exc}", exit_code=2)
-        return exitcodes.EXIT_USAGE
+    config = job_config(args)
+    if args.ray_actors is not None and args.ray_actors < 1:
+        raise ConfigError(f"--ray-actors {args.ray_actors}: must be at least 1")
     if args.preflight and (code := _check(args, config)) != exitcodes.EXIT_OK:
         return code
     try:
@@ -148,6 +157,8 @@ def _run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:  # before the run's own signal handling is in place
         print("moderate: interrupted while starting; rerun the same command to start or resume", file=sys.stderr)
         return exitcodes.EXIT_INTERRUPTED
+    except ModerateError:
+        raise
     except Exception:  # a bug, not a user mistake: show everything and say so
         import traceback
 
@@ -159,9 +170,4 @@ def _run(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace, config: RunConfig | None = None) -> int:
     from pipeline.call.preflight import run_check
 
-    try:
-        config = config or job_config(args)
-    except ConfigError as exc:
-        print(f"moderate: error: {exc}", file=sys.stderr)
-        return exitcodes.EXIT_USAGE
-    return run_check(config)
+    return run_check(config or job_config(args))

@@ -2,13 +2,31 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pipeline.core import exitcodes
 from pipeline.core.records import Status
-from pipeline.engines.runstate import RunResult
+from pipeline.engines.runstate import RunResult, RunStats
 
-__all__ = ["PROBLEM_STATUSES", "exit_code", "outcome_word", "problems", "summary_line"]
+__all__ = ["PROBLEM_STATUSES", "Ending", "exit_code", "outcome_word", "problems", "summary_line"]
+
+
+@dataclass(slots=True)
+class Ending:
+    """How a job ended, for the library's caller: the outcome, its exit code, the output folder, spend."""
+
+    #: finished, interrupted, budget_exhausted, aborted, write_failed, failed or nothing_to_do
+    outcome: str
+    exit_code: int
+    out: str
+    #: dollars this run charged (earlier runs of the folder are in ``report["cost_usd"]``)
+    run_cost_usd: float
+    #: the folder's cost report (`pipeline.report.cost_report`), None when it could not be written
+    report: dict[str, Any] | None
+    #: this run's counters; None when there was nothing to do
+    stats: RunStats | None
 
 #: labels that make a finished run exit 1: the rows are there, but without a usable verdict.
 PROBLEM_STATUSES = (Status.FAILED, Status.INVALID_OUTPUT, Status.TRUNCATED, Status.REJECTED, Status.FILTERED,

@@ -25,14 +25,19 @@ _URL_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
 
 class RunLog:
     def __init__(self, stream: TextIO | None = None, *, fmt: str = "text", secret: str | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 listener: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.stream = stream if stream is not None else sys.stderr
         self.json = fmt == "json"
+        #: called with every event as a dict (``event``, ``message`` for lines, and the event's fields)
+        self.listener = listener
         self._redactor = Redactor(secret)
         self._clock = clock
 
     def say(self, event: str, message: str, **fields: Any) -> None:
         """One line for people, or one JSON object carrying the same line and ``fields``."""
+        if self.listener is not None:
+            self._tell({"event": event, "message": message, **fields})
         if self.json:
             self.event(event, message=message, **fields)
         else:
@@ -40,6 +45,8 @@ class RunLog:
 
     def event(self, event: str, **fields: Any) -> None:
         """A JSON object for machines; nothing in text mode (people get `say` lines)."""
+        if self.listener is not None and "message" not in fields:  # a `say` told the listener already
+            self._tell({"event": event, **fields})
         if not self.json:
             return
         now = self._clock()
@@ -48,6 +55,10 @@ class RunLog:
                             option=orjson.OPT_NON_STR_KEYS).decode()
         self.stream.write(self._clean(line) + "\n")
         self.stream.flush()
+
+    def _tell(self, fields: dict[str, Any]) -> None:
+        assert self.listener is not None
+        self.listener({k: self._clean(v) if isinstance(v, str) else v for k, v in fields.items()})
 
     def _clean(self, text: str) -> str:
         return _URL_CREDENTIALS.sub("[redacted]@", self._redactor.text(text))

@@ -1,8 +1,9 @@
 """`moderate run`: opens the job's output, runs it, reports, and picks the exit code.
 
 The job itself is checked and assembled in `pipeline.engines.job`; signals are handled by
-`pipeline.engines.signals`. Every mistake a user can make ends here as one line on stderr and an exit code;
-tracebacks are kept for bugs.
+`pipeline.engines.signals`. `run_local` raises `UserError` for a
+mistake found before sending and returns an `Ending` otherwise; `run_job_async` (the CLI's) turns
+both into one line on stderr and an exit code. Tracebacks are kept for bugs.
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ from typing import TextIO
 
 from pipeline.call.client import Transport
 from pipeline.call.endpoints import open_endpoint
-from pipeline.config.settings import ConfigError, RunConfig
+from pipeline.config.settings import RunConfig
 from pipeline.core import exitcodes
-from pipeline.core.cost import Pricing, PricingError
-from pipeline.core.storage import StorageError
-from pipeline.engines.ending import exit_code, outcome_word, problems, summary_line
+from pipeline.core.cost import Pricing
+from pipeline.core.errors import UserError, exit_code_for
+from pipeline.engines.ending import Ending, exit_code, outcome_word, problems, summary_line
 from pipeline.engines.job import UsageError, build_run, job_identity, open_job
 from pipeline.engines.local.runner import Run
 from pipeline.engines.progress import Progress
@@ -29,12 +30,10 @@ from pipeline.engines.runlog import JsonProgress, LineStream, RunLog
 from pipeline.engines.runstate import RunResult
 from pipeline.engines.signals import RunSignals
 from pipeline.output import open_output_dir
-from pipeline.output.outdir import Manifest, OutputDir, OutputDirError
+from pipeline.output.outdir import Manifest, OutputDir
 from pipeline.output.resume import open_manifest
 from pipeline.output.store import NullStore, ResultStore, StoreError
 from pipeline.plan.planner import PolicyPlan
-from pipeline.plan.policies import PolicyError
-from pipeline.quality.canaries import CanaryError
 from pipeline.quality.nightly import (
     CANARY_FILE,
     canary_requests,
@@ -47,7 +46,7 @@ from pipeline.quality.nightly import (
     start_fields,
     summary_notes,
 )
-from pipeline.readers import InputError, InputSet
+from pipeline.readers import InputSet
 from pipeline.report.cost_report import add_earlier_stores, build_report, write_reports
 
 
@@ -59,23 +58,28 @@ def run_job(config: RunConfig, *, stream: TextIO | None = None, transport: Trans
 
 async def run_job_async(config: RunConfig, *, stream: TextIO | None = None, transport: Transport | None = None,
                         progress: bool | None = None) -> int:
-    """`run_job` inside a running event loop (tests run the simulator on the same loop)."""
+    """`run_job` inside a running event loop: a user's mistake becomes one line and its exit code."""
     log = RunLog(stream if stream is not None else sys.stderr, fmt=config.log_format,
                  secret=os.environ.get(config.api_key_env))
     try:
-        return await _run_job(config, log=log, transport=transport, progress=progress)
-    except (UsageError, ConfigError, InputError, PolicyError, PricingError, StoreError, StorageError,
-            CanaryError) as exc:
-        log.say("error", f"moderate: error: {exc}", exit_code=exitcodes.EXIT_USAGE)
-        return exitcodes.EXIT_USAGE
-    except OutputDirError as exc:
-        code = exitcodes.EXIT_LOCKED if exc.locked else exitcodes.EXIT_USAGE
+        return (await run_local(config, log=log, transport=transport, progress=progress)).exit_code
+    except UserError as exc:
+        code = exit_code_for(exc)
         log.say("error", f"moderate: error: {exc}", exit_code=code)
         return code
 
 
+async def run_local(config: RunConfig, *, log: RunLog, transport: Transport | None = None,
+                    progress: bool | None = None, signals: bool = True) -> Ending:
+    """Run one job on this process's event loop; raises `UserError` for a mistake found before sending.
+
+    ``signals``: SIGINT/SIGTERM drain the run (the CLI); off for a library call, whose caller owns them.
+    """
+    return await _run_job(config, log=log, transport=transport, progress=progress, signals=signals)
+
+
 async def _run_job(config: RunConfig, *, log: RunLog, transport: Transport | None,
-                   progress: bool | None) -> int:
+                   progress: bool | None, signals: bool) -> Ending:
     job = open_job(config, transport=transport)
     inputs, plans, pricing, model, api_key = job.inputs, job.plans, job.pricing, job.model, job.api_key
     try:
@@ -98,14 +102,14 @@ async def _run_job(config: RunConfig, *, log: RunLog, transport: Transport | Non
             endpoint = await open_endpoint(stack, config, api_key=api_key, transport=transport,
                                            stream=LineStream(log) if log.json else log.stream)
             total = _total(inputs, plans, rate)
-            meter = JsonProgress(log, total=total, interval=config.log_interval) if log.json else \
-                Progress(total=total, enabled=progress, stream=log.stream)
+            meter = JsonProgress(log, total=total, interval=config.log_interval) \
+                if log.json or log.listener else Progress(total=total, enabled=progress, stream=log.stream)
             run = build_run(config, inputs=inputs, plans=plans, endpoint=endpoint, store=store, outdir=outdir,
                              manifest=manifest, pricing=pricing, api_key=api_key, model=model, log=log,
                              progress=meter, sample=sample,  # type: ignore[arg-type]
                              canaries=canary_slots(canaries, [p.policy.name for p in plans]))
             log.event("start", **start_fields(run, config, inputs, rate, len(canaries)))
-            result = await _execute(run, store, log)
+            result = await _execute(run, store, log, signals=signals)
         if canaries:
             result.canaries_wrong = finish_canaries(outdir.path, canaries, run.canary_answers, run.settings.run_id)
         return _finish(run, result, store, manifest, outdir, pricing, config, model, log)
@@ -113,10 +117,10 @@ async def _run_job(config: RunConfig, *, log: RunLog, transport: Transport | Non
         outdir.unlock()
 
 
-async def _execute(run: Run, store: ResultStore, log: RunLog) -> RunResult:
+async def _execute(run: Run, store: ResultStore, log: RunLog, *, signals: bool) -> RunResult:
     started_at = time.time()
     store.record_run(_run_row(run, started_at, "running"))
-    handlers = RunSignals(run, store, log)
+    handlers = RunSignals(run, store, log) if signals else None
     try:
         result = await run.execute()
     except BaseException:
@@ -126,7 +130,8 @@ async def _execute(run: Run, store: ResultStore, log: RunLog) -> RunResult:
             store.close()
         raise
     finally:
-        handlers.remove()
+        if handlers is not None:
+            handlers.remove()
         if run.progress:
             run.progress.close()
     store.record_run(_run_row(run, started_at, outcome_word(result)))
@@ -140,7 +145,7 @@ async def _execute(run: Run, store: ResultStore, log: RunLog) -> RunResult:
 
 
 def _finish(run: Run, result: RunResult, store: ResultStore, manifest: Manifest, outdir: OutputDir,
-            pricing: Pricing, config: RunConfig, model: str, log: RunLog) -> int:
+            pricing: Pricing, config: RunConfig, model: str, log: RunLog) -> Ending:
     expected_shards = -(-result.rows_read // manifest.shard_rows) if result.input_exhausted else -1
     complete = sum(1 for s in manifest.shards.values() if s.complete)
     if result.stop_status is None and not result.write_error and complete == expected_shards \
@@ -180,11 +185,11 @@ def _finish(run: Run, result: RunResult, store: ResultStore, manifest: Manifest,
     log.say("finish", line, outcome=outcome_word(result), exit_code=code, run_id=run.settings.run_id,
             out=str(outdir.path), elapsed_s=round(result.elapsed, 3), sent=s.sent, store_hits=s.store_hits,
             duplicates=s.duplicates, run_cost_usd=round(s.spent_usd, 8), **finish_fields(report))
-    return code
+    return Ending(outcome_word(result), code, str(outdir.path), s.spent_usd, report, s)
 
 
 def _nothing_to_do(store: ResultStore, manifest: Manifest, outdir: OutputDir, pricing: Pricing,
-                   config: RunConfig, model: str, log: RunLog) -> int:
+                   config: RunConfig, model: str, log: RunLog) -> Ending:
     try:
         report = _reports(store, manifest, outdir, pricing, config, model)
     except OSError as exc:
@@ -197,7 +202,7 @@ def _nothing_to_do(store: ResultStore, manifest: Manifest, outdir: OutputDir, pr
             + (f", {bad} labels not ok: --force retries them, cached answers are reused" if bad else "")
             + f"); report in {outdir.path / 'cost_report.md'}", outcome="nothing_to_do", exit_code=code,
             out=str(outdir.path), **finish_fields(report))
-    return code
+    return Ending("nothing_to_do", code, str(outdir.path), 0.0, report, None)
 
 
 def _open_store(config: RunConfig, outdir: OutputDir) -> ResultStore:
@@ -211,11 +216,11 @@ def _open_store(config: RunConfig, outdir: OutputDir) -> ResultStore:
     return NullStore()
 
 
-def _cannot_write(outdir: OutputDir, exc: OSError, log: RunLog, store: ResultStore) -> int:
+def _cannot_write(outdir: OutputDir, exc: OSError, log: RunLog, store: ResultStore) -> Ending:
     where = exc.filename or outdir.path
     log.say("error", f"moderate: error: cannot write the report in {outdir.path} ({where}: {exc.strerror or exc}); "
             f"{_what_was_kept(store)}", exit_code=exitcodes.EXIT_USAGE)
-    return exitcodes.EXIT_USAGE
+    return Ending("write_failed", exitcodes.EXIT_USAGE, str(outdir.path), 0.0, None, None)
 
 
 def _what_was_kept(store: ResultStore) -> str:
