@@ -14,7 +14,6 @@ in the returned `RunResult` (``outcome``, ``exit_code``, ``cost_usd``, ``labels(
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import copy
 import dataclasses
 import logging
@@ -31,6 +30,7 @@ from pipeline.config import settings
 from pipeline.config.rules import ConfigError, validate
 from pipeline.config.settings import RunConfig
 from pipeline.core import exitcodes
+from pipeline.core.aio import run_sync
 from pipeline.engines.local.app import run_local
 from pipeline.engines.runlog import RunLog
 from pipeline.engines.runstate import RunStats
@@ -129,13 +129,7 @@ def run(config: RunConfig, *, data: Any = None, engine: Literal["local", "ray"] 
     Works inside a running event loop (a notebook cell): the run then gets a thread and a loop of its own.
     Raises `pipeline.UserError` for a mistake found before anything is sent.
     """
-    coroutine = run_async(config, data=data, engine=engine, on_event=on_event, transport=transport)
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coroutine)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="moderate-run") as pool:
-        return pool.submit(asyncio.run, coroutine).result()
+    return run_sync(run_async(config, data=data, engine=engine, on_event=on_event, transport=transport))
 
 
 async def run_async(config: RunConfig, *, data: Any = None, engine: Literal["local", "ray"] = "local",

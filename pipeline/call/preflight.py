@@ -40,6 +40,7 @@ from pipeline.config.providers import (
 )
 from pipeline.config.settings import RunConfig
 from pipeline.core import exitcodes
+from pipeline.core.aio import run_sync
 from pipeline.core.records import Policy
 from pipeline.plan.policies import PolicyError, builtin_policy_dir, load_policies
 from pipeline.plan.prompt import render_system
@@ -99,15 +100,34 @@ def run_check(config: RunConfig, *, stream: TextIO | None = None) -> int:
     return asyncio.run(check_async(config, stream=stream))
 
 
+def check(config: RunConfig) -> list[CheckResult]:
+    """The preflight as data: one `CheckResult` per check (endpoint, key, model, a canary per policy).
+
+    `exit_code(results)` is what ``moderate check`` exits with. Raises `PolicyError` for a bad policy file.
+    """
+    return run_sync(_check_all(config, stream=None))
+
+
 async def check_async(config: RunConfig, *, stream: TextIO | None = None) -> int:
     """`run_check` inside a running event loop."""
     stream = stream if stream is not None else sys.stdout
     api_key = os.environ.get(config.api_key_env) or None
     try:
-        policies = load_policies(config.policies or sorted(builtin_policy_dir().glob("*.md")))
+        results = await _check_all(config, stream=stream)
     except PolicyError as exc:
         print(f"moderate: error: {exc}", file=sys.stderr)
         return exitcodes.EXIT_USAGE
+    code = exit_code(results)
+    print(format_table(results, secret=api_key), file=stream)
+    failed = sum(r.ok is False for r in results)
+    verdict = "all checks passed" if not failed else f"failed: {failed} of {len(results)} checks"
+    print(f"moderate check: {verdict} (exit {code})", file=stream)
+    return code
+
+
+async def _check_all(config: RunConfig, *, stream: TextIO | None) -> list[CheckResult]:
+    api_key = os.environ.get(config.api_key_env) or None
+    policies = load_policies(config.policies or sorted(builtin_policy_dir().glob("*.md")))
     simulated = config.provider == "simulator"
     model = config.model if not simulated or "simulator" in config.model else SIMULATOR_MODEL
     async with contextlib.AsyncExitStack() as stack:
@@ -116,15 +136,10 @@ async def check_async(config: RunConfig, *, stream: TextIO | None = None) -> int
             from pipeline.simulator import SimulatorConfig, start_simulator
 
             base_url = (await stack.enter_async_context(start_simulator(SimulatorConfig()))).base_url
-        print(f"moderate check: {config.provider} at {_shown(base_url)}, model {model}, "
-              f"{len(policies)} policies", file=stream)
-        results = await _checks(config, policies, base_url=base_url, model=model, api_key=api_key)
-    code = exit_code(results)
-    print(format_table(results, secret=api_key), file=stream)
-    failed = sum(r.ok is False for r in results)
-    verdict = "all checks passed" if not failed else f"failed: {failed} of {len(results)} checks"
-    print(f"moderate check: {verdict} (exit {code})", file=stream)
-    return code
+        if stream is not None:
+            print(f"moderate check: {config.provider} at {_shown(base_url)}, model {model}, "
+                  f"{len(policies)} policies", file=stream)
+        return await _checks(config, policies, base_url=base_url, model=model, api_key=api_key)
 
 
 async def _checks(config: RunConfig, policies: list[Policy], *, base_url: str, model: str,

@@ -39,16 +39,18 @@ class RunLog:
         if self.listener is not None:
             self._tell({"event": event, "message": message, **fields})
         if self.json:
-            self.event(event, message=message, **fields)
+            self._write_json(event, message=message, **fields)
         else:
             print(self._clean(message), file=self.stream, flush=True)
 
     def event(self, event: str, **fields: Any) -> None:
         """A JSON object for machines; nothing in text mode (people get `say` lines)."""
-        if self.listener is not None and "message" not in fields:  # a `say` told the listener already
+        if self.listener is not None:
             self._tell({"event": event, **fields})
-        if not self.json:
-            return
+        if self.json:
+            self._write_json(event, **fields)
+
+    def _write_json(self, event: str, **fields: Any) -> None:
         now = self._clock()
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
         line = orjson.dumps({"time": stamp, "event": event, **fields}, default=str,

@@ -21,7 +21,8 @@ from pipeline.report.html.page import render
 
 REPORT_FILE = "report.html"
 
-__all__ = ["REPORT_FILE", "ReportError", "add_arguments", "main", "recorded_columns", "write_html_report"]
+__all__ = ["REPORT_FILE", "ReportError", "add_arguments", "main", "recorded_columns", "write_html_report",
+           "write_report"]
 
 
 def write_html_report(out: str | Path, *, text_column: str | None = None, id_column: str | None = None) -> Path:
@@ -37,6 +38,11 @@ def write_html_report(out: str | Path, *, text_column: str | None = None, id_col
     data = collect(out, text_column=text_column, id_column=id_column)
     atomic_write_text(path, render(data))
     return path
+
+
+def write_report(out: str | Path) -> Path:
+    """Write ``OUT/report.html`` again from what the output folder holds (``moderate report``); returns its path."""
+    return write_html_report(out)
 
 
 def recorded_columns(out: str | Path) -> tuple[str, str | None]:
