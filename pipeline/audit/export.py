@@ -84,6 +84,9 @@ def examples(out: Path, *, policies: dict[str, Policy], inputs: list[str] | None
     if not shards:
         raise ExportError(f"{out}: no label shards in {out / 'labels'} (is it a run's output directory?)")
     manifest = _manifest(out)
+    recorded = manifest.get("description") or {}
+    # the policies as the run read them (kept in the manifest); files passed with --policy come first
+    policies = {**{name: Policy(name, p["text"]) for name, p in recorded.get("policies", {}).items()}, **policies}
     files = inputs or _input_files(shards)
     source = open_inputs(files, text_column=text_column, id_column=id_column)
     expected = manifest.get("identity", {}).get("input")
@@ -233,3 +236,14 @@ class ReviewQueue:
     def items(self) -> list[dict[str, Any]]:
         self._close_row()
         return [item for _, _, item in sorted(self._heap, key=lambda e: (-e[0], -e[1]))]
+
+
+def recorded_columns(out: Path) -> tuple[str, str | None] | None:
+    """The run's (text, id) input columns as its manifest records them; None for a folder from before that."""
+    try:
+        recorded = orjson.loads((out / "manifest.json").read_bytes()).get("description")
+    except (OSError, orjson.JSONDecodeError, AttributeError):
+        return None
+    if not isinstance(recorded, dict) or "text_column" not in recorded:
+        return None
+    return recorded["text_column"], recorded.get("id_column")

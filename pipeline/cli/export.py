@@ -59,10 +59,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from pipeline.audit.export import recorded_columns as recorded_run_columns
     from pipeline.report.html import recorded_columns
 
-    if args.text_column is None:
-        args.text_column, recorded_id = recorded_columns(args.out_dir)
+    if args.text_column is None:  # as the manifest records them; folders from before that: report.html's
+        args.text_column, recorded_id = recorded_run_columns(Path(args.out_dir)) or recorded_columns(args.out_dir)
         args.id_column = args.id_column or recorded_id
     try:
         summary = export(Path(args.out_dir), fmt=args.export_format, output=Path(args.output),

@@ -167,3 +167,18 @@ def job_identity(config: RunConfig, inputs: InputSet, plans: list[PolicyPlan], m
     if config.sample is not None:  # another sample is another job
         identity["sample"] = {"sample": config.sample, "seed": config.seed}
     return identity
+
+
+def job_description(config: RunConfig, inputs: InputSet, plans: list[PolicyPlan], model: str) -> dict:
+    """What an output folder says about itself, so `export`, `eval` and `report` need no flag repeated."""
+    return {
+        "inputs": [f.path if "://" in f.path else os.path.abspath(f.path) for f in inputs.files],
+        "text_column": config.text_column,
+        "id_column": config.id_column,
+        "keep_columns": config.keep_columns,
+        "model": model,
+        "provider": config.provider,
+        "reasoning_effort": config.reasoning_effort,
+        "output_format": config.output_format.value,
+        "policies": {p.policy.name: {"version": p.policy.version, "text": p.policy.text} for p in plans},
+    }

@@ -81,6 +81,9 @@ class Manifest:
     earlier_stores_usd: float = 0.0
     #: everything the directory has spent, as of the end of its last run (the current store included)
     spent_usd: float = 0.0
+    #: what the folder holds, for the commands that read it later (export, eval, report): the input files
+    #: and columns, the model, the output format and each policy's name, version and text
+    description: dict[str, Any] | None = None
 
     def to_json(self) -> bytes:
         data = {
@@ -98,6 +101,8 @@ class Manifest:
             data["job"] = self.job
         if self.store is not None:
             data.update(store=self.store, earlier_stores_usd=self.earlier_stores_usd, spent_usd=self.spent_usd)
+        if self.description is not None:
+            data["description"] = self.description
         return orjson.dumps(data, option=orjson.OPT_INDENT_2)
 
     @classmethod
@@ -106,7 +111,7 @@ class Manifest:
         shards = {int(k): ShardInfo(**v) for k, v in data.get("shards", {}).items()}
         return cls(data["out_id"], data["identity"], data["shard_rows"], shards,
                    data.get("finished", False), data.get("total_rows"), data.get("job"), data.get("store"),
-                   data.get("earlier_stores_usd", 0.0), data.get("spent_usd", 0.0))
+                   data.get("earlier_stores_usd", 0.0), data.get("spent_usd", 0.0), data.get("description"))
 
 
 def is_output_folder(manifest: bytes) -> bool:

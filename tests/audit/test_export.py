@@ -223,3 +223,20 @@ def test_output_in_a_read_only_folder_is_one_line_exit_2(finished: tuple[Path, P
     with read_only(tmp_path / "ro") as folder:
         assert export_cli(finished[0], folder / "train.jsonl") == exitcodes.EXIT_USAGE
         assert "cannot write" in one_error_line(capsys.readouterr().err)
+
+def test_a_run_with_a_custom_policy_file_exports_with_no_flag_repeated(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    policy = tmp_path / "policies" / "scams.md"
+    policy.parent.mkdir()
+    policy.write_text(load_policy("spam").text.replace("spam", "scam"))
+    data = write_jsonl(tmp_path / "posts.jsonl", [{"pid": "p1", "body": "buy now"}, {"pid": "p2", "body": "hi"}])
+    config = make_config(tmp_path, [data], policies=[str(policy)], text_column="body", id_column="pid")
+    assert run_pipeline(config).code == 0
+    (Path(config.out) / "report.html").unlink()  # the folder's manifest alone says what the run read
+    monkeypatch.chdir(tmp_path / "policies")  # another folder: the policy and input paths are not relative
+    target = tmp_path / "train.jsonl"
+    assert main(["export", config.out, "--format", "chat-jsonl", "--output", str(target)]) == 0
+    records = [orjson.loads(line) for line in target.read_text().splitlines()]
+    assert len(records) == 2
+    assert records[0]["messages"][0]["content"] == render_system(load_policy(policy), OutputFormat.RATIONALE)
+    assert [r["messages"][1]["content"] for r in records] == ["buy now", "hi"]

@@ -23,7 +23,7 @@ from pipeline.core import exitcodes
 from pipeline.core.cost import Pricing
 from pipeline.core.errors import UserError, exit_code_for
 from pipeline.engines.ending import Ending, exit_code, outcome_word, problems, summary_line
-from pipeline.engines.job import UsageError, build_run, job_identity, open_job
+from pipeline.engines.job import UsageError, build_run, job_description, job_identity, open_job
 from pipeline.engines.local.runner import Run
 from pipeline.engines.progress import Progress
 from pipeline.engines.runlog import JsonProgress, LineStream, RunLog
@@ -96,6 +96,7 @@ async def _run_job(config: RunConfig, *, log: RunLog, transport: Transport | Non
         store = _open_store(config, outdir)
         manifest = open_manifest(outdir, job_identity(config, inputs, plans, model), shard_rows=config.shard_rows,
                                  force=bool(config.force), store=store)
+        manifest.description = job_description(config, inputs, plans, model)
         if manifest.finished:
             return _nothing_to_do(store, manifest, outdir, pricing, config, model, log)
         async with contextlib.AsyncExitStack() as stack:
