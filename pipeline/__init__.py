@@ -21,7 +21,7 @@ __version__ = "0.1.0"
 _PUBLIC = {
     "load_config": "pipeline.api", "run": "pipeline.api", "run_async": "pipeline.api", "RunResult": "pipeline.api",
     "estimate": "pipeline.audit.costing", "check": "pipeline.call.preflight", "evaluate": "pipeline.audit.evaluate",
-    "export": "pipeline.audit.export", "write_report": "pipeline.report.html",
+    "export": "pipeline.audit.trainingset", "write_report": "pipeline.report.html",
     "RunConfig": "pipeline.config.settings",
     # the error tree: ModerateError > UserError > one class per kind of mistake
     "ModerateError": "pipeline.core.errors", "UserError": "pipeline.core.errors",
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from pipeline.api import RunResult, load_config, run, run_async
     from pipeline.audit.costing import estimate
     from pipeline.audit.evaluate import evaluate
-    from pipeline.audit.export import export
+    from pipeline.audit.trainingset import export
     from pipeline.call.preflight import check
     from pipeline.config.rules import ConfigError
     from pipeline.config.settings import RunConfig

@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import polars as pl
 
 from pipeline.core.errors import UserError
+from pipeline.output.outdir import atomic_write_text
 from pipeline.readers import open_inputs
 
 BOOTSTRAP = 1000
@@ -130,3 +132,59 @@ def evaluate_policy(labels: pl.DataFrame, truth: pl.DataFrame, *, resamples: int
         "excluded_not_ok": not_ok.height,
         "excluded_statuses": dict(sorted(not_ok.group_by("status").len().iter_rows())),
     }
+
+
+EVAL_FILE = "eval.json"
+
+def evaluate(out: Path, *, truth: str, id_column: str | None, label_columns: list[str],
+             policies: list[str] | None = None, resamples: int = BOOTSTRAP, seed: int = 0) -> dict[str, Any]:
+    """Score the policies of `out` against `truth`, write ``OUT/eval.json`` and return it."""
+    if resamples < 1:
+        raise EvalError("--bootstrap must be at least 1")
+    labels = read_labels(out)
+    known = sorted(labels.get_column("policy").unique().to_list())
+    columns = _columns_by_policy(label_columns, policies or known, known)
+    truths: dict[str, pl.DataFrame] = {}
+    per_policy: dict[str, Any] = {}
+    for policy, column in columns.items():
+        if column not in truths:
+            truths[column] = read_truth(truth, id_column=id_column, label_column=column)
+        result = evaluate_policy(labels.filter(pl.col("policy") == policy), truths[column],
+                                 resamples=resamples, seed=seed)
+        per_policy[policy] = {"label_column": column, **result}
+    report: dict[str, Any] = {"truth": truth, "id_column": id_column, "bootstrap": resamples, "seed": seed,
+                              "confidence": CONFIDENCE, "policies": per_policy}
+    if len(per_policy) == 1:  # one policy: its metrics at the top level too
+        only = next(iter(per_policy.values()))
+        report.update({k: only[k] for k in ("precision", "recall", "f1", "accuracy", "confusion")})
+    atomic_write_text(out / EVAL_FILE, orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+    _refresh_html(out)
+    return report
+
+
+def _columns_by_policy(specs: list[str], policies: list[str], known: list[str]) -> dict[str, str]:
+    unknown = [p for p in policies if p not in known]
+    if unknown:
+        raise EvalError(f"no labels for policy {unknown[0]!r} (policies in the run: {', '.join(known)})")
+    default = None
+    mapped: dict[str, str] = {}
+    for spec in specs:
+        policy, sep, column = spec.partition("=")
+        if not sep:
+            default = spec
+        elif policy not in known:
+            raise EvalError(f"--label-column {spec}: no labels for policy {policy!r} "
+                            f"(policies in the run: {', '.join(known)})")
+        else:
+            mapped[policy] = column
+    chosen = [p for p in policies if p in mapped or default is not None]
+    if not chosen:
+        raise EvalError("no policy to score: give --label-column C, or POLICY=C for a policy of the run")
+    return {p: mapped.get(p) or default for p in chosen}  # type: ignore[misc]
+
+
+def _refresh_html(out: Path) -> None:
+    from pipeline.report.html import write_html_report
+
+    if (out / "cost_report.json").exists():
+        write_html_report(out)

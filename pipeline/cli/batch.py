@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline.core import exitcodes
+from pipeline.core.errors import UserError
 from pipeline.engines.batchfiles.lines import parse_size
 from pipeline.engines.batchfiles.prepare import DEFAULT_MAX_BYTES, DEFAULT_MAX_LINES
 
@@ -149,7 +150,7 @@ def _ingest(args: argparse.Namespace) -> int:
     return _guarded(step)
 
 
-class _Usage(Exception):
+class _Usage(UserError):
     """A one-line user mistake."""
 
 

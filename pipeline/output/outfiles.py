@@ -24,10 +24,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from pipeline.core.errors import UserError
+
 __all__ = ["OutputFileError", "is_stream", "open_output", "output_target", "temp_name", "writing"]
 
 
-class OutputFileError(Exception):
+class OutputFileError(UserError):
     """An output file that cannot be written as asked (one line: flag, path, reason)."""
 
 

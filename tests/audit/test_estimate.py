@@ -10,8 +10,8 @@ import orjson
 import pytest
 from support import make_config, run_pipeline, write_jsonl
 
+from pipeline.audit.costing import estimate
 from pipeline.audit.estimate import count_job
-from pipeline.cli.estimate import estimate
 from pipeline.cli.main import main
 from pipeline.core import exitcodes
 from pipeline.core.records import OutputFormat

@@ -98,7 +98,7 @@ def test_rows_not_ok_are_left_out_and_counted(moderation_run: tuple[Path, Path],
         status=pl.when(pl.col("id").is_in(["m0", "m8"])).then(pl.lit("failed")).otherwise(pl.col("status")),
         violation=pl.when(pl.col("id").is_in(["m0", "m8"])).then(None).otherwise(pl.col("violation")))
     failed.write_parquet(broken / "labels" / "part-00000.parquet")
-    from pipeline.cli.evaluate import run_eval
+    from pipeline.audit.evaluate import evaluate as run_eval
 
     result = run_eval(broken, truth=str(truth), id_column="id", label_columns=["SH"], policies=["self_harm"])
     assert result["policies"]["self_harm"]["excluded_not_ok"] == 2
@@ -137,7 +137,7 @@ def test_truth_without_an_id_column_joins_by_row_like_the_run(tmp_path: Path, co
     data = write_jsonl(tmp_path / "noid.jsonl", rows)
     config = make_config(tmp_path, [data], policies=["spam"])
     assert run_pipeline(config).code == 0
-    from pipeline.cli.evaluate import run_eval
+    from pipeline.audit.evaluate import evaluate as run_eval
 
     result = run_eval(Path(config.out), truth=str(data), id_column=None, label_columns=["gold"])
     assert result["policies"]["spam"]["scored"] == 4

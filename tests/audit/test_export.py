@@ -14,7 +14,7 @@ import pytest
 from support import full_device, make_config, read_fifo, read_only, run_pipeline, write_jsonl
 
 from pipeline.audit.export import verdict_text
-from pipeline.cli.export import export
+from pipeline.audit.trainingset import export
 from pipeline.cli.main import main
 from pipeline.core import exitcodes
 from pipeline.core.records import OutputFormat

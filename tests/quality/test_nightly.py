@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from support import make_config, run_pipeline, write_jsonl
 
-from pipeline.cli.export import export
+from pipeline.audit.trainingset import export
 from pipeline.core import exitcodes
 from pipeline.core.records import OutputFormat
 from pipeline.plan.policies import load_policy

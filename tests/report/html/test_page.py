@@ -15,7 +15,7 @@ import orjson
 import pytest
 from support import make_config, read_only, run_pipeline, write_jsonl
 
-from pipeline.cli.evaluate import run_eval
+from pipeline.audit.evaluate import evaluate as run_eval
 from pipeline.cli.main import main
 from pipeline.report.html import write_html_report
 
