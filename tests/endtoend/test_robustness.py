@@ -338,7 +338,7 @@ def test_a_queued_answer_on_another_host_is_not_fetched_with_the_key(tmp_path: P
 def test_a_disk_that_fills_up_while_the_report_is_written_is_one_line_not_a_traceback(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # the store's journal can take the last free bytes: then the report is what cannot be written
-    import pipeline.engines.local.app as app
+    import pipeline.engines.session as app
 
     config = make_config(tmp_path, [_rows(tmp_path, 40)], policies=["spam"])
     real = app.write_reports

@@ -9,6 +9,7 @@ end it writes the cost report and the HTML report from the billing of every shar
 from __future__ import annotations
 
 import _thread
+import os
 import signal
 import sys
 import threading
@@ -17,26 +18,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
-from pipeline.config.settings import ConfigError, RunConfig
+from pipeline.config.settings import RunConfig
 from pipeline.core import exitcodes
-from pipeline.core.cost import PricingError
+from pipeline.core.errors import UserError, exit_code_for
 from pipeline.core.records import Status
-from pipeline.core.storage import StorageError
-from pipeline.engines.ending import exit_code, outcome_word, problems, summary_line
-from pipeline.engines.job import Job, UsageError, job_identity, open_job
+from pipeline.core.storage import is_uri
+from pipeline.engines.ending import outcome_word
+from pipeline.engines.job import UsageError, job_identity, open_job
 from pipeline.engines.progress import Progress
 from pipeline.engines.ray.labeller import ShardSpec, ShardSummary
 from pipeline.engines.ray.ledger import ClusterLedger
+from pipeline.engines.runlog import RunLog
 from pipeline.engines.runstate import RunResult, RunStats, new_run_id
-from pipeline.output import open_output_dir
-from pipeline.output.outdir import Manifest, OutputDir, OutputDirError, ShardInfo
-from pipeline.output.resume import open_manifest
-from pipeline.output.store import StoreError
-from pipeline.plan.policies import PolicyError
-from pipeline.quality.nightly import extend_report
-from pipeline.readers import InputError
-from pipeline.report.cost_report import build_report, write_reports
-from pipeline.report.html import write_html_report
+from pipeline.engines.session import Session, open_session
+from pipeline.output.outdir import ShardInfo
 
 __all__ = ["RAY_MISSING", "run_on_ray"]
 
@@ -58,12 +53,9 @@ def run_on_ray(config: RunConfig, *, address: str | None = None, actors: int | N
         return exitcodes.EXIT_USAGE
     try:
         return _run(config, address=address, actors=actors, stream=stream, progress=progress)
-    except (UsageError, ConfigError, InputError, PolicyError, PricingError, StoreError, StorageError) as exc:
+    except UserError as exc:
         print(f"moderate: error: {exc}", file=stream)
-        return exitcodes.EXIT_USAGE
-    except OutputDirError as exc:
-        print(f"moderate: error: {exc}", file=stream)
-        return exitcodes.EXIT_LOCKED if exc.locked else exitcodes.EXIT_USAGE
+        return exit_code_for(exc)
 
 
 def _refuse_unsupported(config: RunConfig) -> None:
@@ -79,29 +71,23 @@ def _refuse_unsupported(config: RunConfig) -> None:
 def _run(config: RunConfig, *, address: str | None, actors: int | None, stream: TextIO,
          progress: bool | None) -> int:
     _refuse_unsupported(config)
-    job = open_job(config)
-    outdir = open_output_dir(config.out, kept=job.inputs.kept_fields)
-    if not outdir.local:
+    if is_uri(config.out) and not config.out.startswith("file://"):
         raise UsageError(f"{config.out}: --engine ray writes to a folder every node sees (a shared file system), "
                          "not to an object store")
-    outdir.lock()
-    try:
-        ledger = ClusterLedger(outdir.path)
-        identity = {**job_identity(config, job.inputs, job.plans, job.model), "engine": "ray"}
-        manifest = open_manifest(outdir, identity, shard_rows=config.shard_rows, force=bool(config.force),
-                                 store=ledger)  # type: ignore[arg-type]
-        if manifest.finished:
-            return _nothing_to_do(job, ledger, manifest, outdir, stream)
-        return _label(job, ledger, manifest, outdir, address=address, actors=actors, stream=stream,
-                      progress=progress)
-    finally:
-        outdir.unlock()
+    job = open_job(config)
+    log = RunLog(stream, secret=os.environ.get(config.api_key_env))
+    identity = {**job_identity(config, job.inputs, job.plans, job.model), "engine": "ray"}
+    with open_session(config, job, log=log, store=ClusterLedger(Path(config.out)), identity=identity) as session:
+        if session.manifest.finished:
+            return session.nothing_to_do().exit_code
+        return _label(session, address=address, actors=actors, stream=stream, progress=progress)
 
 
-def _label(job: Job, ledger: ClusterLedger, manifest: Manifest, outdir: OutputDir, *, address: str | None,
-           actors: int | None, stream: TextIO, progress: bool | None) -> int:
+def _label(session: Session, *, address: str | None, actors: int | None, stream: TextIO,
+           progress: bool | None) -> int:
     from pipeline.engines.ray import rayside
 
+    job, ledger, manifest, outdir = session.job, session.store, session.manifest, session.outdir
     total = job.inputs.total_rows
     if total is None:  # compressed or remote JSONL/CSV: count once, so shards can be numbered
         total = sum(len(batch) for batch in job.inputs.batches(batch_size=65536))
@@ -151,41 +137,24 @@ def _label(job: Job, ledger: ClusterLedger, manifest: Manifest, outdir: OutputDi
     result = tally.result
     result.elapsed = time.monotonic() - started
     result.input_exhausted = True
-    if result.stop_status is None and all((i := manifest.shards.get(k)) and i.complete for k in range(shards)) \
-            and not (result.fatal_error or result.write_error or result.internal_error):
-        manifest.finished = True
-        manifest.total_rows = total
-        outdir.write_manifest(manifest)
+    session.mark_finished(result, total_rows=total)
     # what this run paid, shards left unfinished included (their answers wait in their stores)
     bills = [b for b in ledger.billing(manifest.out_id) if b["run_id"] == run_id]
     result.stats.spent_usd = sum(b["cost_usd"] if b.get("charged_usd") is None else b["charged_usd"] for b in bills)
     outcome = "failed" if tally.error else outcome_word(result)
     ledger.record_run(_run_row(run_id, manifest.out_id, started_at, outcome, tally, result.elapsed))
-    report = _reports(job, ledger, manifest, outdir)
-    print(summary_line(result, report, policies=len(job.plans), labels_dir=outdir.labels,
-                       report_path=Path(outdir.path) / "cost_report.md", simulated=job.config.provider == "simulator"),
-          file=stream)
     calls = counts.get("calls", 0)
     per_1000 = calls / result.stats.labels * 1000 if result.stats.labels else 0.0
-    print(f"moderate: ray: the limiter answered {calls:,} lease calls for {counts.get('used', 0):,} requests "
-          f"({per_1000:.1f} per 1,000 labels)", file=stream)
+    notes = [f"moderate: ray: the limiter answered {calls:,} lease calls for {counts.get('used', 0):,} requests "
+             f"({per_1000:.1f} per 1,000 labels)"]
     if skipped:
-        print(f"moderate: ray: {skipped:,} shards not begun (the run was stopped); the next run labels them",
-              file=stream)
+        notes.append(f"moderate: ray: {skipped:,} shards not begun (the run was stopped); the next run labels them")
+    ending = session.finish(result, run_id=run_id, notes=notes, drift=False)
     if tally.error:
-        print(f"moderate: error: {tally.error}; answers paid for are kept in {outdir.path / 'results'}",
-              file=stream)
+        session.log.say("error", f"moderate: error: {tally.error}; answers paid for are kept in "
+                        f"{outdir.path / 'results'}")
         return exitcodes.EXIT_USAGE
-    if result.write_error:
-        print(f"moderate: error: {result.write_error}; answers paid for are kept in {outdir.path / 'results'}: "
-              "free some space and run the same command to resume", file=stream)
-    elif result.fatal_error:
-        print(f"moderate: error: the endpoint refused the run: {result.fatal_error}", file=stream)
-    if result.internal_error:
-        print(result.internal_traceback or "", end="", file=stream)
-        print(f"moderate: internal error (a bug) on {result.stats.internal_errors:,} rows, which are marked "
-              f"failed: {result.internal_error}; please report it with the traceback above", file=stream)
-    return exit_code(result, report)
+    return ending.exit_code
 
 
 class _GracefulStop:
@@ -264,20 +233,3 @@ def _run_row(run_id: str, out_id: str, started_at: float, outcome: str, tally: _
             "duplicates": s.duplicates, "elapsed_s": round(elapsed, 3)}
 
 
-def _reports(job: Job, ledger: ClusterLedger, manifest: Manifest, outdir: OutputDir) -> dict:
-    config = job.config
-    report = build_report(billing=ledger.billing(manifest.out_id), runs=ledger.runs(manifest.out_id),
-                          labels_dir=outdir.labels, pricing=job.pricing, provider=config.provider, model=job.model)
-    extend_report(report, out=outdir.path, manifest=manifest, config=config, rates=None)  # no drift history
-    write_reports(report, outdir.path)
-    write_html_report(outdir.path, text_column=config.text_column, id_column=config.id_column)
-    return report
-
-
-def _nothing_to_do(job: Job, ledger: ClusterLedger, manifest: Manifest, outdir: OutputDir, stream: TextIO) -> int:
-    report = _reports(job, ledger, manifest, outdir)
-    bad = problems(report)
-    print(f"moderate: nothing to do: {outdir.path} is complete ({manifest.total_rows} rows"
-          + (f", {bad} labels not ok: --force retries them, cached answers are reused" if bad else "")
-          + f"); report in {outdir.path / 'cost_report.md'}", file=stream)
-    return exitcodes.EXIT_ROWS_FAILED if bad else exitcodes.EXIT_OK
