@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pipeline.config.providers import run_model
 from pipeline.config.settings import RunConfig
 from pipeline.core.digests import DigestSet
 from pipeline.core.tokens import count_tokens, harmony_overhead, policy_tokens, truncate
@@ -21,7 +22,6 @@ from pipeline.plan.policies import builtin_policy_dir, load_policies
 from pipeline.plan.prompt import fingerprint, neutralise, normalise, render_system, request_key
 from pipeline.readers import RowBatch, open_inputs
 
-SIMULATOR_MODEL = "gpt-oss-safeguard-20b-simulator"
 BATCH_ROWS = 4096
 
 
@@ -67,9 +67,7 @@ class JobCount:
 
 def job_model(config: RunConfig) -> str:
     """The model name the run sends (the simulator serves its own name)."""
-    if config.provider == "simulator" and "simulator" not in config.model:
-        return SIMULATOR_MODEL
-    return config.model
+    return run_model(config.provider, config.model)
 
 
 def count_job(config: RunConfig, *, date: str | None = "today") -> JobCount:

@@ -32,11 +32,11 @@ from pipeline.call.vllm_metrics import RUNNING, WAITING, metrics_url, parse_metr
 from pipeline.config.providers import (
     DEFAULT_BASE_URLS,
     HOSTS,
-    SIMULATOR_MODEL,
     build_body,
     chat_url,
     models_url,
     request_headers,
+    run_model,
 )
 from pipeline.config.settings import RunConfig
 from pipeline.core import exitcodes
@@ -129,7 +129,7 @@ async def _check_all(config: RunConfig, *, stream: TextIO | None) -> list[CheckR
     api_key = os.environ.get(config.api_key_env) or None
     policies = load_policies(config.policies or sorted(builtin_policy_dir().glob("*.md")))
     simulated = config.provider == "simulator"
-    model = config.model if not simulated or "simulator" in config.model else SIMULATOR_MODEL
+    model = run_model(config.provider, config.model)
     async with contextlib.AsyncExitStack() as stack:
         base_url = config.base_url or DEFAULT_BASE_URLS.get(config.provider, "")
         if simulated:

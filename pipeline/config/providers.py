@@ -176,3 +176,17 @@ def build_body(
     if response_format is not None and (host is None or host.json_schema):
         body["response_format"] = response_format
     return body
+
+
+def run_model(provider: str, model: str) -> str:
+    """The model name a run sends and records: the configured one, except that the built-in simulator
+    serves its own name (a config pointed at the simulator keeps its real model id for other hosts).
+
+    >>> run_model("simulator", "openai/gpt-oss-safeguard-20b")
+    'gpt-oss-safeguard-20b-simulator'
+    >>> run_model("groq", "openai/gpt-oss-safeguard-20b")
+    'openai/gpt-oss-safeguard-20b'
+    """
+    if provider == "simulator" and "simulator" not in model:
+        return SIMULATOR_MODEL
+    return model

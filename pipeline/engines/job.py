@@ -9,9 +9,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from pipeline.call.client import Transport
-from pipeline.call.endpoints import SIMULATOR_MODEL, Endpoint
+from pipeline.call.endpoints import Endpoint
 from pipeline.call.judge import CallSettings, Judge
-from pipeline.config.providers import HOSTS
+from pipeline.config.providers import HOSTS, run_model
 from pipeline.config.rules import check_context_room
 from pipeline.config.settings import RunConfig
 from pipeline.core.cost import Pricing, lookup_pricing
@@ -64,8 +64,7 @@ def open_job(config: RunConfig, *, transport: Transport | None = None) -> Job:
     inputs = open_inputs(config.inputs, text_column=config.text_column, id_column=config.id_column,
                          limit=config.limit, keep_columns=config.keep_columns)
     policies = load_policies(config.policies or builtin_policy_files())
-    simulated = config.provider == "simulator"
-    model = config.model if not simulated or "simulator" in config.model else SIMULATOR_MODEL
+    model = run_model(config.provider, config.model)
     pricing = lookup_pricing(provider=config.provider, model=model, input_per_million=config.input_per_million,
                              cached_input_per_million=config.cached_input_per_million,
                              output_per_million=config.output_per_million)

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.call.client import HttpReply
-from pipeline.call.endpoints import SIMULATOR_MODEL
 from pipeline.call.judge import Judge
+from pipeline.config.providers import run_model
 from pipeline.config.rules import validate
 from pipeline.config.settings import RunConfig
 from pipeline.core.records import Outcome, Status
@@ -62,8 +62,7 @@ def open_job(config: RunConfig) -> Job:
     inputs = open_inputs(config.inputs, text_column=config.text_column, id_column=config.id_column,
                          limit=config.limit)
     policies = load_policies(config.policies or builtin_policy_files())
-    simulated = config.provider == "simulator"
-    model = config.model if not simulated or "simulator" in config.model else SIMULATOR_MODEL
+    model = run_model(config.provider, config.model)
     plans = [policy_plan(i, p, config, model) for i, p in enumerate(policies)]
     judge = Judge(transport=_Offline(), settings=call_settings(config, model=model, api_key=None))
     return Job(config, inputs, plans, job_identity(config, inputs, plans, model), model, judge)
