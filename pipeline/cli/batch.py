@@ -90,48 +90,11 @@ def _prepare(args: argparse.Namespace) -> int:
 
 
 def _ingest(args: argparse.Namespace) -> int:
-    from pipeline.core.cost import batch_discount, lookup_pricing
-    from pipeline.engines.batchfiles.ingest import ingest
-    from pipeline.engines.batchfiles.job import open_job, restore
-    from pipeline.report.cost_report import add_earlier_stores, build_report, write_reports
+    from pipeline.engines.batchfiles.folder import ingest_folder
 
     def step() -> int:
-        from pipeline.core.storage import is_uri
-
-        if not is_uri(args.out_dir) and not Path(args.out_dir).is_dir():
-            raise _Usage(f"{args.out_dir}: no such output folder: run 'moderate batch prepare --out OUT_DIR ...' "
-                         "first")
-        outdir = _locked(args.out_dir)
-        try:
-            manifest = outdir.read_manifest()
-            if manifest is None or manifest.job is None:
-                raise _Usage(f"{args.out_dir}: not prepared for batch files: run 'moderate batch prepare "
-                             "--out OUT_DIR ...' first")
-            config = restore(manifest.job, out=args.out_dir)
-            _configure_storage(config)
-            job = open_job(config)
-            if job.identity != manifest.identity:
-                changed = ", ".join(k for k in job.identity if manifest.identity.get(k) != job.identity[k])
-                raise _Usage(f"{args.out_dir}: the job changed since 'batch prepare' ({changed} changed): "
-                             "prepare it again")
-            pricing = lookup_pricing(provider=config.provider, model=job.model,
-                                     input_per_million=config.input_per_million,
-                                     cached_input_per_million=config.cached_input_per_million,
-                                     output_per_million=config.output_per_million)
-            discounted = pricing.discounted(batch_discount(provider=config.provider, model=job.model))
-            store = _store(config, outdir)
-            done = ingest(job, manifest, outdir=outdir, store=store, files=list(args.results), pricing=discounted)
-            report = build_report(billing=store.billing(manifest.out_id), runs=store.runs(manifest.out_id),
-                                  labels_dir=outdir.labels, pricing=pricing, provider=config.provider,
-                                  model=job.model)
-            add_earlier_stores(report, manifest.earlier_stores_usd)
-            write_reports(report, outdir.path)
-            if outdir.local:
-                from pipeline.report.html import write_html_report
-
-                write_html_report(outdir.path, text_column=config.text_column, id_column=config.id_column)
-        finally:
-            outdir.unlock()
+        result = ingest_folder(args.out_dir, [str(f) for f in args.results])
+        done, report = result.done, result.report
         for line in done.unreadable:
             print(f"moderate: warning: {line} (skipped)", file=sys.stderr)
         statuses = " ".join(f"{k}={v}" for k, v in sorted(done.statuses.items())) or "no labels written"
@@ -140,7 +103,7 @@ def _ingest(args: argparse.Namespace) -> int:
               + (f" ({done.already} already ingested: skipped)" if done.already else "")
               + f"; {done.answered:,} answers, {done.failed:,} failed, {done.repeated:,} already stored; "
               f"batch cost ${done.cost_usd:.4f}, directory total ${report['cost_usd']:.4f}; {statuses}; "
-              f"shards in {outdir.labels}, report in {outdir.path / 'cost_report.md'}", file=sys.stderr)
+              f"shards in {result.labels_dir}, report in {result.report_path}", file=sys.stderr)
         if left:
             print(f"moderate: {left:,} labels have no answer yet: 'moderate run' with the same job flags and "
                   f"--out {args.out_dir} sends just those", file=sys.stderr)
@@ -175,22 +138,10 @@ def _store(config: RunConfig, outdir: OutputDir) -> ResultStore:
 
 
 def _guarded(step: Callable[[], int]) -> int:
-    from pipeline.config.settings import ConfigError
-    from pipeline.core.cost import PricingError
-    from pipeline.core.storage import StorageError
-    from pipeline.output.outdir import OutputDirError
-    from pipeline.output.outfiles import OutputFileError
-    from pipeline.output.store import StoreError
-    from pipeline.plan.policies import PolicyError
-    from pipeline.readers import InputError
-
+    """Run a sub-command's step; its `UserError`s reach `pipeline.cli.main`, which prints them once."""
     try:
         return step()
-    except OutputDirError as exc:
-        print(f"moderate: error: {exc}", file=sys.stderr)
-        return exitcodes.EXIT_LOCKED if exc.locked else exitcodes.EXIT_USAGE
-    except (_Usage, ConfigError, InputError, PolicyError, PricingError, StoreError, StorageError, OutputFileError,
-            ValueError) as exc:
+    except ValueError as exc:  # a batch file line that cannot be read (BatchLineError)
         print(f"moderate: error: {exc}", file=sys.stderr)
         return exitcodes.EXIT_USAGE
     except KeyboardInterrupt:

@@ -8,12 +8,9 @@ from typing import Any
 
 import orjson
 
-from pipeline.audit.costing import EstimateError, estimate
+from pipeline.audit.costing import estimate
 from pipeline.config.settings import ConfigError
 from pipeline.core import exitcodes
-from pipeline.core.cost import PricingError
-from pipeline.plan.policies import PolicyError
-from pipeline.readers import InputError
 
 DESCRIPTION = """\
 Count what `moderate run` would send for the same config and flags, without sending anything:
@@ -36,14 +33,10 @@ def main(args: argparse.Namespace) -> int:
     # one pass over the input: freed Parquet buffers go back to the system at once (mimalloc,
     # pyarrow's default, keeps them: ~40 MB more peak on a 1 M-row file)
     pa.set_memory_pool(pa.system_memory_pool())
-    try:
-        config = job_config(args)
-        if not config.inputs:
-            raise ConfigError("no input: pass --input PATH (file, folder or glob) or set [input] paths")
-        result = estimate(config, calibrate=args.calibrate)
-    except (ConfigError, InputError, PolicyError, PricingError, EstimateError) as exc:
-        print(f"moderate: error: {exc}", file=sys.stderr)
-        return exitcodes.EXIT_USAGE
+    config = job_config(args)  # a user's mistake raises UserError: pipeline.cli.main prints it
+    if not config.inputs:
+        raise ConfigError("no input: pass --input PATH (file, folder or glob) or set [input] paths")
+    result = estimate(config, calibrate=args.calibrate)
     if args.json:
         sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:

@@ -9,10 +9,8 @@ from typing import Any
 
 import orjson
 
-from pipeline.audit.evaluate import BOOTSTRAP, EvalError, evaluate
+from pipeline.audit.evaluate import BOOTSTRAP, evaluate
 from pipeline.core import exitcodes
-from pipeline.readers import InputError
-from pipeline.report.html.data import ReportError
 
 #: written next to the shards; the HTML report shows it.
 DESCRIPTION = """\
@@ -41,9 +39,6 @@ def main(args: argparse.Namespace) -> int:
         result = evaluate(Path(args.out_dir), truth=args.truth, id_column=args.id_column,
                           label_columns=args.label_column, policies=args.policy,
                           resamples=args.bootstrap, seed=args.seed)
-    except (EvalError, InputError, ReportError) as exc:
-        print(f"moderate: error: {exc}", file=sys.stderr)
-        return exitcodes.EXIT_USAGE
     except OSError as exc:  # a read-only or full folder
         print(f"moderate: error: {exc.filename or args.out_dir}: cannot write ({exc.strerror or exc})", file=sys.stderr)
         return exitcodes.EXIT_USAGE

@@ -6,12 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from pipeline.audit.export import ExportError
 from pipeline.audit.trainingset import FORMATS, export
 from pipeline.core import exitcodes
-from pipeline.output.outfiles import OutputFileError, is_stream
-from pipeline.plan.policies import PolicyError
-from pipeline.readers import InputError
+from pipeline.output.outfiles import is_stream
 
 DESCRIPTION = """\
 Write a training set from a run's ok labels. chat-jsonl: {"messages": [system = the policy as
@@ -50,15 +47,11 @@ def main(args: argparse.Namespace) -> int:
     if args.text_column is None:  # as the manifest records them; folders from before that: report.html's
         args.text_column, recorded_id = recorded_run_columns(Path(args.out_dir)) or recorded_columns(args.out_dir)
         args.id_column = args.id_column or recorded_id
-    try:
-        summary = export(Path(args.out_dir), fmt=args.export_format, output=Path(args.output),
-                         review=args.review, review_output=args.review_output, gold=args.gold,
-                         gold_column=args.gold_column, gold_id_column=args.gold_id_column, inputs=args.inputs,
-                         text_column=args.text_column, id_column=args.id_column, policy_files=args.policies,
-                         partial=args.partial)
-    except (ExportError, InputError, PolicyError, OutputFileError) as exc:
-        print(f"moderate: error: {exc}", file=sys.stderr)
-        return exitcodes.EXIT_USAGE
+    summary = export(Path(args.out_dir), fmt=args.export_format, output=Path(args.output),
+                     review=args.review, review_output=args.review_output, gold=args.gold,
+                     gold_column=args.gold_column, gold_id_column=args.gold_id_column, inputs=args.inputs,
+                     text_column=args.text_column, id_column=args.id_column, policy_files=args.policies,
+                     partial=args.partial)  # a user's mistake raises UserError: pipeline.cli.main prints it
     line = f"moderate export: {summary['examples']:,} examples to {summary['output']}"
     if summary["review_output"]:
         line += f"; {summary['review']:,} labels to review in {summary['review_output']}"
