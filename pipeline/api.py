@@ -32,7 +32,7 @@ from pipeline.config.settings import RunConfig
 from pipeline.core import exitcodes
 from pipeline.core.aio import run_sync
 from pipeline.engines.local.app import run_local
-from pipeline.engines.runlog import RunLog
+from pipeline.engines.runlog import LineWriter, RunLog
 from pipeline.engines.runstate import RunStats
 from pipeline.output import open_output_dir
 
@@ -174,24 +174,9 @@ def _run_on_ray(config: RunConfig) -> RunResult:
     return RunResult(_OUTCOMES.get(code, "failed"), code, out, float(report.get("cost_usd", 0.0)), None, report)
 
 
-class _LoggerStream:
+class _LoggerStream(LineWriter):
     """A text stream whose lines go to the ``pipeline`` logger (errors and warnings at their own level)."""
 
-    def __init__(self) -> None:
-        self._pending = ""
-
-    def write(self, text: str) -> int:
-        self._pending += text
-        while "\n" in self._pending:
-            line, self._pending = self._pending.split("\n", 1)
-            if line:
-                level = logging.ERROR if ": error:" in line else \
-                    logging.WARNING if ": warning:" in line else logging.INFO
-                logger.log(level, line)
-        return len(text)
-
-    def flush(self) -> None:
-        pass
-
-    def isatty(self) -> bool:
-        return False
+    def line(self, text: str) -> None:
+        level = logging.ERROR if ": error:" in text else logging.WARNING if ": warning:" in text else logging.INFO
+        logger.log(level, text)

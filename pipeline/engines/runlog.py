@@ -18,7 +18,7 @@ import orjson
 
 from pipeline.call.redact import Redactor
 
-__all__ = ["JsonProgress", "LineStream", "RunLog"]
+__all__ = ["JsonProgress", "LineStream", "LineWriter", "RunLog"]
 
 _URL_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
 
@@ -95,19 +95,21 @@ class JsonProgress:
                        elapsed_s=round(elapsed, 1), labels_per_s=round(done / elapsed, 2) if elapsed > 0 else None)
 
 
-class LineStream:
-    """A text stream whose lines become `RunLog.say` events (for code that prints to a stream)."""
+class LineWriter:
+    """A text stream that hands each complete, non-empty line it is written to `line` (never a terminal)."""
 
-    def __init__(self, log: RunLog, event: str = "notice") -> None:
-        self.log, self.event = log, event
+    def __init__(self) -> None:
         self._pending = ""
+
+    def line(self, text: str) -> None:
+        raise NotImplementedError
 
     def write(self, text: str) -> int:
         self._pending += text
         while "\n" in self._pending:
             line, self._pending = self._pending.split("\n", 1)
             if line:
-                self.log.say(self.event, line)
+                self.line(line)
         return len(text)
 
     def flush(self) -> None:
@@ -115,3 +117,14 @@ class LineStream:
 
     def isatty(self) -> bool:
         return False
+
+
+class LineStream(LineWriter):
+    """A text stream whose lines become `RunLog.say` events (for code that prints to a stream)."""
+
+    def __init__(self, log: RunLog, event: str = "notice") -> None:
+        super().__init__()
+        self.log, self.event = log, event
+
+    def line(self, text: str) -> None:
+        self.log.say(self.event, text)
