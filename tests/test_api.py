@@ -85,13 +85,17 @@ def test_load_config_applies_the_provider_presets_as_the_cli_does() -> None:
     assert config.concurrency < 64
 
 
-def test_a_hand_built_config_gets_the_presets_when_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_hand_built_config_has_its_hosts_presets_and_is_checked_when_run(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MODERATION_API_KEY", raising=False)
     config = pipeline.RunConfig(provider="modelslab", inputs=[str(tmp_path / "x.jsonl")], out=str(tmp_path / "o"))
+    assert (config.model, config.concurrency) == ("openai-gpt-oss-safeguard-20b", 5)
     (tmp_path / "x.jsonl").write_text('{"id": 1, "text": "hi"}\n')
     with pytest.raises(pipeline.UserError, match="no API key"):
         pipeline.run(config)
-    assert config.model != "openai-gpt-oss-safeguard-20b"  # the caller's object is left as it was
+    config.concurrency = 0
+    with pytest.raises(pipeline.ConfigError, match="concurrency"):
+        pipeline.run(config)
 
 
 def test_load_config_takes_flag_names_single_values_and_paths(tmp_path: Path) -> None:
@@ -144,3 +148,10 @@ def test_the_snippets_of_docs_api_md_run_as_written(index: int, tmp_path: Path,
     shutil.copytree(REPO / "pipeline" / "builtin", tmp_path / "pipeline" / "builtin")
     monkeypatch.chdir(tmp_path)
     exec(compile(_snippets()[index], f"docs/api.md snippet {index + 1}", "exec"), {})
+
+
+def test_a_model_set_on_a_config_after_it_was_made_is_kept(tmp_path: Path) -> None:
+    config = pipeline.load_config(provider="simulator", policy=["spam"], out=str(tmp_path / "o"))
+    config.model = "gpt-oss-safeguard-120b-simulator"
+    result = pipeline.run(config, data=_frame(3))
+    assert set(result.labels()["model"]) == {"gpt-oss-safeguard-120b-simulator"}

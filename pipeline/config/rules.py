@@ -130,9 +130,10 @@ def _check_endpoint(config: RunConfig) -> None:
     where, host = config.source, HOSTS[config.provider]
     if config.queue is not None and config.queue <= 0:
         raise ConfigError(f"{where}: 'limits.queue' must be greater than 0 (ModelsLab plans: 5, 10 or 15)")
-    if "model" in config.preset:
+    # a field still holding some host's default follows the provider; a value set since (in Python) is kept
+    if "model" in config.preset and config.model in {h.model for h in HOSTS.values()}:
         config.model = host.model
-    if "concurrency" in config.preset:
+    if "concurrency" in config.preset and config.concurrency in {h.concurrency for h in HOSTS.values()}:
         config.concurrency = config.queue or host.concurrency
     if config.base_url is not None:
         problem = base_url_problem(config.base_url)

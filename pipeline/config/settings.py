@@ -100,6 +100,12 @@ class RunConfig:
     def __post_init__(self) -> None:
         defaults = RunConfig.__dataclass_fields__
         self.preset = {name for name in PRESET_FIELDS if getattr(self, name) == defaults[name].default}
+        host = HOSTS.get(self.provider)
+        if host is not None:  # RunConfig(provider="modelslab") gets that host's model id and concurrency at once
+            if "model" in self.preset:
+                self.model = host.model
+            if "concurrency" in self.preset:
+                self.concurrency = self.queue or host.concurrency
 
 
 # section -> key -> (field name, accepted python types); docs/config.md describes each key
