@@ -156,7 +156,7 @@ def _prepared(config: RunConfig, data: Any) -> RunConfig:
         from pipeline.readers.frames import materialize
 
         columns = [c for c in (config.id_column or "id", config.text_column, *config.keep_columns) if c]
-        config.inputs = [materialize(data, columns=list(dict.fromkeys(columns)))]
+        config.inputs = [materialize(data, columns=list(dict.fromkeys(columns)), text_column=config.text_column)]
     return config
 
 

@@ -155,3 +155,30 @@ def test_a_model_set_on_a_config_after_it_was_made_is_kept(tmp_path: Path) -> No
     config.model = "gpt-oss-safeguard-120b-simulator"
     result = pipeline.run(config, data=_frame(3))
     assert set(result.labels()["model"]) == {"gpt-oss-safeguard-120b-simulator"}
+
+
+def test_data_without_the_text_column_names_the_columns_it_has(tmp_path: Path) -> None:
+    config = pipeline.load_config(provider="simulator", policy=["spam"], out=str(tmp_path / "o"))
+    with pytest.raises(pipeline.InputError, match=r"data=: no column 'text' \(columns: id, body\)"):
+        pipeline.run(config, data=pl.DataFrame({"id": ["1"], "body": ["x"]}))
+
+
+def test_an_empty_frame_is_a_finished_run_with_no_labels(tmp_path: Path) -> None:
+    config = pipeline.load_config(provider="simulator", policy=["spam"], out=str(tmp_path / "o"))
+    empty = pl.DataFrame({"id": [], "text": []}, schema={"id": pl.Utf8, "text": pl.Utf8})
+    result = pipeline.run(config, data=empty)
+    assert (result.outcome, result.exit_code, result.labels().height) == ("finished", 0, 0)
+
+
+def test_an_on_event_callback_that_raises_is_dropped_and_the_run_goes_on(tmp_path: Path,
+                                                                         caplog: pytest.LogCaptureFixture) -> None:
+    calls: list[str] = []
+
+    def broken(event: dict) -> None:
+        calls.append(event["event"])
+        raise ZeroDivisionError("oops")
+
+    config = pipeline.load_config(provider="simulator", policy=["spam"], out=str(tmp_path / "o"))
+    result = pipeline.run(config, data=_frame(4), on_event=broken)
+    assert result.outcome == "finished" and result.labels().height == 4
+    assert len(calls) == 1 and "on_event raised ZeroDivisionError" in caplog.text

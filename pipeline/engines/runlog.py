@@ -8,6 +8,7 @@ of its own. The API key and any user:password in a URL are removed from everythi
 
 from __future__ import annotations
 
+import logging
 import re
 import sys
 import time
@@ -59,8 +60,14 @@ class RunLog:
         self.stream.flush()
 
     def _tell(self, fields: dict[str, Any]) -> None:
+        """Hand an event to the listener; a listener that fails is dropped, never the run (paid calls go on)."""
         assert self.listener is not None
-        self.listener({k: self._clean(v) if isinstance(v, str) else v for k, v in fields.items()})
+        try:
+            self.listener({k: self._clean(v) if isinstance(v, str) else v for k, v in fields.items()})
+        except Exception as exc:
+            self.listener = None
+            logging.getLogger("pipeline").warning("on_event raised %s: %s; no more events are sent to it",
+                                                  type(exc).__name__, self._clean(str(exc)))
 
     def _clean(self, text: str) -> str:
         return _URL_CREDENTIALS.sub("[redacted]@", self._redactor.text(text))

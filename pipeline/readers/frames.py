@@ -31,7 +31,7 @@ def data_cache_dir() -> Path:
     return Path(cache) / "moderate" / "data"
 
 
-def materialize(data: Any, *, columns: list[str], folder: Path | None = None) -> str:
+def materialize(data: Any, *, columns: list[str], text_column: str, folder: Path | None = None) -> str:
     """Write ``data``'s ``columns`` (those it has) to ``folder/<content hash>.parquet`` and return the path.
 
     Raises `InputError` (one line) for a type it cannot read or a text column it lacks.
@@ -45,6 +45,9 @@ def materialize(data: Any, *, columns: list[str], folder: Path | None = None) ->
     first = next(batches, None)
     if first is None:
         raise InputError("data=: no rows and no columns")
+    if text_column not in first.schema.names:
+        raise InputError(f"data=: no column {text_column!r} (columns: {', '.join(_names(data)) or 'none'}); "
+                         "set text_column")
     handle, temp = tempfile.mkstemp(dir=folder, prefix=".data-", suffix=".parquet.tmp")
     os.close(handle)
     try:
@@ -60,6 +63,15 @@ def materialize(data: Any, *, columns: list[str], folder: Path | None = None) ->
     return str(target)
 
 
+def _names(data: Any) -> list[str]:
+    """The column names of a frame or table, for a message (none for an iterable of dicts)."""
+    for names in (getattr(data, "column_names", None), getattr(data, "columns", None),
+                  getattr(getattr(data, "schema", None), "names", None)):
+        if isinstance(names, list):
+            return [str(n) for n in names]
+    return []
+
+
 def _chain(first: pa.RecordBatch, rest: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
     yield first
     yield from rest
@@ -71,7 +83,7 @@ def _batches(data: Any, columns: list[str]) -> Iterator[pa.RecordBatch]:
         data = data.to_arrow()
     if isinstance(data, pa.Table):
         table = data.select([c for c in columns if c in data.column_names])
-        yield from table.to_batches(max_chunksize=65536)
+        yield from table.to_batches(max_chunksize=65536) or [pa.RecordBatch.from_pylist([], schema=table.schema)]
     elif isinstance(data, pa.RecordBatchReader):
         wanted = [c for c in columns if c in data.schema.names]
         for batch in data:
