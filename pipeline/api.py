@@ -14,6 +14,7 @@ in the returned `RunResult` (``outcome``, ``exit_code``, ``cost_usd``, ``labels(
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import copy
 import dataclasses
 import logging
@@ -30,7 +31,6 @@ from pipeline.config import settings
 from pipeline.config.rules import ConfigError, validate
 from pipeline.config.settings import RunConfig
 from pipeline.core import exitcodes
-from pipeline.core.aio import run_sync
 from pipeline.engines.local.app import run_local
 from pipeline.engines.runlog import LineWriter, RunLog
 from pipeline.engines.runstate import RunStats
@@ -126,15 +126,26 @@ def run(config: RunConfig, *, data: Any = None, engine: Literal["local", "ray"] 
     once as Parquet under ``~/.cache/moderate/data`` (named by its content, so a rerun resumes).
     ``on_event``: called with each event of the run (``start``, ``progress``, ``pause``, ``warning``,
     ``finish``...) as a dict; every event also goes to the ``pipeline`` logger.
-    Works inside a running event loop (a notebook cell): the run then gets a thread and a loop of its own.
+    Works inside a running event loop (a notebook cell): the run has a thread and a loop of its own. A first
+    KeyboardInterrupt (Ctrl-C, a notebook's stop button) drains the run: ``outcome == "interrupted"``.
     Raises `pipeline.UserError` for a mistake found before anything is sent.
     """
-    return run_sync(run_async(config, data=data, engine=engine, on_event=on_event, transport=transport))
+    stopper = _Stopper()
+    coroutine = run_async(config, data=data, engine=engine, on_event=on_event, transport=transport,
+                          _on_start=stopper.register)
+    # the run gets a thread and a loop of its own (a notebook cell has a loop running already); this
+    # thread waits in short steps, so that Ctrl-C or a notebook's stop button reach it and drain the run
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="moderate-run")
+    future = pool.submit(asyncio.run, coroutine)
+    try:
+        return _wait(future, stopper)
+    finally:
+        pool.shutdown(wait=False)
 
 
 async def run_async(config: RunConfig, *, data: Any = None, engine: Literal["local", "ray"] = "local",
-                    on_event: Callable[[Event], None] | None = None,
-                    transport: Transport | None = None) -> RunResult:
+                    on_event: Callable[[Event], None] | None = None, transport: Transport | None = None,
+                    _on_start: Callable[[Callable[[], None]], None] | None = None) -> RunResult:
     """`run` as a coroutine, on the caller's event loop."""
     config = _prepared(config, data)
     if engine == "ray":
@@ -142,9 +153,44 @@ async def run_async(config: RunConfig, *, data: Any = None, engine: Literal["loc
     if engine != "local":
         raise ConfigError(f"engine must be 'local' or 'ray', not {engine!r}")
     log = RunLog(_LoggerStream(), secret=os.environ.get(config.api_key_env), listener=on_event)
-    ending = await run_local(config, log=log, transport=transport, progress=False, signals=False)
+    ending = await run_local(config, log=log, transport=transport, progress=False, signals=False,
+                             on_start=_on_start)
     return RunResult(ending.outcome, ending.exit_code, ending.out, ending.run_cost_usd, ending.stats,
                      ending.report or {})
+
+
+class _Stopper:
+    """Asks a run to drain, now or as soon as it starts (an interrupt may come while inputs are read)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._stop: Callable[[], None] | None = None
+
+    def register(self, stop: Callable[[], None]) -> None:
+        self._stop = stop
+        if self.requested:
+            stop()
+
+    def stop(self) -> None:
+        self.requested = True
+        if self._stop is not None:
+            self._stop()
+
+
+def _wait(future: concurrent.futures.Future[RunResult], stopper: _Stopper) -> RunResult:
+    """The run's result; a first KeyboardInterrupt drains the run (calls in flight finish), a second leaves it."""
+    interrupted = False
+    while True:
+        try:
+            return future.result(timeout=0.2)
+        except concurrent.futures.TimeoutError:
+            continue
+        except KeyboardInterrupt:
+            if interrupted:
+                raise
+            interrupted = True
+            stopper.stop()
+            logger.warning("moderate: interrupted: finishing calls in flight; interrupt again to stop waiting")
 
 
 def _prepared(config: RunConfig, data: Any) -> RunConfig:

@@ -182,3 +182,30 @@ def test_an_on_event_callback_that_raises_is_dropped_and_the_run_goes_on(tmp_pat
     result = pipeline.run(config, data=_frame(4), on_event=broken)
     assert result.outcome == "finished" and result.labels().height == 4
     assert len(calls) == 1 and "on_event raised ZeroDivisionError" in caplog.text
+
+
+@pytest.mark.slow
+def test_interrupting_a_notebook_cell_drains_the_run_and_returns_interrupted(tmp_path: Path) -> None:
+    import os
+    import signal
+    import threading
+    import time
+
+    config = pipeline.load_config(provider="simulator", policy=["spam"], out=str(tmp_path / "o"), concurrency=2,
+                                  simulator_latency_ms=100.0)
+
+    async def cell() -> pipeline.RunResult:
+        threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()  # the notebook's stop button
+        return pipeline.run(config, data=_frame(400))
+
+    started = time.monotonic()
+    loop = asyncio.new_event_loop()  # as Jupyter runs cells: SIGINT raises KeyboardInterrupt in the cell
+    try:
+        result = loop.run_until_complete(cell())
+    finally:
+        loop.close()
+    assert result.outcome == "interrupted" and result.exit_code == 130
+    assert time.monotonic() - started < 30  # not the whole run (about 20 s at 2 x 10 a second)
+    statuses = result.labels()["status"].value_counts()
+    assert dict(statuses.iter_rows())["interrupted"] > 100
+    assert pipeline.run(config, data=_frame(400)).labels().filter(pl.col("status") == "ok").height == 400

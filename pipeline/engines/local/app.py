@@ -13,12 +13,14 @@ import contextlib
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import TextIO
 
 from pipeline.call.client import Transport
 from pipeline.call.endpoints import open_endpoint
 from pipeline.config.settings import RunConfig
 from pipeline.core.errors import UserError, exit_code_for
+from pipeline.core.records import Status
 from pipeline.engines.ending import Ending, outcome_word
 from pipeline.engines.job import UsageError, build_run, open_job
 from pipeline.engines.local.runner import Run
@@ -60,16 +62,21 @@ async def run_job_async(config: RunConfig, *, stream: TextIO | None = None, tran
 
 
 async def run_local(config: RunConfig, *, log: RunLog, transport: Transport | None = None,
-                    progress: bool | None = None, signals: bool = True) -> Ending:
+                    progress: bool | None = None, signals: bool = True,
+                    on_start: Callable[[Callable[[], None]], None] | None = None) -> Ending:
     """Run one job on this process's event loop; raises `UserError` for a mistake found before sending.
 
     ``signals``: SIGINT/SIGTERM drain the run (the CLI); off for a library call, whose caller owns them.
+    ``on_start``: called, once the run is under way, with a ``stop()`` that any thread may call to drain it
+    (calls in flight finish and are labelled, the rest ``interrupted``; the folder stays resumable).
     """
-    return await _run_job(config, log=log, transport=transport, progress=progress, signals=signals)
+    return await _run_job(config, log=log, transport=transport, progress=progress, signals=signals,
+                          on_start=on_start)
 
 
 async def _run_job(config: RunConfig, *, log: RunLog, transport: Transport | None,
-                   progress: bool | None, signals: bool) -> Ending:
+                   progress: bool | None, signals: bool,
+                   on_start: Callable[[Callable[[], None]], None] | None = None) -> Ending:
     job = open_job(config, transport=transport)
     inputs, plans, pricing, model, api_key = job.inputs, job.plans, job.pricing, job.model, job.api_key
     try:
@@ -95,6 +102,9 @@ async def _run_job(config: RunConfig, *, log: RunLog, transport: Transport | Non
                              progress=meter, sample=sample,  # type: ignore[arg-type]
                              canaries=canary_slots(canaries, [p.policy.name for p in plans]))
             log.event("start", **start_fields(run, config, inputs, rate, len(canaries)))
+            if on_start is not None:
+                loop = asyncio.get_running_loop()
+                on_start(lambda: loop.call_soon_threadsafe(run.request_stop, Status.INTERRUPTED))
             result = await _execute(run, store, log, signals=signals)
         if canaries:
             result.canaries_wrong = finish_canaries(outdir.path, canaries, run.canary_answers, run.settings.run_id)
