@@ -33,7 +33,7 @@ def run_help(capsys: pytest.CaptureFixture[str]) -> str:
 
 def test_run_help_lists_every_exit_code(capsys: pytest.CaptureFixture[str]) -> None:
     text = run_help(capsys)
-    assert len(EXIT_CODES) == 9
+    assert len(EXIT_CODES) == 10
     lines = text.split("exit codes:", 1)[1].splitlines()
     listed = {int(line.split()[0]) for line in lines if line.strip() and line.split()[0].isdigit()}
     assert listed == set(EXIT_CODES.values())

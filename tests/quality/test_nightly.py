@@ -239,7 +239,7 @@ def test_a_shifted_violation_rate_is_flagged_in_summary_report_and_json_log(tmp_
     assert "DRIFT" not in same.stderr and same.report()["drift"]["policies"][0]["flagged"] is False
     second = run_pipeline(make_config(tmp_path, [loud], policies=["spam"], store=store, out=str(tmp_path / "n3"),
                                       log_format="json"), FAST)
-    assert second.code == exitcodes.EXIT_OK
+    assert second.code == exitcodes.EXIT_DRIFT
     finish = orjson.loads(second.stderr.splitlines()[-1])
     assert "DRIFT: spam 0.0% -> 50.0%" in finish["message"]
     (policy,) = finish["drift"]["policies"]
