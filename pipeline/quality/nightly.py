@@ -133,8 +133,9 @@ def write_canaries(out: Path, *, canaries: Sequence[Canary], answers: Mapping[in
 
 def extend_report(report: dict[str, Any], *, out: Path, manifest: Manifest, config: RunConfig,
                   rates: tuple[dict, list[dict]] | None) -> None:
-    """Add the ``sample``, ``canaries``, ``drift``, ``self_hosted`` and per-label cost sections."""
+    """Add the ``sample``, ``canaries``, ``drift``, ``self_hosted``, ``max_cost_usd`` and per-label cost sections."""
     labels = report["labels"]
+    report["max_cost_usd"] = config.max_cost  # the cap the directory's spend is held to (None: none)
     report["cost_per_1000_labels"] = round(report["cost_usd"] / labels * 1000, 8) if labels else 0.0
     report["sample"] = _sample(report, out, manifest, config)
     report["canaries"] = _canaries(out)
