@@ -226,15 +226,39 @@ def load_config(path: str | Path | None) -> RunConfig:
 def apply_overrides(config: RunConfig, overrides: dict[str, Any]) -> RunConfig:
     """Flags win over the file: every non-None override replaces the field of the same name."""
     names = {f.name for f in fields(RunConfig)}
+    given = {}
     for name, value in overrides.items():
         if name not in names:
             raise ConfigError(f"unknown setting '{name}'")
         if value is not None and value != []:
             setattr(config, name, value)
             config.preset.discard(name)
-    validate(config)
+            given[name] = value
+    try:
+        validate(config)
+    except ConfigError as exc:
+        raise _blame_flag(exc, config.source, given) from None
     return config
 
+
+#: flags whose name is not the field's with dashes
+_FLAG_NAMES = {"inputs": "--input", "policies": "--policy"}
+
+
+def _blame_flag(exc: ConfigError, source: str, given: dict[str, Any]) -> ConfigError:
+    """A bad value that came from a flag is named as that flag, not as the config file's key."""
+    message = str(exc)
+    for section, keys in SCHEMA.items():
+        for key, (name, _) in keys.items():
+            prefix = f"{source}: '{section}.{key}'"
+            if name in given and message.startswith(prefix):
+                flag = _FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
+                value = given[name]
+                shown = ",".join(map(str, value)) if isinstance(value, list) else value
+                # a URL flag may carry credentials: never echo its value
+                return ConfigError(f"{flag}{'' if 'url' in name or 'webhook' in name else f' {shown}'}: "
+                                   f"{message[len(source) + 2:]}")
+    return exc
 
 def _check_type(path: Path, key: str, value: object, types: tuple[type, ...]) -> None:
     # bool is an int in Python: refuse true/false where a number is expected, and vice versa
