@@ -207,14 +207,19 @@ class ResultStore:
         """Replace what the runs of ``out_id`` recorded with the directory's own counts (from its shards), so a
         rerun or resume neither counts a row twice nor leaves out rows an earlier run of it labelled.
         Kept at the time of the directory's last run; nothing when no run of it recorded rates."""
-        with self._read:
-            row = self._read.execute("SELECT run_id, ended_at FROM rates WHERE out_id = ? ORDER BY ended_at DESC "
-                                     "LIMIT 1", (out_id,)).fetchone()
-            if row is None:
-                return
-            self._read.execute("DELETE FROM rates WHERE out_id = ?", (out_id,))
-            self._read.executemany("INSERT OR REPLACE INTO rates VALUES (?, ?, ?, ?, ?, ?)",
-                                   [(row[0], out_id, row[1], p, ok, v) for p, (ok, v) in counts.items() if ok])
+        conn = self._read
+        conn.execute("BEGIN IMMEDIATE")  # another night's report reading the table sees before or after, never between
+        try:
+            row = conn.execute("SELECT run_id, ended_at FROM rates WHERE out_id = ? ORDER BY ended_at DESC LIMIT 1",
+                               (out_id,)).fetchone()
+            if row is not None:
+                conn.execute("DELETE FROM rates WHERE out_id = ?", (out_id,))
+                conn.executemany("INSERT OR REPLACE INTO rates VALUES (?, ?, ?, ?, ?, ?)",
+                                 [(row[0], out_id, row[1], p, ok, v) for p, (ok, v) in counts.items() if ok])
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
 
     def mark_killed(self, out_id: str) -> None:
         """Runs of this directory still marked running were killed (the caller holds its lock)."""

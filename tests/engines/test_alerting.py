@@ -132,3 +132,20 @@ def test_text_mode_off_a_terminal_prints_a_progress_line_every_log_interval(tmp_
     assert len(lines) >= 2, err  # about 3 s of work
     assert " of 30 rows (" in lines[0] and "labels/s, ETA " in lines[0] and lines[0].endswith(" spent")
     assert not any("\r" in line for line in err.splitlines())
+
+
+def test_the_alert_never_carries_the_api_key(tmp_path: Path) -> None:
+    import sys
+
+    from pipeline.config.settings import RunConfig
+    from pipeline.engines.alerting import alert_after_error
+    from pipeline.engines.runlog import RunLog
+
+    key = "sk-live-0123456789abcdef"
+    seen = tmp_path / "seen.json"
+    script = f"import sys; open({str(seen)!r}, 'wb').write(sys.stdin.buffer.read())"
+    config = RunConfig(out=f"https://user:{key}@bucket.example/out", alert_command=f"{sys.executable} -c {script!r}")
+    stream = io.StringIO()
+    alert_after_error(config, RunLog(stream, secret=key), exit_code=4, message=f"host said: bad key {key}")
+    body = seen.read_text()
+    assert key not in body and "[redacted]" in body and "alert command run" in stream.getvalue()
