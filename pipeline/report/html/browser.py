@@ -24,7 +24,17 @@ FIELD_LIMIT = 2000
 
 SCRIPT = """(function () {
   var data = JSON.parse(document.getElementById("label-data").textContent);
-  var rows = data.rows, ids = ["policy", "verdict", "confidence", "status"];
+  // columns travel as lists, repeated values as an index into the column's own list of values
+  var rows = [], names = Object.keys(data.columns), count = data.count;
+  for (var n = 0; n < count; n++) {
+    var r = {};
+    names.forEach(function (name) {
+      var c = data.columns[name];
+      r[name] = Array.isArray(c) ? c[n] : c.values[c.codes[n]];
+    });
+    rows.push(r);
+  }
+  var ids = ["policy", "verdict", "confidence", "status"];
   var byId = function (id) { return document.getElementById("lb-" + id); };
   var verdictOf = function (r) {
     return r.violation === null || r.violation === undefined ? "none" : String(r.violation);
@@ -99,6 +109,31 @@ def script_hash() -> str:
     return "'sha256-" + base64.b64encode(hashlib.sha256(SCRIPT.encode()).digest()).decode() + "'"
 
 
+def columns(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The rows column by column, texts cut at `FIELD_LIMIT`; a column with few distinct values as
+    ``{"values": [...], "codes": [...]}`` (model, run, file and policy repeat on every row).
+
+    >>> columns([{"p": "spam", "n": n} for n in range(4)])
+    {'p': {'values': ['spam'], 'codes': [0, 0, 0, 0]}, 'n': [0, 1, 2, 3]}
+    """
+    found: dict[str, Any] = {}
+    for name in rows[0] if rows else []:
+        values = [_cut(r.get(name)) for r in rows]
+        hashable = [tuple(v) if isinstance(v, list) else v for v in values]
+        distinct = list(dict.fromkeys(hashable))
+        if isinstance(values[0], str | None) and len(distinct) * 4 <= len(values):
+            index = {v: i for i, v in enumerate(distinct)}
+            found[name] = {"values": [list(v) if isinstance(v, tuple) else v for v in distinct],
+                           "codes": [index[v] for v in hashable]}
+        else:
+            found[name] = values
+    return found
+
+
+def _cut(value: Any) -> Any:
+    return value[: FIELD_LIMIT - 1] + "…" if isinstance(value, str) and len(value) > FIELD_LIMIT else value
+
+
 def section(rows: list[dict[str, Any]], total: int) -> str:
     if not rows:
         return '<section id="browser"><h2>Label browser</h2><p class="muted">No labels.</p></section>'
@@ -106,9 +141,8 @@ def section(rows: list[dict[str, Any]], total: int) -> str:
     note = (f"A uniform sample of <b>{len(rows):,}</b> of the {total:,} labels is embedded (every count elsewhere "
             "covers all of them); the shards hold the rest." if sampled else
             f"All {total:,} labels are embedded.")
-    short = [{k: v[: FIELD_LIMIT - 1] + "…" if isinstance(v, str) and len(v) > FIELD_LIMIT else v
-              for k, v in r.items()} for r in rows]
-    payload = orjson.dumps({"rows": short, "shown": SHOWN_ROWS}, default=str).decode().replace("<", "\\u003c")
+    payload = orjson.dumps({"columns": columns(rows), "count": len(rows), "shown": SHOWN_ROWS},
+                           default=str).decode().replace("<", "\\u003c")
     selects = "".join(f'<label>{name} <select id="lb-{name}"><option value="">all</option></select></label>'
                       for name in ("policy", "verdict", "confidence", "status"))
     return ('<section id="browser"><h2>Label browser</h2>'

@@ -27,9 +27,8 @@ LENGTH_BINS = 30
 _OK = pl.col("status") == "ok"
 _FLAGGED = _OK & (pl.col("violation") == 1)
 BROWSER_COLUMNS = ["id", "policy", "status", "violation", "category", "rule_ids", "confidence", "rationale",
-                   "error", "model", "served_model", "policy_version", "reasoning_effort", "fingerprint", "source",
-                   "run_id", "input_file", "row_number", "prompt_tokens", "completion_tokens", "cost_usd",
-                   "latency_ms", "attempts", "finish_reason"]
+                   "error", "model", "policy_version", "source", "run_id", "input_file", "row_number",
+                   "prompt_tokens", "completion_tokens", "cost_usd"]
 
 
 def rule_counts(labels: pl.LazyFrame) -> list[tuple[str, str, int]]:
