@@ -92,7 +92,18 @@ def build_parser() -> argparse.ArgumentParser:
     from pipeline.cli.batch import add_batch_command
 
     add_batch_command(commands)
+    parser.set_defaults(commands=commands.choices)
     return parser
+
+
+def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse a command line; an unknown flag is reported with the sub-command's usage, not the top level's."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        command = args.commands.get(args.command, parser)
+        command.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -100,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = None
     previous = _interrupt_on_sigterm()
     try:
-        args = build_parser().parse_args(argv)
+        args = parse(argv)
         if os.environ.get("MODERATE_DEBUG"):
             # every request and answer on stderr; credentials are redacted (pipeline.call.redact)
             logging.basicConfig(level=logging.DEBUG, format="%(asctime)s %(name)s %(message)s")

@@ -96,12 +96,21 @@ def _check_nightly(config: RunConfig) -> None:
                           "between 0 and 1")
     if config.log_format not in ("text", "json"):
         raise ConfigError(f"{where}: 'output.log_format' must be 'text' or 'json'")
-    for key, value in {"output.log_interval": config.log_interval, "quality.drift_threshold": config.drift_threshold,
+    if isinstance(config.drift_threshold, str) and config.drift_threshold != "off":
+        raise ConfigError(f"{where}: 'quality.drift_threshold' must be a number within (0, 1] or \"off\", "
+                          f"not {config.drift_threshold!r}")
+    drift = None if config.drift_threshold == "off" else config.drift_threshold
+    for key, value in {"output.log_interval": config.log_interval, "quality.drift_threshold": drift,
                        "pricing.gpu_hour_usd": config.gpu_hour_usd}.items():
         if value is not None and not (math.isfinite(value) and value > 0):
             raise ConfigError(f"{where}: '{key}' must be a finite number greater than 0")
     if config.drift_runs < 1:
         raise ConfigError(f"{where}: 'quality.drift_runs' must be at least 1")
+    # the URL itself is never repeated: it may hold a token
+    if config.alert_webhook is not None and not config.alert_webhook.startswith(("http://", "https://")):
+        raise ConfigError(f"{where}: 'alerts.webhook_url' must be an http:// or https:// URL")
+    if config.alert_command is not None and not config.alert_command.strip():
+        raise ConfigError(f"{where}: 'alerts.command' must not be empty")
 
 
 def _check_names_and_sizes(config: RunConfig) -> None:
@@ -118,7 +127,7 @@ def _check_names_and_sizes(config: RunConfig) -> None:
     for key, value in {"limits.queue": config.queue, "limits.concurrency": config.concurrency}.items():
         if value is not None and value > MAX_CONCURRENCY:
             raise ConfigError(f"{where}: '{key}' = {value} is over {MAX_CONCURRENCY:,}")
-    if config.drift_threshold > 1:
+    if config.drift_threshold != "off" and config.drift_threshold > 1:  # type: ignore[operator]
         raise ConfigError(f"{where}: 'quality.drift_threshold' = {config.drift_threshold:g} is a share of the "
                           "labels: it must be within (0, 1], e.g. 0.05")
     if not math.isfinite(config.storage_timeout):

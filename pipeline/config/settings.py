@@ -20,6 +20,8 @@ from pipeline.core.records import OutputFormat
 
 #: fields whose default depends on the provider (`pipeline.config.providers.HOSTS`) until a file or flag sets them.
 PRESET_FIELDS = ("model", "concurrency")
+#: ``drift_threshold = "off"``: violation rates are not compared and drift never changes the exit code
+DRIFT_OFF = "off"
 
 
 @dataclass(slots=True)
@@ -78,16 +80,19 @@ class RunConfig:
     storage_timeout: float = 30.0
     storage_lock: bool = True
     log_format: str = "text"  # "json": one JSON object per event on stderr
-    log_interval: float = 60.0  # seconds between two progress events of the JSON log
+    log_interval: float = 60.0  # seconds between two progress lines (off a terminal) or JSON progress events
     # [quality]
     canaries: str | None = None  # file of texts with known verdicts per policy, sent with every run
-    drift_threshold: float = 0.05  # a violation rate this far (absolute) from earlier runs' is flagged
+    drift_threshold: float | str = 0.05  # a violation rate this far (absolute) from earlier runs' is flagged; "off"
     drift_runs: int = 7  # earlier runs the rate is compared with
     # [pricing] per million tokens; None = from the built-in table (configs/pricing.toml) for provider + model
     input_per_million: float | None = None
     cached_input_per_million: float | None = None
     output_per_million: float | None = None
     gpu_hour_usd: float | None = None  # self-hosted: what the GPUs cost per hour of the run's wall time
+    # [alerts] when a run ends with any exit code but 0
+    alert_webhook: str | None = None  # POST a JSON summary here (Slack/Teams-compatible "text"); may hold a token
+    alert_command: str | None = None  # run this command with the same JSON summary on stdin
     # [simulator] only for provider = "simulator": the built-in simulator is started in-process
     simulator_latency_ms: float = 5.0
     simulator_jitter_ms: float = 5.0
@@ -160,8 +165,12 @@ SCHEMA: dict[str, dict[str, tuple[str, tuple[type, ...]]]] = {
     },
     "quality": {
         "canaries": ("canaries", (str,)),
-        "drift_threshold": ("drift_threshold", (int, float)),
+        "drift_threshold": ("drift_threshold", (int, float, str)),
         "drift_runs": ("drift_runs", (int,)),
+    },
+    "alerts": {
+        "webhook_url": ("alert_webhook", (str,)),
+        "command": ("alert_command", (str,)),
     },
     "storage": {
         "endpoint_url": ("storage_endpoint_url", (str,)),
@@ -223,15 +232,39 @@ def load_config(path: str | Path | None) -> RunConfig:
 def apply_overrides(config: RunConfig, overrides: dict[str, Any]) -> RunConfig:
     """Flags win over the file: every non-None override replaces the field of the same name."""
     names = {f.name for f in fields(RunConfig)}
+    given = {}
     for name, value in overrides.items():
         if name not in names:
             raise ConfigError(f"unknown setting '{name}'")
         if value is not None and value != []:
             setattr(config, name, value)
             config.preset.discard(name)
-    validate(config)
+            given[name] = value
+    try:
+        validate(config)
+    except ConfigError as exc:
+        raise _blame_flag(exc, config.source, given) from None
     return config
 
+
+#: flags whose name is not the field's with dashes
+_FLAG_NAMES = {"inputs": "--input", "policies": "--policy"}
+
+
+def _blame_flag(exc: ConfigError, source: str, given: dict[str, Any]) -> ConfigError:
+    """A bad value that came from a flag is named as that flag, not as the config file's key."""
+    message = str(exc)
+    for section, keys in SCHEMA.items():
+        for key, (name, _) in keys.items():
+            prefix = f"{source}: '{section}.{key}'"
+            if name in given and message.startswith(prefix):
+                flag = _FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
+                value = given[name]
+                shown = ",".join(map(str, value)) if isinstance(value, list) else value
+                # a URL flag may carry credentials: never echo its value
+                return ConfigError(f"{flag}{'' if 'url' in name or 'webhook' in name else f' {shown}'}: "
+                                   f"{message[len(source) + 2:]}")
+    return exc
 
 def _check_type(path: Path, key: str, value: object, types: tuple[type, ...]) -> None:
     # bool is an int in Python: refuse true/false where a number is expected, and vice versa

@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core import exitcodes
-from pipeline.core.records import Status
+from pipeline.core.records import UNSENT_STATUSES, Status
 from pipeline.engines.runstate import RunResult, RunStats
 
-__all__ = ["PROBLEM_STATUSES", "Ending", "exit_code", "outcome_word", "problems", "summary_line"]
+__all__ = ["PROBLEM_STATUSES", "Ending", "drifted", "exit_code", "outcome_word", "problems", "quality_code",
+           "summary_line"]
 
 
 @dataclass(slots=True)
@@ -65,18 +66,43 @@ def exit_code(result: RunResult, report: dict) -> int:
         return exitcodes.EXIT_INTERRUPTED
     if result.canaries_wrong:
         return exitcodes.EXIT_CANARY
+    return quality_code(report)
+
+
+def quality_code(report: dict) -> int:
+    """A finished directory's code from its report: drift (7), else rows without a verdict (1), else 0."""
+    if drifted(report):
+        return exitcodes.EXIT_DRIFT
     return exitcodes.EXIT_ROWS_FAILED if problems(report) else exitcodes.EXIT_OK
 
 
+def drifted(report: dict) -> bool:
+    """Whether the report flags a policy's violation rate as moved (drift off or no history: no)."""
+    return bool((report.get("drift") or {}).get("flagged"))
+
+
 def summary_line(result: RunResult, report: dict, *, policies: int, labels_dir: Path, report_path: Path,
-                 simulated: bool) -> str:
+                 simulated: bool, html_path: Path | None = None) -> str:
     s = result.stats
     elapsed = result.elapsed or 1e-9
     statuses = " ".join(f"{k}={v}" for k, v in sorted(s.statuses.items()))
     prefix = "moderate [SIMULATOR]" if simulated else "moderate"
     seconds = f"{elapsed:.1f}" if elapsed >= 1 else f"{elapsed:.2f}"
-    return (f"{prefix}: {outcome_word(result)}: {s.labels:,} labels ({policies} policies) in {seconds} s "
-            f"({s.labels / elapsed:,.0f} labels/s); {s.billed_calls:,} calls, {s.store_hits:,} from store, "
+    where = f"report in {report_path}" + (f" and {html_path}" if html_path is not None else "")
+    return (f"{prefix}: {outcome_word(result)}: {s.labels:,} labels ({plural(policies, 'policy', 'policies')}) in "
+            f"{seconds} s{_rate(s.statuses, elapsed)}; {s.billed_calls:,} calls, {s.store_hits:,} from store, "
             f"{s.duplicates:,} duplicates; this run ${s.spent_usd:.4f}, directory total "
-            f"${report['cost_usd']:.4f}; {statuses or 'no labels'}; shards in {labels_dir}, "
-            f"report in {report_path}")
+            f"${report['cost_usd']:.4f}; {statuses or 'no labels'}; shards in {labels_dir}, {where}")
+
+
+def plural(n: int, one: str, many: str) -> str:
+    """ "1 policy", "4 policies"."""
+    return f"{n:,} {one if n == 1 else many}"
+
+
+def _rate(statuses: dict[str, int], elapsed: float) -> str:
+    # rows marked unsent when a run stops are written in an instant: they are not throughput
+    handled = sum(n for k, n in statuses.items() if k not in UNSENT_STATUSES)
+    if handled == 0 or elapsed < 0.01:
+        return ""
+    return f" ({handled / elapsed:,.0f} labels/s)"

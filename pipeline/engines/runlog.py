@@ -72,6 +72,16 @@ class RunLog:
     def _clean(self, text: str) -> str:
         return _URL_CREDENTIALS.sub("[redacted]@", self._redactor.text(text))
 
+    def clean(self, value: Any) -> Any:
+        """``value`` with the key and URL credentials removed from every string in it (dicts, lists)."""
+        if isinstance(value, str):
+            return self._clean(value)
+        if isinstance(value, dict):
+            return {k: self.clean(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self.clean(v) for v in value]
+        return value
+
 
 class JsonProgress:
     """The run's progress as ``progress`` events, at most one per ``interval`` seconds (and a last one).

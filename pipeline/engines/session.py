@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from pipeline.config.settings import RunConfig
 from pipeline.core import exitcodes
-from pipeline.engines.ending import Ending, exit_code, outcome_word, problems, summary_line
+from pipeline.engines.ending import Ending, drifted, exit_code, outcome_word, problems, quality_code, summary_line
 from pipeline.engines.job import Job, UsageError, job_description, job_identity
 from pipeline.engines.runlog import RunLog
 from pipeline.engines.runstate import RunResult
@@ -31,10 +31,12 @@ from pipeline.output import open_output_dir
 from pipeline.output.outdir import Manifest, OutputDir
 from pipeline.output.resume import open_manifest
 from pipeline.output.store import NullStore, ResultStore
-from pipeline.quality.nightly import CANARY_FILE, extend_report, finish_fields, summary_notes
+from pipeline.quality.nightly import CANARY_FILE, extend_report, finish_fields, report_rates, summary_notes
 from pipeline.report.cost_report import add_earlier_stores, build_report, write_reports
 
 __all__ = ["Ledger", "Session", "open_session", "open_store"]
+
+REPORT_FILE = "report.html"  # pipeline.report.html.REPORT_FILE, named here so polars loads only at the end
 
 
 class Ledger(Protocol):
@@ -105,8 +107,10 @@ class Session:
                               labels_dir=outdir.labels, pricing=job.pricing, provider=config.provider,
                               model=job.model)
         add_earlier_stores(report, manifest.earlier_stores_usd)
-        rates = self.store.rates(manifest.out_id, history=config.drift_runs) \
-            if drift and hasattr(self.store, "rates") else None
+        rates = None
+        if drift and hasattr(self.store, "rates"):
+            self.store.settle_rates(manifest.out_id, report_rates(report))
+            rates = self.store.rates(manifest.out_id, history=config.drift_runs)
         extend_report(report, out=outdir.path, manifest=manifest, config=config, rates=rates)
         write_reports(report, outdir.path)
         if manifest.store is not None:  # the folder keeps its own total, whatever store the next run uses
@@ -130,10 +134,12 @@ class Session:
             with contextlib.suppress(Exception):
                 self.store.close()
         bad = problems(report)
-        code = exitcodes.EXIT_ROWS_FAILED if bad else exitcodes.EXIT_OK
+        code = quality_code(report)
+        notes = summary_notes(report) if drifted(report) else ""
         self.log.say("finish", f"moderate: nothing to do: {outdir.path} is complete ({manifest.total_rows} rows"
                      + (f", {bad} labels not ok: --force retries them, cached answers are reused" if bad else "")
-                     + f"); report in {outdir.path / 'cost_report.md'}", outcome="nothing_to_do", exit_code=code,
+                     + f"); report in {outdir.path / 'cost_report.md'}" + (f"; {notes}" if notes else ""),
+                     outcome="nothing_to_do", exit_code=code,
                      out=str(outdir.path), **finish_fields(report))
         return Ending("nothing_to_do", code, str(outdir.path), 0.0, report, None)
 
@@ -155,7 +161,8 @@ class Session:
         code = exit_code(result, report)
         line = summary_line(result, report, policies=len(self.job.plans), labels_dir=outdir.labels,
                             report_path=outdir.path / "cost_report.md",
-                            simulated=self.config.provider == "simulator")
+                            simulated=self.config.provider == "simulator",
+                            html_path=outdir.path / REPORT_FILE if outdir.local else None)
         if extra := summary_notes(report):
             line += f"; {extra}"
         for note in notes or []:

@@ -185,23 +185,41 @@ class ResultStore:
         return [dict(zip(names, row, strict=True)) for row in cursor]
 
     def rates(self, out_id: str, *, history: int) -> tuple[RunRates, list[RunRates]]:
-        """Drift's inputs: the latest run of ``out_id`` that labelled anything, and up to ``history``
-        runs before it (of any output directory sharing this store), newest first, as (ok, violations)
-        per policy. ``({}, [])`` when the directory has no such run.
+        """Drift's inputs: the labels of ``out_id`` (every run of it together) and of up to ``history``
+        other output directories sharing this store whose last run ended before this one's, newest first,
+        as (ok, violations) per policy. Each directory counts once: a rerun, a resumed run or a run stopped
+        by the budget adds to its own night, not to the nights it is compared with. ``({}, [])`` when the
+        directory has no run that labelled anything.
         """
-        row = self._read.execute("SELECT run_id, ended_at FROM rates WHERE out_id = ? ORDER BY ended_at DESC "
-                                 "LIMIT 1", (out_id,)).fetchone()
-        if row is None:
+        row = self._read.execute("SELECT MAX(ended_at) FROM rates WHERE out_id = ?", (out_id,)).fetchone()
+        if row is None or row[0] is None:
             return {}, []
-        run_id, ended_at = row
         earlier = [r[0] for r in self._read.execute(
-            "SELECT run_id FROM rates WHERE ended_at < ? AND run_id != ? GROUP BY run_id "
-            "ORDER BY MAX(ended_at) DESC LIMIT ?", (ended_at, run_id, history))]
-        return self._run_rates(run_id), [self._run_rates(r) for r in earlier]
+            "SELECT out_id FROM rates WHERE out_id != ? GROUP BY out_id HAVING MAX(ended_at) < ? "
+            "ORDER BY MAX(ended_at) DESC LIMIT ?", (out_id, row[0], history))]
+        return self._output_rates(out_id), [self._output_rates(r) for r in earlier]
 
-    def _run_rates(self, run_id: str) -> dict[str, tuple[int, int]]:
+    def _output_rates(self, out_id: str) -> dict[str, tuple[int, int]]:
         return {policy: (ok, v) for policy, ok, v in self._read.execute(
-            "SELECT policy, ok, violations FROM rates WHERE run_id = ?", (run_id,))}
+            "SELECT policy, SUM(ok), SUM(violations) FROM rates WHERE out_id = ? GROUP BY policy", (out_id,))}
+
+    def settle_rates(self, out_id: str, counts: RunRates) -> None:
+        """Replace what the runs of ``out_id`` recorded with the directory's own counts (from its shards), so a
+        rerun or resume neither counts a row twice nor leaves out rows an earlier run of it labelled.
+        Kept at the time of the directory's last run; nothing when no run of it recorded rates."""
+        conn = self._read
+        conn.execute("BEGIN IMMEDIATE")  # another night's report reading the table sees before or after, never between
+        try:
+            row = conn.execute("SELECT run_id, ended_at FROM rates WHERE out_id = ? ORDER BY ended_at DESC LIMIT 1",
+                               (out_id,)).fetchone()
+            if row is not None:
+                conn.execute("DELETE FROM rates WHERE out_id = ?", (out_id,))
+                conn.executemany("INSERT OR REPLACE INTO rates VALUES (?, ?, ?, ?, ?, ?)",
+                                 [(row[0], out_id, row[1], p, ok, v) for p, (ok, v) in counts.items() if ok])
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
 
     def mark_killed(self, out_id: str) -> None:
         """Runs of this directory still marked running were killed (the caller holds its lock)."""

@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.config.settings import RunConfig
+from pipeline.config.settings import DRIFT_OFF, RunConfig
 from pipeline.core.cost import gpu_cost
 from pipeline.core.records import Outcome
 from pipeline.output.outdir import Manifest
@@ -26,7 +26,7 @@ from pipeline.quality.drift import compare, describe
 from pipeline.quality.sampling import chosen, sample_rate, sample_summary
 
 __all__ = ["CANARY_FILE", "canary_requests", "canary_slots", "extend_report", "finish_canaries", "finish_fields",
-           "run_rates", "sampler", "start_fields", "summary_notes", "write_canaries"]
+           "report_rates", "run_rates", "sampler", "start_fields", "summary_notes", "write_canaries"]
 
 CANARY_FILE = "canaries.parquet"
 _CANARY_SCHEMA = pa.schema([
@@ -78,6 +78,19 @@ def run_rates(violations: Mapping[tuple[str, int], int]) -> dict[str, tuple[int,
     return counts
 
 
+def report_rates(report: Mapping[str, Any]) -> dict[str, tuple[int, int]]:
+    """(ok labels, violations) per policy of a whole output directory, from its cost report's shard counts.
+
+    >>> report_rates({"per_policy": {"spam": {"violations": {"0": 8, "1": 2}}, "hate": {"violations": {}}}})
+    {'spam': (10, 2), 'hate': (0, 0)}
+    """
+    counts = {}
+    for policy, values in report.get("per_policy", {}).items():
+        verdicts = values.get("violations") or {}
+        counts[policy] = (sum(verdicts.values()), verdicts.get("1", 0))
+    return counts
+
+
 def start_fields(run: Any, config: RunConfig, inputs: Any, rate: float | None, canaries: int) -> dict[str, Any]:
     """The ``start`` event of the JSON log."""
     s = run.settings
@@ -120,15 +133,19 @@ def write_canaries(out: Path, *, canaries: Sequence[Canary], answers: Mapping[in
 
 def extend_report(report: dict[str, Any], *, out: Path, manifest: Manifest, config: RunConfig,
                   rates: tuple[dict, list[dict]] | None) -> None:
-    """Add the ``sample``, ``canaries``, ``drift``, ``self_hosted`` and per-label cost sections."""
+    """Add the ``sample``, ``canaries``, ``drift``, ``self_hosted``, ``max_cost_usd`` and per-label cost sections."""
     labels = report["labels"]
+    report["max_cost_usd"] = config.max_cost  # the cap the directory's spend is held to (None: none)
     report["cost_per_1000_labels"] = round(report["cost_usd"] / labels * 1000, 8) if labels else 0.0
     report["sample"] = _sample(report, out, manifest, config)
     report["canaries"] = _canaries(out)
     current, history = rates or ({}, [])
-    drifts = compare(current, history, threshold=config.drift_threshold)
-    report["drift"] = {"threshold": config.drift_threshold, "runs": len(history),
-                       "policies": [d.as_dict() for d in drifts], "flagged": describe(drifts)}
+    if config.drift_threshold == DRIFT_OFF:
+        report["drift"] = {"threshold": None, "off": True, "runs": 0, "policies": [], "flagged": ""}
+    else:
+        drifts = compare(current, history, threshold=config.drift_threshold)
+        report["drift"] = {"threshold": config.drift_threshold, "off": False, "runs": len(history),
+                           "policies": [d.as_dict() for d in drifts], "flagged": describe(drifts)}
     report["self_hosted"] = None
     if config.gpu_hour_usd is not None:
         wall = round(sum(run.get("elapsed_s") or 0.0 for run in report["runs"]), 3)

@@ -33,7 +33,7 @@ def run_help(capsys: pytest.CaptureFixture[str]) -> str:
 
 def test_run_help_lists_every_exit_code(capsys: pytest.CaptureFixture[str]) -> None:
     text = run_help(capsys)
-    assert len(EXIT_CODES) == 9
+    assert len(EXIT_CODES) == 10
     lines = text.split("exit codes:", 1)[1].splitlines()
     listed = {int(line.split()[0]) for line in lines if line.strip() and line.split()[0].isdigit()}
     assert listed == set(EXIT_CODES.values())
@@ -75,6 +75,18 @@ def test_concurrency_zero_exits_2_naming_the_key(tmp_path: Path, capsys: pytest.
     assert not (tmp_path / "o").exists()
 
 
+def test_a_bad_flag_value_is_blamed_on_the_flag_not_the_config_file(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "run.toml"
+    config.write_text("[limits]\nconcurrency = 4\n")
+    assert main(["run", str(config), "--input", "x.jsonl", "--concurrency", "0"]) == exitcodes.EXIT_USAGE
+    assert one_error_line(capsys.readouterr().err) == \
+        "moderate: error: --concurrency 0: 'limits.concurrency' must be greater than 0"
+    assert main(["run", str(config), "--input", "x.jsonl", "--alert-webhook", "ftp://hooks/tok-123"]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert line.startswith("moderate: error: --alert-webhook: ") and "tok-123" not in line
+
+
 def test_negative_max_cost_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "--input", "x.jsonl", "--max-cost", "-1"]) == exitcodes.EXIT_USAGE
     assert "'limits.max_cost'" in one_error_line(capsys.readouterr().err)
@@ -91,11 +103,16 @@ def test_no_input_exits_2_with_one_line(tmp_path: Path) -> None:
     assert not (tmp_path / "o").exists()
 
 
-def test_unknown_flag_is_an_argparse_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+def test_unknown_flag_is_an_argparse_usage_error_with_the_sub_commands_usage(
+        capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
         main(["run", "--concurency", "3"])
     assert exited.value.code == exitcodes.EXIT_USAGE
-    assert "--concurency" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("usage: moderate run ") and "moderate run: error: unrecognized arguments: --concurency" in err
+    with pytest.raises(SystemExit):
+        main(["eval", "out", "--truth", "t.csv", "--label-column", "g", "--nope"])
+    assert capsys.readouterr().err.startswith("usage: moderate eval ")
 
 
 def test_bad_choice_is_an_argparse_usage_error(capsys: pytest.CaptureFixture[str]) -> None:

@@ -75,8 +75,33 @@ def test_summary_line_names_counts_costs_and_places() -> None:
 def test_summary_line_of_a_simulated_instant_run_without_labels() -> None:
     line = summary_line(RunResult(RunStats(), 0.0, 0, None), CLEAN, policies=1, labels_dir=Path("l"),
                         report_path=Path("r"), simulated=True)
-    assert line.startswith("moderate [SIMULATOR]: finished: 0 labels (1 policies) in 0.00 s")
+    assert line.startswith("moderate [SIMULATOR]: finished: 0 labels (1 policy) in 0.00 s; 0 calls")
     assert "no labels" in line
+
+
+def test_the_rate_of_a_stopped_run_leaves_out_the_rows_marked_unsent_at_the_stop() -> None:
+    stats = RunStats(labels=54_000, statuses=Counter({"ok": 100, "aborted": 53_900}))
+    line = summary_line(RunResult(stats, 1.0, 54_000, None, fatal_error="401"), CLEAN, policies=4,
+                        labels_dir=Path("l"), report_path=Path("r"), simulated=False)
+    assert "(100 labels/s)" in line and "53,9" not in line.split("labels/s")[0].split("(")[-1]
+    nothing = summary_line(RunResult(RunStats(labels=9, statuses=Counter({"interrupted": 9})), 2.0, 9, None),
+                           CLEAN, policies=1, labels_dir=Path("l"), report_path=Path("r"), simulated=False)
+    assert "labels/s" not in nothing
+
+
+def test_summary_line_names_the_html_report_when_there_is_one() -> None:
+    line = summary_line(RunResult(RunStats(), 1.0, 0, None), CLEAN, policies=2, labels_dir=Path("o/labels"),
+                        report_path=Path("o/cost_report.md"), simulated=False, html_path=Path("o/report.html"))
+    assert line.endswith("report in o/cost_report.md and o/report.html")
+
+
+def test_drift_exits_7_over_failed_rows_but_under_canaries_and_stops() -> None:
+    drifting = {"statuses": {"ok": 5, "failed": 1}, "cost_usd": 0.1, "drift": {"flagged": "drift: spam 25% -> 99%"}}
+    assert exit_code(result(), drifting) == exitcodes.EXIT_DRIFT == 7
+    assert exit_code(result(canaries_wrong=1), drifting) == exitcodes.EXIT_CANARY
+    assert exit_code(result(stop_status=Status.INTERRUPTED), drifting) == exitcodes.EXIT_INTERRUPTED
+    assert exit_code(result(), {**drifting, "drift": {"flagged": "", "off": True}}) == exitcodes.EXIT_ROWS_FAILED
+    assert "  7  " in exitcodes.HELP
 
 
 def test_wrong_canaries_exit_6_over_failed_rows_but_under_a_stop() -> None:

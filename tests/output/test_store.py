@@ -390,6 +390,22 @@ def test_rates_give_the_directorys_last_run_and_earlier_runs_of_any_directory(tm
     assert store.rates("night3", history=5)[1] == [{"spam": (40, 8)}]
 
 
+def test_rates_count_each_directory_once_whatever_its_runs(tmp_path: Path) -> None:
+    store = ResultStore(tmp_path / "s.sqlite")
+    store.start()
+    store.record_rates(run_id="a1", out_id="night1", ended_at=100.0, counts={"spam": (20, 5)})  # budget stop
+    store.record_rates(run_id="a2", out_id="night1", ended_at=150.0, counts={"spam": (60, 15)})  # resumed
+    store.record_rates(run_id="b", out_id="night2", ended_at=200.0, counts={"spam": (80, 80)})
+    store.close()
+    current, history = store.rates("night2", history=5)
+    assert current == {"spam": (80, 80)} and history == [{"spam": (80, 20)}]
+    store.settle_rates("night1", {"spam": (80, 19), "hate": (0, 0)})  # the shards' own counts win
+    assert store.rates("night2", history=5)[1] == [{"spam": (80, 19)}]
+    assert store.rates("night1", history=5) == ({"spam": (80, 19)}, [])  # night2 ended after it
+    store.settle_rates("never-ran", {"spam": (5, 1)})
+    assert store.rates("never-ran", history=5) == ({}, [])
+
+
 def test_a_canary_answer_is_billed_but_not_stored(tmp_path: Path) -> None:
     path = tmp_path / "s.sqlite"
     write(path, [(None, ok_outcome())])

@@ -21,10 +21,11 @@ from pipeline.call.endpoints import open_endpoint
 from pipeline.config.settings import RunConfig
 from pipeline.core.errors import UserError, exit_code_for
 from pipeline.core.records import Status
+from pipeline.engines.alerting import alert_after_error, alert_after_run
 from pipeline.engines.ending import Ending, outcome_word
 from pipeline.engines.job import UsageError, build_run, open_job
 from pipeline.engines.local.runner import Run
-from pipeline.engines.progress import Progress
+from pipeline.engines.progress import LineProgress, Progress
 from pipeline.engines.runlog import JsonProgress, LineStream, RunLog
 from pipeline.engines.runstate import RunResult
 from pipeline.engines.session import open_session
@@ -54,11 +55,14 @@ async def run_job_async(config: RunConfig, *, stream: TextIO | None = None, tran
     log = RunLog(stream if stream is not None else sys.stderr, fmt=config.log_format,
                  secret=os.environ.get(config.api_key_env))
     try:
-        return (await run_local(config, log=log, transport=transport, progress=progress)).exit_code
+        ending = await run_local(config, log=log, transport=transport, progress=progress)
     except UserError as exc:
         code = exit_code_for(exc)
         log.say("error", f"moderate: error: {exc}", exit_code=code)
+        await asyncio.to_thread(alert_after_error, config, log, exit_code=code, message=str(exc))
         return code
+    await asyncio.to_thread(alert_after_run, config, log, ending)
+    return ending.exit_code
 
 
 async def run_local(config: RunConfig, *, log: RunLog, transport: Transport | None = None,
@@ -95,8 +99,7 @@ async def _run_job(config: RunConfig, *, log: RunLog, transport: Transport | Non
             endpoint = await open_endpoint(stack, config, api_key=api_key, transport=transport,
                                            stream=LineStream(log) if log.json else log.stream)
             total = _total(inputs, plans, rate)
-            meter = JsonProgress(log, total=total, interval=config.log_interval) \
-                if log.json or log.listener else Progress(total=total, enabled=progress, stream=log.stream)
+            meter = _meter(config, log, total=total, policies=len(plans), progress=progress)
             run = build_run(config, inputs=inputs, plans=plans, endpoint=endpoint, store=store, outdir=outdir,
                              manifest=manifest, pricing=pricing, api_key=api_key, model=model, log=log,
                              progress=meter, sample=sample,  # type: ignore[arg-type]
@@ -137,6 +140,16 @@ async def _execute(run: Run, store: ResultStore, log: RunLog, *, signals: bool) 
     except StoreError as exc:
         result.write_error = result.write_error or str(exc)
     return result
+
+
+def _meter(config: RunConfig, log: RunLog, *, total: int | None, policies: int,
+           progress: bool | None) -> Progress | JsonProgress | LineProgress:
+    """JSON events for a JSON log or a library caller; a bar on a terminal (or when asked); else plain lines."""
+    if log.json or log.listener:
+        return JsonProgress(log, total=total, interval=config.log_interval)
+    if progress is None and not log.stream.isatty():
+        return LineProgress(log, total=total, policies=policies, interval=config.log_interval)
+    return Progress(total=total, enabled=progress, stream=log.stream)
 
 
 def _total(inputs: InputSet, plans: list[PolicyPlan], rate: float | None = None) -> int | None:

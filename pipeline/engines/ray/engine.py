@@ -9,6 +9,7 @@ end it writes the cost report and the HTML report from the billing of every shar
 from __future__ import annotations
 
 import _thread
+import dataclasses
 import os
 import signal
 import sys
@@ -23,7 +24,8 @@ from pipeline.core import exitcodes
 from pipeline.core.errors import UserError, exit_code_for
 from pipeline.core.records import Status
 from pipeline.core.storage import is_uri
-from pipeline.engines.ending import outcome_word
+from pipeline.engines.alerting import alert_after_error, alert_after_run
+from pipeline.engines.ending import Ending, outcome_word
 from pipeline.engines.job import UsageError, job_identity, open_job
 from pipeline.engines.progress import Progress
 from pipeline.engines.ray.labeller import ShardSpec, ShardSummary
@@ -51,11 +53,15 @@ def run_on_ray(config: RunConfig, *, address: str | None = None, actors: int | N
     except ImportError:
         print(RAY_MISSING, file=stream)
         return exitcodes.EXIT_USAGE
+    log = RunLog(stream, secret=os.environ.get(config.api_key_env))
     try:
-        return _run(config, address=address, actors=actors, stream=stream, progress=progress)
+        ending = _run(config, address=address, actors=actors, stream=stream, progress=progress, log=log)
     except UserError as exc:
         print(f"moderate: error: {exc}", file=stream)
+        alert_after_error(config, log, exit_code=exit_code_for(exc), message=str(exc))
         return exit_code_for(exc)
+    alert_after_run(config, log, ending)
+    return ending.exit_code
 
 
 def _refuse_unsupported(config: RunConfig) -> None:
@@ -69,22 +75,21 @@ def _refuse_unsupported(config: RunConfig) -> None:
 
 
 def _run(config: RunConfig, *, address: str | None, actors: int | None, stream: TextIO,
-         progress: bool | None) -> int:
+         progress: bool | None, log: RunLog) -> Ending:
     _refuse_unsupported(config)
     if is_uri(config.out) and not config.out.startswith("file://"):
         raise UsageError(f"{config.out}: --engine ray writes to a folder every node sees (a shared file system), "
                          "not to an object store")
     job = open_job(config)
-    log = RunLog(stream, secret=os.environ.get(config.api_key_env))
     identity = {**job_identity(config, job.inputs, job.plans, job.model), "engine": "ray"}
     with open_session(config, job, log=log, store=ClusterLedger(Path(config.out)), identity=identity) as session:
         if session.manifest.finished:
-            return session.nothing_to_do().exit_code
+            return session.nothing_to_do()
         return _label(session, address=address, actors=actors, stream=stream, progress=progress)
 
 
 def _label(session: Session, *, address: str | None, actors: int | None, stream: TextIO,
-           progress: bool | None) -> int:
+           progress: bool | None) -> Ending:
     from pipeline.engines.ray import rayside
 
     job, ledger, manifest, outdir = session.job, session.store, session.manifest, session.outdir
@@ -153,8 +158,8 @@ def _label(session: Session, *, address: str | None, actors: int | None, stream:
     if tally.error:
         session.log.say("error", f"moderate: error: {tally.error}; answers paid for are kept in "
                         f"{outdir.path / 'results'}")
-        return exitcodes.EXIT_USAGE
-    return ending.exit_code
+        return dataclasses.replace(ending, exit_code=exitcodes.EXIT_USAGE)
+    return ending
 
 
 class _GracefulStop:

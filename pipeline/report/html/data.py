@@ -14,6 +14,8 @@ import polars as pl
 
 from pipeline.core.errors import UserError
 from pipeline.core.intervals import wilson
+from pipeline.report.html import insights
+from pipeline.report.html.truth import truth_details
 
 TOP_ROWS = 10
 SAMPLE_ROWS = 20
@@ -39,7 +41,8 @@ def collect(out: Path, *, text_column: str | None = "text", id_column: str | Non
                             "columns": {"text": text_column, "id": id_column}}
     if not files:
         data.update(policies=[], statuses={}, errors=[], latency=[], expensive=[], flagged=[],
-                    throughput=_throughput(out, cost, None))
+                    throughput=_throughput(out, cost, None), rules=[], co_flags=[], breakdown=None, nights=[],
+                    lengths=[], browser=[], truth={})
         return data
     labels = pl.scan_parquet(files)
     data["policies"] = _policies(labels)
@@ -54,8 +57,18 @@ def collect(out: Path, *, text_column: str | None = "text", id_column: str | Non
     flagged = (labels.filter((pl.col("status") == "ok") & (pl.col("violation") == 1))
                .with_columns(_pick=pl.col("row_number").hash(seed=7)).sort("_pick").head(SAMPLE_ROWS))
     data["flagged"] = flagged.select(keep).collect().to_dicts()
+    data["rules"] = insights.rule_counts(labels)
+    data["co_flags"] = insights.co_flags(labels)
+    gold = {p.get("label_column") for p in ((data["eval"] or {}).get("policies") or {}).values()}
+    data["breakdown"] = insights.breakdown(labels, skip=gold)
+    data["nights"] = insights.nightly_rates(out, [p["policy"] for p in data["policies"]])
+    data["lengths"] = insights.answer_lengths(api)
+    data["browser"] = insights.browser_rows(labels, sum(p["labels"] for p in data["policies"]))
+    data["truth"] = truth_details(labels, data["eval"])
+    mistakes = [r for t in data["truth"].values() for r in t["false_positives"] + t["false_negatives"]]
     if text_column:
-        _attach_texts(labels, data["expensive"] + data["flagged"], text_column, id_column)
+        _attach_texts(labels, data["expensive"] + data["flagged"] + data["browser"] + mistakes, text_column,
+                      id_column)
     data["throughput"] = _throughput(out, cost, api)
     return data
 

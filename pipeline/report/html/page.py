@@ -1,4 +1,5 @@
-"""The report page: one self-contained HTML document (inline CSS and SVG, no script, no link out).
+"""The report page: one self-contained HTML document (inline CSS and SVG, one inline script allowed by its
+hash for the label browser, nothing fetched).
 
 Pure: data in, markup out. Every value from the data passes through `esc`; texts are shortened.
 """
@@ -9,7 +10,8 @@ from typing import Any
 
 import orjson
 
-from pipeline.report.html import guards, svg
+from pipeline.report.html import browser, guards, overview, svg
+from pipeline.report.html import evaluation as evaluation_section
 from pipeline.report.html.svg import esc
 
 TEXT_LIMIT = 300
@@ -17,34 +19,62 @@ RATIONALE_LIMIT = 300
 ERROR_LIMIT = 200
 
 _STYLE = """
-body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:980px;
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1200px;
 color:#1d1d1d;padding:0 16px}
-h1{font-size:22px}h2{font-size:18px;margin-top:32px;border-bottom:1px solid #ddd;padding-bottom:4px}
-table{border-collapse:collapse;margin:8px 0 16px}td,th{border:1px solid #ddd;padding:4px 8px;vertical-align:top}
+h1{font-size:22px;margin-bottom:4px}h2{font-size:18px;margin-top:32px;border-bottom:1px solid #ddd;padding-bottom:4px}
+h3{font-size:15px;margin-top:20px}h4{margin:12px 0 4px}
+table{border-collapse:collapse;margin:8px 0 16px;max-width:100%}
+td,th{border:1px solid #ddd;padding:4px 8px;vertical-align:top;overflow-wrap:break-word}
 th{background:#f4f4f4;text-align:left}td.n{text-align:right;font-variant-numeric:tabular-nums}
 .warn{background:#fff4d6;border:1px solid #e5c66b;padding:8px 12px}.muted{color:#666}
-figure.chart{margin:12px 0}figcaption{font-weight:600;margin-bottom:4px}svg text{font-size:12px;fill:#222}
-td.text{max-width:420px;white-space:pre-wrap;word-break:break-word}
+figure.chart{margin:12px 0;max-width:100%}figcaption{font-weight:600;margin-bottom:4px}svg{max-width:100%;height:auto}
+svg text{font-size:12px;fill:#222}td.text,.text{max-width:420px;white-space:pre-wrap;word-break:break-word}
+.meta{color:#555;margin:0 0 12px}.tiles{display:grid;grid-template-columns:repeat(auto-fill,minmax(170px,1fr));gap:10px;
+margin:12px 0}.tile{border:1px solid #ddd;border-radius:6px;padding:10px 12px;background:#fafafa}
+.tile .k{color:#555;font-size:12px}.tile .v{font-size:24px;font-weight:600}.tile .s{color:#666;font-size:12px}
+.tile.bad{border-color:#d9a0a0;background:#fff3f3}.row{display:flex;flex-wrap:wrap;gap:24px;align-items:flex-start}
+.id{font-family:ui-monospace,monospace}
+.filters{display:flex;flex-wrap:wrap;gap:12px;margin:8px 0}
+.browser{display:grid;grid-template-columns:minmax(0,1fr) 360px;gap:12px;align-items:start}
+.browser>.scroll{max-height:640px;overflow:auto}
+#lb-table{width:100%;table-layout:fixed}#lb-table td{overflow:hidden;text-overflow:ellipsis;
+white-space:nowrap}#lb-table tr{cursor:pointer}#lb-table tr:hover{background:#eef4fb}
+#lb-detail{border:1px solid #ddd;padding:8px 12px;max-height:640px;overflow:auto;background:#fcfcfc}
+#lb-detail dt{font-weight:600;margin-top:6px}#lb-detail dd{margin:0;white-space:pre-wrap;overflow-wrap:anywhere}
 """
 
 
 def render(data: dict[str, Any]) -> str:
     cost = data["cost"]
+    evaluation = data.get("eval")
+    names = [p["policy"] for p in data["policies"]]
+    total = sum(p["labels"] for p in data["policies"])
     sections = [
         _summary(data),
+        overview.tiles(data),
+        evaluation_section.section(evaluation, data.get("truth") or {}) if evaluation else "",
         guards.sections(cost),
         _labels(data),
+        overview.rules(data.get("rules") or []),
+        overview.co_flags(data.get("co_flags") or []),
+        overview.breakdown(data.get("breakdown")),
+        overview.nights(data.get("nights") or [], names),
+        browser.section(data.get("browser") or [], total),
         _cost(cost),
+        overview.spend(cost),
+        overview.endpoints(cost),
         _latency(data, cost),
+        overview.lengths(data.get("lengths") or []),
         _throughput(data),
         _statuses(data),
         _expensive(data),
         _flagged(data),
-        _eval(data.get("eval")),
+        "" if evaluation else evaluation_section.section(None, {}),
     ]
+    csp = (f"default-src 'none'; style-src 'unsafe-inline'; img-src data:; script-src {browser.script_hash()}")
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; "
-            "img-src data:\">"
+            f'<meta http-equiv="Content-Security-Policy" content="{csp}">'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
             f'<meta name="moderate-input-columns" content="{esc(orjson.dumps(data.get("columns")).decode())}">'
             f"<title>Moderation report: {esc(data['out'], 80)}</title><style>{_STYLE}</style></head><body>"
             + "".join(sections) + "</body></html>\n")
@@ -56,6 +86,11 @@ def _table(headers: list[str], rows: list[list[str]], numeric: set[int] | None =
     body = "".join("<tr>" + "".join(f'<td class="n">{c}</td>' if i in numeric else f"<td>{c}</td>"
                                     for i, c in enumerate(row)) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _id(value: object) -> str:
+    """An id shortened to fit its column, the whole value on hover."""
+    return f'<span class="id" title="{esc(value)}">{esc(value, 24)}</span>'
 
 
 def _pct(value: float | None) -> str:
@@ -74,12 +109,10 @@ def _summary(data: dict[str, Any]) -> str:
     c = data["cost"]
     warn = ('<p class="warn">Built-in <b>simulator</b>: verdicts come from a keyword rule, not a model.</p>'
             if c.get("simulated") else "")
-    rows = [["output directory", esc(data["out"])], ["model", esc(c.get("model"))],
-            ["provider", esc(c.get("provider"))], ["rows", f"{c.get('rows', 0):,}"],
-            ["labels (rows × policies)", f"{c.get('labels', 0):,}"], ["billed requests", f"{c.get('requests', 0):,}"],
-            ["cost (list price)", esc(_usd(c.get("cost_usd")))],
-            ["generated", esc(c.get("generated_at"))]]
-    return f"<h1>Moderation report</h1>{warn}" + _table(["", ""], rows)
+    meta = (f'<p class="meta">{esc(data["out"], 120)} · model {esc(c.get("model"))} · provider '
+            f'{esc(c.get("provider"))} · {c.get("requests", 0):,} billed requests · list price '
+            f'{esc(_usd(c.get("cost_usd")))} · generated {esc(c.get("generated_at"))}</p>')
+    return f"<h1>Moderation report</h1>{meta}{warn}"
 
 
 def _labels(data: dict[str, Any]) -> str:
@@ -147,7 +180,7 @@ def _statuses(data: dict[str, Any]) -> str:
 
 
 def _expensive(data: dict[str, Any]) -> str:
-    rows = [[esc(r["id"], 80), esc(r["policy"]), f"{r['prompt_tokens'] or 0:,}", f"{r['completion_tokens'] or 0:,}",
+    rows = [[_id(r["id"]), esc(r["policy"]), f"{r['prompt_tokens'] or 0:,}", f"{r['completion_tokens'] or 0:,}",
              _usd(r["cost_usd"]), f'<span class="text">{esc(r.get("text"), TEXT_LIMIT)}</span>']
             for r in data["expensive"]]
     return ("<h2>Most expensive rows</h2>"
@@ -156,38 +189,10 @@ def _expensive(data: dict[str, Any]) -> str:
 
 
 def _flagged(data: dict[str, Any]) -> str:
-    rows = [[esc(r["id"], 80), esc(r["policy"]), esc(r["category"], 40), esc(r["confidence"]),
+    rows = [[_id(r["id"]), esc(r["policy"]), esc(r["category"], 40), esc(r["confidence"]),
              f'<div class="text">{esc(r.get("text"), TEXT_LIMIT)}</div>',
              f'<div class="text">{esc(r["rationale"], RATIONALE_LIMIT)}</div>'] for r in data["flagged"]]
     return ("<h2>Sample of flagged rows</h2><p class=\"muted\">Content is shown shortened and escaped; it may be "
             "offensive.</p>"
             + (_table(["id", "policy", "category", "confidence", "text", "rationale"], rows)
                if rows else "<p>No flagged rows.</p>"))
-
-
-def _eval(result: dict[str, Any] | None) -> str:
-    if not result:
-        return "<h2>Evaluation</h2><p class=\"muted\">No evaluation yet: <code>moderate eval OUT_DIR --truth FILE " \
-               "--label-column C</code> adds it here.</p>"
-    bars, rows = [], []
-    for name, p in result.get("policies", {}).items():
-        for metric in ("precision", "recall", "f1"):
-            if p.get(metric) is not None:
-                bars.append((f"{name} {metric}", p[metric], (p.get("intervals") or {}).get(metric)))
-        c = p["confusion"]
-        rows.append([esc(name), esc(p.get("label_column")), f"{p['scored']:,}",
-                     *(_metric(p, m) for m in ("precision", "recall", "f1", "accuracy")),
-                     f"{c['tp']:,} / {c['fp']:,} / {c['fn']:,} / {c['tn']:,}",
-                     f"{p['excluded_no_truth']:,}", f"{p['excluded_not_ok']:,}"])
-    chart = svg.hbars("eval", "Precision, recall and F1 against the truth (95 % bootstrap interval)", bars)
-    return (f"<h2>Evaluation</h2><p>Truth: {esc(result.get('truth'), 200)}</p>" + chart
-            + _table(["policy", "truth column", "scored", "precision", "recall", "F1", "accuracy",
-                      "TP / FP / FN / TN", "no truth", "not ok"], rows, {2, 3, 4, 5, 6, 8, 9}))
-
-
-def _metric(p: dict[str, Any], name: str) -> str:
-    value = p.get(name)
-    if value is None:
-        return "-"
-    ci = (p.get("intervals") or {}).get(name)
-    return f"{value:.3f}" + (f" ({ci[0]:.3f}–{ci[1]:.3f})" if ci else "")

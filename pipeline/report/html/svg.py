@@ -131,3 +131,36 @@ def line(name: str, title: str, points: Sequence[tuple[float, float]], *, x_labe
                     f'<text x="{left}" y="{height - bottom + 15}">{esc(_fmt(x0))}</text>'
                     f'<text x="{WIDTH - 20}" y="{height - bottom + 15}" text-anchor="end">{esc(_fmt(x1))}</text>')
     return _frame(name, title, height, body)
+
+
+def lines(name: str, title: str, series: Sequence[tuple[str, Sequence[tuple[float, float]]]], *,
+          x_labels: Sequence[str], y_label: str, as_percent: bool = False) -> str:
+    """One line per (name, points) over shared x positions 0..n-1 (named by `x_labels`), with a legend."""
+    left, bottom, legend = 60, 40, 22
+    height = 240 + legend
+    plot_w, plot_h = WIDTH - left - 20, height - bottom - legend - 15
+    base = height - bottom - legend
+    top = max([y for _, pts in series for _, y in pts] + [1e-12])
+    span = max(len(x_labels) - 1, 1)
+    shown = (lambda v: f"{v * 100:.0f}%") if as_percent else _fmt
+    body = [f'<line x1="{left}" y1="{base}" x2="{WIDTH - 20}" y2="{base}" stroke="#999"/>',
+            f'<line x1="{left}" y1="15" x2="{left}" y2="{base}" stroke="#999"/>',
+            f'<text x="{left - 6}" y="20" text-anchor="end">{esc(shown(top))}</text>',
+            f'<text x="12" y="{15 + plot_h / 2:.0f}" transform="rotate(-90 12 {15 + plot_h / 2:.0f})" '
+            f'text-anchor="middle">{esc(y_label)}</text>']
+    if x_labels:
+        body.append(f'<text x="{left}" y="{base + 15}">{esc(x_labels[0], 16)}</text>'
+                    f'<text x="{WIDTH - 20}" y="{base + 15}" text-anchor="end">{esc(x_labels[-1], 16)}</text>')
+    for k, (label, points) in enumerate(series):
+        colour = PALETTE[k % len(PALETTE)]
+        coords = [(left + x / span * plot_w, base - y / top * plot_h) for x, y in points]
+        if len(coords) > 1:
+            body.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="'
+                        + " ".join(f"{x:.1f},{y:.1f}" for x, y in coords) + '"/>')
+        for (x, y), (i, v) in zip(coords, points, strict=True):
+            tip = f"{label}, {x_labels[int(i)] if int(i) < len(x_labels) else i}: {shown(v)}"
+            body.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{colour}"><title>{esc(tip)}</title></circle>')
+        lx = left + k * 150
+        body.append(f'<rect x="{lx}" y="{height - 14}" width="12" height="12" fill="{colour}"/>'
+                    f'<text x="{lx + 16}" y="{height - 4}">{esc(label, 20)}</text>')
+    return _frame(name, title, height, body)

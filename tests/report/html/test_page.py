@@ -17,10 +17,12 @@ from support import make_config, read_only, run_pipeline, write_jsonl
 
 from pipeline.audit.evaluate import evaluate as run_eval
 from pipeline.cli.main import main
-from pipeline.report.html import write_html_report
+from pipeline.report.html import browser, write_html_report
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHARTS = ("violation-rate", "categories", "cost", "latency", "throughput", "statuses", "eval")
+CHARTS = ("violation-rate", "categories", "cost", "latency", "throughput", "statuses", "eval", "confusion-spam",
+          "answer-length", "spend")
+SECTIONS = ("headline", "evaluation", "browser")
 HOSTILE = ['buy now <script>alert("pwned")</script>', 'click here <img src=x onerror="alert(1)">',
            "you people are vermin </td></tr></table><iframe src='http://evil.example/'>", "hello there"]
 
@@ -67,12 +69,18 @@ def test_every_run_writes_the_report(hostile_run: Path) -> None:
 def test_hostile_text_is_escaped_and_the_page_loads_nothing(hostile_run: Path) -> None:
     html = (hostile_run / "report.html").read_text()
     tags = elements(html)
-    assert not [t for t, _ in tags if t in ("script", "img", "iframe", "link", "object", "embed")]
+    assert not [t for t, _ in tags if t in ("img", "iframe", "link", "object", "embed")]
+    # the label browser: a data block that is never run, and one script the CSP allows by its hash
+    assert [attrs for t, attrs in tags if t == "script"] == [{"type": "application/json", "id": "label-data"}, {}]
+    assert html.count("<script") == 2 and html.count("</script") == 2
+    assert browser.script_hash() in html and "'unsafe-inline'" not in html.split("script-src", 1)[1].split('"')[0]
     assert not [a for _, attrs in tags for a in attrs if a.startswith("on")]
     assert "&lt;script&gt;alert(&quot;pwned&quot;)&lt;/script&gt;" in html  # shown, as text
     assert "&lt;b&gt;0&lt;/b&gt;" in html  # a hostile id
     assert "1 of 1 canaries got the wrong verdict" in html and "Self-hosted cost" in html
-    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html)
+    markup, block = re.subn(r'<script type="application/json" id="label-data">[^<]*</script>', "", html)
+    assert block == 1  # the embedded labels hold no "<" at all: no text can close or open a tag there
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", markup)
 
 
 def test_long_texts_are_shortened(tmp_path: Path) -> None:
@@ -80,7 +88,9 @@ def test_long_texts_are_shortened(tmp_path: Path) -> None:
     config = make_config(tmp_path, [data], policies=["spam"])
     assert run_pipeline(config).code == 0
     html = Path(config.out, "report.html").read_text()
-    assert "x" * 400 not in html and "x" * 250 in html
+    markup = re.sub(r'<script type="application/json" id="label-data">[^<]*</script>', "", html)
+    assert "x" * 400 not in markup and "x" * 250 in markup  # tables
+    assert "x" * 2000 not in html and "x" * 1900 in html  # the label browser's detail
 
 
 def test_report_command_rewrites_it_and_prints_the_path(hostile_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -139,30 +149,65 @@ def test_eval_results_appear_in_the_report(hostile_run: Path) -> None:
 
 # -- a real browser ----------------------------------------------------------------------------
 
-def load_in_chromium(page: Path) -> tuple[str, list[str]]:
-    """The DOM after load and the console messages, from headless chromium (no network)."""
+def _chromium(page: Path, *action: str, fragment: str = "") -> subprocess.CompletedProcess[str]:
     if not CHROMIUM.exists() or shutil.which(str(CHROMIUM)) is None:
         pytest.skip(f"{CHROMIUM} not found: the browser test needs Debian's chromium (apt-get install chromium)")
     profile = page.parent / ".chromium-profile"
-    proc = subprocess.run(
+    return subprocess.run(
         [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-extensions", "--no-first-run", f"--user-data-dir={profile}", "--enable-logging=stderr",
-         "--v=0", "--dump-dom", page.as_uri()],
+         "--v=0", "--window-size=1400,900", *action, page.as_uri() + fragment],
         capture_output=True, text=True, timeout=120, check=False)
+
+
+def screenshot(page: Path, png: Path) -> None:
+    """The first screen at 1,400 px wide, as a person opening the report sees it."""
+    proc = _chromium(page, f"--screenshot={png}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def load_in_chromium(page: Path, fragment: str = "") -> tuple[str, list[str]]:
+    """The DOM after load (and after the label browser applied ``fragment``'s filters) and the console
+    messages, from headless chromium (no network)."""
+    proc = _chromium(page, "--dump-dom", fragment=fragment)
     assert proc.returncode == 0, proc.stderr[-2000:]
     console = [line for line in proc.stderr.splitlines() if ":CONSOLE" in line]
     return proc.stdout, console
 
 
 @pytest.mark.slow
-def test_report_loads_in_a_browser_with_every_chart_and_no_console_error(hostile_run: Path) -> None:
-    dom, console = load_in_chromium(hostile_run / "report.html")
+def test_report_loads_in_a_browser_with_every_section_no_console_error_and_working_filters(hostile_run: Path,
+                                                                                          tmp_path: Path) -> None:
+    page = hostile_run / "report.html"
+    dom, console = load_in_chromium(page)
     assert console == []
     tags = elements(dom)
     charts = {attrs.get("data-chart"): attrs for tag, attrs in tags if tag == "figure"}
     assert set(CHARTS) <= set(charts)
+    assert {attrs.get("id") for tag, attrs in tags if tag == "section"} >= set(SECTIONS)
     assert sum(1 for tag, _ in tags if tag == "svg") >= len(CHARTS)
-    assert not [t for t, _ in tags if t in ("script", "iframe", "img")]
+    assert not [t for t, _ in tags if t in ("iframe", "img")]
+    (body,) = [attrs for tag, attrs in tags if tag == "body"]
+    assert int(body["data-page-width"] or 0) <= 1400  # nothing wider than the window at 1,400 px
+    everything = _matching(tags)
+    assert everything == 80 and _rows(dom) == 80  # every label of the run is in the browser
+    spam_flagged, _ = load_in_chromium(page, "#policy=spam&verdict=1")
+    assert 0 < _matching(elements(spam_flagged)) < everything
+    assert "&lt;script&gt;alert(" in spam_flagged  # hostile text arrives as text, never as markup
+    searched, _ = load_in_chromium(page, "#q=vermin")
+    assert _matching(elements(searched)) == 20
+    shot = tmp_path / "report.png"
+    screenshot(page, shot)
+    assert shot.stat().st_size > 10_000
+
+
+def _matching(tags: list[tuple[str, dict[str, str | None]]]) -> int:
+    (table,) = [attrs for tag, attrs in tags if tag == "table" and attrs.get("id") == "lb-table"]
+    return int(table["data-matching"] or -1)
+
+
+def _rows(dom: str) -> int:
+    return dom.split('id="lb-rows"', 1)[1].split("</tbody>", 1)[0].count("<tr")
 
 
 @pytest.mark.slow
