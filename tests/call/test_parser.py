@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.call.parser import InvalidOutput, parse_verdict
-from pipeline.core.records import OutputFormat, Verdict
+from pipeline.core.records import ANSWER_FORMATS, OutputFormat, Verdict
 
 
 def render(verdict: Verdict, output_format: OutputFormat) -> str:
@@ -232,7 +232,7 @@ verdicts = st.builds(
 
 
 @settings(max_examples=300)
-@given(verdicts, st.sampled_from(list(OutputFormat)), st.sampled_from(["", " ", "\n", "Answer: "]))
+@given(verdicts, st.sampled_from(ANSWER_FORMATS), st.sampled_from(["", " ", "\n", "Answer: "]))
 def test_rendered_verdict_parses_back(verdict: Verdict, output_format: OutputFormat, prefix: str) -> None:
     parsed = parse_verdict(prefix + render(verdict, output_format))
     assert parsed.violation == verdict.violation

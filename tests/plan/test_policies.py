@@ -9,7 +9,7 @@ from pathlib import Path
 import bpe_openai
 import pytest
 
-from pipeline.core.records import OutputFormat
+from pipeline.core.records import ANSWER_FORMATS, OutputFormat
 from pipeline.plan.policies import PolicyError, builtin_policy_dir, builtin_policy_files, load_policies, load_policy
 from pipeline.plan.prompt import FORMAT_MARKER, render_system
 
@@ -201,7 +201,7 @@ def test_shipped_policy_examples_are_labelled_and_cite_defined_rules(name: str) 
     assert labels == {"0", "1"}
 
 
-@pytest.mark.parametrize("output_format", list(OutputFormat))
+@pytest.mark.parametrize("output_format", ANSWER_FORMATS)
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_policy_renders_to_400_to_600_tokens(
     name: str, output_format: OutputFormat, encoding: bpe_openai.Encoding

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.core.records import OutputFormat, Policy
+from pipeline.core.records import ANSWER_FORMATS, OutputFormat, Policy
 from pipeline.plan.prompt import (
     FORMAT_INSTRUCTIONS,
     FORMAT_MARKER,
@@ -28,7 +28,7 @@ ANY_TEXT = st.text(st.characters(exclude_categories=()))
 # ---- the system message --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("fmt", list(OutputFormat))
+@pytest.mark.parametrize("fmt", ANSWER_FORMATS)
 def test_system_message_is_the_policy_with_the_format_filled_in(fmt: OutputFormat) -> None:
     system = render_system(POLICY, fmt)
     assert FORMAT_MARKER not in system
@@ -51,8 +51,8 @@ def test_system_message_is_byte_identical_for_every_row() -> None:
 
 
 def test_each_format_gets_its_own_instructions() -> None:
-    rendered = {render_system(POLICY, fmt) for fmt in OutputFormat}
-    assert len(rendered) == len(OutputFormat)
+    rendered = {render_system(POLICY, fmt) for fmt in ANSWER_FORMATS}
+    assert len(rendered) == len(ANSWER_FORMATS)
     assert "exactly one character" in render_system(POLICY, OutputFormat.BINARY)
     assert '"rationale"' in render_system(POLICY, OutputFormat.RATIONALE)
     assert '"policy_category"' in render_system(POLICY, OutputFormat.CATEGORY)

@@ -71,6 +71,8 @@ async def run_local(config: RunConfig, *, log: RunLog, transport: Transport | No
 async def _run_job(config: RunConfig, *, log: RunLog, transport: Transport | None,
                    progress: bool | None, signals: bool) -> Ending:
     job = open_job(config, transport=transport)
+    for warning in job.warnings:
+        log.say("warning", warning)
     inputs, plans, pricing, model, api_key = job.inputs, job.plans, job.pricing, job.model, job.api_key
     try:
         sample, rate = sampler(config, inputs.total_rows)

@@ -76,6 +76,8 @@ def _run(config: RunConfig, *, address: str | None, actors: int | None, stream: 
                          "not to an object store")
     job = open_job(config)
     log = RunLog(stream, secret=os.environ.get(config.api_key_env))
+    for warning in job.warnings:
+        log.say("warning", warning)
     identity = {**job_identity(config, job.inputs, job.plans, job.model), "engine": "ray"}
     with open_session(config, job, log=log, store=ClusterLedger(Path(config.out)), identity=identity) as session:
         if session.manifest.finished:

@@ -171,6 +171,8 @@ def _eval(result: dict[str, Any] | None) -> str:
                "--label-column C</code> adds it here.</p>"
     bars, rows = [], []
     for name, p in result.get("policies", {}).items():
+        if "tp" not in p.get("confusion", {}):  # a comparison of categories (eval --compare category)
+            continue
         for metric in ("precision", "recall", "f1"):
             if p.get(metric) is not None:
                 bars.append((f"{name} {metric}", p[metric], (p.get("intervals") or {}).get(metric)))
