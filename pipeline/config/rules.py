@@ -91,19 +91,19 @@ def validate(config: RunConfig) -> None:
 
 
 def _check_patterns(config: RunConfig) -> None:
-    """``output_format = "policy"`` needs both patterns, each a valid regex with at most one group."""
+    """``output_format = "policy"`` needs both patterns, each a valid regex with at most one group.
+
+    With another format they are not read, but still checked: a config that switches formats by flag
+    keeps working, and a broken pattern is found before it is needed."""
     where = config.source
     patterns = {"policies.label_pattern": config.label_pattern,
                 "policies.violation_pattern": config.violation_pattern}
-    if config.output_format is not OutputFormat.POLICY:
-        given = [key for key, value in patterns.items() if value is not None]
-        if given:
-            raise ConfigError(f"{where}: '{given[0]}' is read only with output_format = \"policy\" "
-                              f"(this run's is {config.output_format.value!r})")
-        return
+    policy = config.output_format is OutputFormat.POLICY
     for key, value in patterns.items():
         flag = "--" + key.split(".")[1].replace("_", "-")
         if value is None or not value.strip():
+            if not policy:  # read only with the policy's own format
+                continue
             raise ConfigError(f"{where}: output_format = \"policy\" needs '{key}' ({flag} RE)")
         try:
             compiled = re.compile(value)
@@ -112,7 +112,7 @@ def _check_patterns(config: RunConfig) -> None:
         if compiled.groups > 1:
             raise ConfigError(f"{where}: '{key}' {value!r} has {compiled.groups} groups: use one (the label) "
                               "or none, and (?:...) for the others")
-    if config.response_format == "json_schema":
+    if policy and config.response_format == "json_schema":
         raise ConfigError(f"{where}: 'endpoint.response_format' = \"json_schema\" constrains answers to our JSON "
                           "verdict: it cannot be used with output_format = \"policy\"")
 
