@@ -13,6 +13,7 @@ from pathlib import Path
 
 import orjson
 import polars as pl
+import pyarrow.json
 import pytest
 from support import RunResult, make_config, run_pipeline
 
@@ -149,6 +150,8 @@ def test_chat_export_keeps_the_models_own_answer_and_names_policy_version_and_ru
         assert record["metadata"]["run_id"] == label["run_id"] and record["metadata"]["output_format"] == "policy"
     frame = pl.read_ndjson(target)  # loads as a table, metadata as a struct
     assert frame.height == 14 and frame["metadata"].struct.field("policy").to_list() == ["policy"] * 14
+    table = pyarrow.json.read_json(target)  # the reader of datasets' load_dataset("json", ...)
+    assert table.num_rows == 14 and table.column_names == ["messages", "metadata"]
 
 
 def test_an_answer_without_a_label_is_invalid_output_after_its_retries_with_the_answer_kept(
