@@ -19,7 +19,7 @@ import numpy as np
 import orjson
 import polars as pl
 
-from pipeline.audit.multiclass import NO_CATEGORY, compare_classes, f1_bounds, interval
+from pipeline.audit.multiclass import NO_CATEGORY, TooManyClasses, compare_classes, f1_bounds, interval
 from pipeline.core.errors import UserError
 from pipeline.output.outdir import atomic_write_text
 from pipeline.readers import open_inputs
@@ -227,8 +227,12 @@ def evaluate(out: Path, *, truth: str, id_column: str | None, label_columns: lis
         if compare == "violation":
             result = evaluate_policy(own, truths[column], resamples=resamples, seed=seed)
         else:
-            result = evaluate_classes(own, truths[column], resamples=resamples, seed=seed,
-                                      violation_pattern=violation_pattern)
+            try:
+                result = evaluate_classes(own, truths[column], resamples=resamples, seed=seed,
+                                          violation_pattern=violation_pattern)
+            except TooManyClasses as exc:
+                raise EvalError(f"--label-column {column}: {exc} in the truth and the categories of {policy!r}: "
+                                "is it a column of class labels?") from None
         per_policy[policy] = {"label_column": column, **result}
     report: dict[str, Any] = {"truth": truth, "id_column": id_column, "compare": compare, "bootstrap": resamples,
                               "seed": seed, "confidence": CONFIDENCE, "interval_methods": INTERVAL_METHODS,

@@ -17,12 +17,18 @@ import numpy as np
 
 from pipeline.core.intervals import wilson
 
-__all__ = ["NO_CATEGORY", "compare_classes", "f1_bounds", "interval"]
+__all__ = ["MAX_CLASSES", "NO_CATEGORY", "TooManyClasses", "compare_classes", "f1_bounds", "interval"]
 
 #: the predicted class of an ok label without a category (a "safe" answer in the rationale format)
 NO_CATEGORY = "(none)"
+#: more distinct values than this is not a label column (a text or an id column named by mistake)
+MAX_CLASSES = 500
 #: matrix cells times resamples above which F1 intervals come from the Wilson bounds alone (memory)
 _MAX_BOOTSTRAP_CELLS = 20_000_000
+
+
+class TooManyClasses(ValueError):
+    """The values compared hold more than `MAX_CLASSES` classes."""
 
 
 def interval(successes: int, n: int) -> list[float] | None:
@@ -58,6 +64,7 @@ def compare_classes(pairs: Iterable[tuple[str, str]], *, resamples: int = 1000, 
 
     Classes are every value seen on either side, sorted; a class never predicted has no precision
     (None), a class absent from the truth no recall. Macro-F1 is the mean F1 over those classes.
+    Raises `TooManyClasses` past `MAX_CLASSES` (the matrix grows with their square).
 
     >>> r = compare_classes([("SP0", "SP0"), ("SP2", "SP2"), ("SP2", "SP0")], resamples=10)
     >>> r["accuracy"], r["per_class"]["SP2"]["recall"], r["confusion"]["matrix"]
@@ -65,6 +72,8 @@ def compare_classes(pairs: Iterable[tuple[str, str]], *, resamples: int = 1000, 
     """
     counts = Counter(pairs)
     classes = sorted({t for t, _ in counts} | {p for _, p in counts})
+    if len(classes) > MAX_CLASSES:
+        raise TooManyClasses(f"{len(classes):,} distinct classes (at most {MAX_CLASSES})")
     index = {c: i for i, c in enumerate(classes)}
     matrix = np.zeros((len(classes), len(classes)), dtype=np.int64)
     for (truth, predicted), n in counts.items():

@@ -135,7 +135,8 @@ async def _check_all(config: RunConfig, *, stream: TextIO | None) -> list[CheckR
         if simulated:
             from pipeline.simulator import SimulatorConfig, start_simulator
 
-            base_url = (await stack.enter_async_context(start_simulator(SimulatorConfig()))).base_url
+            sim = SimulatorConfig(answer_templates=[(p, v, s) for p, v, s in config.simulator_answer_templates])
+            base_url = (await stack.enter_async_context(start_simulator(sim))).base_url
         if stream is not None:
             print(f"moderate check: {config.provider} at {_shown(base_url)}, model {model}, "
                   f"{len(policies)} policies", file=stream)

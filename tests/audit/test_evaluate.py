@@ -187,3 +187,26 @@ def test_compare_category_with_unseen_classes_and_blank_truth(tmp_path: Path,
     assert spam["scored"] == 4 and "SP9" in spam["classes"] and "(none)" in spam["classes"]  # safe rows: no category
     assert spam["per_class"]["SP2"]["support"] == 2  # " SP2 " is SP2
     assert "violation" not in spam  # a rationale run has no violation pattern to turn classes into 0/1
+
+
+def test_compare_category_against_a_text_column_is_one_line_exit_2(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    rows = [{"id": f"r{i}", "text": f"message number {i}"} for i in range(600)]
+    data = write_jsonl(tmp_path / "rows.jsonl", rows)
+    config = make_config(tmp_path, [data], policies=["spam"])
+    assert run_pipeline(config).code == 0
+    code = main(["eval", config.out, "--truth", str(data), "--label-column", "text", "--compare", "category"])
+    err = capsys.readouterr().err
+    assert code == exitcodes.EXIT_USAGE and "601 distinct classes" in err and len(err.strip().splitlines()) == 1
+
+
+def test_compare_category_reads_numeric_class_columns(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = write_jsonl(tmp_path / "rows.jsonl", [{"id": f"r{i}", "text": t} for i, t in enumerate(["buy now", "hi"])])
+    config = make_config(tmp_path, [data], policies=["spam"])
+    assert run_pipeline(config).code == 0
+    truth = tmp_path / "truth.parquet"
+    pl.DataFrame({"id": ["r0", "r1"], "level": [2, 0]}).write_parquet(truth)
+    code = main(["eval", config.out, "--truth", str(truth), "--label-column", "level", "--compare", "category",
+                 "--json"])
+    assert code == 0
+    assert {"0", "2"} <= set(orjson.loads(capsys.readouterr().out)["confusion"]["classes"])
