@@ -46,13 +46,13 @@ class CallSettings:
     api_key: str | None
     #: a structured-output request (pipeline.plan.schemas.response_format), or None
     response_format: dict | None = None
-    #: answer text -> verdict (raises InvalidOutput): `parse_verdict`, or the policy's own labels
-    read_verdict: Callable[[str], Verdict] = parse_verdict
+    #: the policy's own labels (output format "policy"); None: our formats, read by `parse_verdict`
+    read_verdict: PolicyLabels | None = None
 
     @property
     def keep_answer(self) -> bool:
         """An answer in the policy's own format holds more than its label: it is kept whole."""
-        return isinstance(self.read_verdict, PolicyLabels)
+        return self.read_verdict is not None
 
 
 @dataclass(slots=True)
@@ -147,11 +147,11 @@ class Judge:
         return Attempt(AttemptKind.TIMEOUT if exc.timeout else AttemptKind.FAILED, message)
 
     @staticmethod
-    def _verdict(result: AttemptResult, max_tokens: int, read: Callable[[str], Verdict] = parse_verdict) -> None:
+    def _verdict(result: AttemptResult, max_tokens: int, read: Callable[[str], Verdict] | None = None) -> None:
         completion = result.completion
         assert completion is not None
         try:
-            result.verdict = read(completion.content or "")
+            result.verdict = (read or parse_verdict)(completion.content or "")
         except InvalidOutput as exc:
             if completion.finish_reason == "length":
                 result.attempt = Attempt(AttemptKind.TRUNCATED,

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pipeline.call.client import Transport
 from pipeline.call.endpoints import SIMULATOR_MODEL, Endpoint
 from pipeline.call.judge import CallSettings, Judge
-from pipeline.call.parser import verdict_reader
+from pipeline.call.parser import PolicyLabels
 from pipeline.config.providers import HOSTS
 from pipeline.config.rules import check_context_room
 from pipeline.config.settings import RunConfig
@@ -89,8 +89,7 @@ def call_settings(config: RunConfig, *, model: str, api_key: str | None) -> Call
     return CallSettings(
         provider=provider, model=model, reasoning_effort=config.reasoning_effort, max_tokens=config.max_tokens,
         request_timeout=config.request_timeout, keep_reasoning=config.keep_reasoning, api_key=api_key,
-        response_format=structured, read_verdict=verdict_reader(config.output_format, config.label_pattern,
-                                                                config.violation_pattern))
+        response_format=structured, read_verdict=policy_labels(config))
 
 
 def build_run(config: RunConfig, *, inputs: InputSet, plans: list[PolicyPlan], endpoint: Endpoint,
@@ -154,6 +153,12 @@ def policy_plan(index: int, policy: Policy, config: RunConfig, model: str) -> Po
     return make_policy_plan(index, policy, system=system, key=key,
                             system_tokens=quick_estimate(system) + MESSAGE_OVERHEAD,
                             context_tokens=config.context_tokens, max_tokens=config.max_tokens)
+
+
+def policy_labels(config: RunConfig) -> PolicyLabels | None:
+    """What reads answers in the policy's own format; None for our formats (`parse_verdict`)."""
+    patterns = answer_patterns(config)
+    return None if patterns is None else PolicyLabels.from_patterns(*patterns)
 
 
 def answer_patterns(config: RunConfig) -> tuple[str, str] | None:

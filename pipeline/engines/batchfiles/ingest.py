@@ -120,7 +120,7 @@ def ingest(job: Job, manifest: Manifest, *, outdir: OutputDir, store: ResultStor
 
 
 def read_answer(result: ResultLine, pricing: Pricing, *, system_tokens: int, keep_reasoning: bool,
-                redactor: Redactor | None = None, read_verdict: Callable[[str], Verdict] = parse_verdict,
+                redactor: Redactor | None = None, read_verdict: Callable[[str], Verdict] | None = None,
                 keep_answer: bool = False) -> Outcome:
     """One result line as the outcome an online attempt with this reply would have.
 
@@ -143,7 +143,7 @@ def read_answer(result: ResultLine, pricing: Pricing, *, system_tokens: int, kee
             estimated=True)
         if reading.attempt.kind is AttemptKind.ANSWER:
             try:
-                attempt.verdict = redactor.verdict(read_verdict(completion.content or ""),
+                attempt.verdict = redactor.verdict((read_verdict or parse_verdict)(completion.content or ""),
                                                    answer=completion.content or "")
             except InvalidOutput as exc:
                 attempt.attempt = dataclasses.replace(reading.attempt, kind=AttemptKind.INVALID, error=str(exc))
