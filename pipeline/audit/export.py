@@ -44,11 +44,13 @@ class Example:
 
 
 def verdict_text(label: dict[str, Any], output_format: str) -> str:
-    """The verdict as the model answers in the run's output format.
+    """The verdict as the model answers in the run's output format (in the policy's own: its answer).
 
     >>> verdict_text({"violation": 1, "category": "SP2"}, "category")
     '{"violation":1,"policy_category":"SP2"}'
     """
+    if output_format == OutputFormat.POLICY:
+        return label.get("raw_output") or label["category"] or ""
     if output_format == OutputFormat.BINARY:
         return str(label["violation"])
     answer: dict[str, Any] = {"violation": label["violation"], "policy_category": label["category"]}
@@ -58,12 +60,24 @@ def verdict_text(label: dict[str, Any], output_format: str) -> str:
     return orjson.dumps(answer).decode()
 
 
-def chat_example(example: Example) -> dict[str, Any]:
-    return {"messages": [
+#: what each chat record's ``metadata`` names: where the label came from
+METADATA = ("id", "policy", "policy_version", "output_format", "model", "served_model", "run_id", "fingerprint",
+            "confidence")
+#: the shards' provenance columns the flat export keeps
+PROVENANCE = ("output_format", "reasoning_effort", "served_model", "source", "run_id", "fingerprint")
+
+
+def chat_example(example: Example, *, metadata: bool = True) -> dict[str, Any]:
+    """One chat record: system, user and assistant messages, and (unless not wanted) the label's provenance."""
+    label = example.label
+    record: dict[str, Any] = {"messages": [
         {"role": "system", "content": example.system},
         {"role": "user", "content": example.text},
-        {"role": "assistant", "content": verdict_text(example.label, example.label["output_format"])},
+        {"role": "assistant", "content": verdict_text(label, label["output_format"])},
     ]}
+    if metadata:
+        record["metadata"] = {key: label.get(key) for key in METADATA}
+    return record
 
 
 def flat_row(example: Example, extra: list[str]) -> dict[str, Any]:
@@ -71,7 +85,7 @@ def flat_row(example: Example, extra: list[str]) -> dict[str, Any]:
     return {"id": label["id"], "text": example.text, "policy": label["policy"], "violation": label["violation"],
             "category": label["category"], "rule_ids": label["rule_ids"], "confidence": label["confidence"],
             "rationale": label["rationale"], "policy_version": label["policy_version"], "model": label["model"],
-            **{c: label[c] for c in extra}}
+            **{c: label.get(c) for c in PROVENANCE}, **{c: label[c] for c in extra}}
 
 
 def examples(out: Path, *, policies: dict[str, Policy], inputs: list[str] | None, text_column: str,

@@ -20,7 +20,7 @@ ASSUMED_REASONING: dict[str, tuple[int, int, int]] = {
     "high": (700, 1600, 4000),
 }
 #: tokens of the answer itself per output format (added to the reasoning above).
-ANSWER_TOKENS: dict[str, int] = {"binary": 1, "category": 16, "rationale": 60}
+ANSWER_TOKENS: dict[str, int] = {"binary": 1, "category": 16, "rationale": 60, "policy": 16}
 #: a calibrated mean is a measurement of other rows: the range around it.
 CALIBRATED_RANGE = (0.8, 1.25)
 

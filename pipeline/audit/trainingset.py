@@ -26,13 +26,20 @@ FLAT_SCHEMA = pa.schema([
     ("id", pa.string()), ("text", pa.string()), ("policy", pa.string()), ("violation", pa.int8()),
     ("category", pa.string()), ("rule_ids", pa.list_(pa.string())), ("confidence", pa.string()),
     ("rationale", pa.string()), ("policy_version", pa.string()), ("model", pa.string()),
+    # provenance, as the shards have it
+    ("output_format", pa.string()), ("reasoning_effort", pa.string()), ("served_model", pa.string()),
+    ("source", pa.string()), ("run_id", pa.string()), ("fingerprint", pa.string()),
 ])
 
 def export(out: Path, *, fmt: str, output: Path, review: int | None = None, review_output: str | None = None,
            gold: str | None = None, gold_column: str | None = None, gold_id_column: str | None = None,
            inputs: list[str] | None = None, text_column: str = "text", id_column: str | None = None,
-           policy_files: list[str] | None = None, partial: bool = False) -> dict[str, Any]:
-    """Write the training set (and the review file); returns counts and paths."""
+           policy_files: list[str] | None = None, partial: bool = False, metadata: bool = True) -> dict[str, Any]:
+    """Write the training set (and the review file); returns counts and paths.
+
+    ``metadata``: each chat record carries the label's provenance under ``metadata`` (off for
+    fine-tuning APIs that refuse keys besides ``messages``).
+    """
     if review is not None and review < 1:
         raise ExportError("--review must be at least 1")
     if gold and not gold_column:
@@ -50,7 +57,7 @@ def export(out: Path, *, fmt: str, output: Path, review: int | None = None, revi
     with open_output(output, flag="--output") as handle, _Writer(handle, fmt, kept_fields(out)) as writer:
         for example, extra in examples(out, policies=policies, inputs=inputs, text_column=text_column,
                                        id_column=id_column, partial=partial):
-            writer.add(chat_example(example) if fmt == "chat-jsonl" else flat_row(example, extra))
+            writer.add(chat_example(example, metadata=metadata) if fmt == "chat-jsonl" else flat_row(example, extra))
             if queue is not None:
                 queue.add(example)
             count += 1

@@ -42,7 +42,8 @@ async def open_endpoint(stack: contextlib.AsyncExitStack, config: RunConfig, *, 
         from pipeline.simulator.config import Faults
 
         sim_config = SimulatorConfig(latency_ms=config.simulator_latency_ms, jitter_ms=config.simulator_jitter_ms,
-                                     faults=Faults.transient(config.simulator_fault_rate))
+                                     faults=Faults.transient(config.simulator_fault_rate),
+                                     answer_templates=[(p, v, s) for p, v, s in config.simulator_answer_templates])
         sim = await stack.enter_async_context(start_simulator(sim_config))
         base_url = sim.base_url
         print(f"moderate: using the built-in SIMULATOR at {base_url} (not a model: verdicts come from a "

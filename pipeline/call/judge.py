@@ -15,14 +15,14 @@ passes the `Attempt` to `pipeline.ratecontrol.decide`. `account` adds an attempt
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
 import orjson
 
 from pipeline.call.answers import Completion, read_reply
 from pipeline.call.client import Transport, TransportError
-from pipeline.call.parser import InvalidOutput, parse_verdict
+from pipeline.call.parser import InvalidOutput, PolicyLabels, parse_verdict
 from pipeline.call.redact import Redactor
 from pipeline.config.providers import build_body
 from pipeline.core.cost import Pricing
@@ -46,6 +46,13 @@ class CallSettings:
     api_key: str | None
     #: a structured-output request (pipeline.plan.schemas.response_format), or None
     response_format: dict | None = None
+    #: the policy's own labels (output format "policy"); None: our formats, read by `parse_verdict`
+    read_verdict: PolicyLabels | None = None
+
+    @property
+    def keep_answer(self) -> bool:
+        """An answer in the policy's own format holds more than its label: it is kept whole."""
+        return self.read_verdict is not None
 
 
 @dataclass(slots=True)
@@ -57,6 +64,8 @@ class AttemptResult:
     #: what this attempt was billed (estimated when the host sent no usage); None if not billed
     usage: Usage | None = None
     latency_ms: float = 0.0
+    #: keep the answer text with its verdict (an answer in the policy's own format)
+    keep_answer: bool = False
 
 
 class Judge:
@@ -111,12 +120,13 @@ class Judge:
             # an error's text is cut to one line as it is read: take the key out of the body first
             reading = read_reply(reply.status, reply.headers, clean, now=now)
         headers = reply.headers if reading.headers is None else reading.headers
-        result = AttemptResult(self._redacted(reading.attempt), headers, reading.completion, latency_ms=latency_ms)
+        result = AttemptResult(self._redacted(reading.attempt), headers, reading.completion, latency_ms=latency_ms,
+                               keep_answer=self.settings.keep_answer)
         if reading.completion is not None:
             self.redactor.completion(reading.completion)
             result.usage = reading.completion.usage or _estimate_usage(system_tokens, user, reading.completion)
             if reading.attempt.kind is AttemptKind.ANSWER:
-                self._verdict(result, max_tokens)
+                self._verdict(result, max_tokens, self.settings.read_verdict)
                 if result.verdict is not None:
                     result.verdict = self.redactor.verdict(result.verdict, answer=reading.completion.content or "")
         return result
@@ -137,11 +147,11 @@ class Judge:
         return Attempt(AttemptKind.TIMEOUT if exc.timeout else AttemptKind.FAILED, message)
 
     @staticmethod
-    def _verdict(result: AttemptResult, max_tokens: int) -> None:
+    def _verdict(result: AttemptResult, max_tokens: int, read: Callable[[str], Verdict] | None = None) -> None:
         completion = result.completion
         assert completion is not None
         try:
-            result.verdict = parse_verdict(completion.content or "")
+            result.verdict = (read or parse_verdict)(completion.content or "")
         except InvalidOutput as exc:
             if completion.finish_reason == "length":
                 result.attempt = Attempt(AttemptKind.TRUNCATED,
@@ -170,7 +180,8 @@ def account(outcome: Outcome, result: AttemptResult, pricing: Pricing, *, keep_r
     outcome.served_model = completion.model
     outcome.provider = completion.provider
     outcome.verdict = result.verdict
-    outcome.raw_output = None if result.verdict is not None else (completion.content or None)
+    outcome.raw_output = None if result.verdict is not None and not result.keep_answer else (
+        completion.content or None)
     if keep_reasoning:
         outcome.reasoning = completion.reasoning
 

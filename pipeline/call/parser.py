@@ -8,19 +8,24 @@ carries two different verdicts is rejected rather than guessed.
 
 >>> parse_verdict('{"violation": 1, "policy_category": "H2.f"}')
 Verdict(violation=1, category='H2.f', rule_ids=(), confidence=None, rationale=None)
+
+A policy that defines its own labels (``output_format = "policy"``) is read by `PolicyLabels` instead:
+two patterns from the run's config pick the label out of the answer and say which labels violate.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from pipeline.core.records import Verdict
+from pipeline.core.records import OutputFormat, Verdict
 
-__all__ = ["InvalidOutput", "parse_verdict"]
+__all__ = ["InvalidOutput", "PolicyLabels", "parse_verdict", "verdict_reader"]
 
 
 class InvalidOutput(Exception):
@@ -244,3 +249,45 @@ def _rationale(value: Any) -> str | None:
         value = json.dumps(value, ensure_ascii=False) if isinstance(value, (list, dict)) else str(value)
     value = value.strip()
     return value or None
+
+
+@dataclass(slots=True, frozen=True)
+class PolicyLabels:
+    """Reads an answer written in the policy's own label format.
+
+    The label is the first non-empty match of ``label`` in the answer (its group when it has one, else
+    the whole match); the verdict is 1 when ``violation`` matches the whole label. The label becomes
+    ``category`` (and the only rule id). The patterns are checked when the config is read.
+
+    >>> read = PolicyLabels.from_patterns(r"\\bD-(SP[0-4])\\b", r"SP[2-4]")
+    >>> read("D-SP3, R-SP0")
+    Verdict(violation=1, category='SP3', rule_ids=('SP3',), confidence=None, rationale=None)
+    >>> read("D-SP0, R-SP0").violation
+    0
+    """
+
+    label: re.Pattern[str]
+    violation: re.Pattern[str]
+
+    @classmethod
+    def from_patterns(cls, label: str, violation: str) -> PolicyLabels:
+        return cls(re.compile(label), re.compile(violation))
+
+    def __call__(self, text: str) -> Verdict:
+        if not text or text.isspace():
+            raise InvalidOutput("empty answer")
+        for match in self.label.finditer(text):
+            found = match.group(1) if self.label.groups and match.group(1) is not None else match.group(0)
+            label = _utf8(found).strip()
+            if label:
+                violation = 1 if self.violation.fullmatch(label) else 0
+                return Verdict(violation, category=label, rule_ids=(label,))
+        raise InvalidOutput(f"no label matching {self.label.pattern!r}: {_quote(text)}")
+
+
+def verdict_reader(output_format: OutputFormat, label_pattern: str | None = None,
+                   violation_pattern: str | None = None) -> Callable[[str], Verdict]:
+    """What turns an answer into a verdict for ``output_format``: `parse_verdict`, or `PolicyLabels`."""
+    if output_format is OutputFormat.POLICY:
+        return PolicyLabels.from_patterns(label_pattern or "", violation_pattern or "")
+    return parse_verdict

@@ -26,7 +26,7 @@ import orjson
 
 from pipeline.call.answers import describe_error, read_reply
 from pipeline.call.client import AiohttpTransport, HttpReply, TransportError
-from pipeline.call.parser import InvalidOutput, parse_verdict
+from pipeline.call.parser import InvalidOutput, verdict_reader
 from pipeline.call.redact import Redactor
 from pipeline.call.vllm_metrics import RUNNING, WAITING, metrics_url, parse_metrics
 from pipeline.config.providers import (
@@ -135,7 +135,8 @@ async def _check_all(config: RunConfig, *, stream: TextIO | None) -> list[CheckR
         if simulated:
             from pipeline.simulator import SimulatorConfig, start_simulator
 
-            base_url = (await stack.enter_async_context(start_simulator(SimulatorConfig()))).base_url
+            sim = SimulatorConfig(answer_templates=[(p, v, s) for p, v, s in config.simulator_answer_templates])
+            base_url = (await stack.enter_async_context(start_simulator(sim))).base_url
         if stream is not None:
             print(f"moderate check: {config.provider} at {_shown(base_url)}, model {model}, "
                   f"{len(policies)} policies", file=stream)
@@ -170,7 +171,7 @@ async def _checks(config: RunConfig, policies: list[Policy], *, base_url: str, m
                 reasoning_effort=config.reasoning_effort, max_tokens=config.max_tokens, keep_reasoning=False,
                 api_key=api_key, response_format=response_format(config.output_format) if schema else None))
             row, reply = await _canary(transport, policy.name, body, config.request_timeout, limits,
-                                       config.max_retry_after, redactor)
+                                       config.max_retry_after, redactor, config)
             canaries.append(row)
             if reply is not None:
                 statuses.append(reply.status)
@@ -236,7 +237,8 @@ async def _check_vllm_metrics(url: str, headers: Mapping[str, str], timeout: flo
 
 
 async def _canary(transport: AiohttpTransport, name: str, body: bytes, timeout: float, limits: dict[str, str],
-                  max_retry_after: float, redactor: Redactor) -> tuple[CheckResult, HttpReply | None]:
+                  max_retry_after: float, redactor: Redactor,
+                  config: RunConfig) -> tuple[CheckResult, HttpReply | None]:
     label = f"canary {name}"
     started = time.perf_counter()
     try:
@@ -257,7 +259,8 @@ async def _canary(transport: AiohttpTransport, name: str, body: bytes, timeout: 
     if attempt.kind is not AttemptKind.ANSWER or completion is None:
         return CheckResult(label, False, attempt.error or "no answer", exitcodes.EXIT_ROWS_FAILED), reply
     try:
-        verdict = parse_verdict(completion.content or "")
+        read = verdict_reader(config.output_format, config.label_pattern, config.violation_pattern)
+        verdict = read(completion.content or "")
     except InvalidOutput as exc:
         cut = " (cut off by max_tokens: raise it)" if completion.finish_reason == "length" else ""
         return CheckResult(label, False, f"no verdict{cut}: {exc}", exitcodes.EXIT_ROWS_FAILED), reply

@@ -12,9 +12,11 @@ from pipeline.output.outfiles import is_stream
 
 DESCRIPTION = """\
 Write a training set from a run's ok labels. chat-jsonl: {"messages": [system = the policy as
-the run sent it, user = the content as sent, assistant = the verdict in the run's output format]}
-per label; parquet: flat columns (id, text, policy, violation, category, rule_ids, confidence,
-rationale, ...). The input is read again for the texts: run it from where the run ran, or pass
+the run sent it, user = the content as sent, assistant = the verdict in the run's output format],
+"metadata": {id, policy, policy_version, output_format, model, served_model, run_id, fingerprint,
+confidence}} per label; parquet: flat columns (id, text, policy, violation, category, rule_ids,
+confidence, rationale, policy_version, model, the provenance columns, the kept input columns).
+The input is read again for the texts: run it from where the run ran, or pass
 --input/--text-column/--id-column as the run had them."""
 
 
@@ -36,6 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--id-column", metavar="C", help="the run's id column, if it named one")
     parser.add_argument("--policy", dest="policies", action="append", metavar="FILE",
                         help="the policy file the run used (default: the shipped policy of the same name)")
+    parser.add_argument("--no-metadata", dest="metadata", action="store_false",
+                        help="chat-jsonl: records with messages only (for fine-tuning APIs that refuse other keys)")
     parser.add_argument("--partial", action="store_true",
                         help="export the ok labels of a run that did not finish (otherwise refused)")
 
@@ -51,7 +55,7 @@ def main(args: argparse.Namespace) -> int:
                      review=args.review, review_output=args.review_output, gold=args.gold,
                      gold_column=args.gold_column, gold_id_column=args.gold_id_column, inputs=args.inputs,
                      text_column=args.text_column, id_column=args.id_column, policy_files=args.policies,
-                     partial=args.partial)  # a user's mistake raises UserError: pipeline.cli.main prints it
+                     partial=args.partial, metadata=args.metadata)  # a mistake raises UserError: main prints it
     line = f"moderate export: {summary['examples']:,} examples to {summary['output']}"
     if summary["review_output"]:
         line += f"; {summary['review']:,} labels to review in {summary['review_output']}"

@@ -23,7 +23,13 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--policy", dest="policies", action="append", metavar="FILE",
                         help="policy file or built-in name (spam, hate_harassment, ...); repeatable "
                              "(default: every built-in policy)")
-    parser.add_argument("--output-format", choices=[f.value for f in OutputFormat])
+    parser.add_argument("--output-format", choices=[f.value for f in OutputFormat],
+                        help="answer format asked of the model (default rationale); policy: send each policy as "
+                             "written and read its own labels with --label-pattern and --violation-pattern")
+    parser.add_argument("--label-pattern", metavar="RE",
+                        help="output format policy: the answer's label is the first match (its group, if it has one)")
+    parser.add_argument("--violation-pattern", metavar="RE",
+                        help="output format policy: a label matching RE whole means violation = 1")
     parser.add_argument("--out", metavar="DIR", help="output directory (default: out/run)")
     parser.add_argument("--store", metavar="PATH",
                         help="result store to share across runs (default: OUT/store.sqlite; 'none' = no store)")
@@ -54,6 +60,7 @@ def job_config(args: argparse.Namespace) -> RunConfig:
     overrides = {
         "inputs": args.inputs, "id_column": args.id_column, "text_column": args.text_column,
         "policies": args.policies, "output_format": args.output_format, "out": args.out,
+        "label_pattern": args.label_pattern, "violation_pattern": args.violation_pattern,
         "store": args.store, "provider": args.provider, "base_url": args.base_url, "model": args.model,
         "concurrency": args.concurrency, "rpm": args.rpm, "tpm": args.tpm,
         "request_timeout": args.request_timeout, "reasoning_effort": args.reasoning_effort,

@@ -7,6 +7,7 @@ Each rule raises a one-line `ConfigError` naming the config's source and the dot
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -38,6 +39,7 @@ def validate(config: RunConfig) -> None:
     except ValueError:
         choices = ", ".join(f.value for f in OutputFormat)
         raise ConfigError(f"{where}: 'policies.output_format' must be one of {choices}") from None
+    _check_patterns(config)
     if config.provider not in PROVIDERS:
         raise ConfigError(f"{where}: 'endpoint.provider' must be one of {', '.join(PROVIDERS)}")
     if config.reasoning_effort not in EFFORTS:
@@ -80,7 +82,39 @@ def validate(config: RunConfig) -> None:
     _check_names_and_sizes(config)
     if not 0.0 <= config.simulator_fault_rate <= 1.0:
         raise ConfigError(f"{where}: 'simulator.fault_rate' must be within 0..1")
+    for entry in config.simulator_answer_templates:
+        if not (isinstance(entry, list) and len(entry) == 3 and all(isinstance(v, str) for v in entry)
+                and entry[0].strip()):
+            raise ConfigError(f"{where}: 'simulator.answer_templates' holds {entry!r}: each entry is "
+                              "[\"phrase of the policy\", \"answer when it violates\", \"answer when not\"]")
     config.max_tokens_cap = max(config.max_tokens_cap, config.max_tokens)
+
+
+def _check_patterns(config: RunConfig) -> None:
+    """``output_format = "policy"`` needs both patterns, each a valid regex with at most one group.
+
+    With another format they are not read, but still checked: a config that switches formats by flag
+    keeps working, and a broken pattern is found before it is needed."""
+    where = config.source
+    patterns = {"policies.label_pattern": config.label_pattern,
+                "policies.violation_pattern": config.violation_pattern}
+    policy = config.output_format is OutputFormat.POLICY
+    for key, value in patterns.items():
+        flag = "--" + key.split(".")[1].replace("_", "-")
+        if value is None or not value.strip():
+            if not policy:  # read only with the policy's own format
+                continue
+            raise ConfigError(f"{where}: output_format = \"policy\" needs '{key}' ({flag} RE)")
+        try:
+            compiled = re.compile(value)
+        except (re.error, RecursionError, OverflowError) as exc:
+            raise ConfigError(f"{where}: '{key}' {value!r} is not a valid regular expression ({exc})") from None
+        if compiled.groups > 1:
+            raise ConfigError(f"{where}: '{key}' {value!r} has {compiled.groups} groups: use one (the label) "
+                              "or none, and (?:...) for the others")
+    if policy and config.response_format == "json_schema":
+        raise ConfigError(f"{where}: 'endpoint.response_format' = \"json_schema\" constrains answers to our JSON "
+                          "verdict: it cannot be used with output_format = \"policy\"")
 
 
 def _check_nightly(config: RunConfig) -> None:

@@ -41,6 +41,10 @@ class RunConfig:
     # [policies]
     policies: list[str] = field(default_factory=list)
     output_format: OutputFormat = OutputFormat.RATIONALE
+    #: output_format "policy": the answer's label is the first match (its one group, if any) ...
+    label_pattern: str | None = None
+    #: ... and a label matching this pattern whole is a violation
+    violation_pattern: str | None = None
     # [endpoint]
     provider: str = "openai"
     base_url: str | None = None
@@ -97,6 +101,9 @@ class RunConfig:
     simulator_latency_ms: float = 5.0
     simulator_jitter_ms: float = 5.0
     simulator_fault_rate: float = 0.0
+    #: [phrase found in a policy, answer when it violates, answer when not]: the simulator answers that
+    #: policy in its own format ("{rule}" is the keyword rule's id)
+    simulator_answer_templates: list[list[str]] = field(default_factory=list)
     # where the config came from (for messages), not a key
     source: str = "<flags>"
     #: PRESET_FIELDS still holding a provider default (not set by a file or flag), not a key
@@ -127,6 +134,8 @@ SCHEMA: dict[str, dict[str, tuple[str, tuple[type, ...]]]] = {
     "policies": {
         "files": ("policies", (list,)),
         "output_format": ("output_format", (str,)),
+        "label_pattern": ("label_pattern", (str,)),
+        "violation_pattern": ("violation_pattern", (str,)),
     },
     "endpoint": {
         "provider": ("provider", (str,)),
@@ -187,6 +196,7 @@ SCHEMA: dict[str, dict[str, tuple[str, tuple[type, ...]]]] = {
         "latency_ms": ("simulator_latency_ms", (int, float)),
         "jitter_ms": ("simulator_jitter_ms", (int, float)),
         "fault_rate": ("simulator_fault_rate", (int, float)),
+        "answer_templates": ("simulator_answer_templates", (list,)),
     },
 }
 

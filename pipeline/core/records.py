@@ -8,11 +8,16 @@ from enum import StrEnum
 
 
 class OutputFormat(StrEnum):
-    """The three answer formats of the gpt-oss-safeguard guide."""
+    """The three answer formats of the gpt-oss-safeguard guide, and the policy's own."""
 
     BINARY = "binary"  # a single character: 0 or 1
     CATEGORY = "category"  # {"violation": 1, "policy_category": "H2.f"}
     RATIONALE = "rationale"  # category + rule_ids + confidence + rationale
+    POLICY = "policy"  # the policy's own label format, read with the run's label and violation patterns
+
+
+#: the formats whose answer instructions we write into the policy (the guide's three)
+ANSWER_FORMATS = (OutputFormat.BINARY, OutputFormat.CATEGORY, OutputFormat.RATIONALE)
 
 
 class Status(StrEnum):

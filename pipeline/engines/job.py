@@ -6,18 +6,19 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pipeline.call.client import Transport
 from pipeline.call.endpoints import Endpoint
 from pipeline.call.judge import CallSettings, Judge
+from pipeline.call.parser import PolicyLabels
 from pipeline.config.providers import HOSTS, run_model
 from pipeline.config.rules import check_context_room
 from pipeline.config.settings import RunConfig
 from pipeline.core.cost import Pricing, lookup_pricing
 from pipeline.core.errors import UserError
 from pipeline.core.labels import COLUMN_NAMES
-from pipeline.core.records import Policy
+from pipeline.core.records import OutputFormat, Policy
 from pipeline.core.storage import StorageSettings, configure
 from pipeline.core.tokens import MESSAGE_OVERHEAD, quick_estimate
 from pipeline.engines.local.runner import Run
@@ -27,7 +28,7 @@ from pipeline.engines.runstate import RunSettings, new_run_id
 from pipeline.output.outdir import Manifest, OutputDir
 from pipeline.output.store import ResultStore
 from pipeline.plan.planner import PolicyPlan, make_policy_plan
-from pipeline.plan.policies import builtin_policy_files, load_policies
+from pipeline.plan.policies import builtin_policy_files, format_warnings, load_policies
 from pipeline.plan.prompt import PROMPT_VERSION, render_system, request_key
 from pipeline.plan.schemas import response_format
 from pipeline.ratecontrol import LIMIT_MARGIN, RateControl, RetryRules, Throttle
@@ -52,6 +53,8 @@ class Job:
     pricing: Pricing
     model: str
     api_key: str | None
+    #: one-line warnings about the job, said before it starts (a policy with two answer formats)
+    warnings: list[str] = field(default_factory=list)
 
 
 def open_job(config: RunConfig, *, transport: Transport | None = None) -> Job:
@@ -63,7 +66,9 @@ def open_job(config: RunConfig, *, transport: Transport | None = None) -> Job:
         raise UsageError(f"--keep-columns: {', '.join(clash)} is a label column already (docs/output.md)")
     inputs = open_inputs(config.inputs, text_column=config.text_column, id_column=config.id_column,
                          limit=config.limit, keep_columns=config.keep_columns)
-    policies = load_policies(config.policies or builtin_policy_files())
+    files = config.policies or builtin_policy_files()
+    policies = load_policies(files)
+    warnings = format_warnings(files, policies, config.output_format)
     model = run_model(config.provider, config.model)
     pricing = lookup_pricing(provider=config.provider, model=model, input_per_million=config.input_per_million,
                              cached_input_per_million=config.cached_input_per_million,
@@ -73,7 +78,7 @@ def open_job(config: RunConfig, *, transport: Transport | None = None) -> Job:
         raise UsageError(f"no API key: set the environment variable {config.api_key_env}")
     plans = [policy_plan(i, p, config, model) for i, p in enumerate(policies)]
     check_context_room(config, {p.policy.name: p.system_tokens for p in plans})
-    return Job(config, inputs, plans, pricing, model, api_key)
+    return Job(config, inputs, plans, pricing, model, api_key, warnings)
 
 
 def call_settings(config: RunConfig, *, model: str, api_key: str | None) -> CallSettings:
@@ -83,7 +88,7 @@ def call_settings(config: RunConfig, *, model: str, api_key: str | None) -> Call
     return CallSettings(
         provider=provider, model=model, reasoning_effort=config.reasoning_effort, max_tokens=config.max_tokens,
         request_timeout=config.request_timeout, keep_reasoning=config.keep_reasoning, api_key=api_key,
-        response_format=structured)
+        response_format=structured, read_verdict=policy_labels(config))
 
 
 def build_run(config: RunConfig, *, inputs: InputSet, plans: list[PolicyPlan], endpoint: Endpoint,
@@ -142,10 +147,24 @@ def worker_count(concurrency: int, rows: int | None, policies: int) -> int:
 def policy_plan(index: int, policy: Policy, config: RunConfig, model: str) -> PolicyPlan:
     system = render_system(policy, config.output_format)
     key = request_key(model=model, system=system, reasoning_effort=config.reasoning_effort,
-                      output_format=config.output_format, structured=config.response_format == "json_schema")
+                      output_format=config.output_format, structured=config.response_format == "json_schema",
+                      patterns=answer_patterns(config))
     return make_policy_plan(index, policy, system=system, key=key,
                             system_tokens=quick_estimate(system) + MESSAGE_OVERHEAD,
                             context_tokens=config.context_tokens, max_tokens=config.max_tokens)
+
+
+def policy_labels(config: RunConfig) -> PolicyLabels | None:
+    """What reads answers in the policy's own format; None for our formats (`parse_verdict`)."""
+    patterns = answer_patterns(config)
+    return None if patterns is None else PolicyLabels.from_patterns(*patterns)
+
+
+def answer_patterns(config: RunConfig) -> tuple[str, str] | None:
+    """The (label, violation) patterns that read answers in the policy's own format; None for our formats."""
+    if config.output_format is not OutputFormat.POLICY:
+        return None
+    return config.label_pattern or "", config.violation_pattern or ""
 
 
 def job_identity(config: RunConfig, inputs: InputSet, plans: list[PolicyPlan], model: str) -> dict:
@@ -163,6 +182,8 @@ def job_identity(config: RunConfig, inputs: InputSet, plans: list[PolicyPlan], m
         identity["response_format"] = config.response_format
     if config.keep_columns:  # the shards' columns
         identity["keep_columns"] = config.keep_columns
+    if (patterns := answer_patterns(config)) is not None:  # how answers become labels
+        identity["patterns"] = list(patterns)
     if config.sample is not None:  # another sample is another job
         identity["sample"] = {"sample": config.sample, "seed": config.seed}
     return identity
@@ -179,5 +200,7 @@ def job_description(config: RunConfig, inputs: InputSet, plans: list[PolicyPlan]
         "provider": config.provider,
         "reasoning_effort": config.reasoning_effort,
         "output_format": config.output_format.value,
+        **({"label_pattern": config.label_pattern, "violation_pattern": config.violation_pattern}
+           if config.output_format is OutputFormat.POLICY else {}),
         "policies": {p.policy.name: {"version": p.policy.version, "text": p.policy.text} for p in plans},
     }

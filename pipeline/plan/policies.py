@@ -14,9 +14,11 @@ from importlib.resources.abc import Traversable
 from pathlib import Path, PurePath
 
 from pipeline.core.errors import UserError
-from pipeline.core.records import Policy
+from pipeline.core.records import OutputFormat, Policy
+from pipeline.plan.prompt import FORMAT_MARKER, own_output_format
 
-__all__ = ["PolicyError", "builtin_policy_dir", "builtin_policy_files", "load_policies", "load_policy"]
+__all__ = ["PolicyError", "builtin_policy_dir", "builtin_policy_files", "format_warnings", "load_policies",
+           "load_policy"]
 
 _SUFFIX = ".md"
 
@@ -100,3 +102,32 @@ def load_policies(paths: Sequence[str | Path | Traversable]) -> list[Policy]:
         seen[policy.name] = resolved
         policies.append(policy)
     return policies
+
+
+def format_warnings(files: Sequence[str | Path | Traversable], policies: Sequence[Policy],
+                    output_format: OutputFormat) -> list[str]:
+    """Lines to warn about how each policy meets the run's output format (one per policy at most).
+
+    A policy that states its own answer format but has no ``{{OUTPUT_FORMAT}}`` marker would get our
+    instructions appended after its own: two formats in one system message. With
+    ``output_format = "policy"`` a marker would be sent as it is: that is refused (PolicyError).
+    """
+    lines = []
+    for file, policy in zip(files, policies, strict=True):
+        shown = _resolve(file)
+        if output_format is OutputFormat.POLICY:
+            if FORMAT_MARKER in policy.text:
+                raise PolicyError(f"policy {shown} has the {FORMAT_MARKER} marker, which only our output formats "
+                                  "fill in: use --output-format rationale|category|binary, or take the marker out "
+                                  "to send the policy as written")
+            continue
+        if FORMAT_MARKER in policy.text:
+            continue
+        found = own_output_format(policy.text)
+        if found is not None:
+            number, line = found
+            shown_line = line if len(line) <= 40 else line[:40] + "…"
+            lines.append(f"moderate: warning: policy {shown} states its own output format (line {number}: "
+                         f"{shown_line!r}) and has no {FORMAT_MARKER} marker: the {output_format.value} answer "
+                         "instructions are appended after it; --output-format policy sends it as written")
+    return lines

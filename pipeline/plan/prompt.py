@@ -49,13 +49,47 @@ _NEUTRAL = "<\u200d|"
 def render_system(policy: Policy, output_format: OutputFormat) -> str:
     """The system message for a policy: the policy text, with the answer format filled in.
 
+    With the policy's own format the text is sent exactly as written.
+
     >>> render_system(Policy("p", "Rules.\\n{{OUTPUT_FORMAT}}"), OutputFormat.BINARY).endswith("not.")
     True
+    >>> render_system(Policy("p", " Rules.\\r\\n"), OutputFormat.POLICY)
+    ' Rules.\\r\\n'
     """
+    if output_format is OutputFormat.POLICY:
+        return policy.text
     instructions = FORMAT_INSTRUCTIONS[output_format]
     if FORMAT_MARKER not in policy.text:  # a policy that does not say where: state it at the end
         return f"{policy.text.strip()}\n\n{instructions}"
     return policy.text.replace(FORMAT_MARKER, instructions).strip()
+
+
+# A line that says how to answer: a heading such as "LABEL FORMAT" or "## Output format", or a line
+# such as "Output: VALID" or "Respond with ...". Markdown decoration and emoji around it are ignored.
+_OWN_FORMAT = re.compile(
+    r"^(?:(?:output|label|labels|answer|response|verdict|classification|return)\s+(?:format|instructions)\b"
+    r"|(?:output|answer|response)\s*:"
+    r"|(?:output|answer|response|labels?)$"
+    r"|(?:answer|respond|reply)\s+(?:with|only|in)\b"
+    r"|return\s+(?:only|exactly|a\s+json|json)\b)",
+    re.IGNORECASE,
+)
+_DECORATION = re.compile(r"^[\W_\d]+|[\W_]+$")
+
+
+def own_output_format(text: str) -> tuple[int, str] | None:
+    """The first line of a policy that states how to answer, as (line number, line); None if none does.
+
+    >>> own_output_format("Spam Policy\\nRules.\\n\\nLABEL FORMAT\\nEach item gets two labels")
+    (4, 'LABEL FORMAT')
+    >>> own_output_format("## INSTRUCTIONS\\nClassify the content.") is None
+    True
+    """
+    for number, line in enumerate(text.splitlines(), 1):
+        bare = _DECORATION.sub("", line.strip()).strip()
+        if bare and len(bare) <= 200 and _OWN_FORMAT.match(bare):
+            return number, line.strip()
+    return None
 
 
 def neutralise(text: str) -> str:
@@ -81,16 +115,21 @@ def normalise(text: str) -> str:
 
 
 def request_key(
-    *, model: str, system: str, reasoning_effort: str, output_format: OutputFormat, structured: bool = False
+    *, model: str, system: str, reasoning_effort: str, output_format: OutputFormat, structured: bool = False,
+    patterns: tuple[str, str] | None = None,
 ) -> bytes:
     """The part of a fingerprint shared by every row of one policy (hash it once per run).
 
     ``structured``: the request asks for the verdict's JSON schema (a different request, so a
     different answer; without it the key is what it always was, and stores stay valid).
+    ``patterns``: the label and violation patterns that read an answer in the policy's own format:
+    the stored verdict depends on them.
     """
     parts: tuple[str, ...] = (PROMPT_VERSION, model, reasoning_effort, output_format.value, system)
     if structured:
         parts += ("json_schema",)
+    if patterns is not None:
+        parts += ("patterns", *patterns)
     return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=16).digest()
 
 

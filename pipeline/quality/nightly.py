@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -155,25 +156,65 @@ def extend_report(report: dict[str, Any], *, out: Path, manifest: Manifest, conf
 def _sample(report: dict[str, Any], out: Path, manifest: Manifest, config: RunConfig) -> dict[str, Any] | None:
     if config.sample is None:
         return None
-    import polars as pl
 
     total = manifest.total_rows if manifest.total_rows is not None else sum(
         s.input_rows for s in manifest.shards.values())
     # on an object store the per-row cost is left out (the interval is on counts only)
     files = sorted((out / "labels").glob("part-*.parquet")) if isinstance(out, Path) else []
-    # what each sampled row paid (duplicates and store hits paid nothing): scaled, the whole input's cost
-    # at this sample's share of repeated texts
-    paid = pl.when(pl.col("source") == "api").then(pl.col("cost_usd").fill_null(0.0)).otherwise(0.0)
-    per_row = (pl.scan_parquet(files).group_by("row_number").agg(paid.sum().alias("cost_usd"))
-               .select(s=pl.col("cost_usd").sum(), q=(pl.col("cost_usd") ** 2).sum()).collect() if files else None)
-    cost, squares = (float(per_row["s"][0] or 0.0), float(per_row["q"][0] or 0.0)) if per_row is not None else (0, 0)
+    shares = _text_shares(config, total) if files else None
+    cost, squares = _sampled_cost(files, shares) if files else (0.0, 0.0)
     rate = total and report["rows"] / total
     summary = sample_summary(total_rows=total, sampled_rows=report["rows"], seed=config.seed,
                              rate=round(rate or 0.0, 8), violations={p: v.get("violations", {}) for p, v in
                                                                      report["per_policy"].items()},
                              cost_usd=cost, cost_sum_squares=squares)
     summary["asked"] = config.sample
+    summary["duplicates_counted"] = shares is not None
     return summary
+
+
+def _text_shares(config: RunConfig, total: int) -> Any:
+    """Each input row's share of its text's call (1 / rows with that text), read again from a local
+    input; None when it cannot be (an object store, a changed or unreadable input)."""
+    from pipeline.plan.prompt import normalise
+    from pipeline.quality.sampling import text_digest, text_shares
+    from pipeline.readers import InputError, open_inputs
+
+    if any("://" in path for path in config.inputs):
+        return None
+    try:
+        inputs = open_inputs(config.inputs, text_column=config.text_column, id_column=config.id_column,
+                             limit=config.limit)
+        digests = (text_digest(normalise(text) if text else None)
+                   for batch in inputs.batches(batch_size=8192) for text in batch.texts)
+        shares = text_shares(digests)
+    except (InputError, OSError):
+        return None
+    return shares if len(shares) == total else None
+
+
+def _sampled_cost(files: list[Path], shares: Any) -> tuple[float, float]:
+    """Sum and sum of squares over the sampled rows of what each row's labels cost.
+
+    Without ``shares``: what each row paid (duplicates and store hits paid nothing). With them: the
+    cost of each label's call (paid by this row or by the row it duplicates) times the row's share of
+    its text, so that summed over every input row each text is paid once.
+    """
+    import polars as pl
+
+    frame = pl.scan_parquet(files).select("row_number", "source", "fingerprint", pl.col("cost_usd").fill_null(0.0))
+    if shares is None:
+        paid = pl.when(pl.col("source") == "api").then(pl.col("cost_usd")).otherwise(0.0)
+        rows = frame.group_by("row_number").agg(paid.sum().alias("y"))
+    else:
+        calls = (frame.filter(pl.col("source") == "api").group_by("fingerprint")
+                 .agg(pl.col("cost_usd").first().alias("call")))
+        share = pl.DataFrame({"row_number": np.arange(len(shares), dtype=np.int64), "share": shares}).lazy()
+        rows = (frame.join(calls, on="fingerprint", how="left").group_by("row_number")
+                .agg(pl.col("call").fill_null(0.0).sum()).join(share, on="row_number", how="left")
+                .select("row_number", y=pl.col("call") * pl.col("share").fill_null(1.0)))
+    sums = rows.select(s=pl.col("y").sum(), q=(pl.col("y") ** 2).sum()).collect()
+    return float(sums["s"][0] or 0.0), float(sums["q"][0] or 0.0)
 
 
 def _canaries(out: Path) -> dict[str, Any] | None:

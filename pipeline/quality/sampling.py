@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+
+import numpy as np
 
 from pipeline.core.intervals import wilson
 
-__all__ = ["chosen", "sample_rate", "sample_summary", "scale_count", "scale_total"]
+__all__ = ["chosen", "sample_rate", "sample_summary", "scale_count", "scale_total", "text_digest", "text_shares"]
 
 _SCALE = float(1 << 64)
 
@@ -63,6 +65,29 @@ def scale_count(successes: int, sampled: int, total: int, z: float = 1.96) -> di
     low, high = (p, p) if fpc == 0.0 else (max(0.0, centre - half * fpc), min(1.0, centre + half * fpc))
     return {"estimate": round(p * total, 1), "low": round(low * total), "high": round(high * total),
             "rate": round(p, 6)}
+
+
+def text_digest(text: str | None) -> int:
+    """A 64-bit digest of a row's text as it decides duplicates (already normalised by the caller)."""
+    data = (text or "").encode("utf-8", "surrogatepass")
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little", signed=True)
+
+
+def text_shares(digests: Iterable[int]) -> np.ndarray:
+    """For each row, 1 / the number of rows of the input with the same text.
+
+    A text is paid once however often it appears, so the whole input costs the sum over its rows of
+    (cost of the row's call) × (its share): a sample scaled that way counts the input's duplicates,
+    not only those that fell into the sample.
+
+    >>> text_shares([1, 2, 1, 1]).tolist()
+    [0.3333333333333333, 1.0, 0.3333333333333333, 0.3333333333333333]
+    """
+    array = np.fromiter(digests, dtype=np.int64)
+    if not len(array):
+        return np.zeros(0)
+    _, inverse, counts = np.unique(array, return_inverse=True, return_counts=True)
+    return 1.0 / counts[inverse]
 
 
 def scale_total(total_sampled: float, sum_squares: float, sampled: int, total: int,

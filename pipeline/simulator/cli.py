@@ -109,6 +109,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="bill tokens by a 4-bytes estimate or by o200k over the Harmony rendering")
     parser.add_argument("--current-date", metavar="YYYY-MM-DD", help="date in the Harmony system message")
     parser.add_argument("--seed", type=int, default=0, help="seed of the fault and jitter draws")
+    parser.add_argument("--answer-template", nargs=3, action="append", metavar=("PHRASE", "VIOLATES", "SAFE"),
+                        help="answer a policy containing PHRASE in its own format: VIOLATES when the keyword rule "
+                             "fires ({rule} = its rule id), SAFE otherwise; repeatable")
     host = parser.add_argument_group("host profiles")
     host.add_argument("--model-id", default=MODELSLAB_MODEL_ID, help="modelslab: the served model_id")
     host.add_argument("--queue", type=int, default=5, help="modelslab: concurrent requests per account (5/10/15)")
@@ -179,6 +182,7 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         in_flight_budget=args.in_flight_budget,
         rpd=args.rpd,
         max_num_seqs=args.max_num_seqs,
+        answer_templates=[tuple(t) for t in args.answer_template or []],
     )
 
 

@@ -123,6 +123,9 @@ class SimulatorConfig:
     #: answer every request 429 with ``Retry-After`` of this many seconds and
     #: ``x-ratelimit-remaining-requests: 0`` but no reset (a quota spent until a time not said); None = off.
     quota_storm: float | None = None
+    #: (phrase, answer when it violates, answer when not): a policy containing the phrase is answered in
+    #: its own format ("{rule}": the keyword rule's id, "{keyword}": the phrase matched); first match wins
+    answer_templates: list[tuple[str, str, str]] = field(default_factory=list)
     # -- modelslab ------------------------------------------------------------------------------
     #: the model id ModelsLab serves (its body field ``model_id``).
     model_id: str = MODELSLAB_MODEL_ID
@@ -173,6 +176,8 @@ class SimulatorConfig:
             raise ValueError("echo_key repeats the key the simulator requires: set api_key too")
         if self.quota_storm is not None and not self.quota_storm >= 1:
             raise ValueError(f"quota_storm must be at least 1 second, got {self.quota_storm}")
+        if any(len(t) != 3 or not t[0] for t in self.answer_templates):
+            raise ValueError("each answer template is (phrase of the policy, answer if it violates, answer if not)")
         if self.queue < 1 or self.max_num_seqs < 1:
             raise ValueError("queue and max_num_seqs must be at least 1")
         if self.profile == "vllm" and (self.rpm is not None or self.tpm is not None):
@@ -213,6 +218,8 @@ class SimulatorStats:
     budget_refusals: int = 0
     #: junk or refusal faults that structured output (response_format json_schema) turned into verdicts
     constrained: int = 0
+    #: the first distinct system messages received (at most 16), as they arrived
+    system_messages: list[str] = field(default_factory=list)
     #: vLLM: GET /metrics served, and the most requests ever waiting for an engine slot.
     metrics_scrapes: int = 0
     max_waiting: int = 0

@@ -34,6 +34,8 @@ class _Prompt:
     keywords: tuple[tuple[str, str], ...]
     tokens: int
     warm: bool = False  # seen in an answered request: its prefix is cached now
+    #: the policy's own answer format (violates, safe), from the simulator's answer templates
+    template: tuple[str, str] | None = None
 
 
 @dataclasses.dataclass(slots=True)
@@ -113,9 +115,15 @@ class Host:
         if refusal is not None:
             return refusal
         system, user = split
+        seen = self.stats.system_messages
+        if len(seen) < 16 and system not in seen:
+            seen.append(system)
         prompt = self._prompt(system, level or "medium")
         decision = rules.decide(prompt.keywords, user)
-        answer = rules.render_answer(prompt.fmt, decision)
+        if prompt.template is not None:
+            answer = rules.render_template(prompt.template, decision)
+        else:
+            answer = rules.render_answer(prompt.fmt, decision)
         reasoning = rules.render_reasoning(decision)
         if cfg.count_tokens == "o200k":
             reasoning_tokens = harmony.o200k_cached(reasoning)
@@ -168,7 +176,8 @@ class Host:
                 tokens = harmony.prefix_tokens(system, level, self.config.current_date or harmony.today())
             else:
                 tokens = rules.message_tokens(system)
-            prompt = _Prompt(rules.output_format(system), rules.keywords_for(system), tokens)
+            prompt = _Prompt(rules.output_format(system), rules.keywords_for(system), tokens,
+                             template=rules.template_for(system, self.config.answer_templates))
             self._prompts[key] = prompt
         return prompt
 

@@ -167,6 +167,24 @@ def render_answer(fmt: str, decision: Decision) -> str:
     return orjson.dumps(answer).decode()
 
 
+def template_for(system: str, templates: list[tuple[str, str, str]]) -> tuple[str, str] | None:
+    """The (violates, safe) answer templates of the first entry whose phrase the policy contains."""
+    for phrase, violates, safe in templates:
+        if phrase in system:
+            return violates, safe
+    return None
+
+
+def render_template(template: tuple[str, str], decision: Decision) -> str:
+    """An answer in a policy's own format: ``{rule}`` and ``{keyword}`` filled in from the decision.
+
+    >>> render_template(("D-{rule}, R-SP0", "D-SP0, R-SP0"), decide(keywords_for("spam"), "click here"))
+    'D-SP3, R-SP0'
+    """
+    text = template[0] if decision.violation else template[1]
+    return text.replace("{rule}", decision.category or "").replace("{keyword}", decision.keyword or "")
+
+
 def render_reasoning(decision: Decision) -> str:
     """One short sentence standing in for the model's reasoning."""
     if decision.violation:

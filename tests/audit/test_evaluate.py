@@ -150,3 +150,63 @@ def test_unknown_policy_is_one_line_exit_2(tmp_path: Path, comments: Path, capsy
     assert code == exitcodes.EXIT_USAGE
     err = capsys.readouterr().err
     assert "nope" in err and len(err.strip().splitlines()) == 1
+
+
+def test_precision_interval_does_not_collapse_at_zero_false_positives() -> None:
+    from pipeline.audit.evaluate import intervals
+
+    c = Confusion(tp=28, fp=0, fn=3, tn=40)
+    found = intervals(c)
+    low, high = found["precision"]
+    assert 0.8 < low < 0.9 and high == pytest.approx(1.0)  # Wilson: about 0.88 to 1.00, not 1.000 to 1.000
+    assert found["recall"][0] < 28 / 31 < found["recall"][1]
+    assert found["f1"][0] < metrics(c)["f1"] <= found["f1"][1]
+
+
+def test_f1_interval_falls_back_to_the_wilson_bounds_when_every_resample_agrees() -> None:
+    from pipeline.audit.evaluate import intervals
+
+    found = intervals(Confusion(tp=28, fp=0, fn=0, tn=12))
+    assert found["f1"][0] < 1.0 and found["f1"][1] == pytest.approx(1.0)
+
+
+def test_compare_category_with_unseen_classes_and_blank_truth(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    rows = [{"id": f"r{i}", "text": t} for i, t in enumerate(["buy now", "hello", "click here", "hi", "promo code"])]
+    data = write_jsonl(tmp_path / "rows.jsonl", rows)
+    config = make_config(tmp_path, [data], policies=["spam"])
+    assert run_pipeline(config).code == 0
+    truth = tmp_path / "truth.csv"
+    truth.write_text("id,cls\nr0,SP2\nr1,\nr2,SP9\nr3,SP0\nr4, SP2 \n")
+    code = main(["eval", config.out, "--truth", str(truth), "--id-column", "id", "--label-column", "cls",
+                 "--compare", "category", "--json"])
+    result = orjson.loads(capsys.readouterr().out)
+    assert code == 0
+    spam = result["policies"]["spam"]
+    assert result["compare"] == "category" and spam["excluded_no_truth"] == 1
+    assert spam["scored"] == 4 and "SP9" in spam["classes"] and "(none)" in spam["classes"]  # safe rows: no category
+    assert spam["per_class"]["SP2"]["support"] == 2  # " SP2 " is SP2
+    assert "violation" not in spam  # a rationale run has no violation pattern to turn classes into 0/1
+
+
+def test_compare_category_against_a_text_column_is_one_line_exit_2(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    rows = [{"id": f"r{i}", "text": f"message number {i}"} for i in range(600)]
+    data = write_jsonl(tmp_path / "rows.jsonl", rows)
+    config = make_config(tmp_path, [data], policies=["spam"])
+    assert run_pipeline(config).code == 0
+    code = main(["eval", config.out, "--truth", str(data), "--label-column", "text", "--compare", "category"])
+    err = capsys.readouterr().err
+    assert code == exitcodes.EXIT_USAGE and "601 distinct classes" in err and len(err.strip().splitlines()) == 1
+
+
+def test_compare_category_reads_numeric_class_columns(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = write_jsonl(tmp_path / "rows.jsonl", [{"id": f"r{i}", "text": t} for i, t in enumerate(["buy now", "hi"])])
+    config = make_config(tmp_path, [data], policies=["spam"])
+    assert run_pipeline(config).code == 0
+    truth = tmp_path / "truth.parquet"
+    pl.DataFrame({"id": ["r0", "r1"], "level": [2, 0]}).write_parquet(truth)
+    code = main(["eval", config.out, "--truth", str(truth), "--label-column", "level", "--compare", "category",
+                 "--json"])
+    assert code == 0
+    assert {"0", "2"} <= set(orjson.loads(capsys.readouterr().out)["confusion"]["classes"])

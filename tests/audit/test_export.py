@@ -240,3 +240,40 @@ def test_a_run_with_a_custom_policy_file_exports_with_no_flag_repeated(tmp_path:
     assert len(records) == 2
     assert records[0]["messages"][0]["content"] == render_system(load_policy(policy), OutputFormat.RATIONALE)
     assert [r["messages"][1]["content"] for r in records] == ["buy now", "hi"]
+
+
+def test_every_chat_record_names_its_policy_version_run_and_fingerprint(finished: tuple[Path, Path],
+                                                                        tmp_path: Path) -> None:
+    out, _ = finished
+    target = tmp_path / "train.jsonl"
+    assert main(["export", str(out), "--format", "chat-jsonl", "--output", str(target)]) == 0
+    labels = pl.read_parquet(sorted((out / "labels").glob("*.parquet"))).filter(pl.col("status") == "ok")
+    records = [orjson.loads(line) for line in target.read_text().splitlines()]
+    for record, label in zip(records, labels.iter_rows(named=True), strict=True):
+        meta = record["metadata"]
+        assert list(meta) == ["id", "policy", "policy_version", "output_format", "model", "served_model", "run_id",
+                              "fingerprint", "confidence"]
+        assert {k: meta[k] for k in meta} == {k: label[k] for k in meta}
+        assert meta["run_id"] and meta["fingerprint"] and meta["policy_version"]
+
+
+def test_no_metadata_writes_messages_only(finished: tuple[Path, Path], tmp_path: Path) -> None:
+    out, _ = finished
+    target = tmp_path / "train.jsonl"
+    assert main(["export", str(out), "--format", "chat-jsonl", "--output", str(target), "--no-metadata"]) == 0
+    assert {tuple(orjson.loads(line)) for line in target.read_text().splitlines()} == {("messages",)}
+
+
+def test_parquet_keeps_the_shards_provenance_and_kept_columns(tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "in.jsonl", [{"id": f"r{i}", "text": t, "lang": "en", "day": i}
+                                              for i, t in enumerate(["buy now", "hello", "buy now"])])
+    config = make_config(tmp_path, [data], policies=["spam"], keep_columns=["lang", "day"])
+    assert run_pipeline(config).code == 0
+    target = tmp_path / "train.parquet"
+    export(Path(config.out), fmt="parquet", output=target)
+    frame, labels = pl.read_parquet(target), pl.read_parquet(Path(config.out) / "labels")
+    provenance = ["output_format", "reasoning_effort", "served_model", "source", "run_id", "fingerprint"]
+    assert frame.columns[-8:] == [*provenance, "lang", "day"]
+    assert frame.select(provenance).to_dicts() == labels.select(provenance).to_dicts()
+    assert frame["source"].to_list() == ["api", "api", "duplicate"]
+    assert frame["day"].to_list() == labels["day"].to_list() and frame["day"].dtype == labels["day"].dtype

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.call.parser import InvalidOutput, parse_verdict
-from pipeline.core.records import OutputFormat, Verdict
+from pipeline.call.parser import InvalidOutput, PolicyLabels, parse_verdict, verdict_reader
+from pipeline.core.records import ANSWER_FORMATS, OutputFormat, Verdict
 
 
 def render(verdict: Verdict, output_format: OutputFormat) -> str:
@@ -232,7 +232,7 @@ verdicts = st.builds(
 
 
 @settings(max_examples=300)
-@given(verdicts, st.sampled_from(list(OutputFormat)), st.sampled_from(["", " ", "\n", "Answer: "]))
+@given(verdicts, st.sampled_from(ANSWER_FORMATS), st.sampled_from(["", " ", "\n", "Answer: "]))
 def test_rendered_verdict_parses_back(verdict: Verdict, output_format: OutputFormat, prefix: str) -> None:
     parsed = parse_verdict(prefix + render(verdict, output_format))
     assert parsed.violation == verdict.violation
@@ -274,3 +274,63 @@ def test_a_lone_surrogate_escape_in_the_answer_becomes_a_question_mark(text: str
 
 def test_a_surrogate_pair_escape_is_kept_as_its_character() -> None:
     assert parse_verdict('x {"violation": 1, "rationale": "\\ud83d\\ude00"}').rationale == "\U0001f600"
+
+
+# ---- the policy's own label format -------------------------------------------------------------
+
+SP = PolicyLabels.from_patterns(r"D-(SP\d)", r"SP[2-4]")
+
+
+@pytest.mark.parametrize(("answer", "category", "violation"), [
+    ("D-SP2, R-SP0", "SP2", 1),
+    ("D-SP0, R-SP3", "SP0", 0),  # the first match decides: depiction, not request
+    ("Reasoning first.\n\n**D-SP4** (phishing), R-SP4", "SP4", 1),
+    ("D-SP1", "SP1", 0),
+    ("D-SP9", "SP9", 0),  # a label the policy does not define is still a label; eval shows it as a class
+])
+def test_policy_labels_take_the_first_match_and_the_violation_pattern_decides(
+        answer: str, category: str, violation: int) -> None:
+    assert SP(answer) == Verdict(violation, category=category, rule_ids=(category,))
+
+
+def test_violation_pattern_must_match_the_whole_label() -> None:
+    read = PolicyLabels.from_patterns(r"\b(VALID|INVALID)\b", "INVALID")
+    assert read("Classification: VALID").violation == 0  # "INVALID" contains "VALID": search would be wrong
+    assert read("Classification: INVALID").violation == 1
+
+
+def test_a_pattern_without_a_group_labels_with_the_whole_match() -> None:
+    assert PolicyLabels.from_patterns(r"SP[0-4]", r"SP[2-4]")("label SP3.").category == "SP3"
+
+
+def test_an_optional_group_that_did_not_take_part_falls_back_to_the_whole_match() -> None:
+    assert PolicyLabels.from_patterns(r"D-(SP\d)?|VALID", r"SP[2-4]")("VALID").category == "VALID"
+
+
+def test_empty_matches_are_skipped_for_the_first_real_label() -> None:
+    assert PolicyLabels.from_patterns(r"(SP\d)?", r"SP[2-4]")("label: SP3").category == "SP3"
+
+
+@pytest.mark.parametrize(("answer", "reason"), [
+    ("", "empty answer"), ("  \n", "empty answer"), ("I cannot classify this.", "no label matching"),
+    ('{"violation": 1, "policy_category": "SP2"}', "no label matching"),
+])
+def test_an_answer_without_a_label_is_invalid_output_naming_the_pattern(answer: str, reason: str) -> None:
+    with pytest.raises(InvalidOutput) as info:
+        SP(answer)
+    assert reason in str(info.value) and "\n" not in str(info.value)
+
+
+def test_policy_format_reader_and_the_json_reader_are_chosen_by_format() -> None:
+    assert verdict_reader(OutputFormat.RATIONALE) is parse_verdict
+    assert isinstance(verdict_reader(OutputFormat.POLICY, "SP(\\d)", "[2-4]"), PolicyLabels)
+
+
+@settings(max_examples=200)
+@given(st.text(st.characters(exclude_categories=()), max_size=300))
+def test_policy_labels_never_fail_other_than_invalid_output(answer: str) -> None:
+    try:
+        verdict = SP(answer)
+    except InvalidOutput:
+        return
+    assert verdict.category and verdict.category.startswith("SP") and verdict.violation in (0, 1)

@@ -297,3 +297,21 @@ def test_a_server_without_vllm_metrics_says_so(key: str) -> None:
     code, out, _ = check(make())
     assert code == exitcodes.EXIT_OK
     assert "none at /metrics" in out
+
+
+def test_check_reads_the_canary_with_the_policys_own_labels(tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    policy = Path(__file__).resolve().parents[1] / "data" / "spam_severity" / "policy.txt"
+    config = tmp_path / "own.toml"
+    config.write_text(f"""[policies]
+files = ["{policy}"]
+output_format = "policy"
+label_pattern = 'D-(SP\\d)'
+violation_pattern = 'SP[2-4]'
+[endpoint]
+provider = "simulator"
+[simulator]
+answer_templates = [["Spam Policy (#SP)", "D-{{rule}}, R-SP0", "D-SP0, R-SP0"]]
+""")
+    assert main(["check", str(config)]) == exitcodes.EXIT_OK
+    assert "canary policy  ok      violation=1 SP2" in capsys.readouterr().out

@@ -47,6 +47,16 @@ from pipeline.core.records import OutputFormat
         ('[output]\ndir = ""\n', "output.dir"),
         ("[storage]\ntimeout = inf\n", "storage.timeout"),
         ('[endpoint]\nbase_url = "http://[::1"\n', "endpoint.base_url"),
+        ('[policies]\noutput_format = "policy"\nviolation_pattern = "1"\n', "policies.label_pattern"),
+        ('[policies]\noutput_format = "policy"\nlabel_pattern = "(SP\\\\d)"\n', "policies.violation_pattern"),
+        ('[policies]\noutput_format = "policy"\nlabel_pattern = "(SP"\nviolation_pattern = "x"\n',
+         "policies.label_pattern"),
+        ('[policies]\noutput_format = "policy"\nlabel_pattern = "(D)-(SP)"\nviolation_pattern = "x"\n',
+         "policies.label_pattern"),
+        ('[policies]\noutput_format = "policy"\nlabel_pattern = "x"\nviolation_pattern = "[a-"\n',
+         "policies.violation_pattern"),
+        ('[policies]\nlabel_pattern = "(unclosed"\n', "policies.label_pattern"),
+        ("[simulator]\nanswer_templates = [[\"phrase\", \"only two\"]]\n", "simulator.answer_templates"),
     ],
 )
 def test_invalid_value_names_file_and_key(tmp_path: Path, text: str, key: str) -> None:
@@ -164,3 +174,16 @@ def test_nightly_settings_are_checked(tmp_path: Path, toml: str, words: str) -> 
     path.write_text(toml)
     with pytest.raises(ConfigError, match=words):
         load_config(path)
+
+
+def test_policy_format_refuses_a_json_schema_response_format(tmp_path: Path) -> None:
+    message = config_error(tmp_path, '[policies]\noutput_format = "policy"\nlabel_pattern = "SP\\\\d"\n'
+                                     'violation_pattern = "SP[2-4]"\n[endpoint]\nresponse_format = "json_schema"\n')
+    assert "endpoint.response_format" in message
+
+
+def test_patterns_are_kept_but_not_required_by_the_other_formats(tmp_path: Path) -> None:
+    path = write_toml(tmp_path, '[policies]\noutput_format = "policy"\nlabel_pattern = "D-(SP\\\\d)"\n'
+                                'violation_pattern = "SP[2-4]"\n')
+    config = apply_overrides(load_config(path), {"output_format": "rationale"})
+    assert config.output_format is OutputFormat.RATIONALE and config.label_pattern == "D-(SP\\d)"

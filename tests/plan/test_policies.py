@@ -9,8 +9,15 @@ from pathlib import Path
 import bpe_openai
 import pytest
 
-from pipeline.core.records import OutputFormat
-from pipeline.plan.policies import PolicyError, builtin_policy_dir, builtin_policy_files, load_policies, load_policy
+from pipeline.core.records import ANSWER_FORMATS, OutputFormat
+from pipeline.plan.policies import (
+    PolicyError,
+    builtin_policy_dir,
+    builtin_policy_files,
+    format_warnings,
+    load_policies,
+    load_policy,
+)
 from pipeline.plan.prompt import FORMAT_MARKER, render_system
 
 SHIPPED = ("spam", "hate_harassment", "self_harm", "sexual_minors")
@@ -201,7 +208,7 @@ def test_shipped_policy_examples_are_labelled_and_cite_defined_rules(name: str) 
     assert labels == {"0", "1"}
 
 
-@pytest.mark.parametrize("output_format", list(OutputFormat))
+@pytest.mark.parametrize("output_format", ANSWER_FORMATS)
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_policy_renders_to_400_to_600_tokens(
     name: str, output_format: OutputFormat, encoding: bpe_openai.Encoding
@@ -216,3 +223,26 @@ def test_sexual_minors_policy_contains_no_explicit_terms() -> None:
     explicit = ("nude", "naked", "porn", "genital", "erotic", "intercourse", "orgasm", "breast", "undress")
     found = [term for term in explicit if re.search(rf"\b{term}", text)]
     assert found == []
+
+
+# ---- policies with an answer format of their own -----------------------------------------------------
+
+SEVERITY_POLICY = Path(__file__).resolve().parents[1] / "data" / "spam_severity" / "policy.txt"
+
+
+def test_a_policy_with_its_own_format_and_no_marker_is_warned_about_naming_the_file() -> None:
+    policy = load_policy(SEVERITY_POLICY)
+    lines = format_warnings([SEVERITY_POLICY], [policy], OutputFormat.RATIONALE)
+    assert len(lines) == 1
+    assert str(SEVERITY_POLICY) in lines[0] and "--output-format policy" in lines[0] and "\n" not in lines[0]
+
+
+def test_policies_with_the_marker_or_sent_as_written_get_no_warning() -> None:
+    assert format_warnings(["spam"], [load_policy("spam")], OutputFormat.RATIONALE) == []
+    policy = load_policy(SEVERITY_POLICY)
+    assert format_warnings([SEVERITY_POLICY], [policy], OutputFormat.POLICY) == []
+
+
+def test_the_marker_in_a_policy_sent_as_written_is_refused() -> None:
+    with pytest.raises(PolicyError, match="OUTPUT_FORMAT"):
+        format_warnings(["spam"], [load_policy("spam")], OutputFormat.POLICY)

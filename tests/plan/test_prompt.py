@@ -1,16 +1,19 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.core.records import OutputFormat, Policy
+from pipeline.core.records import ANSWER_FORMATS, OutputFormat, Policy
 from pipeline.plan.prompt import (
     FORMAT_INSTRUCTIONS,
     FORMAT_MARKER,
     fingerprint,
     neutralise,
     normalise,
+    own_output_format,
     render_system,
     request_key,
 )
@@ -28,7 +31,7 @@ ANY_TEXT = st.text(st.characters(exclude_categories=()))
 # ---- the system message --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("fmt", list(OutputFormat))
+@pytest.mark.parametrize("fmt", ANSWER_FORMATS)
 def test_system_message_is_the_policy_with_the_format_filled_in(fmt: OutputFormat) -> None:
     system = render_system(POLICY, fmt)
     assert FORMAT_MARKER not in system
@@ -51,8 +54,8 @@ def test_system_message_is_byte_identical_for_every_row() -> None:
 
 
 def test_each_format_gets_its_own_instructions() -> None:
-    rendered = {render_system(POLICY, fmt) for fmt in OutputFormat}
-    assert len(rendered) == len(OutputFormat)
+    rendered = {render_system(POLICY, fmt) for fmt in ANSWER_FORMATS}
+    assert len(rendered) == len(ANSWER_FORMATS)
     assert "exactly one character" in render_system(POLICY, OutputFormat.BINARY)
     assert '"rationale"' in render_system(POLICY, OutputFormat.RATIONALE)
     assert '"policy_category"' in render_system(POLICY, OutputFormat.CATEGORY)
@@ -203,3 +206,39 @@ def test_fingerprints_are_equal_exactly_when_inputs_are(a: dict, b: dict, text_a
 @given(SETTINGS, ANY_TEXT)
 def test_fingerprint_is_deterministic(settings: dict, text: str) -> None:
     assert fingerprint(request_key(**settings), text) == fingerprint(request_key(**dict(settings)), text)
+
+
+# ---- the policy's own format ---------------------------------------------------------------------
+
+SEVERITY_POLICY = Path(__file__).resolve().parents[1] / "data" / "spam_severity" / "policy.txt"
+
+
+def test_policy_format_sends_the_policy_text_exactly_as_written() -> None:
+    text = "\ufeffSpam (#SP)\r\n  LABEL FORMAT\r\nD-SP#  \n\n{braces} <|start|> stay\n"
+    assert render_system(Policy("p", text), OutputFormat.POLICY) == text
+
+
+@pytest.mark.parametrize("line", ["LABEL FORMAT", "## Output format", "**OUTPUT FORMAT:**", "✅ Output: VALID",
+                                  "Answer with one label and nothing else.", "Respond only with SP0-SP4",
+                                  "Return only 0 or 1.", "### Response format", "# Labels"])
+def test_a_line_saying_how_to_answer_is_the_policys_own_format(line: str) -> None:
+    assert own_output_format(f"Spam policy\nRules here.\n{line}\nMore.") == (3, line)
+
+
+@pytest.mark.parametrize("text", ["## INSTRUCTIONS\nClassify the output of a chat bot.\n## EXAMPLES\n- a",
+                                  "Rule SP2: answers to unrelated questions with ads.", "Output devices are fine."])
+def test_policies_that_do_not_say_how_to_answer_have_no_own_format(text: str) -> None:
+    assert own_output_format(text) is None
+
+
+def test_the_test_policy_in_openais_style_states_its_own_format() -> None:
+    found = own_output_format(SEVERITY_POLICY.read_text(encoding="utf-8"))
+    assert found is not None and found[1] == "Output: SP0"
+
+
+def test_other_patterns_make_other_fingerprints_so_the_store_never_serves_a_label_read_otherwise() -> None:
+    common = {"model": "m", "system": "s", "reasoning_effort": "low", "output_format": OutputFormat.POLICY}
+    keys = {request_key(**common, patterns=p) for p in [("D-(SP\\d)", "SP[2-4]"), ("D-(SP\\d)", "SP[3-4]"),
+                                                        ("R-(SP\\d)", "SP[2-4]")]}
+    assert len(keys) == 3
+    assert request_key(**common) not in keys

@@ -4,7 +4,7 @@ import orjson
 import pytest
 
 from pipeline.call.parser import parse_verdict
-from pipeline.core.records import OutputFormat
+from pipeline.core.records import ANSWER_FORMATS, OutputFormat
 from pipeline.plan.schemas import response_format, verdict_schema
 
 EXAMPLES = {
@@ -33,7 +33,7 @@ def conforms(value: object, schema: dict) -> bool:
     return True
 
 
-@pytest.mark.parametrize("output_format", list(OutputFormat))
+@pytest.mark.parametrize("output_format", ANSWER_FORMATS)
 def test_an_answer_matching_the_schema_is_a_verdict(output_format: OutputFormat) -> None:
     example = EXAMPLES[output_format]
     assert conforms(example, verdict_schema(output_format))

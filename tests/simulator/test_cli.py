@@ -112,3 +112,9 @@ def test_cli_profile_serves_that_hosts_paths() -> None:
         proc.terminate()
         _, err = proc.communicate(timeout=5)
     assert proc.returncode == 0 and "Traceback" not in err
+
+
+def test_answer_template_flag_is_repeatable() -> None:
+    config = simulator_cli.config_from_args(parse_cli("--answer-template", "Spam Policy (#SP)", "D-{rule}", "D-SP0",
+                                                      "--answer-template", "Hate", "INVALID", "VALID"))
+    assert config.answer_templates == [("Spam Policy (#SP)", "D-{rule}", "D-SP0"), ("Hate", "INVALID", "VALID")]

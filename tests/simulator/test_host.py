@@ -154,3 +154,25 @@ def test_eight_way_mix_draws_each_kind_near_its_share() -> None:
     share = {kind: count / len(draws) for kind, count in stats.faults.items()}
     assert share == pytest.approx(EIGHT_WAY_MIX, abs=0.006)
     assert draws.count(None) / len(draws) == pytest.approx(0.8, abs=0.01)
+
+
+def test_answer_templates_answer_a_policy_in_its_own_format_and_others_as_before() -> None:
+    own = "Spam Policy (#SP)\nLabel SP0-SP4.\nLABEL FORMAT\nD-SP#, R-SP#"
+    template = ("Spam Policy (#SP)", "D-{rule}, R-SP0 ({keyword})", "D-SP0, R-SP0")
+
+    async def scenario(sim: Simulator, session: aiohttp.ClientSession) -> None:
+        answers = []
+        for policy, user in ((own, "click here now"), (own, "hello"), (POLICY, "click here now")):
+            status, _, raw = await call(session, sim.chat_url, {"model": MODEL, "messages": messages(user, policy)})
+            assert status == 200
+            answers.append(orjson.loads(raw)["choices"][0]["message"]["content"])
+        assert answers[:2] == ["D-SP3, R-SP0 (click here)", "D-SP0, R-SP0"]
+        assert orjson.loads(answers[2])["violation"] == 1  # a policy the template does not name: JSON as before
+        assert sim.stats.system_messages == [own, POLICY]
+
+    serve(SimulatorConfig(answer_templates=[template]), scenario)
+
+
+def test_an_answer_template_needs_a_phrase_and_both_answers() -> None:
+    with pytest.raises(ValueError, match="answer template"):
+        SimulatorConfig(answer_templates=[("", "a", "b")]).validate()

@@ -5,14 +5,14 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from pipeline.core.records import OutputFormat, Policy
+from pipeline.core.records import ANSWER_FORMATS, OutputFormat, Policy
 from pipeline.plan.prompt import FORMAT_INSTRUCTIONS, render_system
 from pipeline.simulator import rules
 
 SPAM = Policy("spam", "# Spam Policy\nINSTRUCTIONS\n{{OUTPUT_FORMAT}}\nVIOLATES: SP1 scams, SP2 ads.")
 
 
-@pytest.mark.parametrize("fmt", list(OutputFormat))
+@pytest.mark.parametrize("fmt", ANSWER_FORMATS)
 def test_output_format_is_detected_from_the_pipeline_instructions(fmt: OutputFormat) -> None:
     assert rules.output_format(render_system(SPAM, fmt)) == fmt.value
 

@@ -17,7 +17,7 @@ import dataclasses
 import hashlib
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +29,7 @@ from pipeline.call.parser import InvalidOutput, parse_verdict
 from pipeline.call.redact import Redactor
 from pipeline.core.cost import Pricing
 from pipeline.core.labels import label_row
-from pipeline.core.records import FINAL_STATUSES, Outcome, Status, Usage
+from pipeline.core.records import FINAL_STATUSES, Outcome, Status, Usage, Verdict
 from pipeline.core.tokens import MESSAGE_OVERHEAD, count_tokens
 from pipeline.engines.batchfiles.job import Job, Request, row_work
 from pipeline.engines.batchfiles.lines import BatchLineError, ResultLine, parse_custom_id, parse_result_line
@@ -96,7 +96,9 @@ def ingest(job: Job, manifest: Manifest, *, outdir: OutputDir, store: ResultStor
                 done.repeated += 1
                 continue
             outcome = read_answer(result, pricing, system_tokens=plan.system_tokens,
-                                  keep_reasoning=job.config.keep_reasoning, redactor=redactor)
+                                  keep_reasoning=job.config.keep_reasoning, redactor=redactor,
+                                  read_verdict=job.judge.settings.read_verdict,
+                                  keep_answer=job.judge.settings.keep_answer)
             store.put(fingerprint=fp, outcome=outcome, policy=plan.policy.name, out_id=manifest.out_id,
                       run_id=done.run_id, batch_line=(digest, number))
             done.cost_usd += outcome.cost_usd
@@ -118,7 +120,8 @@ def ingest(job: Job, manifest: Manifest, *, outdir: OutputDir, store: ResultStor
 
 
 def read_answer(result: ResultLine, pricing: Pricing, *, system_tokens: int, keep_reasoning: bool,
-                redactor: Redactor | None = None) -> Outcome:
+                redactor: Redactor | None = None, read_verdict: Callable[[str], Verdict] | None = None,
+                keep_answer: bool = False) -> Outcome:
     """One result line as the outcome an online attempt with this reply would have.
 
     The reply is read by the same code as online answers (`pipeline.call.answers.read_reply`, the
@@ -132,7 +135,7 @@ def read_answer(result: ResultLine, pricing: Pricing, *, system_tokens: int, kee
         outcome.attempts, outcome.error = 1, f"batch: {redactor.text(str(result.error))}"
         return outcome
     reading = read_reply(result.status_code, {}, redactor.strings(orjson.dumps(result.body)), now=time.time())
-    attempt = AttemptResult(reading.attempt, completion=reading.completion)
+    attempt = AttemptResult(reading.attempt, completion=reading.completion, keep_answer=keep_answer)
     if reading.completion is not None:
         completion = reading.completion
         attempt.usage = completion.usage or Usage(
@@ -140,7 +143,7 @@ def read_answer(result: ResultLine, pricing: Pricing, *, system_tokens: int, kee
             estimated=True)
         if reading.attempt.kind is AttemptKind.ANSWER:
             try:
-                attempt.verdict = redactor.verdict(parse_verdict(completion.content or ""),
+                attempt.verdict = redactor.verdict((read_verdict or parse_verdict)(completion.content or ""),
                                                    answer=completion.content or "")
             except InvalidOutput as exc:
                 attempt.attempt = dataclasses.replace(reading.attempt, kind=AttemptKind.INVALID, error=str(exc))

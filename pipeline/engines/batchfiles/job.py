@@ -22,7 +22,7 @@ from pipeline.core.storage import is_uri
 from pipeline.core.tokens import fits, truncate
 from pipeline.engines.job import call_settings, job_identity, policy_plan
 from pipeline.plan.planner import PolicyPlan
-from pipeline.plan.policies import builtin_policy_files, load_policies
+from pipeline.plan.policies import builtin_policy_files, format_warnings, load_policies
 from pipeline.plan.prompt import fingerprint, neutralise, normalise
 from pipeline.readers import InputSet, open_inputs
 
@@ -61,7 +61,9 @@ def open_job(config: RunConfig) -> Job:
     """Inputs, policy plans and identity, as `moderate run` computes them."""
     inputs = open_inputs(config.inputs, text_column=config.text_column, id_column=config.id_column,
                          limit=config.limit)
-    policies = load_policies(config.policies or builtin_policy_files())
+    files = config.policies or builtin_policy_files()
+    policies = load_policies(files)
+    format_warnings(files, policies, config.output_format)  # refuses a marker in a policy sent as written
     model = run_model(config.provider, config.model)
     plans = [policy_plan(i, p, config, model) for i, p in enumerate(policies)]
     judge = Judge(transport=_Offline(), settings=call_settings(config, model=model, api_key=None))

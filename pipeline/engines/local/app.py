@@ -82,6 +82,8 @@ async def _run_job(config: RunConfig, *, log: RunLog, transport: Transport | Non
                    progress: bool | None, signals: bool,
                    on_start: Callable[[Callable[[], None]], None] | None = None) -> Ending:
     job = open_job(config, transport=transport)
+    for warning in job.warnings:
+        log.say("warning", warning)
     inputs, plans, pricing, model, api_key = job.inputs, job.plans, job.pricing, job.model, job.api_key
     try:
         sample, rate = sampler(config, inputs.total_rows)

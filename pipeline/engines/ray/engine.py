@@ -81,6 +81,8 @@ def _run(config: RunConfig, *, address: str | None, actors: int | None, stream: 
         raise UsageError(f"{config.out}: --engine ray writes to a folder every node sees (a shared file system), "
                          "not to an object store")
     job = open_job(config)
+    for warning in job.warnings:
+        log.say("warning", warning)
     identity = {**job_identity(config, job.inputs, job.plans, job.model), "engine": "ray"}
     with open_session(config, job, log=log, store=ClusterLedger(Path(config.out)), identity=identity) as session:
         if session.manifest.finished:

@@ -308,3 +308,20 @@ def test_a_result_line_echoing_the_key_in_any_encoding_is_redacted() -> None:
     assert [o.status for o in outcomes] == [Status.BATCH_FAILED, Status.OK, Status.REJECTED, Status.BATCH_FAILED]
     assert outcomes[1].verdict is not None and outcomes[1].verdict.rationale == "sent [redacted]"
     assert all("[redacted]" in repr(o) for o in outcomes) and leaks(repr(outcomes)) == []
+
+
+def test_a_batch_of_a_policy_sent_as_written_is_read_with_its_patterns(tmp_path: Path, data: Path) -> None:
+    policy = Path(__file__).resolve().parents[2] / "data" / "spam_severity" / "policy.txt"
+    out, requests, results = tmp_path / "batch", tmp_path / "requests.jsonl", tmp_path / "results.jsonl"
+    job = ["--input", str(data), "--policy", str(policy), "--output-format", "policy", "--label-pattern",
+           r"D-(SP\d)", "--violation-pattern", "SP[2-4]", "--out", str(out), "--provider", "openai",
+           "--model", SIM_MODEL]
+    assert main(["batch", "prepare", *job, "--output", str(requests)]) == exitcodes.EXIT_OK
+    first = orjson.loads(requests.read_bytes().splitlines()[0])
+    assert first["body"]["messages"][0]["content"] == policy.read_text(encoding="utf-8")
+    answer_batch_file([requests], results, "--answer-template", "Spam Policy (#SP)", "D-{rule}, R-SP0", "D-SP0, R-SP0")
+    assert main(["batch", "ingest", str(out), str(results)]) == exitcodes.EXIT_OK
+    ok = _labels(out).filter(pl.col("status") == "ok")
+    assert ok.height == 79 and set(ok["category"]) == {"SP0", "SP2"}
+    assert ok["violation"].to_list() == [int(c == "SP2") for c in ok["category"]]
+    assert all(raw.startswith(f"D-{c}") for raw, c in zip(ok["raw_output"], ok["category"], strict=True))

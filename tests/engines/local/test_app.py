@@ -8,7 +8,7 @@ import polars as pl
 from support import make_config, run_pipeline, write_jsonl
 
 from pipeline.core import exitcodes
-from pipeline.core.records import OutputFormat
+from pipeline.core.records import ANSWER_FORMATS, OutputFormat
 from pipeline.plan.policies import load_policy
 from pipeline.plan.prompt import render_system
 from pipeline.simulator import SimulatorConfig
@@ -57,7 +57,7 @@ def test_cost_report_totals_equal_the_servers_usage(tmp_path: Path, comments: Pa
 def test_parquet_input_and_every_output_format(tmp_path: Path, comments: Path) -> None:
     parquet = tmp_path / "comments.parquet"
     pl.read_ndjson(comments).write_parquet(parquet)
-    for fmt in OutputFormat:
+    for fmt in ANSWER_FORMATS:
         config = make_config(tmp_path, [parquet], output_format=fmt, out=str(tmp_path / f"out-{fmt}"))
         result = run_pipeline(config)
         assert result.code == exitcodes.EXIT_OK, result.stderr
