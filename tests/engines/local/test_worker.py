@@ -14,6 +14,7 @@ from support import make_config, run_pipeline, write_jsonl
 
 from pipeline.call.client import FunctionTransport, HttpReply, TransportError
 from pipeline.call.judge import CallSettings, Judge
+from pipeline.call.router import Route, Router
 from pipeline.core.cost import Pricing
 from pipeline.core.records import Policy, Status, Usage, Verdict
 from pipeline.engines.local.worker import Dispatcher, charged_usd
@@ -94,7 +95,8 @@ def dispatch(script: Script, *tasks: Task, rules: RetryRules = RULES, workers: i
         async def pace() -> None:
             return None
 
-        dispatcher = Dispatcher(queue=queue, judge=judge, control=rate, rules=rules, budget=money, pricing=PRICING,
+        router = Router([Route("openai", judge, rate, PRICING, concurrency=workers)])
+        dispatcher = Dispatcher(queue=queue, router=router, rules=rules, budget=money, pricing=PRICING,
                                 keep_reasoning=False, finish=lambda t, s: finished.append((t, s)), pace=pace,
                                 stop=stop, released=asyncio.Event(), rng=random.Random(1))
         await queue.put_many(tasks)
