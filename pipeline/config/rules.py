@@ -172,8 +172,8 @@ def _check_endpoints(config: RunConfig) -> None:
     where, seen = config.source, set()
     for number, spec in enumerate(specs, 1):
         at = f"{where}: endpoint {number}"
-        if not spec.name.strip() or spec.name != spec.name.strip():
-            raise ConfigError(f"{at}: 'endpoints.name' must not be empty or padded")
+        if not spec.name.strip() or spec.name != spec.name.strip() or not spec.name.isprintable():
+            raise ConfigError(f"{at}: 'endpoints.name' must not be empty, padded or hold control characters")
         if spec.name in seen:
             raise ConfigError(f"{at}: 'endpoints.name' = {spec.name!r} is used twice")
         seen.add(spec.name)

@@ -317,6 +317,8 @@ def test_where_requests_go_is_refused_outside_the_endpoints_when_they_are_used(t
 def test_an_endpoint_mistake_names_the_endpoint_and_the_key(tmp_path: Path) -> None:
     assert "endpoint 'groq': 'endpoints.weight' must be a finite number greater than 0" in config_error(
         tmp_path, TWO_HOSTS + "weight = 0\n")
+    assert "'endpoints.name' must not be empty, padded or hold control characters" in config_error(
+        tmp_path, TWO_HOSTS.replace('name = "groq"', 'name = "gr\\noq"'))
     assert "unknown key 'endpoints.url' in endpoint 2" in config_error(tmp_path, TWO_HOSTS + 'url = "x"\n')
     assert "'endpoints.name' = 'vllm' is used twice" in config_error(
         tmp_path, TWO_HOSTS.replace('name = "groq"', 'name = "vllm"'))

@@ -67,6 +67,8 @@ class Dispatcher:
     rng: random.Random | None = None
     #: starts one more worker (a request turned straggler and stopped counting against the pool)
     spawn: Callable[[], None] | None = None
+    #: stragglers that ended since a worker took their place: as many workers stop after their row
+    retire_owed: int = 0
     #: budget reservations held by answers waiting in the queue to be fetched
     held_for_queued: int = 0
     internal_errors: int = 0
@@ -77,9 +79,8 @@ class Dispatcher:
     async def work(self) -> None:
         queue = self.queue
         while (task := await queue.get()) is not None:
-            retire = False
             try:
-                retire = await self._step(task)
+                await self._step(task)
             except asyncio.CancelledError:  # the grace period after a signal ran out
                 self._release(task)
                 task.outcome.status = Status.INTERRUPTED
@@ -91,7 +92,8 @@ class Dispatcher:
             finally:
                 queue.task_done()
             await self.pace()
-            if retire:  # this worker's request turned straggler and another worker took its place
+            if self.retire_owed:  # a straggler ended: one worker more than the pool, since one took its place
+                self.retire_owed -= 1
                 return
 
     @property
@@ -103,6 +105,8 @@ class Dispatcher:
         """Requests in flight past their endpoint's straggler threshold stop counting against its pool:
         a worker starts in the place of each. Returns how many were released."""
         released = 0
+        if self.spawn is None:  # nobody to take their place
+            return released
         for route in self.router.routes:
             watch = route.watch
             if watch is None or not watch.cap:
@@ -110,11 +114,10 @@ class Dispatcher:
             for _ in watch.due(now):
                 released += 1
                 self.router.give_back(route)
-                if self.spawn is not None:
-                    self.spawn()
+                self.spawn()
         return released
 
-    async def _step(self, task: Task) -> bool | None:
+    async def _step(self, task: Task) -> None:
         retry = task.retry
         # an answer the host is preparing was paid for when it was asked: a budget stop still fetches it
         if self.stop_status is not None and not (retry.poll_url and self.stop_status is Status.BUDGET_EXHAUSTED):
@@ -160,7 +163,9 @@ class Dispatcher:
             if gate is not None:
                 gate.release()
             straggled = watch is not None and watch.end(ticket)
-            if not straggled:
+            if straggled:
+                self.retire_owed += 1
+            else:
                 router.give_back(route)
         attempt = result.attempt
         if watch is not None and result.latency_ms and not straggled:
@@ -197,7 +202,7 @@ class Dispatcher:
                 self._unhold(task)
                 self._settle(expected, worst, charged)
         self._carry_out(task, action, control)
-        return straggled
+        return None
 
     async def _route(self, task: Task) -> Route | None:
         """The endpoint for this attempt: the one preparing a queued answer, else one with a free connection
