@@ -22,6 +22,7 @@ from bench import (
     memory,
     objectstore,
     scale,
+    stragglers,
 )
 from bench.common import Report, git_commit, machine_info
 from bench.record import record
@@ -37,6 +38,7 @@ BENCHMARKS: dict[str, Callable[..., Report]] = {
     "objectstore": objectstore.run,
     "estimate": estimate.run,
     "faults": faults.run,
+    "stragglers": stragglers.run,
     "ray": cluster.run,
 }
 

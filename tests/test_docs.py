@@ -14,7 +14,7 @@ from pipeline.cli.main import parse
 REPO = Path(__file__).resolve().parent.parent
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 #: where a command line ends: shell operators, redirections and comments
-_END = re.compile(r"\s(?:>>?|2>>?|2>&1|\|\|?|&&|;|#)(?:\s|$)")
+_END = re.compile(r"\s(?:>>?|2>>?|2>&1|\|\|?|&&|&|;|#)(?:\s|$)")  # redirections, pipes, lists, background
 _COMMAND = re.compile(r"(?:^|[\s/])(?:moderate|python -m pipeline)\s+"
                       r"(?=(?:run|check|simulate|estimate|eval|report|export|batch)(?:\s|$))")
 

@@ -12,9 +12,24 @@ from typing import Protocol, TextIO
 
 from pipeline.call.client import AiohttpTransport, Transport
 from pipeline.config.providers import DEFAULT_BASE_URLS, HOSTS, SIMULATOR_MODEL, chat_url, request_headers
-from pipeline.config.settings import RunConfig
+from pipeline.config.settings import EndpointSpec, RunConfig
 
-__all__ = ["SIMULATOR_MODEL", "Endpoint", "Gate", "open_endpoint"]
+__all__ = ["SIMULATOR_MODEL", "Endpoint", "Gate", "open_endpoint", "open_endpoints", "straggler_cap"]
+
+#: released stragglers an endpoint may have in flight per connection, unless ``limits.stragglers`` says
+STRAGGLERS_PER_CONNECTION = 8
+
+
+def straggler_cap(stragglers: int | None, *, concurrency: int, queue: int | None) -> int:
+    """Stragglers that may stop counting against an endpoint's pool: ``limits.stragglers``, or eight per
+    connection; none for a host with a request queue of its own (it counts every request we hold open).
+
+    >>> straggler_cap(None, concurrency=64, queue=None), straggler_cap(None, concurrency=5, queue=5)
+    (512, 0)
+    """
+    if stragglers is not None:
+        return stragglers
+    return 0 if queue else STRAGGLERS_PER_CONNECTION * concurrency
 
 
 class Gate(Protocol):
@@ -31,13 +46,51 @@ class Endpoint:
     base_url: str
     #: holds vLLM's waiting queue near a target; None when the host is not vLLM
     gate: Gate | None = None
+    #: the endpoint's name in labels and reports (the provider's for the one [endpoint])
+    name: str = ""
+    #: released stragglers it may have in flight beyond its connections
+    stragglers: int = 0
+    #: what [[endpoints]] said of it (None for the one [endpoint])
+    spec: EndpointSpec | None = None
 
 
 async def open_endpoint(stack: contextlib.AsyncExitStack, config: RunConfig, *, api_key: str | None,
                         transport: Transport | None, stream: TextIO) -> Endpoint:
     """The transport (and vLLM gate) to use, entered on ``stack``; a given ``transport`` is used as it is."""
-    base_url = config.base_url or DEFAULT_BASE_URLS.get(config.provider)
-    if config.provider == "simulator" and transport is None:
+    stragglers = straggler_cap(config.stragglers, concurrency=config.concurrency,
+                               queue=config.queue or _account_queue(config.provider))
+    endpoint = await _open(stack, config, provider=config.provider, base_url=config.base_url, api_key=api_key,
+                           concurrency=config.concurrency, stragglers=stragglers, transport=transport, stream=stream)
+    endpoint.name = config.provider
+    return endpoint
+
+
+async def open_endpoints(stack: contextlib.AsyncExitStack, config: RunConfig, *, api_keys: dict[str, str | None],
+                         transport: Transport | None, stream: TextIO) -> list[Endpoint]:
+    """Every endpoint of a run with ``[[endpoints]]`` (a given ``transport`` serves them all: tests)."""
+    opened = []
+    for spec in config.endpoints:
+        concurrency = spec.concurrency or 1
+        stragglers = straggler_cap(config.stragglers, concurrency=concurrency,
+                                   queue=spec.queue or _account_queue(spec.provider))
+        endpoint = await _open(stack, config, provider=spec.provider, base_url=spec.base_url,
+                               api_key=api_keys.get(spec.name), concurrency=concurrency, stragglers=stragglers,
+                               transport=transport, stream=stream)
+        endpoint.name, endpoint.spec = spec.name, spec
+        opened.append(endpoint)
+    return opened
+
+
+def _account_queue(provider: str) -> int | None:
+    """A host that counts every open request against an account queue (ModelsLab: 5 at the least)."""
+    return HOSTS[provider].concurrency if provider == "modelslab" else None
+
+
+async def _open(stack: contextlib.AsyncExitStack, config: RunConfig, *, provider: str, base_url: str | None,
+                api_key: str | None, concurrency: int, stragglers: int, transport: Transport | None,
+                stream: TextIO) -> Endpoint:
+    base_url = base_url or DEFAULT_BASE_URLS.get(provider)
+    if provider == "simulator" and transport is None:
         from pipeline.simulator import SimulatorConfig, start_simulator
         from pipeline.simulator.config import Faults
 
@@ -50,14 +103,15 @@ async def open_endpoint(stack: contextlib.AsyncExitStack, config: RunConfig, *, 
               "keyword rule)", file=stream)
     base_url = base_url or ""
     if transport is None:
+        # released stragglers keep their connection until they end: room for them beside the pool's
         transport = await stack.enter_async_context(AiohttpTransport(
-            url=chat_url(base_url), headers=request_headers(config.provider, api_key),
-            connections=config.concurrency))
+            url=chat_url(base_url), headers=request_headers(provider, api_key),
+            connections=concurrency + stragglers))
     gate = None
-    if HOSTS[config.provider].prometheus_metrics and config.vllm_backpressure and base_url:
+    if HOSTS[provider].prometheus_metrics and config.vllm_backpressure and base_url:
         from pipeline.call.vllm_metrics import VllmBackpressure, metrics_url
 
         backpressure = await stack.enter_async_context(
-            VllmBackpressure(metrics_url(base_url), max_limit=config.concurrency))
+            VllmBackpressure(metrics_url(base_url), max_limit=concurrency))
         gate = backpressure if backpressure.active else None  # not vLLM: no gate
-    return Endpoint(transport, base_url, gate)
+    return Endpoint(transport, base_url, gate, stragglers=stragglers)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import sys
 import time
@@ -111,21 +112,42 @@ def check(config: RunConfig) -> list[CheckResult]:
 async def check_async(config: RunConfig, *, stream: TextIO | None = None) -> int:
     """`run_check` inside a running event loop."""
     stream = stream if stream is not None else sys.stdout
-    api_key = os.environ.get(config.api_key_env) or None
+    keys = [os.environ.get(c.api_key_env) or None for c in _each_endpoint(config)]
     try:
         results = await _check_all(config, stream=stream)
     except PolicyError as exc:
         print(f"moderate: error: {exc}", file=sys.stderr)
         return exitcodes.EXIT_USAGE
     code = exit_code(results)
-    print(format_table(results, secret=api_key), file=stream)
+    table = format_table(results, secret=keys[0])
+    for key in keys[1:]:
+        table = Redactor(key).text(table)
+    print(table, file=stream)
     failed = sum(r.ok is False for r in results)
     verdict = "all checks passed" if not failed else f"failed: {failed} of {len(results)} checks"
     print(f"moderate check: {verdict} (exit {code})", file=stream)
     return code
 
 
+def _each_endpoint(config: RunConfig) -> list[RunConfig]:
+    """The run's config as seen by each of its endpoints (itself when it has one)."""
+    return [dataclasses.replace(config, provider=spec.provider, base_url=spec.base_url, model=spec.model or "",
+                                api_key_env=spec.api_key_env, endpoints=[], source=f"endpoint {spec.name}")
+            for spec in config.endpoints] or [config]
+
+
 async def _check_all(config: RunConfig, *, stream: TextIO | None) -> list[CheckResult]:
+    if not config.endpoints:
+        return await _check_one(config, stream=stream)
+    results = []  # each endpoint's checks, named after it
+    for spec, one in zip(config.endpoints, _each_endpoint(config), strict=True):
+        for row in await _check_one(one, stream=stream, name=spec.name):
+            row.name = f"{spec.name}: {row.name}"
+            results.append(row)
+    return results
+
+
+async def _check_one(config: RunConfig, *, stream: TextIO | None, name: str | None = None) -> list[CheckResult]:
     api_key = os.environ.get(config.api_key_env) or None
     policies = load_policies(config.policies or sorted(builtin_policy_dir().glob("*.md")))
     simulated = config.provider == "simulator"
@@ -138,7 +160,8 @@ async def _check_all(config: RunConfig, *, stream: TextIO | None) -> list[CheckR
             sim = SimulatorConfig(answer_templates=[(p, v, s) for p, v, s in config.simulator_answer_templates])
             base_url = (await stack.enter_async_context(start_simulator(sim))).base_url
         if stream is not None:
-            print(f"moderate check: {config.provider} at {_shown(base_url)}, model {model}, "
+            print(f"moderate check: {f'endpoint {name}: ' if name else ''}{config.provider} at {_shown(base_url)}, "
+                  f"model {model}, "
                   f"{len(policies)} policies", file=stream)
         return await _checks(config, policies, base_url=base_url, model=model, api_key=api_key)
 

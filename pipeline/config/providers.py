@@ -190,3 +190,15 @@ def run_model(provider: str, model: str) -> str:
     if provider == "simulator" and "simulator" not in model:
         return SIMULATOR_MODEL
     return model
+
+
+def model_family(model: str) -> str:
+    """The model a host's id names, whatever the host's spelling: endpoints of one run must agree on it.
+
+    >>> model_family("openai/gpt-oss-safeguard-20b"), model_family("openai-gpt-oss-safeguard-20b")
+    ('gpt-oss-safeguard-20b', 'gpt-oss-safeguard-20b')
+    >>> model_family("gpt-oss-safeguard:20b"), model_family("GPT-OSS-Safeguard-120B")
+    ('gpt-oss-safeguard-20b', 'gpt-oss-safeguard-120b')
+    """
+    name = model.strip().lower().rsplit("/", 1)[-1].replace(":", "-")
+    return name.removeprefix("openai-")

@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from pipeline.config.providers import HOSTS, RESPONSE_FORMATS, base_url_problem
+from pipeline.config.providers import HOSTS, RESPONSE_FORMATS, base_url_problem, model_family
 from pipeline.core.errors import UserError
 from pipeline.core.records import OutputFormat
 from pipeline.core.tokens import MESSAGE_OVERHEAD
@@ -46,6 +46,7 @@ def validate(config: RunConfig) -> None:
         raise ConfigError(f"{where}: 'endpoint.reasoning_effort' must be one of {', '.join(EFFORTS)}")
     if config.too_long not in ("skip", "truncate"):
         raise ConfigError(f"{where}: 'endpoint.too_long' must be 'skip' or 'truncate'")
+    _check_endpoints(config)
     _check_endpoint(config)
     positive = {
         "limits.concurrency": config.concurrency,
@@ -80,6 +81,8 @@ def validate(config: RunConfig) -> None:
             raise ConfigError(f"{where}: '{key}' must be a finite number, not negative")
     _check_nightly(config)
     _check_names_and_sizes(config)
+    if config.stragglers is not None and not 0 <= config.stragglers <= MAX_CONCURRENCY:
+        raise ConfigError(f"{where}: 'limits.stragglers' must be within 0..{MAX_CONCURRENCY:,} (0 = off)")
     if not 0.0 <= config.simulator_fault_rate <= 1.0:
         raise ConfigError(f"{where}: 'simulator.fault_rate' must be within 0..1")
     for entry in config.simulator_answer_templates:
@@ -202,3 +205,53 @@ def check_context_room(config: RunConfig, system_tokens: Mapping[str, int]) -> N
                 f"{config.source}: policy '{name}' ({tokens} tokens) and 'endpoint.max_tokens' "
                 f"({config.max_tokens}) leave no room for the text in 'endpoint.context_tokens' "
                 f"({config.context_tokens}): raise context_tokens (and the server's context) or lower max_tokens")
+
+
+def _check_endpoints(config: RunConfig) -> None:
+    """``[[endpoints]]``: each entry's values and presets, one model for all; the first entry stands for
+    the run where one provider, model or key is named (pricing table, reports, the cache fingerprint)."""
+    specs = config.endpoints
+    if not specs:
+        return
+    where, seen = config.source, set()
+    for number, spec in enumerate(specs, 1):
+        at = f"{where}: endpoint {number}"
+        if not spec.name.strip() or spec.name != spec.name.strip() or not spec.name.isprintable():
+            raise ConfigError(f"{at}: 'endpoints.name' must not be empty, padded or hold control characters")
+        if spec.name in seen:
+            raise ConfigError(f"{at}: 'endpoints.name' = {spec.name!r} is used twice")
+        seen.add(spec.name)
+        at = f"{where}: endpoint {spec.name!r}"
+        if spec.provider not in PROVIDERS:
+            raise ConfigError(f"{at}: 'endpoints.provider' must be one of {', '.join(PROVIDERS)}")
+        host = HOSTS[spec.provider]
+        if spec.base_url is not None and (problem := base_url_problem(spec.base_url)):
+            raise ConfigError(f"{at}: 'endpoints.base_url' {problem}")
+        for key, value in {"queue": spec.queue, "concurrency": spec.concurrency}.items():
+            if value is not None and not 0 < value <= MAX_CONCURRENCY:
+                raise ConfigError(f"{at}: 'endpoints.{key}' must be within 1..{MAX_CONCURRENCY:,}")
+        numbers = {"rpm": spec.rpm, "tpm": spec.tpm, "input_per_million": spec.input_per_million,
+                   "cached_input_per_million": spec.cached_input_per_million,
+                   "output_per_million": spec.output_per_million}
+        for key, value in numbers.items():
+            if value is not None and not (math.isfinite(value) and value >= 0):
+                raise ConfigError(f"{at}: 'endpoints.{key}' must be a finite number, not negative")
+        if not (math.isfinite(spec.weight) and spec.weight > 0):
+            raise ConfigError(f"{at}: 'endpoints.weight' must be a finite number greater than 0")
+        if not spec.api_key_env.strip():
+            raise ConfigError(f"{at}: 'endpoints.api_key_env' must not be empty")
+        spec.model = spec.model or host.model
+        if not spec.model.strip():
+            raise ConfigError(f"{at}: 'endpoints.model' must not be empty")
+        spec.concurrency = spec.concurrency or spec.queue or host.concurrency
+    families = {model_family(s.model or "") for s in specs}
+    if len(families) > 1:
+        named = ", ".join(f"{s.name}: {s.model}" for s in specs)
+        raise ConfigError(f"{where}: the endpoints serve different models ({named}); one run labels with one "
+                          "model, so that an answer from any of them is the same answer")
+    first = specs[0]
+    config.provider, config.base_url, config.model = first.provider, first.base_url, first.model or ""
+    config.api_key_env = first.api_key_env
+    config.concurrency = sum(s.concurrency or 0 for s in specs)
+    config.queue, config.rpm, config.tpm = None, None, None
+    config.preset.difference_update(("model", "concurrency"))

@@ -18,6 +18,46 @@ from pipeline.config.providers import HOSTS
 from pipeline.config.rules import ConfigError, validate
 from pipeline.core.records import OutputFormat
 
+#: keys of one ``[[endpoints]]`` entry -> (field of `EndpointSpec`, accepted python types)
+ENDPOINT_KEYS: dict[str, tuple[str, tuple[type, ...]]] = {
+    "name": ("name", (str,)),
+    "provider": ("provider", (str,)),
+    "base_url": ("base_url", (str,)),
+    "model": ("model", (str,)),
+    "api_key_env": ("api_key_env", (str,)),
+    "rpm": ("rpm", (int, float)),
+    "tpm": ("tpm", (int, float)),
+    "concurrency": ("concurrency", (int,)),
+    "queue": ("queue", (int,)),
+    "weight": ("weight", (int, float)),
+    "input_per_million": ("input_per_million", (int, float)),
+    "cached_input_per_million": ("cached_input_per_million", (int, float)),
+    "output_per_million": ("output_per_million", (int, float)),
+}
+#: ``[endpoint]`` and ``[limits]`` keys that say where requests go: per endpoint once ``[[endpoints]]`` is used.
+PER_ENDPOINT = ("provider", "base_url", "model", "api_key_env", "concurrency", "queue", "rpm", "tpm")
+
+
+@dataclass(slots=True)
+class EndpointSpec:
+    """One host of a run with several (``[[endpoints]]``); unset fields take the provider's preset."""
+
+    name: str = ""
+    provider: str = "openai"
+    base_url: str | None = None
+    model: str | None = None
+    api_key_env: str = "MODERATION_API_KEY"
+    rpm: float | None = None
+    tpm: float | None = None
+    concurrency: int | None = None
+    queue: int | None = None
+    #: routing preference: a higher weight is tried first (then self-hosted, then the cheaper)
+    weight: float = 1.0
+    input_per_million: float | None = None
+    cached_input_per_million: float | None = None
+    output_per_million: float | None = None
+
+
 #: fields whose default depends on the provider (`pipeline.config.providers.HOSTS`) until a file or flag sets them.
 PRESET_FIELDS = ("model", "concurrency")
 #: ``drift_threshold = "off"``: violation rates are not compared and drift never changes the exit code
@@ -73,6 +113,11 @@ class RunConfig:
     #: against vLLM, read its /metrics and hold its waiting queue near a target
     vllm_backpressure: bool = True
     max_cost: float | None = None
+    #: requests past a multiple of the recent answered latency that stop counting against the pool; None =
+    #: eight per connection (none for a host with a queue), 0 = off
+    stragglers: int | None = None
+    #: [[endpoints]]: several hosts in one run; empty = the one [endpoint]
+    endpoints: list[EndpointSpec] = field(default_factory=list)
     # [output]
     out: str = "out/run"
     store: str | None = None
@@ -163,6 +208,7 @@ SCHEMA: dict[str, dict[str, tuple[str, tuple[type, ...]]]] = {
         "adaptive": ("adaptive", (bool,)),
         "vllm_backpressure": ("vllm_backpressure", (bool,)),
         "max_cost": ("max_cost", (int, float)),
+        "stragglers": ("stragglers", (int,)),
     },
     "output": {
         "dir": ("out", (str,)),
@@ -223,9 +269,12 @@ def load_config(path: str | Path | None) -> RunConfig:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
     config.source = str(path)
     for section, table in data.items():
+        if section == "endpoints":
+            config.endpoints = _endpoint_specs(path, table)
+            continue
         keys = SCHEMA.get(section)
         if keys is None or not isinstance(table, dict):
-            raise ConfigError(f"{path}: unknown section [{section}] (known: {', '.join(SCHEMA)})")
+            raise ConfigError(f"{path}: unknown section [{section}] (known: {', '.join(SCHEMA)}, [[endpoints]])")
         for key, value in table.items():
             if key not in keys:
                 raise ConfigError(f"{path}: unknown key '{section}.{key}' (known: {', '.join(keys)})")
@@ -233,10 +282,30 @@ def load_config(path: str | Path | None) -> RunConfig:
             _check_type(path, f"{section}.{key}", value, types)
             if name in ("inputs", "policies", "keep_columns") and not all(isinstance(v, str) for v in value):
                 raise ConfigError(f"{path}: '{section}.{key}' must be a list of strings")
+            if "endpoints" in data and name in PER_ENDPOINT:
+                raise ConfigError(f"{path}: '{section}.{key}' is set per endpoint when [[endpoints]] is used")
             setattr(config, name, value)
             config.preset.discard(name)
     validate(config)
     return config
+
+
+def _endpoint_specs(path: Path, entries: object) -> list[EndpointSpec]:
+    """``[[endpoints]]`` entries, each key checked like any other."""
+    if not isinstance(entries, list) or not entries or not all(isinstance(e, dict) for e in entries):
+        raise ConfigError(f"{path}: 'endpoints' must be one or more [[endpoints]] tables")
+    specs = []
+    for number, entry in enumerate(entries, 1):
+        spec = EndpointSpec(name=f"endpoint-{number}")
+        for key, value in entry.items():
+            if key not in ENDPOINT_KEYS:
+                raise ConfigError(f"{path}: unknown key 'endpoints.{key}' in endpoint {number} "
+                                  f"(known: {', '.join(ENDPOINT_KEYS)})")
+            name, types = ENDPOINT_KEYS[key]
+            _check_type(path, f"endpoints.{key}", value, types)
+            setattr(spec, name, value)
+        specs.append(spec)
+    return specs
 
 
 def apply_overrides(config: RunConfig, overrides: dict[str, Any]) -> RunConfig:
@@ -246,6 +315,9 @@ def apply_overrides(config: RunConfig, overrides: dict[str, Any]) -> RunConfig:
     for name, value in overrides.items():
         if name not in names:
             raise ConfigError(f"unknown setting '{name}'")
+        if config.endpoints and name in PER_ENDPOINT and value is not None:
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(f"{flag}: {config.source} has [[endpoints]]: set '{name}' in each endpoint instead")
         if value is not None and value != []:
             setattr(config, name, value)
             config.preset.discard(name)

@@ -68,6 +68,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("model", pa.string()),
     Column("served_model", pa.string(), "served_model", "TEXT"),
     Column("provider", pa.string(), "provider", "TEXT"),
+    Column("endpoint", pa.string(), "endpoint", "TEXT"),
     Column("policy_version", pa.string()),
     Column("reasoning_effort", pa.string()),
     Column("output_format", pa.string()),
@@ -171,6 +172,7 @@ def outcome_from_values(values: Mapping[str, Any] | Sequence[Any]) -> Outcome:
         latency_ms=v["latency_ms"] or 0.0, attempts=v["attempts"] or 0, billed_calls=v["billed_calls"] or 0,
         finish_reason=v["finish_reason"], error=v["error"], raw_output=v["raw_output"],
         reasoning=v["reasoning"], served_model=v["served_model"], provider=v.get("provider"),
+        endpoint=v.get("endpoint"),
     )
 
 

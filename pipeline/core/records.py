@@ -114,3 +114,5 @@ class Outcome:
     served_model: str | None = None
     #: the upstream provider that served the answer (OpenRouter routes to several).
     provider: str | None = None
+    #: the run's endpoint that took the last attempt (its name in [[endpoints]], else the provider).
+    endpoint: str | None = None

@@ -12,9 +12,10 @@ from pipeline.call.client import Transport
 from pipeline.call.endpoints import Endpoint
 from pipeline.call.judge import CallSettings, Judge
 from pipeline.call.parser import PolicyLabels
+from pipeline.call.router import Route, Router
 from pipeline.config.providers import HOSTS, run_model
 from pipeline.config.rules import check_context_room
-from pipeline.config.settings import RunConfig
+from pipeline.config.settings import EndpointSpec, RunConfig
 from pipeline.core.cost import Pricing, lookup_pricing
 from pipeline.core.errors import UserError
 from pipeline.core.labels import COLUMN_NAMES
@@ -33,6 +34,7 @@ from pipeline.plan.prompt import PROMPT_VERSION, render_system, request_key
 from pipeline.plan.schemas import response_format
 from pipeline.ratecontrol import LIMIT_MARGIN, RateControl, RetryRules, Throttle
 from pipeline.ratecontrol.budget import Budget
+from pipeline.ratecontrol.stragglers import StragglerWatch
 from pipeline.readers import InputSet, open_inputs
 
 __all__ = ["Job", "UsageError", "build_run", "call_settings", "job_identity", "open_job", "policy_plan",
@@ -55,6 +57,9 @@ class Job:
     api_key: str | None
     #: one-line warnings about the job, said before it starts (a policy with two answer formats)
     warnings: list[str] = field(default_factory=list)
+    #: [[endpoints]]: each endpoint's key and price, by name
+    api_keys: dict[str, str | None] = field(default_factory=dict)
+    prices: dict[str, Pricing] = field(default_factory=dict)
 
 
 def open_job(config: RunConfig, *, transport: Transport | None = None) -> Job:
@@ -76,14 +81,37 @@ def open_job(config: RunConfig, *, transport: Transport | None = None) -> Job:
     api_key = os.environ.get(config.api_key_env) or None
     if api_key is None and HOSTS[config.provider].needs_key and transport is None:
         raise UsageError(f"no API key: set the environment variable {config.api_key_env}")
+    api_keys, prices = {}, {}
+    for spec in config.endpoints:
+        api_keys[spec.name] = os.environ.get(spec.api_key_env) or None
+        if api_keys[spec.name] is None and HOSTS[spec.provider].needs_key and transport is None:
+            raise UsageError(f"no API key for endpoint '{spec.name}': set the environment variable {spec.api_key_env}")
+        prices[spec.name] = endpoint_pricing(config, spec)
+    if config.endpoints:
+        api_key = api_keys[config.endpoints[0].name]
     plans = [policy_plan(i, p, config, model) for i, p in enumerate(policies)]
     check_context_room(config, {p.policy.name: p.system_tokens for p in plans})
-    return Job(config, inputs, plans, pricing, model, api_key, warnings)
+    return Job(config, inputs, plans, pricing, model, api_key, warnings, api_keys, prices)
 
 
-def call_settings(config: RunConfig, *, model: str, api_key: str | None) -> CallSettings:
-    """What every request of this job carries (the body and the call), as `run` sends it."""
-    provider = "openai" if config.provider == "simulator" else config.provider
+def endpoint_pricing(config: RunConfig, spec: EndpointSpec) -> Pricing:
+    """An endpoint's price: its own in [[endpoints]], else [pricing], else the table for its provider."""
+    def pick(own: float | None, run: float | None) -> float | None:
+        return own if own is not None else run
+
+    model = run_model(spec.provider, spec.model or "")
+    return lookup_pricing(provider=spec.provider, model=model,
+                          input_per_million=pick(spec.input_per_million, config.input_per_million),
+                          cached_input_per_million=pick(spec.cached_input_per_million,
+                                                        config.cached_input_per_million),
+                          output_per_million=pick(spec.output_per_million, config.output_per_million))
+
+
+def call_settings(config: RunConfig, *, model: str, api_key: str | None, provider: str | None = None) -> CallSettings:
+    """What every request of this job carries (the body and the call), as `run` sends it (to the endpoint
+    of ``provider`` when it is not the run's)."""
+    provider = provider or config.provider
+    provider = "openai" if provider == "simulator" else provider
     structured = response_format(config.output_format) if config.response_format == "json_schema" else None
     return CallSettings(
         provider=provider, model=model, reasoning_effort=config.reasoning_effort, max_tokens=config.max_tokens,
@@ -91,26 +119,24 @@ def call_settings(config: RunConfig, *, model: str, api_key: str | None) -> Call
         response_format=structured, read_verdict=policy_labels(config))
 
 
-def build_run(config: RunConfig, *, inputs: InputSet, plans: list[PolicyPlan], endpoint: Endpoint,
+def build_run(config: RunConfig, *, inputs: InputSet, plans: list[PolicyPlan], endpoint: Endpoint | list[Endpoint],
               store: ResultStore, outdir: OutputDir, manifest: Manifest, pricing: Pricing, api_key: str | None,
               model: str, log: RunLog, progress: Progress | None, sample: Callable[[int], bool] | None = None,
               canaries: list[tuple[int, int, str]] | None = None, control: Throttle | None = None,
-              run_id: str | None = None, first_row: int = 0, manifest_file: bool = True) -> Run:
-    """A `Run` of ``config``; a cluster worker passes its leased ``control``, the run's id and its shard."""
-    judge = Judge(transport=endpoint.transport, settings=call_settings(config, model=model, api_key=api_key))
-
-    def on_pause(seconds: float, why: str) -> None:  # one line each, terminal or not
-        log.say("pause", f"moderate: pausing all requests for {seconds:.0f} s: {why}", seconds=round(seconds, 1),
-                reason=why)
-
-    def on_long_retry(seconds: float, why: str) -> None:
-        log.say("pause", f"moderate: requests wait up to {seconds:.0f} s before their retry: {why}",
-                seconds=round(seconds, 1), reason=why)
-
-    if control is None:
-        control = RateControl(rpm=config.rpm or None, tpm=config.tpm or None, adaptive=config.adaptive,
-                              margin=LIMIT_MARGIN, max_retry_after=config.max_retry_after, on_pause=on_pause,
-                              on_long_retry=on_long_retry)
+              run_id: str | None = None, first_row: int = 0, manifest_file: bool = True,
+              job: Job | None = None) -> Run:
+    """A `Run` of ``config``; a cluster worker passes its leased ``control``, the run's id and its shard.
+    ``endpoint``: the one endpoint, or those of [[endpoints]] (with the ``job`` holding their keys and prices)."""
+    if isinstance(endpoint, list):
+        router = _routes(config, endpoint, job, model=model, log=log)
+        pricing = max((r.pricing for r in router.routes), key=lambda p: p.input_per_million + p.output_per_million)
+    else:
+        judge = Judge(transport=endpoint.transport, settings=call_settings(config, model=model, api_key=api_key))
+        if control is None:
+            control = _rate_control(config, log, rpm=config.rpm, tpm=config.tpm, name=None)
+        router = Router([Route(endpoint.name or config.provider, judge, control, pricing, config.concurrency,
+                               gate=endpoint.gate, watch=_watch(endpoint),
+                               cached_count_toward_tpm=HOSTS[config.provider].cached_tokens_count_toward_tpm)])
     rules = RetryRules(max_attempts=config.max_attempts, max_refusals=config.max_refusals,
                        invalid_output_retries=config.invalid_output_retries,
                        max_tokens_cap=config.max_tokens_cap, max_retry_after=config.max_retry_after)
@@ -124,13 +150,54 @@ def build_run(config: RunConfig, *, inputs: InputSet, plans: list[PolicyPlan], e
         max_tokens=config.max_tokens, keep_reasoning=config.keep_reasoning, grace_seconds=config.grace_seconds,
         shard_rows=manifest.shard_rows, first_row=first_row,
     )
-    run = Run(inputs=inputs, plans=plans, judge=judge, control=control, rules=rules, pricing=pricing,
-              budget=Budget(config.max_cost, spent=spent), store=store, outdir=outdir, manifest=manifest,
-              settings=settings, progress=progress, sample=sample, canaries=canaries or (),
-              manifest_file=manifest_file)
-    run.dispatcher.gate = endpoint.gate
-    run.dispatcher.cached_count_toward_tpm = HOSTS[config.provider].cached_tokens_count_toward_tpm
-    return run
+    return Run(inputs=inputs, plans=plans, router=router, rules=rules, pricing=pricing,
+               budget=Budget(config.max_cost, spent=spent), store=store, outdir=outdir, manifest=manifest,
+               settings=settings, progress=progress, sample=sample, canaries=canaries or (),
+               manifest_file=manifest_file)
+
+
+def _watch(endpoint: Endpoint) -> StragglerWatch | None:
+    return StragglerWatch(cap=endpoint.stragglers) if endpoint.stragglers else None
+
+
+def _routes(config: RunConfig, endpoints: list[Endpoint], job: Job | None, *, model: str, log: RunLog) -> Router:
+    """One route per [[endpoints]] entry: its own judge, rate control, breaker, gate, price and pool."""
+    routes = []
+    for endpoint in endpoints:
+        spec = endpoint.spec
+        assert spec is not None and job is not None, "[[endpoints]] come with their specs and the job"
+        key = job.api_keys.get(spec.name)
+        # the run's model names the cache fingerprint; each host is sent its own id for it
+        own_model = model if spec.provider == "simulator" and "simulator" in model else spec.model or model
+        judge = Judge(transport=endpoint.transport,
+                      settings=call_settings(config, model=own_model, api_key=key, provider=spec.provider))
+        control = _rate_control(config, log, rpm=spec.rpm, tpm=spec.tpm, name=spec.name)
+        host = HOSTS[spec.provider]
+        routes.append(Route(spec.name, judge, control, job.prices[spec.name], spec.concurrency or 1,
+                            gate=endpoint.gate, weight=spec.weight, self_hosted=not host.needs_key,
+                            watch=_watch(endpoint), cached_count_toward_tpm=host.cached_tokens_count_toward_tpm))
+
+    def on_change(route: Route, line: str) -> None:
+        log.say("endpoint", f"moderate: endpoint {route.name}: {line}", endpoint=route.name)
+
+    return Router(routes, on_change=on_change)
+
+
+def _rate_control(config: RunConfig, log: RunLog, *, rpm: float | None, tpm: float | None,
+                  name: str | None) -> RateControl:
+    """The rules of one endpoint's rate: buckets, the host's pauses, the adaptive rate and the breaker."""
+    where = f"endpoint {name}: " if name else ""
+
+    def on_pause(seconds: float, why: str) -> None:  # one line each, terminal or not
+        log.say("pause", f"moderate: {where}pausing all requests for {seconds:.0f} s: {why}",
+                seconds=round(seconds, 1), reason=why)
+
+    def on_long_retry(seconds: float, why: str) -> None:
+        log.say("pause", f"moderate: {where}requests wait up to {seconds:.0f} s before their retry: {why}",
+                seconds=round(seconds, 1), reason=why)
+
+    return RateControl(rpm=rpm or None, tpm=tpm or None, adaptive=config.adaptive, margin=LIMIT_MARGIN,
+                       max_retry_after=config.max_retry_after, on_pause=on_pause, on_long_retry=on_long_retry)
 
 
 def worker_count(concurrency: int, rows: int | None, policies: int) -> int:

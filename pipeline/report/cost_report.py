@@ -67,6 +67,7 @@ def build_report(*, billing: list[dict], runs: list[dict], labels_dir: Path | Lo
         "rows_per_second": round(rows / elapsed, 2) if elapsed else None,
         "latency_ms": stats["latency_ms"],
         "statuses": stats["statuses"],
+        "per_endpoint": stats["per_endpoint"],
         "per_policy": {
             name: {**{k: round(v, 8) if isinstance(v, float) else v for k, v in values.items()},
                    "violations": stats["violations"].get(name, {})}
@@ -121,11 +122,18 @@ def label_stats(labels_dir: Path | Location) -> dict[str, Any]:
     id_hashes: list[pl.Series] = []
     rows = labels = 0
     columns = ["id", "row_number", "policy", "status", "violation", "latency_ms", "source"]
+    endpoints: list[pl.DataFrame] = []
     for path in sorted(labels_dir.glob("part-*.parquet"), key=str):
         if isinstance(path, Location):  # a shard on an object store
-            shard = pl.from_arrow(pq.read_table(path.path, filesystem=path.fs, columns=columns))
+            names = pq.read_schema(path.path, filesystem=path.fs).names
+            wanted = columns + [c for c in _ENDPOINT_COLUMNS if c in names and c not in columns]
+            shard = pl.from_arrow(pq.read_table(path.path, filesystem=path.fs, columns=wanted))
         else:
-            shard = pl.read_parquet(path, columns=columns)
+            names = pq.read_schema(path).names
+            shard = pl.read_parquet(path, columns=columns + [c for c in _ENDPOINT_COLUMNS
+                                                             if c in names and c not in columns])
+        if "endpoint" in shard.columns:  # shards written before endpoints were named have none
+            endpoints.append(shard.filter(pl.col("source") == "api").select(_ENDPOINT_COLUMNS))
         labels += shard.height
         row_ids = shard.unique("row_number", keep="first").get_column("id")
         rows += row_ids.len()
@@ -145,7 +153,38 @@ def label_stats(labels_dir: Path | Location) -> dict[str, Any]:
         "statuses": dict(sorted(statuses.items())),
         "violations": by_policy,
         "latency_ms": {"p50": _round(latency.quantile(0.5)), "p95": _round(latency.quantile(0.95))},
+        "per_endpoint": _per_endpoint(pl.concat(endpoints) if endpoints else None),
     }
+
+
+#: what the per-endpoint split reads from each shard
+_ENDPOINT_COLUMNS = ["endpoint", "status", "latency_ms", "prompt_tokens", "cached_prompt_tokens", "completion_tokens",
+                     "cost_usd", "attempts"]
+
+
+def _per_endpoint(paid: Any) -> dict[str, dict[str, Any]]:
+    """Labels paid in this directory, by the endpoint that took their last attempt: tokens, cost, latency
+    and errors (labels not ``ok``). A row retried on another endpoint counts where it ended."""
+    import polars as pl
+
+    if paid is None or paid.is_empty():
+        return {}
+    grouped = paid.filter(pl.col("endpoint").is_not_null()).group_by("endpoint").agg(
+        pl.len().alias("labels"),
+        (pl.col("status") != "ok").sum().alias("errors"),
+        pl.col("attempts").cast(pl.Int64).sum().alias("attempts"),
+        pl.col("prompt_tokens").cast(pl.Int64).sum().alias("prompt_tokens"),
+        pl.col("cached_prompt_tokens").cast(pl.Int64).sum().alias("cached_prompt_tokens"),
+        pl.col("completion_tokens").cast(pl.Int64).sum().alias("completion_tokens"),
+        pl.col("cost_usd").sum().alias("cost_usd"),
+        pl.col("latency_ms").quantile(0.5).alias("p50"),
+        pl.col("latency_ms").quantile(0.95).alias("p95"),
+    ).sort("endpoint")
+    return {row["endpoint"]: {**{k: row[k] or 0 for k in ("labels", "errors", "attempts", "prompt_tokens",
+                                                             "cached_prompt_tokens", "completion_tokens")},
+                              "cost_usd": round(row["cost_usd"] or 0.0, 8),
+                              "latency_ms": {"p50": _round(row["p50"]), "p95": _round(row["p95"])}}
+            for row in grouped.iter_rows(named=True)}
 
 
 def write_reports(report: dict[str, Any], out: Path | Location) -> None:
@@ -193,6 +232,15 @@ def render_markdown(report: dict[str, Any]) -> str:
         v = pol.get("violations", {})
         lines.append(f"| {name} | {pol['requests']:,} | {pol['prompt_tokens']:,} | {pol['completion_tokens']:,} "
                      f"| ${pol['cost_usd']:.6f} | {v.get('1', 0):,} | {v.get('0', 0):,} |")
+    if len(report.get("per_endpoint") or {}) > 1:
+        lines += ["", "## Per endpoint", "", "Labels paid in this directory, by the endpoint of their last attempt.",
+                  "",
+                  "| endpoint | labels | attempts | prompt tokens | completion tokens | cost | latency p50 / p95 (ms) "
+                  "| not ok |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for name, e in report["per_endpoint"].items():
+            lines.append(f"| {name} | {e['labels']:,} | {e['attempts']:,} | {e['prompt_tokens']:,} "
+                         f"| {e['completion_tokens']:,} | ${e['cost_usd']:.6f} | {_show(e['latency_ms']['p50'])} / "
+                         f"{_show(e['latency_ms']['p95'])} | {e['errors']:,} |")
     lines += ["", "## Statuses", "", "| status | labels |", "|---|---:|"]
     lines += [f"| {status} | {n:,} |" for status, n in report["statuses"].items()]
     lines += ["", "## Runs", "", "| run | outcome | requests | cost | served from store | seconds |",

@@ -315,3 +315,27 @@ answer_templates = [["Spam Policy (#SP)", "D-{{rule}}, R-SP0", "D-SP0, R-SP0"]]
 """)
     assert main(["check", str(config)]) == exitcodes.EXIT_OK
     assert "canary policy  ok      violation=1 SP2" in capsys.readouterr().out
+
+
+def test_check_tries_each_endpoint_and_names_it_in_every_row(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.config.settings import EndpointSpec
+
+    monkeypatch.setenv("SECOND_KEY", "sk-second-key-0123")
+
+    async def go() -> tuple[int, str, int, int]:
+        async with start_simulator(SimulatorConfig()) as good, \
+                start_simulator(SimulatorConfig(api_key="sk-the-right-one")) as refusing:
+            config = make(policies=["spam"], endpoints=[
+                EndpointSpec(name="pool", base_url=good.base_url, model=SIM_MODEL),
+                EndpointSpec(name="overflow", base_url=refusing.base_url, model=SIM_MODEL, api_key_env="SECOND_KEY")])
+            out = io.StringIO()
+            code = await check_async(config, stream=out)
+            return code, out.getvalue(), good.stats.requests, refusing.stats.requests
+
+    code, out, good_calls, refused_calls = asyncio.run(go())
+    assert code == exitcodes.EXIT_ENDPOINT, out
+    assert (good_calls, refused_calls) == (1, 1)
+    assert "endpoint pool: openai at" in out and "endpoint overflow: openai at" in out
+    assert any(line.split()[:4] == ["pool:", "canary", "spam", "ok"] for line in out.splitlines()), out
+    assert any(line.split()[:3] == ["overflow:", "key", "FAIL"] for line in out.splitlines()), out
+    assert "sk-second-key-0123" not in out

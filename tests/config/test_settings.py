@@ -265,3 +265,62 @@ def test_nightly_settings_load_from_a_file(tmp_path: Path) -> None:
     c = load_config(path)
     assert (c.keep_columns, c.sample, c.seed, c.log_format, c.canaries, c.drift_threshold, c.gpu_hour_usd) == (
         ["gold"], 0.1, 3, "json", "c.jsonl", 0.1, 2)
+
+
+TWO_HOSTS = """
+[endpoint]
+reasoning_effort = "medium"
+[[endpoints]]
+name = "vllm"
+base_url = "http://10.0.0.5:8000/v1"
+concurrency = 48
+[[endpoints]]
+name = "groq"
+provider = "groq"
+api_key_env = "GROQ_KEY"
+rpm = 300
+"""
+
+
+def test_endpoints_tables_give_each_host_its_presets_and_the_first_stands_for_the_run(tmp_path: Path) -> None:
+    config = load_config(write_toml(tmp_path, TWO_HOSTS))
+    vllm, groq = config.endpoints
+    assert (vllm.name, vllm.provider, vllm.model, vllm.concurrency) == ("vllm", "openai",
+                                                                        "openai/gpt-oss-safeguard-20b", 48)
+    assert (groq.provider, groq.concurrency, groq.rpm, groq.api_key_env) == ("groq", 64, 300, "GROQ_KEY")
+    assert (config.provider, config.base_url, config.concurrency) == ("openai", "http://10.0.0.5:8000/v1", 112)
+    assert config.reasoning_effort == "medium" and config.rpm is None
+
+
+def test_endpoints_that_serve_different_models_are_refused(tmp_path: Path) -> None:
+    text = TWO_HOSTS + 'model = "openai/gpt-oss-safeguard-120b"\n'
+    message = config_error(tmp_path, text)
+    assert "serve different models" in message and "groq: openai/gpt-oss-safeguard-120b" in message
+
+
+def test_one_model_spelled_by_each_host_its_own_way_is_one_model(tmp_path: Path) -> None:
+    text = TWO_HOSTS + '[[endpoints]]\nname = "ml"\nprovider = "modelslab"\n'
+    config = load_config(write_toml(tmp_path, text))
+    assert config.endpoints[2].model == "openai-gpt-oss-safeguard-20b" and config.endpoints[2].concurrency == 5
+
+
+def test_where_requests_go_is_refused_outside_the_endpoints_when_they_are_used(tmp_path: Path) -> None:
+    assert "'endpoint.base_url' is set per endpoint" in config_error(
+        tmp_path, TWO_HOSTS.replace('reasoning_effort = "medium"', 'base_url = "http://x/v1"'))
+    assert "'limits.concurrency' is set per endpoint" in config_error(tmp_path,
+                                                                      TWO_HOSTS + "[limits]\nconcurrency = 4\n")
+    config = load_config(write_toml(tmp_path, TWO_HOSTS))
+    with pytest.raises(ConfigError, match=r"^--base-url: .* has \[\[endpoints\]\]: set 'base_url' in each endpoint"):
+        apply_overrides(config, {"base_url": "http://127.0.0.1:9/v1"})
+
+
+def test_an_endpoint_mistake_names_the_endpoint_and_the_key(tmp_path: Path) -> None:
+    assert "endpoint 'groq': 'endpoints.weight' must be a finite number greater than 0" in config_error(
+        tmp_path, TWO_HOSTS + "weight = 0\n")
+    assert "'endpoints.name' must not be empty, padded or hold control characters" in config_error(
+        tmp_path, TWO_HOSTS.replace('name = "groq"', 'name = "gr\\noq"'))
+    assert "unknown key 'endpoints.url' in endpoint 2" in config_error(tmp_path, TWO_HOSTS + 'url = "x"\n')
+    assert "'endpoints.name' = 'vllm' is used twice" in config_error(
+        tmp_path, TWO_HOSTS.replace('name = "groq"', 'name = "vllm"'))
+    assert "'endpoints.rpm' must be an integer or a number, got str" in config_error(
+        tmp_path, TWO_HOSTS.replace("rpm = 300", 'rpm = "300"'))

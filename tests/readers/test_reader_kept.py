@@ -85,10 +85,10 @@ class NoPandas(importlib.abc.MetaPathFinder):
             raise ImportError("pandas is not installed")
 sys.meta_path.insert(0, NoPandas())
 import pyarrow.parquet as pq
-from pipeline.core.labels import to_table
+from pipeline.core.labels import COLUMNS, to_table
 from pipeline.readers import open_inputs
 inputs = open_inputs([sys.argv[1]], keep_columns=["at", "took", "when"])
-rows = [(None,) * 33 + kept for batch in inputs.batches() for kept in zip(*batch.kept)]
+rows = [(None,) * len(COLUMNS) + kept for batch in inputs.batches() for kept in zip(*batch.kept)]
 table = to_table(rows, inputs.kept_fields)
 print(table.select(["at", "took", "when"]).equals(pq.read_table(sys.argv[1], columns=["at", "took", "when"])))
 """

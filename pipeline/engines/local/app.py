@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import TextIO
 
 from pipeline.call.client import Transport
-from pipeline.call.endpoints import open_endpoint
+from pipeline.call.endpoints import open_endpoint, open_endpoints
 from pipeline.config.settings import RunConfig
 from pipeline.core.errors import UserError, exit_code_for
 from pipeline.core.records import Status
@@ -98,14 +98,16 @@ async def _run_job(config: RunConfig, *, log: RunLog, transport: Transport | Non
             return session.nothing_to_do()
         store, manifest, outdir = session.store, session.manifest, session.outdir
         async with contextlib.AsyncExitStack() as stack:
-            endpoint = await open_endpoint(stack, config, api_key=api_key, transport=transport,
-                                           stream=LineStream(log) if log.json else log.stream)
+            where = LineStream(log) if log.json else log.stream
+            endpoint = await open_endpoints(stack, config, api_keys=job.api_keys, transport=transport, stream=where) \
+                if config.endpoints else await open_endpoint(stack, config, api_key=api_key, transport=transport,
+                                                             stream=where)
             total = _total(inputs, plans, rate)
             meter = _meter(config, log, total=total, policies=len(plans), progress=progress)
             run = build_run(config, inputs=inputs, plans=plans, endpoint=endpoint, store=store, outdir=outdir,
                              manifest=manifest, pricing=pricing, api_key=api_key, model=model, log=log,
                              progress=meter, sample=sample,  # type: ignore[arg-type]
-                             canaries=canary_slots(canaries, [p.policy.name for p in plans]))
+                             canaries=canary_slots(canaries, [p.policy.name for p in plans]), job=job)
             log.event("start", **start_fields(run, config, inputs, rate, len(canaries)))
             if on_start is not None:
                 loop = asyncio.get_running_loop()

@@ -16,7 +16,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 
-from pipeline.call.judge import Judge
+from pipeline.call.router import Router
 from pipeline.core.cost import Pricing
 from pipeline.core.records import Status
 from pipeline.engines.local.recorder import Recorder
@@ -29,20 +29,22 @@ from pipeline.output.outdir import Manifest, OutputDir
 from pipeline.output.store import ResultStore, StoreError
 from pipeline.plan.planner import Planner, PolicyPlan, Task
 from pipeline.plan.shards import ShardAssembler
-from pipeline.ratecontrol import RetryRules, Throttle
+from pipeline.ratecontrol import RetryRules
 from pipeline.ratecontrol.budget import Budget
 from pipeline.readers import InputSet
 
 BATCH_ROWS = 2048
 #: answers waiting for the store's commit thread before the workers pause (bounds memory).
 STORE_BACKLOG = 4096
+#: seconds between two looks for stragglers
+STRAGGLER_TICK_S = 0.05
 
 
 class Run:
     """Drives one run over an opened input, store and output directory."""
 
-    def __init__(self, *, inputs: InputSet, plans: list[PolicyPlan], judge: Judge, control: Throttle,
-                 rules: RetryRules, pricing: Pricing, budget: Budget, store: ResultStore, outdir: OutputDir,
+    def __init__(self, *, inputs: InputSet, plans: list[PolicyPlan], router: Router, rules: RetryRules,
+                 pricing: Pricing, budget: Budget, store: ResultStore, outdir: OutputDir,
                  manifest: Manifest, settings: RunSettings, progress: Progress | None = None,
                  sample: Callable[[int], bool] | None = None, canaries: Sequence[tuple[int, int, str]] = (),
                  manifest_file: bool = True) -> None:
@@ -62,10 +64,14 @@ class Run:
         #: canary requests (index, policy index, text), queued after the first batch; their answers by index
         self._canaries = [self.planner.canary_task(i, plans[p], text) for i, p, text in canaries]
         self.canary_answers = self.recorder.canary_answers
-        self.dispatcher = Dispatcher(queue=self._queue, judge=judge, control=control, rules=rules, budget=budget,
+        self.dispatcher = Dispatcher(queue=self._queue, router=router, rules=rules, budget=budget,
                                      pricing=pricing, keep_reasoning=settings.keep_reasoning, pace=self._pace,
-                                     finish=self.recorder.finish, stop=self.request_stop, rng=random.Random())
+                                     finish=self.recorder.finish, stop=self.request_stop, rng=random.Random(),
+                                     spawn=self._spawn)
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: workers started in the place of requests turned stragglers, not yet awaited
+        self._spawned: set[asyncio.Task] = set()
+        self._all_spawned: set[asyncio.Task] = set()
 
     async def execute(self) -> RunResult:
         self._loop = asyncio.get_running_loop()
@@ -76,12 +82,15 @@ class Run:
         feeder = asyncio.create_task(self._feed())
         workers = [asyncio.create_task(self.dispatcher.work()) for _ in range(self.settings.concurrency)]
         ticker = asyncio.create_task(self._tick())
+        watcher = asyncio.create_task(self._watch_stragglers())
         try:
-            await _drain({feeder, *workers}, lambda: self._grace_deadline, on_failure=self._queue.stop)
+            await _drain({feeder, *workers}, lambda: self._grace_deadline, on_failure=self._queue.stop,
+                         spawned=self._spawned)
         finally:
-            for task in (ticker, feeder, *workers):
+            others = (ticker, watcher, feeder, *workers, *self._all_spawned)
+            for task in others:
                 task.cancel()
-            await asyncio.gather(ticker, feeder, *workers, return_exceptions=True)
+            await asyncio.gather(*others, return_exceptions=True)
             self.result.elapsed = time.monotonic() - started
             if self.result.write_error is not None and not self.result.input_exhausted:
                 # answers the store could not take are kept in their shards at least
@@ -105,6 +114,7 @@ class Run:
             self._queue.stop()
             if self.dispatcher.stopping is not None:
                 self.dispatcher.stopping.set()
+            self.dispatcher.router.wake_all()
         if status is Status.INTERRUPTED:
             self._grace_deadline = time.monotonic() + self.settings.grace_seconds
 
@@ -168,6 +178,20 @@ class Run:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(self._write_failed, message)
 
+    def _spawn(self) -> None:
+        task = asyncio.create_task(self.dispatcher.work())
+        self._spawned.add(task)
+        self._all_spawned.add(task)
+        task.add_done_callback(self._all_spawned.discard)
+
+    async def _watch_stragglers(self) -> None:
+        routes = [r for r in self.dispatcher.router.routes if r.watch is not None and r.watch.cap]
+        if not routes:
+            return
+        while True:
+            await asyncio.sleep(STRAGGLER_TICK_S)
+            self.dispatcher.release_stragglers(time.monotonic())
+
     async def _tick(self) -> None:
         while True:
             await asyncio.sleep(0.25)
@@ -187,13 +211,17 @@ def _complete_prefix(manifest: Manifest) -> int:
 
 
 async def _drain(pending: set[asyncio.Task], grace_deadline: Callable[[], float | None], *,
-                 on_failure: Callable[[], None]) -> None:
+                 on_failure: Callable[[], None], spawned: set[asyncio.Task] | None = None) -> None:
     """Wait for the feeder and workers; after an interrupt, give calls in flight a grace period.
 
     A feeder that failed (an input unreadable mid-run) or a worker that died (a bug) ends the
-    run with that exception (after ``on_failure``), never with a silent "finished".
+    run with that exception (after ``on_failure``), never with a silent "finished". Workers started
+    meanwhile (``spawned``, emptied here) are waited for too.
     """
-    while pending:
+    spawned = spawned if spawned is not None else set()
+    while pending or spawned:
+        pending |= spawned
+        spawned.clear()
         deadline = grace_deadline()
         timeout = 0.5 if deadline is None else max(0.0, deadline - time.monotonic())
         done, pending = await asyncio.wait(pending, timeout=timeout, return_when=asyncio.FIRST_EXCEPTION)

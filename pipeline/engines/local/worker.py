@@ -13,17 +13,17 @@ import random
 import time
 import traceback
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from pipeline.call.endpoints import Gate
-from pipeline.call.judge import Judge, account
+from pipeline.call.judge import account
+from pipeline.call.router import Route, Router
 from pipeline.core.cost import Pricing
 from pipeline.core.records import Outcome, Status, Usage
 from pipeline.engines.local.workqueue import WorkQueue
 from pipeline.plan.planner import Task
-from pipeline.ratecontrol import Accept, GiveUp, Poll, Retry, RetryRules, StopRun, Throttle, decide
+from pipeline.ratecontrol import Accept, AttemptKind, GiveUp, Poll, Retry, RetryRules, StopRun, Throttle, decide
 from pipeline.ratecontrol.budget import Budget
-from pipeline.ratecontrol.decide import LongRefusals
+from pipeline.ratecontrol.decide import BILLED
 
 __all__ = ["Dispatcher", "charged_usd"]
 
@@ -38,12 +38,16 @@ def charged_usd(usage: Usage | None, list_price_usd: float) -> float:
     return list_price_usd
 
 
+#: attempts that show the host alive: billed, refused (busy) or rejected for this row only
+_ALIVE = BILLED | {AttemptKind.REFUSED, AttemptKind.QUEUED, AttemptKind.ROW_ERROR}
+
+
 @dataclass(slots=True)
 class Dispatcher:
     queue: WorkQueue[Task]
-    judge: Judge
-    #: RateControl in one process; capacity leased from a shared limiter on a cluster
-    control: Throttle
+    #: the run's endpoints, each with its judge and throttle (RateControl in one process; capacity leased
+    #: from a shared limiter on a cluster)
+    router: Router
     rules: RetryRules
     budget: Budget
     pricing: Pricing
@@ -54,10 +58,6 @@ class Dispatcher:
     pace: Callable[[], Awaitable[None]]
     #: the run must stop sending (budget, fatal endpoint error)
     stop: Callable[[Status, str | None], None]
-    #: admission beyond our own limits (vLLM's waiting queue), or None
-    gate: Gate | None = None
-    #: prompt tokens served from cache count toward the host's TPM (not on Groq)
-    cached_count_toward_tpm: bool = True
     #: copies the run's stop status so a worker sees it between two steps
     stop_status: Status | None = None
     #: set while any budget reservation is released (waiters re-check)
@@ -65,8 +65,10 @@ class Dispatcher:
     #: set when the run stops sending (a signal, a fatal error): ends waits for a turn at once
     stopping: asyncio.Event | None = None
     rng: random.Random | None = None
-    #: refusals asking for longer than max_retry_after since the last billed answer (a spent quota)
-    long_refusals: LongRefusals = field(default_factory=LongRefusals)
+    #: starts one more worker (a request turned straggler and stopped counting against the pool)
+    spawn: Callable[[], None] | None = None
+    #: stragglers that ended since a worker took their place: as many workers stop after their row
+    retire_owed: int = 0
     #: budget reservations held by answers waiting in the queue to be fetched
     held_for_queued: int = 0
     internal_errors: int = 0
@@ -90,6 +92,30 @@ class Dispatcher:
             finally:
                 queue.task_done()
             await self.pace()
+            if self.retire_owed:  # a straggler ended: one worker more than the pool, since one took its place
+                self.retire_owed -= 1
+                return
+
+    @property
+    def control(self) -> Throttle:
+        """The first endpoint's throttle (the only one with a single endpoint)."""
+        return self.router.routes[0].control
+
+    def release_stragglers(self, now: float) -> int:
+        """Requests in flight past their endpoint's straggler threshold stop counting against its pool:
+        a worker starts in the place of each. Returns how many were released."""
+        released = 0
+        if self.spawn is None:  # nobody to take their place
+            return released
+        for route in self.router.routes:
+            watch = route.watch
+            if watch is None or not watch.cap:
+                continue
+            for _ in watch.due(now):
+                released += 1
+                self.router.give_back(route)
+                self.spawn()
+        return released
 
     async def _step(self, task: Task) -> None:
         retry = task.retry
@@ -109,37 +135,60 @@ class Dispatcher:
                 self.stop(Status.BUDGET_EXHAUSTED, None)
                 return self._end_stopped(task)
             expected, worst = reserved
+        router, outcome = self.router, task.outcome
+        route = await self._route(task)
+        if route is None:  # the run stopped while this request waited for a connection: it was not sent
+            if budgeted:
+                self._settle(expected, worst, 0.0)
+            return self._end_stopped(task)
+        control = route.control
         tokens = 0
         if retry.poll_url is None:
-            taken = await self.control.acquire(task.prompt_tokens, stop=self.stopping)
+            taken = await control.acquire(task.prompt_tokens, stop=self.stopping)
             if taken is None:  # the run stopped while this request waited for its turn: it was not sent
+                router.give_back(route)
                 if budgeted:
                     self._settle(expected, worst, 0.0)
                 return self._end_stopped(task)
             tokens = taken
         plan = task.slot.plan
-        gate = self.gate
+        gate, watch = route.gate, route.watch
         if gate is not None:
             await gate.wait_for_slot()
+        ticket = watch.start(time.monotonic()) if watch is not None else 0
         try:
-            result = await self.judge.attempt(system=plan.system, system_tokens=plan.system_tokens, user=task.user,
-                                              max_tokens=retry.max_tokens, poll_url=retry.poll_url)
+            result = await route.judge.attempt(system=plan.system, system_tokens=plan.system_tokens, user=task.user,
+                                               max_tokens=retry.max_tokens, poll_url=retry.poll_url)
         finally:
             if gate is not None:
                 gate.release()
+            straggled = watch is not None and watch.end(ticket)
+            if straggled:
+                self.retire_owed += 1
+            else:
+                router.give_back(route)
+        attempt = result.attempt
+        if watch is not None and result.latency_ms and not straggled:
+            watch.note_answer(result.latency_ms / 1000.0, time.monotonic())
         usage = result.usage
         used = 0
         if usage is not None:
             used = usage.prompt_tokens + usage.completion_tokens
-            if not self.cached_count_toward_tpm:
+            if not route.cached_count_toward_tpm:
                 used -= usage.cached_prompt_tokens
-        self.control.after_attempt(result.attempt, headers=result.headers, reserved=tokens, used=used,
-                                   completion_tokens=usage.completion_tokens if usage else None)
-        outcome = task.outcome
+        control.after_attempt(attempt, headers=result.headers, reserved=tokens, used=used,
+                              completion_tokens=usage.completion_tokens if usage else None)
         before = outcome.cost_usd
-        account(outcome, result, self.pricing, keep_reasoning=self.keep_reasoning)
-        action = decide(result.attempt, retry, self.rules, rand=(self.rng or random).random(),
-                        streak=self.long_refusals, now=time.monotonic())
+        account(outcome, result, route.pricing, keep_reasoning=self.keep_reasoning)
+        outcome.endpoint = route.name
+        action = decide(attempt, retry, self.rules, rand=(self.rng or random).random(),
+                        streak=route.long_refusals, now=time.monotonic())
+        if attempt.kind in _ALIVE:
+            router.answered(route)
+        else:
+            router.failed(route, attempt.error)
+        if isinstance(action, StopRun) and not router.single and router.retire(route, action.reason):
+            action = Retry(0.0)  # the endpoint is out: another takes the request
         if budgeted:
             if usage is not None:
                 self.budget.billed_completion(usage.completion_tokens)
@@ -152,7 +201,22 @@ class Dispatcher:
             else:
                 self._unhold(task)
                 self._settle(expected, worst, charged)
-        self._carry_out(task, action)
+        self._carry_out(task, action, control)
+        return None
+
+    async def _route(self, task: Task) -> Route | None:
+        """The endpoint for this attempt: the one preparing a queued answer, else one with a free connection
+        (another than the last one's when a request is retried)."""
+        router = self.router
+        if task.retry.poll_url is not None and not router.single:
+            for route in router.routes:
+                if route.name == task.outcome.endpoint:
+                    route.busy += 1
+                    return route
+        route = router.pick(task.outcome.endpoint)
+        if route is None:
+            route = await router.take(task.outcome.endpoint, stop=self.stopping)
+        return route
 
     def _settle(self, expected: float, worst: float, charged: float) -> None:
         self.budget.settle(expected, worst, charged)
@@ -176,14 +240,14 @@ class Dispatcher:
         if held is not None:
             self._settle(*held, 0.0)
 
-    def _carry_out(self, task: Task, action: object) -> None:
+    def _carry_out(self, task: Task, action: object, control: Throttle) -> None:
         outcome = task.outcome
         if isinstance(action, Accept):  # the error column keeps a note of details dropped from the answer
             outcome.status = Status.OK
             self.finish(task, "api")
         elif isinstance(action, Retry):
             task.retry.poll_url = None
-            self.control.note_retry(action.after, outcome.error)
+            control.note_retry(action.after, outcome.error)
             self.queue.defer(task, action.after)
         elif isinstance(action, Poll):
             self.queue.defer(task, action.after)

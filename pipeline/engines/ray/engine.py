@@ -67,7 +67,8 @@ def run_on_ray(config: RunConfig, *, address: str | None = None, actors: int | N
 def _refuse_unsupported(config: RunConfig) -> None:
     """What the cluster engine does not do yet: a one-line refusal rather than a silent difference."""
     local_only = {"--max-cost": config.max_cost is not None, "--sample": config.sample is not None,
-                  "--canaries": config.canaries is not None, "--log-format json": config.log_format == "json"}
+                  "--canaries": config.canaries is not None, "--log-format json": config.log_format == "json",
+                  "[[endpoints]]": bool(config.endpoints)}
     if used := [flag for flag, on in local_only.items() if on]:
         raise UsageError(f"{', '.join(used)}: not available with --engine ray yet (use --engine local)")
     if config.store:

@@ -14,6 +14,7 @@ from support import make_config, run_pipeline, write_jsonl
 
 from pipeline.call.client import FunctionTransport, HttpReply, TransportError
 from pipeline.call.judge import CallSettings, Judge
+from pipeline.call.router import Route, Router
 from pipeline.core.cost import Pricing
 from pipeline.core.records import Policy, Status, Usage, Verdict
 from pipeline.engines.local.worker import Dispatcher, charged_usd
@@ -94,7 +95,8 @@ def dispatch(script: Script, *tasks: Task, rules: RetryRules = RULES, workers: i
         async def pace() -> None:
             return None
 
-        dispatcher = Dispatcher(queue=queue, judge=judge, control=rate, rules=rules, budget=money, pricing=PRICING,
+        router = Router([Route("openai", judge, rate, PRICING, concurrency=workers)])
+        dispatcher = Dispatcher(queue=queue, router=router, rules=rules, budget=money, pricing=PRICING,
                                 keep_reasoning=False, finish=lambda t, s: finished.append((t, s)), pace=pace,
                                 stop=stop, released=asyncio.Event(), rng=random.Random(1))
         await queue.put_many(tasks)
@@ -311,3 +313,28 @@ def test_a_verdict_with_an_odd_detail_is_labelled_once_with_the_detail_noted(tmp
     report = result.report()
     assert (report["requests"], report["cached_prompt_tokens"], report["reasoning_tokens"]) == (
         40, result.stats.cached_tokens, result.stats.reasoning_tokens)
+
+
+@pytest.mark.slow
+def test_hung_requests_stop_counting_against_the_pool_and_every_row_is_still_labelled_once(tmp_path: Path) -> None:
+    rows = [{"id": f"r{i}", "text": f"comment {i}"} for i in range(400)]
+    config = make_config(tmp_path, [write_jsonl(tmp_path / "in.jsonl", rows)], policies=["spam"], concurrency=4,
+                         request_timeout=1.0, stragglers=6)
+    sim = SimulatorConfig(latency_ms=3, faults=Faults(hang=0.03, hang_seconds=1.5), seed=5)
+    result = run_pipeline(config, sim)
+    assert result.code == 0, result.stderr
+    labels = result.labels()
+    assert labels.height == 400 and labels["id"].n_unique() == 400 and set(labels["status"]) == {"ok"}
+    # hung requests kept their connections while others took their place, never more than the cap beside the pool
+    assert 4 < result.stats.max_in_flight <= 4 + 6
+
+
+@pytest.mark.slow
+def test_with_stragglers_off_the_pool_never_grows(tmp_path: Path) -> None:
+    rows = [{"id": f"r{i}", "text": f"comment {i}"} for i in range(200)]
+    config = make_config(tmp_path, [write_jsonl(tmp_path / "in.jsonl", rows)], policies=["spam"], concurrency=4,
+                         request_timeout=1.0, stragglers=0)
+    sim = SimulatorConfig(latency_ms=3, faults=Faults(hang=0.03, hang_seconds=1.5), seed=5)
+    result = run_pipeline(config, sim)
+    assert result.code == 0, result.stderr
+    assert result.stats.max_in_flight <= 4
