@@ -15,14 +15,12 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import TextIO
 
 from pipeline.config.settings import RunConfig
 from pipeline.core import exitcodes
 from pipeline.core.errors import UserError, exit_code_for
 from pipeline.core.records import Status
-from pipeline.core.storage import is_uri
 from pipeline.engines.ending import outcome_word
 from pipeline.engines.job import UsageError, job_identity, open_job
 from pipeline.engines.progress import Progress
@@ -71,16 +69,28 @@ def _refuse_unsupported(config: RunConfig) -> None:
 def _run(config: RunConfig, *, address: str | None, actors: int | None, stream: TextIO,
          progress: bool | None) -> int:
     _refuse_unsupported(config)
-    if is_uri(config.out) and not config.out.startswith("file://"):
-        raise UsageError(f"{config.out}: --engine ray writes to a folder every node sees (a shared file system), "
-                         "not to an object store")
     job = open_job(config)
     log = RunLog(stream, secret=os.environ.get(config.api_key_env))
     identity = {**job_identity(config, job.inputs, job.plans, job.model), "engine": "ray"}
-    with open_session(config, job, log=log, store=ClusterLedger(Path(config.out)), identity=identity) as session:
-        if session.manifest.finished:
-            return session.nothing_to_do().exit_code
-        return _label(session, address=address, actors=actors, stream=stream, progress=progress)
+    ledger = ClusterLedger(config.out)
+    try:
+        with open_session(config, job, log=log, store=ledger, identity=identity) as session:
+            if session.manifest.finished:
+                return session.nothing_to_do().exit_code
+            return _label(session, address=address, actors=actors, stream=stream, progress=progress)
+    finally:
+        ledger.close()
+
+
+#: what reaches an object store, handed from the driver's environment to actors that lack it
+STORAGE_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION",
+               "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "STORAGE_EMULATOR_HOST",
+               "GOOGLE_APPLICATION_CREDENTIALS", "AZURE_STORAGE_ACCOUNT_NAME", "AZURE_STORAGE_ACCOUNT_KEY",
+               "AZURE_STORAGE_CONNECTION_STRING")
+
+
+def storage_env() -> dict[str, str]:
+    return {name: os.environ[name] for name in STORAGE_ENV if os.environ.get(name)}
 
 
 def _label(session: Session, *, address: str | None, actors: int | None, stream: TextIO,
@@ -105,7 +115,7 @@ def _label(session: Session, *, address: str | None, actors: int | None, stream:
         pool = max(1, actors or cpus)
         print(f"moderate: ray: {len(todo):,} of {shards:,} shards to label on {min(pool, max(1, len(todo)))} "
               f"actors ({job.config.concurrency} connections each)", file=stream, flush=True)
-        spec = ShardSpec(job, manifest.out_id, run_id, manifest.shard_rows)
+        spec = ShardSpec(job, manifest.out_id, run_id, manifest.shard_rows, storage_env=storage_env())
         left = sum(min(manifest.shard_rows, total - k * manifest.shard_rows) for k in todo) * len(job.plans)
         bar = Progress(total=left, enabled=progress, stream=stream)  # advances shard by shard
         stop = _GracefulStop(lambda: limiter.interrupt.remote(), stream=stream,

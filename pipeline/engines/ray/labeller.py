@@ -12,15 +12,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import os
+import sqlite3
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from pipeline.call.endpoints import open_endpoint
+from pipeline.core.errors import UserError
 from pipeline.core.records import Status
+from pipeline.core.storage import StorageSettings, configure
 from pipeline.engines.job import Job, build_run
 from pipeline.engines.local.runner import Run
-from pipeline.engines.ray.ledger import shard_store_path
+from pipeline.engines.ray.shardstores import SNAPSHOT_S, ShardStores
 from pipeline.engines.ray.throttle import Lease, LeasedThrottle
 from pipeline.engines.runlog import RunLog
 from pipeline.engines.runstate import RunResult
@@ -43,6 +47,8 @@ class ShardSpec:
     out_id: str
     run_id: str
     shard_rows: int
+    #: the driver's object-store settings (endpoint, credentials) as environment variables
+    storage_env: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -93,6 +99,10 @@ class ShardLabeller:
         self.spec = spec
         self._halted, self._halt, self._interrupted = halted, halt, interrupted
         config = spec.job.config
+        for name, value in spec.storage_env.items():  # a worker on another node reads the store as the driver does
+            os.environ[name] = value
+        configure(StorageSettings(config.storage_endpoint_url, config.storage_timeout, config.storage_lock))
+        self.stores = ShardStores(config.out)
         self.loop = asyncio.new_event_loop()
         self._stack = contextlib.AsyncExitStack()
         self.endpoint = self.loop.run_until_complete(open_endpoint(
@@ -112,7 +122,10 @@ class ShardLabeller:
         first, end = index * spec.shard_rows, (index + 1) * spec.shard_rows
         inputs = copy.copy(job.inputs)  # the same files, read up to the shard's end
         inputs.limit = end if job.inputs.limit is None else min(job.inputs.limit, end)
-        store = ResultStore(shard_store_path(job.config.out, index))
+        try:
+            store = ResultStore(self.stores.checkout(index))
+        except (UserError, sqlite3.Error) as exc:
+            return ShardSummary(index, None, 0, error=f"{self.stores.out}: shard {index}'s store: {exc}")
         manifest = Manifest(spec.out_id, {}, spec.shard_rows)
         outdir = open_output_dir(job.config.out, kept=job.inputs.kept_fields)
         run = build_run(job.config, inputs=inputs, plans=job.plans, endpoint=self.endpoint, store=store,
@@ -120,24 +133,37 @@ class ShardLabeller:
                         model=job.model, log=RunLog(sys.stderr, secret=job.api_key), progress=None,
                         control=self.leased, run_id=spec.run_id, first_row=first, manifest_file=False)
         try:
-            result = self.loop.run_until_complete(self._execute(run))
+            result = self.loop.run_until_complete(self._execute(run, index))
         except (InputError, StoreError) as exc:
             return ShardSummary(index, None, 0, error=str(exc))
         finally:
             store.close()
             if self.leased is not None:
                 self.loop.run_until_complete(self.leased.close())
+        try:
+            self.stores.checkin(index)
+        except UserError as exc:  # the labels are written; their answers did not reach the output folder
+            return ShardSummary(index, None, 0, error=f"cannot keep shard {index}'s answers: {exc}")
         info = manifest.shards.get(index)
         return summarise(index, result, None if info is None else asdict(info), first)
 
-    async def _execute(self, run: Run) -> RunResult:
-        watcher = asyncio.create_task(self._watch(run)) if self._interrupted is not None else None
+    async def _execute(self, run: Run, index: int) -> RunResult:
+        helpers = [asyncio.create_task(self._watch(run))] if self._interrupted is not None else []
+        if self.stores.remote:
+            helpers.append(asyncio.create_task(self._upload_now_and_then(index)))
         try:
             return await run.execute()
         finally:
-            if watcher is not None:
-                watcher.cancel()
-                await asyncio.gather(watcher, return_exceptions=True)
+            for helper in helpers:
+                helper.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
+
+    async def _upload_now_and_then(self, index: int) -> None:
+        """A process killed mid-shard loses at most `SNAPSHOT_S` seconds of answers."""
+        while True:
+            await asyncio.sleep(SNAPSHOT_S)
+            with contextlib.suppress(UserError, sqlite3.Error, OSError):  # the next try, or the end, uploads it
+                await asyncio.to_thread(self.stores.checkin, index)
 
     async def _watch(self, run: Run) -> None:
         """Stop ``run`` once the driver was signalled (asked in a thread: the limiter is another process)."""
@@ -148,6 +174,7 @@ class ShardLabeller:
     def close(self) -> None:
         self.loop.run_until_complete(self._stack.aclose())
         self.loop.close()
+        self.stores.close()
 
 
 def summarise(index: int, result: RunResult, shard: dict | None, first_row: int) -> ShardSummary:

@@ -12,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 
+import orjson
 import polars as pl
 import pytest
 from support import SimulatorProcess, make_config, moderate_command, write_config, write_jsonl
@@ -265,3 +266,37 @@ def test_a_driver_killed_with_sigkill_leaves_none_of_its_own_rays_processes_runn
         for pid in left:
             os.kill(pid, signal.SIGKILL)
     assert left == []
+
+
+@pytest.mark.slow
+def test_an_object_store_output_gets_every_label_row_and_a_rerun_from_elsewhere_resumes_from_it(
+        tmp_path: Path, ray_cluster: str, s3) -> None:
+    bucket = s3.new_bucket()
+    data = _input(tmp_path, 120)
+    with SimulatorProcess("--latency-ms", "5") as sim:
+        config = make_config(tmp_path, [data], out=f"s3://{bucket}/labels-run", base_url=sim.base_url,
+                             shard_rows=40)
+        stream = io.StringIO()
+        assert run_on_ray(config, actors=2, stream=stream) == exitcodes.EXIT_OK, stream.getvalue()
+        sent = sim.stats()["billed"]
+        keys = s3.keys(bucket, "labels-run/")
+        shards = [k for k in keys if k.startswith("labels-run/labels/")]
+        assert len(shards) == 3 and "labels-run/manifest.json" in keys and "labels-run/cost_report.json" in keys
+        assert sorted(k for k in keys if "/results/" in k) == [f"labels-run/results/part-0000{k}.sqlite"
+                                                              for k in range(3)]
+        client = s3.client()
+        frames = [pl.read_parquet(io.BytesIO(client.get_object(Bucket=bucket, Key=k)["Body"].read()))
+                  for k in shards]
+        labels = pl.concat(frames)
+        assert labels.height == 120 * 2 and labels["row_number"].n_unique() == 120
+        report = orjson.loads(client.get_object(Bucket=bucket, Key="labels-run/cost_report.json")["Body"].read())
+        assert report["requests"] == sent
+        # the same command from a machine with none of the stores: the folder is complete
+        stream = io.StringIO()
+        assert run_on_ray(config, actors=2, stream=stream) == exitcodes.EXIT_OK
+        assert "nothing to do" in stream.getvalue()
+        # started over: every answer comes from the stores in the bucket, none is paid again
+        config.force = True
+        stream = io.StringIO()
+        assert run_on_ray(config, actors=2, stream=stream) == exitcodes.EXIT_OK, stream.getvalue()
+        assert sim.stats()["billed"] == sent
