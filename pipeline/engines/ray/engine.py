@@ -58,7 +58,7 @@ def run_on_ray(config: RunConfig, *, address: str | None = None, actors: int | N
 
 def _refuse_unsupported(config: RunConfig) -> None:
     """What the cluster engine does not do yet: a one-line refusal rather than a silent difference."""
-    local_only = {"--max-cost": config.max_cost is not None, "--sample": config.sample is not None,
+    local_only = {"--sample": config.sample is not None,
                   "--canaries": config.canaries is not None, "--log-format json": config.log_format == "json"}
     if used := [flag for flag, on in local_only.items() if on]:
         raise UsageError(f"{', '.join(used)}: not available with --engine ray yet (use --engine local)")
@@ -109,8 +109,12 @@ def _label(session: Session, *, address: str | None, actors: int | None, stream:
     ledger.record_run(_run_row(run_id, manifest.out_id, started_at, "running", tally, 0.0))
     counts: dict[str, int] = {}
     skipped = 0  # shards not begun because another stopped the run
+    # what the folder spent before this run: the budget's starting point
+    spent = sum(b["cost_usd"] if b.get("charged_usd") is None else b["charged_usd"]
+                for b in ledger.billing(manifest.out_id)) + manifest.earlier_stores_usd
     with rayside.connect(address):
-        limiter = rayside.start_limiter(job.config, run_id)
+        limiter = rayside.start_limiter(job.config, run_id, spent=spent)
+        registry = rayside.start_registry(run_id)
         cpus = rayside.cluster_cpus()
         pool = max(1, actors or cpus)
         print(f"moderate: ray: {len(todo):,} of {shards:,} shards to label on {min(pool, max(1, len(todo)))} "
@@ -143,7 +147,7 @@ def _label(session: Session, *, address: str | None, actors: int | None, stream:
         finally:
             restore()
             bar.close()
-        counts = rayside.limiter_counts(limiter)
+        counts = rayside.limiter_counts(limiter, registry)
     result = tally.result
     result.elapsed = time.monotonic() - started
     result.input_exhausted = True
@@ -157,6 +161,8 @@ def _label(session: Session, *, address: str | None, actors: int | None, stream:
     per_1000 = calls / result.stats.labels * 1000 if result.stats.labels else 0.0
     notes = [f"moderate: ray: the limiter answered {calls:,} lease calls for {counts.get('used', 0):,} requests "
              f"({per_1000:.1f} per 1,000 labels)"]
+    if copied := tally.copied:
+        notes.append(f"moderate: ray: {copied:,} labels copied from another shard's answer (paid once)")
     if skipped:
         notes.append(f"moderate: ray: {skipped:,} shards not begun (the run was stopped); the next run labels them")
     ending = session.finish(result, run_id=run_id, notes=notes, drift=False)
@@ -216,6 +222,7 @@ class _Tally:
         self.result = RunResult(RunStats(), 0.0, 0, None)
         #: the first user-facing error a shard met
         self.error: str | None = None
+        self.copied = 0
 
     def add(self, s: ShardSummary) -> None:
         stats, result = self.result.stats, self.result
@@ -227,6 +234,7 @@ class _Tally:
         for policy, violation, n in s.violations:
             stats.violations[(policy, violation)] += n
         result.rows_read += s.rows_read
+        self.copied += s.copied
         self.error = self.error or s.error
         if s.stop_status is not None and result.stop_status is None:
             result.stop_status = Status(s.stop_status)

@@ -15,7 +15,7 @@ import copy
 import os
 import sqlite3
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 
 from pipeline.call.endpoints import open_endpoint
@@ -24,7 +24,10 @@ from pipeline.core.records import Status
 from pipeline.core.storage import StorageSettings, configure
 from pipeline.engines.job import Job, build_run
 from pipeline.engines.local.runner import Run
+from pipeline.engines.ray.budget import BudgetAsk, BudgetReply, RemoteBudget
+from pipeline.engines.ray.copies import CopyExchange, CopyReply
 from pipeline.engines.ray.shardstores import SNAPSHOT_S, ShardStores
+from pipeline.engines.ray.sharing import CopyCall, SharedState, share
 from pipeline.engines.ray.throttle import Lease, LeasedThrottle
 from pipeline.engines.runlog import RunLog
 from pipeline.engines.runstate import RunResult
@@ -80,6 +83,8 @@ class ShardSummary:
     elapsed: float = 0.0
     #: not begun: another shard had stopped the run
     skipped: bool = False
+    #: rows answered by a copy of another shard's answer (counted in ``duplicates`` too)
+    copied: int = 0
 
     @property
     def stops_the_run(self) -> str | None:
@@ -89,15 +94,20 @@ class ShardSummary:
 
 class ShardLabeller:
     def __init__(self, spec: ShardSpec, lease: Lease | None, *, halted: Callable[[], str | None] | None = None,
-                 halt: Callable[[str], None] | None = None, interrupted: Callable[[], bool] | None = None) -> None:
+                 halt: Callable[[str], None] | None = None, interrupted: Callable[[], bool] | None = None,
+                 copies: CopyCall | None = None, copies_now: Callable[[CopyExchange], CopyReply] | None = None,
+                 budget: Callable[[BudgetAsk], Awaitable[BudgetReply]] | None = None) -> None:
         """``lease`` reaches the shared limiter; None: this process applies the limits alone.
 
         ``halted`` says whether a shard stopped the run (then no other begins); ``halt`` says so.
         ``interrupted`` says whether the driver was signalled: a shard under way then stops as a
         signalled local run does (calls in flight get the grace period, every answer is stored).
+        ``copies`` (awaited) and ``copies_now`` (called from the planner) reach the run's
+        `CopyRegistry`; ``budget`` the cluster's budget (`pipeline.engines.ray.sharing`).
         """
         self.spec = spec
         self._halted, self._halt, self._interrupted = halted, halt, interrupted
+        self._copies, self._copies_now, self._budget = copies, copies_now, budget
         config = spec.job.config
         for name, value in spec.storage_env.items():  # a worker on another node reads the store as the driver does
             os.environ[name] = value
@@ -132,8 +142,13 @@ class ShardLabeller:
                         outdir=outdir, manifest=manifest, pricing=job.pricing, api_key=job.api_key,
                         model=job.model, log=RunLog(sys.stderr, secret=job.api_key), progress=None,
                         control=self.leased, run_id=spec.run_id, first_row=first, manifest_file=False)
+        cap = job.config.max_cost
+        shared = SharedState(run_id=spec.run_id, call=self._copies, call_now=self._copies_now, store=store,
+                             out_id=spec.out_id,
+                             budget=RemoteBudget(cap, self._budget) if cap is not None and self._budget else None)
+        share(run, shared)
         try:
-            result = self.loop.run_until_complete(self._execute(run, index))
+            result = self.loop.run_until_complete(self._execute(run, index, shared))
         except (InputError, StoreError) as exc:
             return ShardSummary(index, None, 0, error=str(exc))
         finally:
@@ -145,10 +160,15 @@ class ShardLabeller:
         except UserError as exc:  # the labels are written; their answers did not reach the output folder
             return ShardSummary(index, None, 0, error=f"cannot keep shard {index}'s answers: {exc}")
         info = manifest.shards.get(index)
-        return summarise(index, result, None if info is None else asdict(info), first)
+        summary = summarise(index, result, None if info is None else asdict(info), first)
+        summary.duplicates += shared.copied
+        summary.copied = shared.copied
+        return summary
 
-    async def _execute(self, run: Run, index: int) -> RunResult:
-        helpers = [asyncio.create_task(self._watch(run))] if self._interrupted is not None else []
+    async def _execute(self, run: Run, index: int, shared: SharedState) -> RunResult:
+        helpers = [asyncio.create_task(shared.keep_in_touch())]
+        if self._interrupted is not None:
+            helpers.append(asyncio.create_task(self._watch(run)))
         if self.stores.remote:
             helpers.append(asyncio.create_task(self._upload_now_and_then(index)))
         try:
@@ -157,6 +177,7 @@ class ShardLabeller:
             for helper in helpers:
                 helper.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
+            await shared.exchange(last=True)  # answers published, claims not answered released, budget settled
 
     async def _upload_now_and_then(self, index: int) -> None:
         """A process killed mid-shard loses at most `SNAPSHOT_S` seconds of answers."""

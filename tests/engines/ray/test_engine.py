@@ -196,8 +196,7 @@ def test_a_stop_on_one_shard_begins_no_other_and_the_summary_counts_what_the_sha
 def test_what_the_cluster_engine_does_not_do_yet_is_refused_in_one_line(tmp_path: Path) -> None:
     pytest.importorskip("ray")
     data = _input(tmp_path, 5)
-    for overrides, words in (({"max_cost": 1.0}, "--max-cost"), ({"sample": 0.5}, "--sample"),
-                             ({"store": str(tmp_path / "s.sqlite")}, "--store")):
+    for overrides, words in (({"sample": 0.5}, "--sample"), ({"store": str(tmp_path / "s.sqlite")}, "--store")):
         stream = io.StringIO()
         config = make_config(tmp_path, [data], **overrides)
         assert run_on_ray(config, stream=stream) == exitcodes.EXIT_USAGE
@@ -300,3 +299,42 @@ def test_an_object_store_output_gets_every_label_row_and_a_rerun_from_elsewhere_
         stream = io.StringIO()
         assert run_on_ray(config, actors=2, stream=stream) == exitcodes.EXIT_OK, stream.getvalue()
         assert sim.stats()["billed"] == sent
+
+
+@pytest.mark.slow
+def test_a_text_in_two_shards_is_paid_once(tmp_path: Path, ray_cluster: str) -> None:
+    data = write_jsonl(tmp_path / "in.jsonl", [{"id": f"r{i}", "text": f"buy now {i % 60}"} for i in range(120)])
+    with SimulatorProcess("--latency-ms", "200") as sim:
+        config = make_config(tmp_path, [data], base_url=sim.base_url, shard_rows=30, policies=["spam"])
+        stream = io.StringIO()
+        assert run_on_ray(config, actors=2, stream=stream) == exitcodes.EXIT_OK, stream.getvalue()
+        assert sim.stats()["billed"] == 60
+    labels = _labels(tmp_path / "out")
+    assert labels.height == 120 and set(labels["status"]) == {"ok"}
+    assert labels.filter(pl.col("row_number") < 60)["violation"].to_list() == \
+        labels.filter(pl.col("row_number") >= 60)["violation"].to_list()
+    assert orjson.loads((tmp_path / "out" / "cost_report.json").read_bytes())["requests"] == 60
+    assert "copied from another shard" in stream.getvalue()
+
+
+@pytest.mark.slow
+def test_max_cost_at_half_the_job_stops_the_cluster_near_the_cap_and_the_rerun_finishes(
+        tmp_path: Path, ray_cluster: str) -> None:
+    data = write_jsonl(tmp_path / "in.jsonl", [{"id": f"r{i}", "text": f"buy now {i}"} for i in range(160)])
+    with SimulatorProcess("--latency-ms", "20") as sim:
+        whole = make_config(tmp_path, [data], base_url=sim.base_url, shard_rows=40, policies=["spam"],
+                            out=str(tmp_path / "whole"))
+        assert run_job(whole, stream=io.StringIO(), progress=False) == exitcodes.EXIT_OK
+        cost = orjson.loads((tmp_path / "whole" / "cost_report.json").read_bytes())["cost_usd"]
+        config = make_config(tmp_path, [data], base_url=sim.base_url, shard_rows=40, policies=["spam"],
+                             max_cost=cost / 2)
+        stream = io.StringIO()
+        assert run_on_ray(config, actors=2, stream=stream) == exitcodes.EXIT_BUDGET, stream.getvalue()
+        spent = orjson.loads((tmp_path / "out" / "cost_report.json").read_bytes())["cost_usd"]
+        assert cost / 2 * 0.8 <= spent <= cost / 2 * 1.1
+        config.max_cost = None
+        stream = io.StringIO()
+        assert run_on_ray(config, actors=2, stream=stream) == exitcodes.EXIT_OK, stream.getvalue()
+        assert sim.stats()["billed"] == 160 * 2  # the uncapped run, then each text once more
+    report = orjson.loads((tmp_path / "out" / "cost_report.json").read_bytes())
+    assert report["requests"] == 160 and report["cost_usd"] == pytest.approx(cost)
