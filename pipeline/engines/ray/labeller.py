@@ -10,9 +10,11 @@ shard in the manifest; only the driver writes the manifest.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import copy
 import os
+import pickle
 import sqlite3
 import sys
 from collections.abc import Awaitable, Callable
@@ -20,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 
 from pipeline.call.endpoints import open_endpoint
 from pipeline.core.errors import UserError
-from pipeline.core.records import Status
+from pipeline.core.records import Outcome, Status
 from pipeline.core.storage import StorageSettings, configure
 from pipeline.engines.job import Job, build_run
 from pipeline.engines.local.runner import Run
@@ -52,6 +54,13 @@ class ShardSpec:
     shard_rows: int
     #: the driver's object-store settings (endpoint, credentials) as environment variables
     storage_env: dict[str, str] = field(default_factory=dict)
+    #: whether an input row (by number) is in the sample (``--sample``); None: every row is
+    sample: Callable[[int], bool] | None = None
+    #: canary requests (index, policy index, text), sent with the rows of shard ``canary_shard``
+    canaries: list[tuple[int, int, str]] = field(default_factory=list)
+    canary_shard: int | None = None
+    #: ``--store``: a store every node reads before paying (the driver adds the run's answers at the end)
+    shared_store: str | None = None
 
 
 @dataclass(slots=True)
@@ -85,6 +94,11 @@ class ShardSummary:
     skipped: bool = False
     #: rows answered by a copy of another shard's answer (counted in ``duplicates`` too)
     copied: int = 0
+    #: the canaries' answers by canary index (pickled, base64), from the shard that sent them
+    canary_answers: str | None = None
+
+    def unpack_canaries(self) -> dict[int, Outcome]:
+        return pickle.loads(base64.b64decode(self.canary_answers)) if self.canary_answers else {}
 
     @property
     def stops_the_run(self) -> str | None:
@@ -113,6 +127,8 @@ class ShardLabeller:
             os.environ[name] = value
         configure(StorageSettings(config.storage_endpoint_url, config.storage_timeout, config.storage_lock))
         self.stores = ShardStores(config.out)
+        # read only: never started, so this process never writes it
+        self._shared_store = ResultStore(spec.shared_store) if spec.shared_store else None
         self.loop = asyncio.new_event_loop()
         self._stack = contextlib.AsyncExitStack()
         self.endpoint = self.loop.run_until_complete(open_endpoint(
@@ -141,10 +157,11 @@ class ShardLabeller:
         run = build_run(job.config, inputs=inputs, plans=job.plans, endpoint=self.endpoint, store=store,
                         outdir=outdir, manifest=manifest, pricing=job.pricing, api_key=job.api_key,
                         model=job.model, log=RunLog(sys.stderr, secret=job.api_key), progress=None,
-                        control=self.leased, run_id=spec.run_id, first_row=first, manifest_file=False)
+                        control=self.leased, run_id=spec.run_id, first_row=first, manifest_file=False,
+                        sample=spec.sample, canaries=spec.canaries if index == spec.canary_shard else None)
         cap = job.config.max_cost
         shared = SharedState(run_id=spec.run_id, call=self._copies, call_now=self._copies_now, store=store,
-                             out_id=spec.out_id,
+                             out_id=spec.out_id, also=self._shared_store.lookup if self._shared_store else None,
                              budget=RemoteBudget(cap, self._budget) if cap is not None and self._budget else None)
         share(run, shared)
         try:
@@ -163,6 +180,8 @@ class ShardLabeller:
         summary = summarise(index, result, None if info is None else asdict(info), first)
         summary.duplicates += shared.copied
         summary.copied = shared.copied
+        if index == spec.canary_shard and run.canary_answers:
+            summary.canary_answers = base64.b64encode(pickle.dumps(dict(run.canary_answers))).decode()
         return summary
 
     async def _execute(self, run: Run, index: int, shared: SharedState) -> RunResult:
@@ -196,6 +215,8 @@ class ShardLabeller:
         self.loop.run_until_complete(self._stack.aclose())
         self.loop.close()
         self.stores.close()
+        if self._shared_store is not None:
+            self._shared_store.close()
 
 
 def summarise(index: int, result: RunResult, shard: dict | None, first_row: int) -> ShardSummary:

@@ -22,7 +22,7 @@ import orjson
 
 from pipeline.engines.ray.shardstores import RESULTS_DIR, ShardStores
 
-__all__ = ["ClusterLedger", "merge_billing", "shard_store_path"]
+__all__ = ["ClusterLedger", "merge_answers", "merge_billing", "shard_store_path"]
 
 RUNS_FILE = "runs.json"
 _SUMMED = ("requests", "estimated_requests", "prompt_tokens", "cached_prompt_tokens", "completion_tokens",
@@ -111,3 +111,26 @@ class ClusterLedger:
 
     def _write_runs(self, runs: list[dict]) -> None:
         self.shard_stores.write_file(RUNS_FILE, orjson.dumps(runs, option=orjson.OPT_INDENT_2))
+
+
+def merge_answers(stores: list[Path], target: str | Path) -> int:
+    """Add the answers of the per-shard ``stores`` to the store at ``target`` (``--store``); how many were new.
+
+    Answers only: what the output folder spent stays in its own stores.
+    """
+    from pipeline.output.store import ResultStore
+
+    ResultStore(target).close()  # created with its tables when new
+    added = 0
+    with contextlib.closing(sqlite3.connect(target, timeout=30.0)) as db:
+        for path in stores:
+            db.execute("ATTACH DATABASE ? AS shard", (str(path),))
+            try:
+                with db:
+                    columns = ", ".join(row[1] for row in db.execute("PRAGMA shard.table_info(results)"))
+                    if columns:
+                        added += db.execute(f"INSERT OR IGNORE INTO main.results ({columns}) "
+                                            f"SELECT {columns} FROM shard.results").rowcount
+            finally:
+                db.execute("DETACH DATABASE shard")
+    return added

@@ -34,13 +34,17 @@ NAMESPACE = "moderate"
 
 
 @contextlib.contextmanager
-def connect(address: str | None) -> Iterator[None]:
+def connect(address: str | None, *, log_to_driver: bool = True) -> Iterator[None]:
     """Connect to the cluster at ``address`` (None: start a Ray instance on this machine), unless
-    this process is connected already; disconnect at the end if this call connected."""
+    this process is connected already; disconnect at the end if this call connected.
+
+    ``log_to_driver``: False keeps the actors' own lines out of the driver's output (JSON logs).
+    """
     if ray.is_initialized():
         yield
         return
-    options: dict[str, Any] = {"namespace": NAMESPACE, "logging_level": logging.WARNING}
+    options: dict[str, Any] = {"namespace": NAMESPACE, "logging_level": logging.WARNING,
+                               "log_to_driver": log_to_driver}
     own = address is None and not os.environ.get("RAY_ADDRESS")  # a new Ray instance on this machine
     if own:
         options["include_dashboard"] = False

@@ -45,10 +45,13 @@ class SharedState:
     """One shard's side of the registry and the budget (see the module docstring)."""
 
     def __init__(self, *, run_id: str, call: CopyCall | None, call_now: Callable[[CopyExchange], CopyReply] | None,
-                 budget: RemoteBudget | None, store: ResultStore, out_id: str) -> None:
+                 budget: RemoteBudget | None, store: ResultStore, out_id: str,
+                 also: Callable[[list[bytes]], dict[bytes, StoredResult]] | None = None) -> None:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"  # one per shard
         self.run_id, self.out_id = run_id, out_id
         self._call, self._call_now, self.budget, self.store = call, call_now, budget, store
+        #: another store looked up before the registry (``--store``)
+        self._also = also
         #: fingerprints asked elsewhere that a task here waits for; their answers once come; claims come here
         self.waiting: set[bytes] = set()
         self.ready: dict[bytes, Outcome] = {}
@@ -69,6 +72,9 @@ class SharedState:
     def lookup(self, fingerprints: list[bytes]) -> dict[bytes, StoredResult]:
         found = self.store.lookup(fingerprints)
         misses = [fp for fp in fingerprints if fp not in found]
+        if misses and self._also is not None:
+            found.update(self._also(misses))
+            misses = [fp for fp in misses if fp not in found]
         if not misses or self._call_now is None:
             return found
         reply = self._call_now(self._outgoing(claim=misses))
@@ -134,7 +140,7 @@ class ClusterDispatcher(Dispatcher):
 
     async def _step(self, task: Task) -> None:
         shared, fp = self.shared, task.fingerprint
-        if shared is not None and fp in shared.waiting and self.stop_status is None:
+        if shared is not None and task.canary is None and fp in shared.waiting and self.stop_status is None:
             answer = shared.ready.pop(fp, None)
             if answer is not None:  # asked and answered by another shard: a copy
                 shared.waiting.discard(fp)
@@ -178,5 +184,5 @@ def share(run: Run, shared: SharedState) -> None:
 
     fields["finish"] = finished
     run.dispatcher = ClusterDispatcher(**fields, shared=shared)
-    if shared.copying:
+    if shared.copying or shared._also is not None:
         run.planner._lookup = shared.lookup

@@ -193,14 +193,12 @@ def test_a_stop_on_one_shard_begins_no_other_and_the_summary_counts_what_the_sha
     assert counts["ok"] == 45
 
 
-def test_what_the_cluster_engine_does_not_do_yet_is_refused_in_one_line(tmp_path: Path) -> None:
+def test_store_none_is_refused_in_one_line_as_each_shard_keeps_its_answers(tmp_path: Path) -> None:
     pytest.importorskip("ray")
-    data = _input(tmp_path, 5)
-    for overrides, words in (({"sample": 0.5}, "--sample"), ({"store": str(tmp_path / "s.sqlite")}, "--store")):
-        stream = io.StringIO()
-        config = make_config(tmp_path, [data], **overrides)
-        assert run_on_ray(config, stream=stream) == exitcodes.EXIT_USAGE
-        assert stream.getvalue().count("\n") == 1 and words in stream.getvalue()
+    stream = io.StringIO()
+    config = make_config(tmp_path, [_input(tmp_path, 5)], store="none")
+    assert run_on_ray(config, stream=stream) == exitcodes.EXIT_USAGE
+    assert stream.getvalue().count("\n") == 1 and "--store none" in stream.getvalue()
     assert not (tmp_path / "out").exists()  # refused before the output directory is touched
 
 
@@ -338,3 +336,40 @@ def test_max_cost_at_half_the_job_stops_the_cluster_near_the_cap_and_the_rerun_f
         assert sim.stats()["billed"] == 160 * 2  # the uncapped run, then each text once more
     report = orjson.loads((tmp_path / "out" / "cost_report.json").read_bytes())
     assert report["requests"] == 160 and report["cost_usd"] == pytest.approx(cost)
+
+
+@pytest.mark.slow
+def test_the_nightly_config_runs_on_ray_with_its_sample_canaries_json_log_and_shared_store(
+        tmp_path: Path, ray_cluster: str) -> None:
+    data = write_jsonl(tmp_path / "in.jsonl", [{"id": f"r{i}", "text": f"buy now and click here {i}"}
+                                               for i in range(200)])
+    canaries = write_jsonl(tmp_path / "canaries.jsonl", [
+        {"text": "buy now and click here for free money", "policy": "spam", "violation": 1},
+        {"text": "see you at the meetup on friday", "policy": "spam", "violation": 0}])
+    store = tmp_path / "shared.sqlite"
+    env = {**os.environ, "MODERATION_API_KEY": "sk-nightly-secret"}
+    with SimulatorProcess("--latency-ms", "5") as sim:
+        def night(out: str) -> subprocess.CompletedProcess:
+            command = [sys.executable, "-m", "pipeline", "run", "configs/nightly.toml", "--engine", "ray",
+                       "--ray-address", ray_cluster, "--ray-actors", "2", "--input", str(data), "--out", out,
+                       "--base-url", sim.base_url, "--model", "gpt-oss-safeguard-20b-simulator", "--rpm", "60000",
+                       "--tpm", "0", "--store", str(store),
+                       "--max-cost", "5", "--sample", "40", "--canaries", str(canaries)]
+            return subprocess.run(command, capture_output=True, text=True, timeout=240, env=env,
+                                  cwd=Path(__file__).parents[3])
+
+        first = night(str(tmp_path / "night1"))
+        assert first.returncode == 0, first.stderr
+        sent = sim.stats()["billed"]
+        second = night(str(tmp_path / "night2"))  # the same rows another night: answered from --store
+        assert second.returncode == 0, second.stderr
+        assert sim.stats()["billed"] - sent == 2  # only the canaries, asked again every night
+    events = [orjson.loads(line) for line in first.stderr.splitlines()]  # every line is one JSON object
+    assert events[-1]["event"] == "finish" and events[-1]["exit_code"] == 0
+    assert "sk-nightly-secret" not in first.stderr + second.stderr
+    labels = _labels(tmp_path / "night1")
+    assert 30 <= labels["row_number"].n_unique() <= 50 and labels.height == labels["row_number"].n_unique() * 4
+    report = orjson.loads((tmp_path / "night1" / "cost_report.json").read_bytes())
+    assert report["canaries"]["passed"] == 2
+    assert (tmp_path / "night1" / "canaries.parquet").exists()
+    assert set(_labels(tmp_path / "night2")["source"]) == {"store"}
