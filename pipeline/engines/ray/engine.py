@@ -99,9 +99,16 @@ def _label(session: Session, *, address: str | None, actors: int | None, stream:
     from pipeline.engines.ray import rayside
 
     job, ledger, manifest, outdir = session.job, session.store, session.manifest, session.outdir
+    # one pass over plain JSON Lines files: their rows are counted and each shard's reader seeks to its first row
+    unindexed = job.inputs.index_rows()
     total = job.inputs.total_rows
-    if total is None:  # compressed or remote JSONL/CSV: count once, so shards can be numbered
+    if total is None:  # compressed JSON Lines, CSV: count once, so shards can be numbered
         total = sum(len(batch) for batch in job.inputs.batches(batch_size=65536))
+    if unindexed:
+        shown = ", ".join(unindexed[:3]) + (" ..." if len(unindexed) > 3 else "")
+        session.log.say("notice", f"moderate: ray: {len(unindexed):,} input files cannot be split ({shown}: compressed "
+                        "JSON Lines or CSV): each shard reads them from their start up to its rows; plain JSON "
+                        "Lines or Parquet split", unsplit=unindexed)
     try:
         sample, _rate = sampler(job.config, total)
     except ValueError as exc:
