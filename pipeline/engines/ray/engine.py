@@ -189,8 +189,12 @@ def _label(session: Session, *, address: str | None, actors: int | None, stream:
     per_1000 = calls / result.stats.labels * 1000 if result.stats.labels else 0.0
     notes = [f"moderate: ray: the limiter answered {calls:,} lease calls for {counts.get('used', 0):,} requests "
              f"({per_1000:.1f} per 1,000 labels)"]
-    if copied := tally.copied:
-        notes.append(f"moderate: ray: {copied:,} labels copied from another shard's answer (paid once)")
+    rows = result.rows_read or 1
+    notes.append(f"moderate: ray: the registry of answers answered {counts.get('copy_calls', 0):,} calls for "
+                 f"{result.rows_read:,} rows ({counts.get('copy_calls', 0) / rows * 1000:.1f} per 1,000 rows); "
+                 f"{tally.copied:,} labels copied from another shard's answer (paid once)")
+    if job.config.max_cost is not None:
+        notes.append(f"moderate: ray: the budget answered {counts.get('budget_calls', 0):,} calls")
     if skipped:
         notes.append(f"moderate: ray: {skipped:,} shards not begun (the run was stopped); the next run labels them")
     ending = session.finish(result, run_id=run_id, notes=notes, drift=False)

@@ -312,7 +312,7 @@ def test_a_text_in_two_shards_is_paid_once(tmp_path: Path, ray_cluster: str) -> 
     assert labels.filter(pl.col("row_number") < 60)["violation"].to_list() == \
         labels.filter(pl.col("row_number") >= 60)["violation"].to_list()
     assert orjson.loads((tmp_path / "out" / "cost_report.json").read_bytes())["requests"] == 60
-    assert "copied from another shard" in stream.getvalue()
+    assert " 60 labels copied from another shard" in stream.getvalue()
 
 
 @pytest.mark.slow
