@@ -6,10 +6,16 @@ one process, so the local guarantee holds for the cluster: the expected costs of
 flight fit under the cap, their worst costs under the cap plus 10 %. A process reaches it through a
 `RemoteBudget`, which the workers use as they use a `Budget`; settlements travel with the next
 reservation (or the next exchange of the shard's helper), so a call costs one round trip, not two.
+
+A process that holds reservations calls at least every `HEARTBEAT_S`; the reservations of one silent
+for `SILENT_AFTER_S` (killed with its calls in flight) are released, so they cannot hold the
+cluster's room for ever.
 """
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -19,10 +25,14 @@ __all__ = ["BudgetAsk", "BudgetReply", "ClusterBudget", "RemoteBudget"]
 
 #: what a reservation came to: sent, wait (calls in flight elsewhere may free room), or spent
 GO, WAIT, SPENT = "go", "wait", "spent"
+HEARTBEAT_S = 5.0
+SILENT_AFTER_S = 30.0
 
 
 @dataclass(slots=True)
 class BudgetAsk:
+    #: the asking process (one per shard)
+    owner: str = ""
     #: (expected, worst) dollars of the attempt to reserve, or None (only settle)
     reserve: tuple[float, float] | None = None
     #: (expected, worst, charged) of attempts that returned
@@ -43,32 +53,54 @@ class BudgetReply:
 class ClusterBudget:
     """The run's `Budget`, fed by every process (pure: no IO)."""
 
-    def __init__(self, cap: float | None, *, spent: float = 0.0) -> None:
+    def __init__(self, cap: float | None, *, spent: float = 0.0, silent_after: float = SILENT_AFTER_S) -> None:
         self.budget = Budget(cap, spent=spent)
-        #: calls answered
-        self.calls = 0
+        self.silent_after = silent_after
+        #: each process's reservations not settled, and when it last called
+        self._held: dict[str, list[tuple[float, float]]] = {}
+        self._seen: dict[str, float] = {}
+        #: calls answered; reservations released because their process fell silent
+        self.calls = self.released = 0
 
-    def ask(self, request: BudgetAsk) -> BudgetReply:
+    def ask(self, request: BudgetAsk, *, now: float = 0.0) -> BudgetReply:
         self.calls += 1
-        budget = self.budget
+        budget, owner = self.budget, request.owner
+        self._seen[owner] = now
+        held = self._held.setdefault(owner, [])
         for expected, worst, charged in request.settled:
+            with contextlib.suppress(ValueError):
+                held.remove((expected, worst))
             budget.settle(expected, worst, charged)
         for charged in request.charged:
             budget.charge(charged)
         if request.longest_completion is not None:
             budget.billed_completion(request.longest_completion)
+        self._release_silent(now)
         answer = GO
-        if request.reserve is not None and not budget.reserve(*request.reserve):
-            answer = SPENT if budget.exhausted else WAIT
+        if request.reserve is not None:
+            if budget.reserve(*request.reserve):
+                held.append(request.reserve)
+            else:
+                answer = SPENT if budget.exhausted else WAIT
         return BudgetReply(answer, budget.longest_completion, budget.spent)
+
+    def _release_silent(self, now: float) -> None:
+        for owner, held in self._held.items():
+            if held and now - self._seen.get(owner, now) > self.silent_after:
+                for expected, worst in held:
+                    self.budget.settle(expected, worst, 0.0)
+                self.released += len(held)
+                held.clear()
 
 
 class RemoteBudget:
     """What a process's workers see of the cluster's budget: `Budget`'s methods, and `reserve_remote`."""
 
-    def __init__(self, cap: float, ask: Callable[[BudgetAsk], Awaitable[BudgetReply]]) -> None:
+    def __init__(self, cap: float, ask: Callable[[BudgetAsk], Awaitable[BudgetReply]], *, owner: str = "",
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.cap = cap
-        self._ask = ask
+        self._ask, self.owner, self._clock = ask, owner, clock
+        self._last = clock()
         self._pending = BudgetAsk()
         #: attempts of this process reserved and not settled
         self.in_flight = 0
@@ -82,11 +114,14 @@ class RemoteBudget:
         return reply.answer
 
     async def flush(self) -> None:
-        """Send the settlements not yet sent."""
-        if self._pending.settled or self._pending.charged or self._pending.longest_completion is not None:
+        """Send the settlements not yet sent (and say this process is alive while it holds reservations)."""
+        if self._pending.settled or self._pending.charged or self._pending.longest_completion is not None \
+                or (self.in_flight and self._clock() - self._last > HEARTBEAT_S):
             await self._send(BudgetAsk())
 
     async def _send(self, request: BudgetAsk) -> BudgetReply:
+        self._last = self._clock()
+        request.owner = self.owner
         pending, self._pending = self._pending, BudgetAsk()
         request.settled, request.charged = pending.settled, pending.charged
         request.longest_completion = pending.longest_completion

@@ -17,6 +17,7 @@ import os
 import pickle
 import sqlite3
 import sys
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 
@@ -162,7 +163,8 @@ class ShardLabeller:
         cap = job.config.max_cost
         shared = SharedState(run_id=spec.run_id, call=self._copies, call_now=self._copies_now, store=store,
                              out_id=spec.out_id, also=self._shared_store.lookup if self._shared_store else None,
-                             budget=RemoteBudget(cap, self._budget) if cap is not None and self._budget else None)
+                             budget=None if cap is None or self._budget is None else
+                             RemoteBudget(cap, self._budget, owner=f"{os.getpid()}:{index}:{uuid.uuid4().hex[:8]}"))
         share(run, shared)
         try:
             result = self.loop.run_until_complete(self._execute(run, index, shared))

@@ -73,7 +73,7 @@ class LimiterActor:
         self._budget = ClusterBudget(cap, spent=spent)
 
     def budget(self, request: BudgetAsk) -> BudgetReply:
-        return self._budget.ask(request)
+        return self._budget.ask(request, now=time.monotonic())
 
     def lease(self, request: LeaseRequest) -> Grant:
         return self._limiter.lease(request, now=time.monotonic())
@@ -93,7 +93,7 @@ class LimiterActor:
     def counts(self) -> dict[str, int]:
         limiter = self._limiter
         return {"calls": limiter.calls, "used": limiter.granted - limiter.returned, "reported": limiter.reported,
-                "budget_calls": self._budget.calls}
+                "budget_calls": self._budget.calls, "budget_released": self._budget.released}
 
 
 @ray.remote(num_cpus=0)

@@ -41,3 +41,14 @@ def test_settlements_travel_with_the_next_reservation_and_survive_a_failed_call(
     asyncio.run(main())
     assert calls[1].settled == [(1.0, 2.0, 0.5)] and calls[1].longest_completion == 900
     assert cluster.budget.spent == 0.5 and cluster.budget.in_flight == 1  # the one reservation made
+
+
+def test_the_reservations_of_a_silent_process_are_released_and_a_live_one_keeps_its_own() -> None:
+    budget = ClusterBudget(1.0, silent_after=30.0)
+    assert budget.ask(BudgetAsk("killed", reserve=(0.5, 0.5), longest_completion=100), now=0.0).answer == GO
+    assert budget.ask(BudgetAsk("alive", reserve=(0.4, 0.4)), now=0.0).answer == GO
+    assert budget.ask(BudgetAsk("late", reserve=(0.3, 0.3)), now=20.0).answer == WAIT
+    budget.ask(BudgetAsk("alive"), now=25.0)  # a heartbeat
+    assert budget.ask(BudgetAsk("late", reserve=(0.3, 0.3)), now=31.0).answer == GO
+    assert budget.released == 1 and budget.budget.in_flight == 2  # alive's and late's
+    assert budget.budget.spent == 0.0

@@ -373,3 +373,25 @@ def test_the_nightly_config_runs_on_ray_with_its_sample_canaries_json_log_and_sh
     assert report["canaries"]["passed"] == 2
     assert (tmp_path / "night1" / "canaries.parquet").exists()
     assert set(_labels(tmp_path / "night2")["source"]) == {"store"}
+
+
+def test_a_second_driver_on_a_locked_object_store_folder_is_refused_before_starting_ray(
+        tmp_path: Path, s3, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("ray")
+    from pipeline.engines.ray import rayside
+    from pipeline.output import open_output_dir
+
+    def no_ray(*args, **kwargs):
+        raise AssertionError("Ray was started for a refused run")
+
+    monkeypatch.setattr(rayside, "connect", no_ray)
+    bucket = s3.new_bucket()
+    holder = open_output_dir(f"s3://{bucket}/out")
+    holder.lock()
+    try:
+        stream = io.StringIO()
+        config = make_config(tmp_path, [_input(tmp_path, 10)], out=f"s3://{bucket}/out")
+        assert run_on_ray(config, stream=stream) == exitcodes.EXIT_LOCKED
+        assert stream.getvalue().count("\n") == 1 and "another run is using" in stream.getvalue()
+    finally:
+        holder.unlock()

@@ -201,3 +201,26 @@ def test_the_cluster_budget_stops_every_shard_near_the_cap(tmp_path: Path) -> No
     assert shared.budget.budget.spent == pytest.approx(spent)
     assert all(s.stop_status == "budget_exhausted" for s in capped)
     assert sum(s.statuses.get("budget_exhausted", 0) for s in capped) == 120 - sum(s.sent for s in capped)
+
+
+@pytest.mark.slow
+def test_with_faults_a_failed_text_is_never_copied_and_its_other_shard_asks_it_itself(tmp_path: Path) -> None:
+    from pipeline.core.records import FINAL_STATUSES
+
+    texts = [f"buy now {i}" for i in range(40)]
+    data = write_jsonl(tmp_path / "in.jsonl", [{"id": f"r{i}", "text": texts[i % 40]} for i in range(80)])
+    shared = _Shared()
+    with SimulatorProcess("--latency-ms", "100", "--fault-mix", "eight-way", "--seed", "3") as sim:
+        config = make_config(tmp_path, [data], base_url=sim.base_url, policies=["spam"], shard_rows=40,
+                             max_attempts=1)
+        summaries = _label_together(ShardSpec(open_job(config), "out1", "run1", 40), shared, [0, 1])
+    labels = pl.read_parquet(sorted((tmp_path / "out" / "labels").glob("*.parquet")))
+    assert labels.height == 80 and labels["row_number"].n_unique() == 80
+    final = {str(s) for s in FINAL_STATUSES}
+    assert set(labels.filter(pl.col("source") == "duplicate")["status"]) <= final
+    failed = labels.filter(~pl.col("status").is_in(list(final)))
+    assert failed.height > 0  # the mix made some fail
+    # a text that failed in one shard was asked by the other one too (not given the failure)
+    asked_twice = labels.filter(pl.col("source") == "api").group_by("fingerprint").len().filter(pl.col("len") == 2)
+    assert asked_twice.height > 0
+    assert sum(s.sent for s in summaries) == 40 + asked_twice.height
