@@ -7,7 +7,8 @@ leftover of a killed run and is removed when the next run takes the lock; a shar
 replaced is removed once the manifest no longer lists it.
 
 The run lock is an object (``OUT/.lock``) created with a conditional write (``If-None-Match: *``,
-see `pipeline.output.s3lock`). Where that is not available, the run refuses unless ``[storage] lock =
+see `pipeline.output.s3lock`; a generation precondition on ``gs://``, `pipeline.output.gcslock`).
+Where that is not available, the run refuses unless ``[storage] lock =
 false`` says one writer at a time is guaranteed by other means (one scheduled job).
 """
 
@@ -50,15 +51,21 @@ class RemoteOutputDir(OutputDir):
     def lock(self) -> None:
         self.path.probe()  # an unreachable store fails here, within the configured time
         self.check_usable()
+        if not current().lock:
+            return
         if self.path.uri.startswith("s3://"):
             from pipeline.output.s3lock import S3Lock
 
             self._lock = S3Lock(self.path / ".lock")
-            self._lock.acquire()
-        elif current().lock:
+        elif self.path.uri.startswith(("gs://", "gcs://")):
+            from pipeline.output.gcslock import GcsLock
+
+            self._lock = GcsLock(self.path / ".lock")
+        else:
             raise OutputDirError(
-                f"{self.path}: no run lock is available on this object store (only s3:// has conditional "
+                f"{self.path}: no run lock is available on this object store (s3:// and gs:// have conditional "
                 "writes here); set [storage] lock = false if only one run at a time writes to this folder")
+        self._lock.acquire()
 
     def unlock(self) -> None:
         if self._lock is not None:
