@@ -175,6 +175,8 @@ def _azure(uri: str) -> tuple[pafs.FileSystem, str]:
         raise StorageError(f"{uri}: no storage account: write abfs://CONTAINER@ACCOUNT.dfs.core.windows.net/PATH "
                            "or set AZURE_STORAGE_ACCOUNT_NAME")
     options: dict[str, Any] = {"account_name": account}
+    if key := os.environ.get("AZURE_STORAGE_ACCOUNT_KEY"):  # else Azure's default credential chain
+        options["account_key"] = key
     endpoint = os.environ.get("AZURE_STORAGE_ENDPOINT")  # Azurite and other emulators
     if endpoint:
         scheme, _, hostport = endpoint.partition("://")
