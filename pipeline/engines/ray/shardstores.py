@@ -65,7 +65,7 @@ class ShardStores:
         path = self.path(index)
         if self.location is None or not path.exists():
             return
-        (self.location / RESULTS_DIR / _store_name(index)).write_bytes(snapshot(path))
+        _upload(self.location / RESULTS_DIR / _store_name(index), snapshot(path))
 
     def every(self) -> list[Path]:
         """Every shard's store as a local file (downloaded afresh for an object store)."""
@@ -85,7 +85,7 @@ class ShardStores:
     def put_back(self, local: Path) -> None:
         """A store from `every` was changed: upload it to where it came from."""
         if self.location is not None:
-            (self.location / RESULTS_DIR / local.name).write_bytes(snapshot(local))
+            _upload(self.location / RESULTS_DIR / local.name, snapshot(local))
 
     def read_file(self, name: str) -> bytes | None:
         """A small file of the output folder (``runs.json``), or None."""
@@ -109,6 +109,16 @@ class ShardStores:
         """Remove the local copies of an object store's stores."""
         if self.location is not None:
             shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _upload(location: Location, data: bytes) -> None:
+    """One upload, seen whole or not at all (on Azure pyarrow's stream would show an empty blob first)."""
+    if location.uri.startswith(("abfs://", "abfss://", "az://")):
+        from pipeline.output.azurelock import write_whole
+
+        if write_whole(location, data):
+            return
+    location.write_bytes(data)
 
 
 def snapshot(path: Path) -> bytes:
