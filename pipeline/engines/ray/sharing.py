@@ -6,8 +6,8 @@
   run's `CopyRegistry` (one call per batch of rows): answers known elsewhere are copies, not calls;
 - a `ClusterDispatcher`, whose workers wait for a text being asked elsewhere (the task comes back
   every `COPY_POLL_S`, holding no connection) and reserve every attempt in the cluster's budget;
-- a helper (`SharedState.keep_in_touch`) that publishes answers, sends settlements and fetches
-  the answers waited for, a few times a second.
+- a helper (`SharedState.keep_in_touch`) that publishes answers (every `PUBLISH_S`), sends
+  settlements and fetches the answers waited for (every `COPY_POLL_S` while rows wait).
 
 A copy is kept in the shard's own store without its bill (it was paid once, by the shard that
 asked), so a rerun of the shard takes it from there.
@@ -35,6 +35,8 @@ __all__ = ["ClusterDispatcher", "SharedState", "share"]
 
 #: seconds between two looks at the registry while rows wait for a text asked elsewhere
 COPY_POLL_S = 0.1
+#: answers are published at least this often (at once when this shard itself waits for copies)
+PUBLISH_S = 0.5
 #: a process that owns claims calls the registry at least this often (it is alive)
 HEARTBEAT_S = 5.0
 
@@ -120,7 +122,9 @@ class SharedState:
             self.owned.clear()
         wait = [fp for fp in self.waiting if fp not in self.ready and fp not in self.taken]
         now = asyncio.get_running_loop().time()
-        if not (self._publish or self._release or wait or (self.owned and now - self._last_call > HEARTBEAT_S)):
+        since = now - self._last_call
+        if not (wait or ((self._publish or self._release) and (last or since >= PUBLISH_S))
+                or (self.owned and since > HEARTBEAT_S)):
             return
         reply = await self._call(self._outgoing(wait=wait))
         self._last_call = now
