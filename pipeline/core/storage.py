@@ -87,8 +87,12 @@ def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
         if scheme == "s3":
             return _s3(rest.split("/", 1)[0], uri), rest.rstrip("/") or rest
         if scheme in ("gs", "gcs"):
-            return _cached(("gs",), lambda: pafs.GcsFileSystem(
-                retry_time_limit=dt.timedelta(seconds=_settings.timeout))), rest.rstrip("/")
+            emulator = os.environ.get("STORAGE_EMULATOR_HOST")  # fake-gcs-server, as Google's libraries read it
+            options: dict[str, Any] = {"retry_time_limit": dt.timedelta(seconds=_settings.timeout)}
+            if emulator:
+                scheme_, _, hostport = (emulator if "://" in emulator else f"http://{emulator}").partition("://")
+                options.update(anonymous=True, endpoint_override=hostport.rstrip("/"), scheme=scheme_)
+            return _cached(("gs", emulator), lambda: pafs.GcsFileSystem(**options)), rest.rstrip("/")
         if scheme in ("abfs", "abfss", "az"):
             return _azure(uri)
         if scheme == "file":
@@ -171,6 +175,8 @@ def _azure(uri: str) -> tuple[pafs.FileSystem, str]:
         raise StorageError(f"{uri}: no storage account: write abfs://CONTAINER@ACCOUNT.dfs.core.windows.net/PATH "
                            "or set AZURE_STORAGE_ACCOUNT_NAME")
     options: dict[str, Any] = {"account_name": account}
+    if key := os.environ.get("AZURE_STORAGE_ACCOUNT_KEY"):  # else Azure's default credential chain
+        options["account_key"] = key
     endpoint = os.environ.get("AZURE_STORAGE_ENDPOINT")  # Azurite and other emulators
     if endpoint:
         scheme, _, hostport = endpoint.partition("://")

@@ -7,7 +7,9 @@ leftover of a killed run and is removed when the next run takes the lock; a shar
 replaced is removed once the manifest no longer lists it.
 
 The run lock is an object (``OUT/.lock``) created with a conditional write (``If-None-Match: *``,
-see `pipeline.output.s3lock`). Where that is not available, the run refuses unless ``[storage] lock =
+see `pipeline.output.s3lock`; a generation precondition on ``gs://``, `pipeline.output.gcslock`;
+the same conditions on ``abfs://``, `pipeline.output.azurelock`).
+Where that is not available, the run refuses unless ``[storage] lock =
 false`` says one writer at a time is guaranteed by other means (one scheduled job).
 """
 
@@ -27,6 +29,12 @@ from pipeline.core.storage import Location, StorageError, current
 from pipeline.output.outdir import REPORT_FILES, Manifest, OutputDir, OutputDirError, ShardInfo
 
 _OURS = re.compile(r"part-\d{5}-[0-9a-f]{8}\.parquet")
+
+
+def _azure_write_whole(location: Location, data: bytes) -> bool:
+    from pipeline.output.azurelock import write_whole
+
+    return write_whole(location, data)
 
 
 class RemoteOutputDir(OutputDir):
@@ -50,15 +58,25 @@ class RemoteOutputDir(OutputDir):
     def lock(self) -> None:
         self.path.probe()  # an unreachable store fails here, within the configured time
         self.check_usable()
+        if not current().lock:
+            return
         if self.path.uri.startswith("s3://"):
             from pipeline.output.s3lock import S3Lock
 
             self._lock = S3Lock(self.path / ".lock")
-            self._lock.acquire()
-        elif current().lock:
+        elif self.path.uri.startswith(("gs://", "gcs://")):
+            from pipeline.output.gcslock import GcsLock
+
+            self._lock = GcsLock(self.path / ".lock")
+        elif self.path.uri.startswith(("abfs://", "abfss://", "az://")):
+            from pipeline.output.azurelock import AzureLock
+
+            self._lock = AzureLock(self.path / ".lock")
+        else:
             raise OutputDirError(
-                f"{self.path}: no run lock is available on this object store (only s3:// has conditional "
-                "writes here); set [storage] lock = false if only one run at a time writes to this folder")
+                f"{self.path}: no run lock is available on this object store (s3://, gs:// and abfs:// have "
+                "conditional writes here); set [storage] lock = false if only one run at a time writes to this folder")
+        self._lock.acquire()
 
     def unlock(self) -> None:
         if self._lock is not None:
@@ -90,7 +108,10 @@ class RemoteOutputDir(OutputDir):
     def write_manifest(self, manifest: Manifest) -> None:
         if self._lock is not None:
             self._lock.check()
-        self.manifest_path.write_bytes(manifest.to_json())
+        data = manifest.to_json()
+        if not (self.path.uri.startswith(("abfs://", "abfss://", "az://")) and _azure_write_whole(self.manifest_path,
+                                                                                                  data)):
+            self.manifest_path.write_bytes(data)
         listed = {s.file for s in manifest.shards.values()}
         for old in self._listed - listed:  # replaced shards: no longer committed, now removed
             (self.path / old).delete()

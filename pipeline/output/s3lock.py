@@ -44,7 +44,7 @@ class S3Lock:
     # -- public ------------------------------------------------------------------------------
     def acquire(self) -> None:
         uri = str(self.location)
-        self._client = _client()
+        self._client = self._connect()
         etag = bounded(uri, lambda: self._put(if_none_match=True), what="no answer to the lock request")
         if etag is None:  # held: take it over only when its holder is gone
             held, held_etag = bounded(uri, self._get)
@@ -80,10 +80,13 @@ class S3Lock:
         self._etag = None
 
     # -- S3 calls ----------------------------------------------------------------------------
+    def _body(self) -> bytes:
+        return orjson.dumps({"holder": f"pid {os.getpid()} on {socket.gethostname()}", "host": socket.gethostname(),
+                             "pid": os.getpid(), "token": self._token, "expires_at": time.time() + TTL_SECONDS})
+
     def _put(self, *, if_none_match: bool = False, if_match: str | None = None) -> str | None:
         """PUT the lock object; its ETag, or None when the condition failed (412 / 409)."""
-        body = orjson.dumps({"holder": f"pid {os.getpid()} on {socket.gethostname()}", "host": socket.gethostname(),
-                             "pid": os.getpid(), "token": self._token, "expires_at": time.time() + TTL_SECONDS})
+        body = self._body()
         args: dict[str, Any] = {"Bucket": self.bucket, "Key": self.key, "Body": body}
         if if_none_match:
             args["IfNoneMatch"] = "*"
@@ -110,9 +113,16 @@ class S3Lock:
         return (held if isinstance(held, dict) else {}), reply["ETag"]
 
     def _delete(self) -> None:
-        held, _ = self._get()
+        held, version = self._get()
         if held is not None and held.get("token") == self._token:
-            self._client.delete_object(Bucket=self.bucket, Key=self.key)
+            self._remove(version)
+
+    # -- what another object store does differently -------------------------------------------
+    def _connect(self) -> Any:
+        return _client()
+
+    def _remove(self, version: str | None) -> None:
+        self._client.delete_object(Bucket=self.bucket, Key=self.key)
 
     def refresh(self) -> None:
         """Push the lock's expiry forward; notice when another run has taken it over."""

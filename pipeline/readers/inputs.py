@@ -22,6 +22,8 @@ from pipeline.readers.paths import locate
 COUNT_JSONL_BYTES = 1 << 30
 #: the same for CSV, which must be parsed to be counted.
 COUNT_CSV_BYTES = 256 << 20
+#: rows between two seek points of a plain JSON Lines file (a reader skipping rows reads fewer than this)
+INDEX_EVERY = 4096
 #: files checked at once (opening Parquet footers on an object store is latency-bound).
 CHECK_THREADS = 16
 _READ_ERRORS = (OSError, EOFError, UnicodeDecodeError, pa.ArrowException)
@@ -35,6 +37,7 @@ class _Input:
     at_least: int = 0  # a lower bound on the number of rows
     metadata: Any = None  # the Parquet footer
     kept: KeptColumns | None = None  # where the kept columns come from (None: none kept)
+    marks: list[jsonl.RowStart] | None = None  # where rows of a plain JSON Lines file start (seek points)
 
 
 class InputSet:
@@ -70,6 +73,29 @@ class InputSet:
         ]
         blob = orjson.dumps({"files": files, "text_column": self.text_column, "id_column": self.id_column})
         return hashlib.sha256(blob).hexdigest()[:16]
+
+    def index_rows(self, *, every: int = INDEX_EVERY) -> list[str]:
+        """Count the rows of plain JSON Lines files not counted yet, and note where every ``every``-th row
+        starts, so that a reader skipping rows seeks instead of reading them (one pass over each file).
+
+        Returns the files that cannot be indexed so (compressed JSON Lines, CSV): a reader skipping rows
+        reads them from their start. Updates ``total_rows`` when every file's length is then known.
+        """
+        unindexed = []
+        for inp in self._inputs:
+            f = inp.file
+            if f.format == "parquet" or inp.marks is not None:
+                continue
+            if f.format != "jsonl" or f.compression is not None:
+                unindexed.append(f.path)
+                continue
+            try:
+                rows, inp.marks = jsonl.row_index(f, every=every)
+            except _READ_ERRORS as exc:
+                raise InputError(f"{f.path}: cannot read ({one_line(exc)})") from None
+            _counted(inp, rows, None)
+        self.total_rows = _total(self._inputs, self.limit)
+        return unindexed
 
     def batches(self, *, batch_size: int = 4096, skip_rows: int = 0) -> Iterator[RowBatch]:
         """Batches of at most ``batch_size`` rows, never spanning two files.
@@ -162,7 +188,12 @@ class InputSet:
             )
         if f.format == "csv":
             return csv.chunks(f, text_column=text, id_column=ident, skip=skip, keep=keep)
-        return jsonl.chunks(f, text_column=text, id_column=ident, skip=skip, keep=keep)
+        start = None
+        for mark in inp.marks or ():  # the last seek point at or before the first row wanted
+            if mark[0] > skip:
+                break
+            start = mark
+        return jsonl.chunks(f, text_column=text, id_column=ident, skip=skip, keep=keep, start=start)
 
 
 def _batch(ids: list[str], texts: list[str | None], errors: list[str | None] | None, n: int, source: str,
@@ -265,7 +296,8 @@ def _check(f: Located, *, text_column: str, id_column: str | None, count: bool, 
             if keep:
                 inp.kept = resolve(f.path, keep, list(first), None)
             if count:
-                _counted(inp, jsonl.count_rows(f, stop_after=limit), limit)
+                rows, inp.marks = jsonl.row_index(f, every=INDEX_EVERY, stop_after=limit)
+                _counted(inp, rows, limit)
     except _READ_ERRORS as exc:
         raise InputError(f"{f.path}: cannot read ({one_line(exc)})") from None
     if id_column is None:

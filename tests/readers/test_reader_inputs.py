@@ -113,3 +113,28 @@ def test_invalid_arguments(tmp_path: Path) -> None:
         open_inputs(paths, limit=-1)
     with pytest.raises(ValueError):
         next(open_inputs(paths).batches(batch_size=0))
+
+
+def test_indexed_json_lines_skip_to_a_row_as_reading_from_the_start_and_compressed_files_are_named(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+
+    from pipeline.readers import inputs as inputs_module
+
+    monkeypatch.setattr(inputs_module, "COUNT_JSONL_BYTES", 0)  # nothing counted when opened
+    monkeypatch.setattr(inputs_module, "INDEX_EVERY", 100)
+    rows = [{"id": f"r{i}", "text": f"text {i}"} for i in range(1000)]
+    plain = tmp_path / "a.jsonl"
+    plain.write_text("".join(orjson.dumps(r).decode() + ("\n\n" if i % 9 == 0 else "\n") for i, r in enumerate(rows)))
+    packed = tmp_path / "b.jsonl.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    inputs = open_inputs([str(plain), str(packed)], text_column="text")
+    assert inputs.total_rows is None
+    assert inputs.index_rows(every=100) == [str(packed)]
+    assert inputs.total_rows is None  # the compressed file is still uncounted
+    fresh = open_inputs([str(plain), str(packed)], text_column="text")
+    for skip in (0, 99, 100, 555, 999, 1000, 1500):
+        indexed = [i for b in inputs.batches(batch_size=64, skip_rows=skip) for i in b.ids]
+        assert indexed == [i for b in fresh.batches(batch_size=64, skip_rows=skip) for i in b.ids]
+    only_plain = open_inputs([str(plain)], text_column="text")
+    only_plain.index_rows(every=100)
+    assert only_plain.total_rows == 1000

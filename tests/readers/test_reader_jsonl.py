@@ -242,3 +242,51 @@ def test_integer_ids_beyond_64_bits_are_kept_as_their_exact_decimal_text(tmp_pat
     assert errors[4] == f"{path} line 5: no key 'text'"
     assert ids == [str(2**70), f"-{2**70}", "1.5e+300", str(2**64 - 1), str(2**80)]
     assert texts == ["a", "b", "c", "d", None]
+
+
+def _hostile_lines(n: int) -> bytes:
+    """Rows, blank lines, lines of spaces, CRLF, bad JSON and non-objects, in a repeating mix."""
+    parts = []
+    for i in range(n):
+        kind = i % 7
+        parts.append([f'{{"id": "r{i}", "text": "t{i}"}}', "", "   \t", f'{{"text": "crlf {i}"}}\r',
+                      "not json", "[1, 2]", f'{{"id": {i}, "text": "x"}}'][kind])
+    return ("\n".join(parts)).encode()
+
+
+@pytest.mark.parametrize("tail", [b"", b"\n", b"\n\n  \n"])
+@pytest.mark.parametrize("bom", [b"", b"\xef\xbb\xbf"])
+def test_a_row_index_counts_as_count_rows_and_every_seek_point_reads_as_reading_from_the_start(
+        tmp_path: Path, tail: bytes, bom: bytes) -> None:
+    from pipeline.readers.jsonl import chunks, count_rows, row_index
+    path = tmp_path / "mixed.jsonl"
+    path.write_bytes(bom + _hostile_lines(3000) + tail)
+    (f,) = locate([str(path)])
+    rows, marks = row_index(f, every=97)
+    assert rows == count_rows(f)
+    assert [m[0] for m in marks] == list(range(97, rows, 97))
+
+    def read(skip: int, start=None) -> list:
+        out = []
+        for chunk in chunks(f, text_column="text", id_column="id", skip=skip, start=start):
+            out += list(zip(chunk.ids, chunk.texts, chunk.errors or [None] * len(chunk.texts), strict=True))
+        return out
+
+    for mark in (marks[0], marks[len(marks) // 2], marks[-1]):
+        assert read(mark[0] + 5, mark) == read(mark[0] + 5)
+
+
+def test_a_row_index_of_a_file_read_in_several_pieces_finds_rows_split_between_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.readers import jsonl
+    monkeypatch.setattr(jsonl, "READ_SIZE", 16)  # pieces of 64 bytes: most lines span two
+    path = tmp_path / "long.jsonl"
+    path.write_bytes(_hostile_lines(500))
+    (f,) = locate([str(path)])
+    rows, marks = jsonl.row_index(f, every=10)
+    assert rows == jsonl.count_rows(f)
+    data = path.read_bytes()
+    for row, offset, lines in marks:
+        assert offset == 0 or data[offset - 1:offset] == b"\n"
+        assert data[:offset].count(b"\n") == lines
+        assert sum(1 for line in data[:offset].split(b"\n") if line and not line.isspace()) == row

@@ -5,6 +5,8 @@ Each shard has its own result store, written by whichever process labels that sh
     OUT/results/part-00007.sqlite   answers and billing of shard 7 (the local engine's store format)
     OUT/runs.json                   one row per run of this directory (the driver writes it)
 
+``OUT`` is a folder every node sees, or an object store (`pipeline.engines.ray.shardstores`).
+
 A process killed in the middle of shard 7 leaves its answers in ``part-00007.sqlite``; the next run
 of shard 7, on any machine, takes them from there instead of paying again. The cost report adds up
 the billing of every shard's store.
@@ -18,11 +20,10 @@ from pathlib import Path
 
 import orjson
 
-from pipeline.output.outdir import atomic_write_text
+from pipeline.engines.ray.shardstores import RESULTS_DIR, ShardStores
 
-__all__ = ["ClusterLedger", "merge_billing", "shard_store_path"]
+__all__ = ["ClusterLedger", "merge_answers", "merge_billing", "shard_store_path"]
 
-RESULTS_DIR = "results"
 RUNS_FILE = "runs.json"
 _SUMMED = ("requests", "estimated_requests", "prompt_tokens", "cached_prompt_tokens", "completion_tokens",
            "reasoning_tokens", "cost_usd", "server_cost_requests")
@@ -30,6 +31,7 @@ _OPTIONAL = ("server_cost_usd", "charged_usd")  # NULL means "none reported"
 
 
 def shard_store_path(out: str | Path, index: int) -> Path:
+    """Shard ``index``'s store in an output folder on a file system."""
     return Path(out) / RESULTS_DIR / f"part-{index:05d}.sqlite"
 
 
@@ -58,11 +60,13 @@ class ClusterLedger:
     """
 
     def __init__(self, out: str | Path) -> None:
-        self.path = Path(out)
-        self.runs_path = self.path / RUNS_FILE
+        self.shard_stores = ShardStores(out)
 
     def stores(self) -> list[Path]:
-        return sorted((self.path / RESULTS_DIR).glob("part-*.sqlite"))
+        return self.shard_stores.every()
+
+    def close(self) -> None:
+        self.shard_stores.close()
 
     def billing(self, out_id: str) -> list[dict]:
         rows: list[dict] = []
@@ -98,14 +102,35 @@ class ClusterLedger:
             with contextlib.closing(sqlite3.connect(path, timeout=30.0)) as db, db, \
                     contextlib.suppress(sqlite3.OperationalError):
                 db.execute("DELETE FROM billing WHERE out_id = ?", (out_id,))
+            self.shard_stores.put_back(path)
         self._write_runs([r for r in self._read_runs() if r.get("out_id") != out_id])
 
     def _read_runs(self) -> list[dict]:
-        try:
-            return orjson.loads(self.runs_path.read_bytes())
-        except FileNotFoundError:
-            return []
+        raw = self.shard_stores.read_file(RUNS_FILE)
+        return [] if raw is None else orjson.loads(raw)
 
     def _write_runs(self, runs: list[dict]) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.runs_path, orjson.dumps(runs, option=orjson.OPT_INDENT_2).decode())
+        self.shard_stores.write_file(RUNS_FILE, orjson.dumps(runs, option=orjson.OPT_INDENT_2))
+
+
+def merge_answers(stores: list[Path], target: str | Path) -> int:
+    """Add the answers of the per-shard ``stores`` to the store at ``target`` (``--store``); how many were new.
+
+    Answers only: what the output folder spent stays in its own stores.
+    """
+    from pipeline.output.store import ResultStore
+
+    ResultStore(target).close()  # created with its tables when new
+    added = 0
+    with contextlib.closing(sqlite3.connect(target, timeout=30.0)) as db:
+        for path in stores:
+            db.execute("ATTACH DATABASE ? AS shard", (str(path),))
+            try:
+                with db:
+                    columns = ", ".join(row[1] for row in db.execute("PRAGMA shard.table_info(results)"))
+                    if columns:
+                        added += db.execute(f"INSERT OR IGNORE INTO main.results ({columns}) "
+                                            f"SELECT {columns} FROM shard.results").rowcount
+            finally:
+                db.execute("DETACH DATABASE shard")
+    return added

@@ -21,23 +21,30 @@ import ray
 import ray.data
 
 from pipeline.config.settings import RunConfig
+from pipeline.engines.ray.budget import BudgetAsk, BudgetReply, ClusterBudget
+from pipeline.engines.ray.copies import CopyExchange, CopyRegistry, CopyReply
 from pipeline.engines.ray.labeller import ShardLabeller, ShardSpec, ShardSummary
 from pipeline.engines.ray.leases import Grant, LeaseRequest, SharedLimiter
 from pipeline.engines.ray.watchdog import start_watchdog
 
-__all__ = ["NAMESPACE", "cluster_cpus", "connect", "label_shards", "limiter_counts", "start_limiter"]
+__all__ = ["NAMESPACE", "cluster_cpus", "connect", "label_shards", "limiter_counts", "start_limiter",
+           "start_registry"]
 
 NAMESPACE = "moderate"
 
 
 @contextlib.contextmanager
-def connect(address: str | None) -> Iterator[None]:
+def connect(address: str | None, *, log_to_driver: bool = True) -> Iterator[None]:
     """Connect to the cluster at ``address`` (None: start a Ray instance on this machine), unless
-    this process is connected already; disconnect at the end if this call connected."""
+    this process is connected already; disconnect at the end if this call connected.
+
+    ``log_to_driver``: False keeps the actors' own lines out of the driver's output (JSON logs).
+    """
     if ray.is_initialized():
         yield
         return
-    options: dict[str, Any] = {"namespace": NAMESPACE, "logging_level": logging.WARNING}
+    options: dict[str, Any] = {"namespace": NAMESPACE, "logging_level": logging.WARNING,
+                               "log_to_driver": log_to_driver}
     own = address is None and not os.environ.get("RAY_ADDRESS")  # a new Ray instance on this machine
     if own:
         options["include_dashboard"] = False
@@ -59,10 +66,14 @@ def cluster_cpus() -> int:
 
 @ray.remote(num_cpus=0)
 class LimiterActor:
-    """The run's one `SharedLimiter`, on the clock of the machine it lives on."""
+    """The run's one `SharedLimiter` and its budget, on the clock of the machine it lives on."""
 
-    def __init__(self, settings: dict[str, Any]) -> None:
+    def __init__(self, settings: dict[str, Any], cap: float | None = None, spent: float = 0.0) -> None:
         self._limiter = SharedLimiter(now=time.monotonic(), **settings)
+        self._budget = ClusterBudget(cap, spent=spent)
+
+    def budget(self, request: BudgetAsk) -> BudgetReply:
+        return self._budget.ask(request, now=time.monotonic())
 
     def lease(self, request: LeaseRequest) -> Grant:
         return self._limiter.lease(request, now=time.monotonic())
@@ -81,18 +92,42 @@ class LimiterActor:
 
     def counts(self) -> dict[str, int]:
         limiter = self._limiter
-        return {"calls": limiter.calls, "used": limiter.granted - limiter.returned, "reported": limiter.reported}
+        return {"calls": limiter.calls, "used": limiter.granted - limiter.returned, "reported": limiter.reported,
+                "budget_calls": self._budget.calls, "budget_released": self._budget.released}
 
 
-def start_limiter(config: RunConfig, run_id: str) -> Any:
-    """The run's limiter actor (named ``limiter-<run id>`` in namespace ``moderate``)."""
+@ray.remote(num_cpus=0)
+class CopiesActor:
+    """The run's one `CopyRegistry`."""
+
+    def __init__(self) -> None:
+        self._registry = CopyRegistry()
+
+    def exchange(self, request: CopyExchange) -> CopyReply:
+        return self._registry.exchange(request, now=time.monotonic())
+
+    def counts(self) -> dict[str, int]:
+        r = self._registry
+        return {"copy_calls": r.calls, "claimed": r.claimed, "copies": r.copies}
+
+
+def start_registry(run_id: str) -> Any:
+    """The run's registry of answers (named ``copies-<run id>``); it lives as long as its handle."""
+    registry = CopiesActor.options(name=f"copies-{run_id}", namespace=NAMESPACE).remote()
+    ray.get(registry.counts.remote())  # up before the workers look it up by name
+    return registry
+
+
+def start_limiter(config: RunConfig, run_id: str, *, spent: float = 0.0) -> Any:
+    """The run's limiter actor (named ``limiter-<run id>`` in namespace ``moderate``), holding its budget."""
     settings = {"rpm": config.rpm or None, "tpm": config.tpm or None, "adaptive": config.adaptive,
                 "max_retry_after": config.max_retry_after}
-    return LimiterActor.options(name=f"limiter-{run_id}", namespace=NAMESPACE).remote(settings)
+    return LimiterActor.options(name=f"limiter-{run_id}", namespace=NAMESPACE).remote(settings, config.max_cost,
+                                                                                      spent)
 
 
-def limiter_counts(limiter: Any) -> dict[str, int]:
-    return ray.get(limiter.counts.remote())
+def limiter_counts(limiter: Any, registry: Any) -> dict[str, int]:
+    return {**ray.get(limiter.counts.remote()), **ray.get(registry.counts.remote())}
 
 
 class _RayLabeller:
@@ -100,13 +135,22 @@ class _RayLabeller:
 
     def __init__(self, spec: ShardSpec, limiter_name: str) -> None:
         handle = ray.get_actor(limiter_name, namespace=NAMESPACE)
+        copies = ray.get_actor(f"copies-{spec.run_id}", namespace=NAMESPACE)
 
         async def lease(request: LeaseRequest) -> Grant:
             return await handle.lease.remote(request)
 
+        async def budget(request: BudgetAsk) -> BudgetReply:
+            return await handle.budget.remote(request)
+
+        async def exchange(request: CopyExchange) -> CopyReply:
+            return await copies.exchange.remote(request)
+
         self._labeller = ShardLabeller(spec, lease, halted=lambda: ray.get(handle.halted.remote()),
                                        halt=lambda reason: ray.get(handle.halt.remote(reason)),
-                                       interrupted=lambda: ray.get(handle.interrupted.remote()))
+                                       interrupted=lambda: ray.get(handle.interrupted.remote()),
+                                       copies=exchange, copies_now=lambda r: ray.get(copies.exchange.remote(r)),
+                                       budget=budget)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
         summaries = [self._labeller.label(int(index)) for index in batch["shard"]]

@@ -12,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 
+import orjson
 import polars as pl
 import pytest
 from support import SimulatorProcess, make_config, moderate_command, write_config, write_jsonl
@@ -192,15 +193,12 @@ def test_a_stop_on_one_shard_begins_no_other_and_the_summary_counts_what_the_sha
     assert counts["ok"] == 45
 
 
-def test_what_the_cluster_engine_does_not_do_yet_is_refused_in_one_line(tmp_path: Path) -> None:
+def test_store_none_is_refused_in_one_line_as_each_shard_keeps_its_answers(tmp_path: Path) -> None:
     pytest.importorskip("ray")
-    data = _input(tmp_path, 5)
-    for overrides, words in (({"max_cost": 1.0}, "--max-cost"), ({"sample": 0.5}, "--sample"),
-                             ({"store": str(tmp_path / "s.sqlite")}, "--store")):
-        stream = io.StringIO()
-        config = make_config(tmp_path, [data], **overrides)
-        assert run_on_ray(config, stream=stream) == exitcodes.EXIT_USAGE
-        assert stream.getvalue().count("\n") == 1 and words in stream.getvalue()
+    stream = io.StringIO()
+    config = make_config(tmp_path, [_input(tmp_path, 5)], store="none")
+    assert run_on_ray(config, stream=stream) == exitcodes.EXIT_USAGE
+    assert stream.getvalue().count("\n") == 1 and "--store none" in stream.getvalue()
     assert not (tmp_path / "out").exists()  # refused before the output directory is touched
 
 
@@ -265,3 +263,135 @@ def test_a_driver_killed_with_sigkill_leaves_none_of_its_own_rays_processes_runn
         for pid in left:
             os.kill(pid, signal.SIGKILL)
     assert left == []
+
+
+@pytest.mark.slow
+def test_an_object_store_output_gets_every_label_row_and_a_rerun_from_elsewhere_resumes_from_it(
+        tmp_path: Path, ray_cluster: str, s3) -> None:
+    bucket = s3.new_bucket()
+    data = _input(tmp_path, 120)
+    with SimulatorProcess("--latency-ms", "5") as sim:
+        config = make_config(tmp_path, [data], out=f"s3://{bucket}/labels-run", base_url=sim.base_url,
+                             shard_rows=40)
+        stream = io.StringIO()
+        assert run_on_ray(config, actors=2, stream=stream) == exitcodes.EXIT_OK, stream.getvalue()
+        sent = sim.stats()["billed"]
+        keys = s3.keys(bucket, "labels-run/")
+        shards = [k for k in keys if k.startswith("labels-run/labels/")]
+        assert len(shards) == 3 and "labels-run/manifest.json" in keys and "labels-run/cost_report.json" in keys
+        assert sorted(k for k in keys if "/results/" in k) == [f"labels-run/results/part-0000{k}.sqlite"
+                                                              for k in range(3)]
+        client = s3.client()
+        frames = [pl.read_parquet(io.BytesIO(client.get_object(Bucket=bucket, Key=k)["Body"].read()))
+                  for k in shards]
+        labels = pl.concat(frames)
+        assert labels.height == 120 * 2 and labels["row_number"].n_unique() == 120
+        report = orjson.loads(client.get_object(Bucket=bucket, Key="labels-run/cost_report.json")["Body"].read())
+        assert report["requests"] == sent
+        # the same command from a machine with none of the stores: the folder is complete
+        stream = io.StringIO()
+        assert run_on_ray(config, actors=2, stream=stream) == exitcodes.EXIT_OK
+        assert "nothing to do" in stream.getvalue()
+        # started over: every answer comes from the stores in the bucket, none is paid again
+        config.force = True
+        stream = io.StringIO()
+        assert run_on_ray(config, actors=2, stream=stream) == exitcodes.EXIT_OK, stream.getvalue()
+        assert sim.stats()["billed"] == sent
+
+
+@pytest.mark.slow
+def test_a_text_in_two_shards_is_paid_once(tmp_path: Path, ray_cluster: str) -> None:
+    data = write_jsonl(tmp_path / "in.jsonl", [{"id": f"r{i}", "text": f"buy now {i % 60}"} for i in range(120)])
+    with SimulatorProcess("--latency-ms", "200") as sim:
+        config = make_config(tmp_path, [data], base_url=sim.base_url, shard_rows=30, policies=["spam"])
+        stream = io.StringIO()
+        assert run_on_ray(config, actors=2, stream=stream) == exitcodes.EXIT_OK, stream.getvalue()
+        assert sim.stats()["billed"] == 60
+    labels = _labels(tmp_path / "out")
+    assert labels.height == 120 and set(labels["status"]) == {"ok"}
+    assert labels.filter(pl.col("row_number") < 60)["violation"].to_list() == \
+        labels.filter(pl.col("row_number") >= 60)["violation"].to_list()
+    assert orjson.loads((tmp_path / "out" / "cost_report.json").read_bytes())["requests"] == 60
+    assert " 60 labels copied from another shard" in stream.getvalue()
+
+
+@pytest.mark.slow
+def test_max_cost_at_half_the_job_stops_the_cluster_near_the_cap_and_the_rerun_finishes(
+        tmp_path: Path, ray_cluster: str) -> None:
+    data = write_jsonl(tmp_path / "in.jsonl", [{"id": f"r{i}", "text": f"buy now {i}"} for i in range(160)])
+    with SimulatorProcess("--latency-ms", "20") as sim:
+        whole = make_config(tmp_path, [data], base_url=sim.base_url, shard_rows=40, policies=["spam"],
+                            out=str(tmp_path / "whole"))
+        assert run_job(whole, stream=io.StringIO(), progress=False) == exitcodes.EXIT_OK
+        cost = orjson.loads((tmp_path / "whole" / "cost_report.json").read_bytes())["cost_usd"]
+        config = make_config(tmp_path, [data], base_url=sim.base_url, shard_rows=40, policies=["spam"],
+                             max_cost=cost / 2)
+        stream = io.StringIO()
+        assert run_on_ray(config, actors=2, stream=stream) == exitcodes.EXIT_BUDGET, stream.getvalue()
+        spent = orjson.loads((tmp_path / "out" / "cost_report.json").read_bytes())["cost_usd"]
+        assert cost / 2 * 0.8 <= spent <= cost / 2 * 1.1
+        config.max_cost = None
+        stream = io.StringIO()
+        assert run_on_ray(config, actors=2, stream=stream) == exitcodes.EXIT_OK, stream.getvalue()
+        assert sim.stats()["billed"] == 160 * 2  # the uncapped run, then each text once more
+    report = orjson.loads((tmp_path / "out" / "cost_report.json").read_bytes())
+    assert report["requests"] == 160 and report["cost_usd"] == pytest.approx(cost)
+
+
+@pytest.mark.slow
+def test_the_nightly_config_runs_on_ray_with_its_sample_canaries_json_log_and_shared_store(
+        tmp_path: Path, ray_cluster: str) -> None:
+    data = write_jsonl(tmp_path / "in.jsonl", [{"id": f"r{i}", "text": f"buy now and click here {i}"}
+                                               for i in range(200)])
+    canaries = write_jsonl(tmp_path / "canaries.jsonl", [
+        {"text": "buy now and click here for free money", "policy": "spam", "violation": 1},
+        {"text": "see you at the meetup on friday", "policy": "spam", "violation": 0}])
+    store = tmp_path / "shared.sqlite"
+    env = {**os.environ, "MODERATION_API_KEY": "sk-nightly-secret"}
+    with SimulatorProcess("--latency-ms", "5") as sim:
+        def night(out: str) -> subprocess.CompletedProcess:
+            command = [sys.executable, "-m", "pipeline", "run", "configs/nightly.toml", "--engine", "ray",
+                       "--ray-address", ray_cluster, "--ray-actors", "2", "--input", str(data), "--out", out,
+                       "--base-url", sim.base_url, "--model", "gpt-oss-safeguard-20b-simulator", "--rpm", "60000",
+                       "--tpm", "0", "--store", str(store),
+                       "--max-cost", "5", "--sample", "40", "--canaries", str(canaries)]
+            return subprocess.run(command, capture_output=True, text=True, timeout=240, env=env,
+                                  cwd=Path(__file__).parents[3])
+
+        first = night(str(tmp_path / "night1"))
+        assert first.returncode == 0, first.stderr
+        sent = sim.stats()["billed"]
+        second = night(str(tmp_path / "night2"))  # the same rows another night: answered from --store
+        assert second.returncode == 0, second.stderr
+        assert sim.stats()["billed"] - sent == 2  # only the canaries, asked again every night
+    events = [orjson.loads(line) for line in first.stderr.splitlines()]  # every line is one JSON object
+    assert events[-1]["event"] == "finish" and events[-1]["exit_code"] == 0
+    assert "sk-nightly-secret" not in first.stderr + second.stderr
+    labels = _labels(tmp_path / "night1")
+    assert 30 <= labels["row_number"].n_unique() <= 50 and labels.height == labels["row_number"].n_unique() * 4
+    report = orjson.loads((tmp_path / "night1" / "cost_report.json").read_bytes())
+    assert report["canaries"]["passed"] == 2
+    assert (tmp_path / "night1" / "canaries.parquet").exists()
+    assert set(_labels(tmp_path / "night2")["source"]) == {"store"}
+
+
+def test_a_second_driver_on_a_locked_object_store_folder_is_refused_before_starting_ray(
+        tmp_path: Path, s3, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("ray")
+    from pipeline.engines.ray import rayside
+    from pipeline.output import open_output_dir
+
+    def no_ray(*args, **kwargs):
+        raise AssertionError("Ray was started for a refused run")
+
+    monkeypatch.setattr(rayside, "connect", no_ray)
+    bucket = s3.new_bucket()
+    holder = open_output_dir(f"s3://{bucket}/out")
+    holder.lock()
+    try:
+        stream = io.StringIO()
+        config = make_config(tmp_path, [_input(tmp_path, 10)], out=f"s3://{bucket}/out")
+        assert run_on_ray(config, stream=stream) == exitcodes.EXIT_LOCKED
+        assert stream.getvalue().count("\n") == 1 and "another run is using" in stream.getvalue()
+    finally:
+        holder.unlock()

@@ -122,3 +122,105 @@ def test_a_shard_under_way_stops_when_the_driver_is_signalled_and_stores_every_a
     assert summary.stop_status == "interrupted" and 40 <= billed < 400
     stored = sum(b["requests"] for b in ClusterLedger(config.out).billing("out1"))
     assert stored == billed  # calls in flight at the signal were waited for and stored
+
+
+class _Shared:
+    """The run's registry and budget as two actors would hold them, called from two threads."""
+
+    def __init__(self, cap: float | None = None) -> None:
+        import threading
+
+        from pipeline.engines.ray.budget import ClusterBudget
+        from pipeline.engines.ray.copies import CopyRegistry
+
+        self.registry, self.budget = CopyRegistry(), ClusterBudget(cap)
+        self._lock = threading.Lock()
+
+    def exchange_now(self, request):
+        with self._lock:
+            return self.registry.exchange(request, now=time.monotonic())
+
+    async def exchange(self, request):
+        return self.exchange_now(request)
+
+    async def ask(self, request):
+        with self._lock:
+            return self.budget.ask(request)
+
+
+def _label_together(spec: ShardSpec, shared: _Shared, shards: list[int]) -> list:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(index: int):
+        labeller = ShardLabeller(spec, None, copies=shared.exchange, copies_now=shared.exchange_now,
+                                 budget=shared.ask)
+        try:
+            return labeller.label(index)
+        finally:
+            labeller.close()
+
+    with ThreadPoolExecutor(len(shards)) as pool:
+        return list(pool.map(one, shards))
+
+
+@pytest.mark.slow
+def test_a_text_asked_by_another_shard_at_the_same_time_is_paid_once(tmp_path: Path) -> None:
+    texts = [f"buy now {i}" for i in range(40)]
+    data = write_jsonl(tmp_path / "in.jsonl", [{"id": f"r{i}", "text": texts[i % 40]} for i in range(80)])
+    shared = _Shared()
+    with SimulatorProcess("--latency-ms", "300") as sim:
+        config = make_config(tmp_path, [data], base_url=sim.base_url, policies=["spam"], shard_rows=40)
+        summaries = _label_together(ShardSpec(open_job(config), "out1", "run1", 40), shared, [0, 1])
+        billed = sim.stats()["billed"]
+    assert billed == 40
+    assert sum(s.sent for s in summaries) == 40 and sum(s.copied for s in summaries) == 40
+    assert all(s.labels == 40 and s.shard is not None for s in summaries)
+    labels = pl.read_parquet(sorted((tmp_path / "out" / "labels").glob("*.parquet")))
+    assert labels.height == 80 and set(labels["status"]) == {"ok"}
+    first, second = labels.filter(pl.col("row_number") < 40), labels.filter(pl.col("row_number") >= 40)
+    assert first["violation"].to_list() == second["violation"].to_list()
+    # copies are kept unbilled in the copying shard's store: billing counts each text once
+    assert sum(b["requests"] for b in ClusterLedger(config.out).billing("out1")) == 40
+    assert shared.registry.calls < 40
+
+
+@pytest.mark.slow
+def test_the_cluster_budget_stops_every_shard_near_the_cap(tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "in.jsonl", [{"id": f"r{i}", "text": f"buy now {i}"} for i in range(120)])
+    with SimulatorProcess("--latency-ms", "20") as sim:
+        config = make_config(tmp_path, [data], base_url=sim.base_url, policies=["spam"], shard_rows=60)
+        whole = _label_together(ShardSpec(open_job(config), "full", "run0", 60), _Shared(), [0, 1])
+        cost = sum(s.spent_usd for s in whole)
+        cap = cost / 2
+        config = make_config(tmp_path, [data], base_url=sim.base_url, policies=["spam"], shard_rows=60,
+                             out=str(tmp_path / "capped"), max_cost=cap)
+        shared = _Shared(cap)
+        capped = _label_together(ShardSpec(open_job(config), "capped", "run1", 60), shared, [0, 1])
+    spent = sum(s.spent_usd for s in capped)
+    assert cap * 0.8 <= spent <= cap * 1.1
+    assert shared.budget.budget.spent == pytest.approx(spent)
+    assert all(s.stop_status == "budget_exhausted" for s in capped)
+    assert sum(s.statuses.get("budget_exhausted", 0) for s in capped) == 120 - sum(s.sent for s in capped)
+
+
+@pytest.mark.slow
+def test_with_faults_a_failed_text_is_never_copied_and_its_other_shard_asks_it_itself(tmp_path: Path) -> None:
+    from pipeline.core.records import FINAL_STATUSES
+
+    texts = [f"buy now {i}" for i in range(40)]
+    data = write_jsonl(tmp_path / "in.jsonl", [{"id": f"r{i}", "text": texts[i % 40]} for i in range(80)])
+    shared = _Shared()
+    with SimulatorProcess("--latency-ms", "100", "--fault-mix", "eight-way", "--seed", "3") as sim:
+        config = make_config(tmp_path, [data], base_url=sim.base_url, policies=["spam"], shard_rows=40,
+                             max_attempts=1)
+        summaries = _label_together(ShardSpec(open_job(config), "out1", "run1", 40), shared, [0, 1])
+    labels = pl.read_parquet(sorted((tmp_path / "out" / "labels").glob("*.parquet")))
+    assert labels.height == 80 and labels["row_number"].n_unique() == 80
+    final = {str(s) for s in FINAL_STATUSES}
+    assert set(labels.filter(pl.col("source") == "duplicate")["status"]) <= final
+    failed = labels.filter(~pl.col("status").is_in(list(final)))
+    assert failed.height > 0  # the mix made some fail
+    # a text that failed in one shard was asked by the other one too (not given the failure)
+    asked_twice = labels.filter(pl.col("source") == "api").group_by("fingerprint").len().filter(pl.col("len") == 2)
+    assert asked_twice.height > 0
+    assert sum(s.sent for s in summaries) == 40 + asked_twice.height
