@@ -198,8 +198,18 @@ def _copy(source: Location, target: Path) -> str | None:
     except FileNotFoundError:
         return None
     except OSError as exc:
+        # S3 answers a GET of an object deleted since pyarrow looked it up with an error of its own
+        if _gone(source):
+            return None
         raise StorageError(f"{source.uri}: cannot read ({' '.join(str(exc).split())[:300]})") from None
     return digest.hexdigest()
+
+
+def _gone(source: Location) -> bool:
+    try:
+        return source.fs.get_file_info(source.path).type == pafs.FileType.NotFound
+    except OSError:
+        return False
 
 
 @contextlib.contextmanager

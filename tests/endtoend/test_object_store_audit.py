@@ -93,6 +93,7 @@ def test_a_missing_s3_folder_or_bucket_is_one_line_with_exit_2(s3, capsys: pytes
         assert err.count("\n") == 1 and "s3://" in err and "Traceback" not in err, err
 
 
+@pytest.mark.slow
 def test_an_export_that_fails_midway_leaves_no_download_behind(tmp_path: Path, s3, comments: Path,
                                                                capsys: pytest.CaptureFixture[str],
                                                                monkeypatch: pytest.MonkeyPatch) -> None:

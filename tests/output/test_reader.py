@@ -9,20 +9,38 @@ from pathlib import Path
 import orjson
 import polars as pl
 import pytest
-from support import make_config, run_pipeline
+from support import make_config, run_pipeline, write_jsonl
 
 from pipeline.core import exitcodes
-from pipeline.core.storage import StorageError
+from pipeline.core.storage import StorageError, StorageSettings, configure
 from pipeline.output.errors import OutputDirError
 from pipeline.output.reader import OutputReader, open_for_reading
 
 
-@pytest.fixture
-def s3_run(tmp_path: Path, s3, comments: Path) -> tuple[str, str]:
-    """A finished run of the comments (two shards) into ``s3://BUCKET/out``: (bucket, uri)."""
-    bucket = s3.new_bucket()
-    result = run_pipeline(make_config(tmp_path, [comments], out=f"s3://{bucket}/out", shard_rows=40))
+@pytest.fixture(scope="module")
+def finished_run(s3_session, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One finished run of 60 comments (two shards) into ``s3://BUCKET/out``, made once: its bucket."""
+    tmp = tmp_path_factory.mktemp("s3run")
+    data = write_jsonl(tmp / "comments.jsonl", [{"id": f"r{i:03d}", "text": f"comment {i}"} for i in range(60)])
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in s3_session.env().items():
+            patch.setenv(name, value)
+        patch.setenv("XDG_CACHE_HOME", str(tmp / "cache"))
+        configure(StorageSettings())
+        bucket = s3_session.new_bucket()
+        result = run_pipeline(make_config(tmp, [data], out=f"s3://{bucket}/out", shard_rows=40))
+        configure(StorageSettings())
     assert result.code == exitcodes.EXIT_OK, result.stderr
+    return bucket
+
+
+@pytest.fixture
+def s3_run(s3, finished_run: str) -> tuple[str, str]:
+    """A copy of the finished run in a bucket of this test's own: (bucket, ``s3://BUCKET/out``)."""
+    bucket = s3.new_bucket()
+    client = s3.client()
+    for key in s3.keys(finished_run, "out/"):
+        client.copy_object(Bucket=bucket, Key=key, CopySource={"Bucket": finished_run, "Key": key})
     return bucket, f"s3://{bucket}/out"
 
 
@@ -53,8 +71,9 @@ def test_a_listed_shard_missing_from_the_store_is_one_line_naming_it(s3, s3_run)
     bucket, uri = s3_run
     gone = _shard_keys(s3, bucket)[1]
     s3.client().delete_object(Bucket=bucket, Key=gone)
-    with pytest.raises(OutputDirError, match="listed in the manifest but not in the store") as caught:
-        OutputReader(uri).shard_files()
+    with pytest.raises(OutputDirError, match="listed in the manifest but not in the store") as caught, \
+            OutputReader(uri) as folder:
+        folder.shard_files()
     assert f"s3://{bucket}/{gone}" in str(caught.value) and "\n" not in str(caught.value)
 
 
@@ -62,8 +81,8 @@ def test_a_shard_changed_after_the_run_wrote_it_is_refused(s3, s3_run) -> None:
     bucket, uri = s3_run
     key = _shard_keys(s3, bucket)[0]
     s3.client().put_object(Bucket=bucket, Key=key, Body=b"PAR1 not the shard the run wrote")
-    with pytest.raises(OutputDirError, match="its SHA-256 differs"):
-        OutputReader(uri).shard_files()
+    with pytest.raises(OutputDirError, match="its SHA-256 differs"), OutputReader(uri) as folder:
+        folder.shard_files()
 
 
 def test_a_manifest_listing_a_shard_outside_labels_is_refused(tmp_path: Path) -> None:
@@ -124,12 +143,10 @@ def test_a_file_written_back_replaces_the_object_whole(s3_run) -> None:
 
 
 def test_an_unreachable_store_fails_naming_the_uri(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pipeline.core.storage import StorageSettings, configure
-
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens on the discard port
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y")
-    configure(StorageSettings(timeout=2.0))
+    configure(StorageSettings(timeout=0.5))
     try:
         with pytest.raises(StorageError, match="s3://nowhere-bucket/out"):
             OutputReader("s3://nowhere-bucket/out")

@@ -1,6 +1,7 @@
 """`OUT/report.html`: labels, cost, latency, throughput, statuses, costly and flagged rows, eval.
 
-Written at the end of every run and by `moderate report OUT_DIR`. One self-contained file: inline
+Written at the end of every run into a local folder, and by `moderate report OUT_DIR` (also into a
+folder on an object store, read and written through `pipeline.output.reader`). One self-contained file: inline
 CSS and SVG, no script, nothing fetched, every text from the data escaped and shortened.
 """
 
