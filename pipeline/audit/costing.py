@@ -99,9 +99,20 @@ def read_calibration(out: str | Path) -> dict[str, Any]:
         raise EstimateError(f"{folder}: no cost_report.json (--calibrate needs a finished run's directory)")
     if not isinstance(report, dict):
         raise EstimateError(f"{folder.where('cost_report.json')}: cannot read (not a JSON object)")
-    if not report.get("requests"):
-        raise EstimateError(f"{out}: the run made no billed request; nothing to calibrate from")
+    if not _counts(report):
+        raise EstimateError(f"{folder.where('cost_report.json')}: not a run's cost report (no numbers of requests "
+                            "and completion tokens)")
+    if not report["requests"]:
+        raise EstimateError(f"{folder}: the run made no billed request; nothing to calibrate from")
+    per_policy = report.get("per_policy")
+    report["per_policy"] = {name: p for name, p in per_policy.items() if isinstance(p, dict) and _counts(p)} \
+        if isinstance(per_policy, dict) else {}
     return report
+
+
+def _counts(report: dict[str, Any]) -> bool:
+    return all(isinstance(report.get(k), (int, float)) and not isinstance(report.get(k), bool) and report[k] >= 0
+               for k in ("requests", "completion_tokens"))
 
 
 def _output_tokens(policy: str, config: RunConfig, calibration: dict[str, Any] | None) -> OutputTokens:

@@ -4,6 +4,8 @@ loopback) give what they give on a copy of that folder on disk."""
 from __future__ import annotations
 
 import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import orjson
@@ -107,3 +109,24 @@ def test_an_export_that_fails_midway_leaves_no_download_behind(tmp_path: Path, s
                  "--input", str(other)])
     assert code == exitcodes.EXIT_USAGE and "not the one the run read" in capsys.readouterr().err
     assert list(temp.iterdir()) == [] and not (tmp_path / "x.jsonl").exists()
+
+
+@pytest.mark.slow
+def test_reports_and_evals_written_at_once_into_one_s3_folder_all_succeed(tmp_path: Path, s3, comments: Path) -> None:
+    bucket = s3.new_bucket()
+    uri = f"s3://{bucket}/out"
+    assert run_pipeline(make_config(tmp_path, [comments], out=uri, shard_rows=25)).code == exitcodes.EXIT_OK
+    truth = write_jsonl(tmp_path / "truth.jsonl", [{"id": f"r{i:03d}", "gold": i % 2} for i in range(60)])
+    evaluation = ["eval", uri, "--truth", str(truth), "--label-column", "gold", "--bootstrap", "20"]
+    commands = [["report", uri], evaluation] * 3
+    start = threading.Barrier(len(commands))
+
+    def one(argv: list[str]) -> int:
+        start.wait()
+        return sum(main(argv) for _ in range(2))
+
+    with ThreadPoolExecutor(len(commands)) as pool:
+        assert list(pool.map(one, commands)) == [0] * len(commands)
+    page = s3.client().get_object(Bucket=bucket, Key="out/report.html")["Body"].read()
+    assert page.startswith(b"<!DOCTYPE html>") and page.rstrip().endswith(b"</html>")
+    assert orjson.loads(s3.client().get_object(Bucket=bucket, Key="out/eval.json")["Body"].read())["bootstrap"] == 20
