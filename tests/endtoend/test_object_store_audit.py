@@ -3,8 +3,14 @@ loopback) give what they give on a copy of that folder on disk."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
+import sys
 import tempfile
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -130,3 +136,38 @@ def test_reports_and_evals_written_at_once_into_one_s3_folder_all_succeed(tmp_pa
     page = s3.client().get_object(Bucket=bucket, Key="out/report.html")["Body"].read()
     assert page.startswith(b"<!DOCTYPE html>") and page.rstrip().endswith(b"</html>")
     assert orjson.loads(s3.client().get_object(Bucket=bucket, Key="out/eval.json")["Body"].read())["bootstrap"] == 20
+
+
+@pytest.mark.slow
+def test_an_export_stopped_by_sigterm_midway_leaves_no_download_behind(tmp_path: Path, s3, comments: Path) -> None:
+    bucket = s3.new_bucket()
+    uri = f"s3://{bucket}/out"
+    assert run_pipeline(make_config(tmp_path, [comments], out=uri)).code == exitcodes.EXIT_OK
+    output = tmp_path / "train.fifo"
+    os.mkfifo(output)
+    reader = os.open(output, os.O_RDONLY | os.O_NONBLOCK)  # opened, never read: the export blocks once the pipe fills
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    env = {**os.environ, **s3.env(), "TMPDIR": str(temp)}
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "export", uri, "--format", "chat-jsonl", "--output",
+                             str(output)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not any(temp.glob("moderate-shards-*/*.parquet")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert any(temp.glob("moderate-shards-*/*.parquet")), "the shards were never downloaded"
+        time.sleep(0.5)  # writing, then blocked on the full pipe
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        while proc.poll() is None and time.monotonic() < deadline + 30:  # drained, so that closing the file ends
+            with contextlib.suppress(BlockingIOError):
+                os.read(reader, 1 << 16)
+            time.sleep(0.01)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        os.close(reader)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == exitcodes.EXIT_INTERRUPTED, err
+    assert list(temp.iterdir()) == [] and "Traceback" not in err
