@@ -27,7 +27,7 @@ from pipeline.engines.job import UsageError, build_run, open_job
 from pipeline.engines.local.runner import Run
 from pipeline.engines.progress import LineProgress, Progress
 from pipeline.engines.runlog import JsonProgress, LineStream, RunLog
-from pipeline.engines.runstate import RunResult
+from pipeline.engines.runstate import RunTally
 from pipeline.engines.session import open_session
 from pipeline.engines.signals import RunSignals
 from pipeline.output.store import ResultStore, StoreError
@@ -119,7 +119,7 @@ async def _run_job(config: RunConfig, *, log: RunLog, transport: Transport | Non
         return session.finish(result, run_id=run.settings.run_id)
 
 
-async def _execute(run: Run, store: ResultStore, log: RunLog, *, signals: bool) -> RunResult:
+async def _execute(run: Run, store: ResultStore, log: RunLog, *, signals: bool) -> RunTally:
     started_at = time.time()
     store.record_run(_run_row(run, started_at, "running"))
     handlers = RunSignals(run, store, log) if signals else None

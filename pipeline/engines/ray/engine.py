@@ -31,7 +31,7 @@ from pipeline.engines.progress import Progress
 from pipeline.engines.ray.labeller import ShardSpec, ShardSummary
 from pipeline.engines.ray.ledger import ClusterLedger, merge_answers
 from pipeline.engines.runlog import RunLog
-from pipeline.engines.runstate import RunResult, RunStats, new_run_id
+from pipeline.engines.runstate import RunStats, RunTally, new_run_id
 from pipeline.engines.session import Session, open_session
 from pipeline.output.outdir import ShardInfo
 from pipeline.quality.nightly import canary_requests, canary_slots, finish_canaries, sampler
@@ -283,7 +283,7 @@ class _Tally:
     """The run's result, added up from the shards' summaries."""
 
     def __init__(self) -> None:
-        self.result = RunResult(RunStats(), 0.0, 0, None)
+        self.result = RunTally(RunStats(), 0.0, 0, None)
         #: the first user-facing error a shard met
         self.error: str | None = None
         self.copied = 0
