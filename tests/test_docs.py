@@ -116,6 +116,27 @@ def test_every_command_line_in_the_docs_parses(where: str, words: str, capsys: p
         pytest.fail(f"{where}: moderate {words}: {capsys.readouterr().err.strip().splitlines()[-1:]} ({exc.code})")
 
 
+def test_a_doc_section_keeps_its_commands_files_and_environment(tmp_path: Path) -> None:
+    doc = tmp_path / "doc.md"
+    doc.write_text("""# Try it
+```bash
+moderate simulate --port 8100 &
+cat > /tmp/x.toml <<'TOML'
+[output]
+dir = "moderate run not-a-command"
+TOML
+FREE_KEY=demo moderate run /tmp/x.toml \\
+    --force   # a comment
+```
+""", encoding="utf-8")
+    (section,) = doc_sections(doc)
+    simulate, written, run = section.steps
+    assert simulate == Command("doc.md:3", "simulate --port 8100", {}, background=True)
+    assert written == FileWrite("/tmp/x.toml", '[output]\ndir = "moderate run not-a-command"\n')
+    assert (run.where, shlex.split(run.words), run.env, run.background) == (
+        "doc.md:9", ["run", "/tmp/x.toml", "--force"], {"FREE_KEY": "demo"}, False)
+
+
 # ---- running them ----------------------------------------------------------------------------------
 
 #: commands that cannot run here, found by a piece of their text, and why
@@ -204,7 +225,9 @@ def test_the_command_lines_of_the_docs_run_as_written(section: Section, simulato
                 text = step.text
                 for old, new in replace.items():
                     text = text.replace(old, new)
-                (tmp_path / step.target.replace("/tmp/", "")).write_text(text, encoding="utf-8")
+                target = Path(step.target.removeprefix("/tmp/"))
+                assert not target.is_absolute() and ".." not in target.parts, f"{section.where}: writes {target}"
+                (tmp_path / target).write_text(text, encoding="utf-8")
                 continue
             if stand_in := STAND_INS.get(step.words.strip()):
                 done = subprocess.run([sys.executable, "-m", "pipeline", *shlex.split(stand_in)], cwd=tmp_path,
