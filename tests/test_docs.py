@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from support import SIM_MODEL, SimulatorProcess
 
-from pipeline.cli.main import parse
+from pipeline.cli.main import main, parse
 
 REPO = Path(__file__).resolve().parent.parent
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
@@ -205,6 +205,23 @@ def _words(command: Command, replace: dict[str, str], simulator: str) -> list[st
     return argv
 
 
+def _moderate(argv: list[str], cwd: Path, env: dict[str, str], monkeypatch: pytest.MonkeyPatch,
+              capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """Run one command line: in this process (no second start-up of Python per command), `simulate` apart."""
+    if argv[0] == "simulate":  # serves until its time is up: a process of its own
+        done = subprocess.run([sys.executable, "-m", "pipeline", *argv], cwd=cwd, env={**os.environ, **env},
+                              capture_output=True, text=True, timeout=180)
+        return done.returncode, done.stdout + done.stderr
+    with monkeypatch.context() as patch:
+        patch.chdir(cwd)
+        for name, value in env.items():
+            patch.setenv(name, value)
+        capsys.readouterr()
+        code = main(argv)
+        said = capsys.readouterr()
+    return code, said.out + said.err
+
+
 @pytest.fixture(scope="module")
 def simulator() -> str:
     with SimulatorProcess() as sim:
@@ -213,10 +230,12 @@ def simulator() -> str:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("section", RUNNABLE, ids=[s.where for s in RUNNABLE])
-def test_the_command_lines_of_the_docs_run_as_written(section: Section, simulator: str, tmp_path: Path) -> None:
+def test_the_command_lines_of_the_docs_run_as_written(section: Section, simulator: str, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
     shutil.copytree(REPO / "configs", tmp_path / "configs")  # configs/policies is a link: copied as files
     shutil.copytree(REPO / "data", tmp_path / "data")
-    env = {**os.environ, "PYTHONPATH": str(REPO), "MODERATION_API_KEY": "docs-test-key-0123456789"}
+    env = {"PYTHONPATH": str(REPO), "MODERATION_API_KEY": "docs-test-key-0123456789"}
     replace = {"/tmp/": f"{tmp_path}/"}
     servers: list[subprocess.Popen[str]] = []
     try:
@@ -230,26 +249,22 @@ def test_the_command_lines_of_the_docs_run_as_written(section: Section, simulato
                 (tmp_path / target).write_text(text, encoding="utf-8")
                 continue
             if stand_in := STAND_INS.get(step.words.strip()):
-                done = subprocess.run([sys.executable, "-m", "pipeline", *shlex.split(stand_in)], cwd=tmp_path,
-                                      env=env, capture_output=True, text=True, timeout=120)
-                assert done.returncode == 0, f"stand-in for {step.where}: {done.stderr[-2000:]}"
+                code, said = _moderate(shlex.split(stand_in), tmp_path, env, monkeypatch, capsys)
+                assert code == 0, f"stand-in for {step.where}: {said[-2000:]}"
             if step.background:  # a server the section starts: on a free port, and ready before the next step
                 port = re.search(r"--port\s+(\d+)", step.words)
                 if port:
                     replace[f":{port.group(1)}/"] = f":{_free_port()}/"
                     replace[f"--port {port.group(1)}"] = "--port " + replace[f":{port.group(1)}/"][1:-1]
                 server = subprocess.Popen([sys.executable, "-m", "pipeline", *_words(step, replace, simulator)],
-                                          cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                                          cwd=tmp_path, env={**os.environ, **env}, stdout=subprocess.PIPE,
                                           stderr=subprocess.DEVNULL, text=True)
                 servers.append(server)
                 assert "listening" in (server.stdout.readline() if server.stdout else ""), step.where
                 continue
-            done = subprocess.run([sys.executable, "-m", "pipeline", *_words(step, replace, simulator)],
-                                  cwd=tmp_path, env={**env, **step.env}, capture_output=True, text=True,
-                                  timeout=180)
-            said = done.stdout + done.stderr
-            want = next((code for piece, code in EXPECTED_CODES.items() if piece in step.words), 0)
-            assert done.returncode == want, f"{step.where}: moderate {step.words}\n{said[-3000:]}"
+            code, said = _moderate(_words(step, replace, simulator), tmp_path, {**env, **step.env}, monkeypatch, capsys)
+            want = next((expected for piece, expected in EXPECTED_CODES.items() if piece in step.words), 0)
+            assert code == want, f"{step.where}: moderate {step.words}\n{said[-3000:]}"
             for piece, claims in CLAIMS.items():
                 if piece in step.words:
                     assert all(claim in said for claim in claims), f"{step.where}: {claims}\n{said[-3000:]}"
