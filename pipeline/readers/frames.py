@@ -113,7 +113,7 @@ def _dict_batches(rows: Iterable[Any], columns: list[str]) -> Iterator[pa.Record
 def _dicts_to_batch(chunk: list[dict[str, Any]], columns: list[str]) -> pa.RecordBatch:
     try:
         return pa.RecordBatch.from_pylist(chunk)
-    except (pa.ArrowException, TypeError, ValueError):  # mixed value types in a column: keep them as text
+    except (pa.ArrowException, TypeError, ValueError, OverflowError):  # mixed types, ints past 64 bits: as text
         text = [{c: None if r[c] is None else str(r[c]) for c in columns} for r in chunk]
         return pa.RecordBatch.from_pylist(text)
 
