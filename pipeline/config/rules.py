@@ -126,7 +126,8 @@ def _check_patterns(config: RunConfig) -> None:
 def _nested_repeat(pattern: str) -> bool:
     """Whether ``pattern`` repeats a part that itself repeats a variable number of times (``(a+)+``,
     ``(\\w*\\s?)*``): the shape whose backtracking grows exponentially with the answer's length."""
-    from re import _constants as sre, _parser  # type: ignore[attr-defined]
+    from re import _constants as sre  # type: ignore[attr-defined]
+    from re import _parser  # type: ignore[attr-defined]
 
     def walk(items: Any, repeated: bool) -> bool:
         for op, arg in items:
@@ -134,13 +135,13 @@ def _nested_repeat(pattern: str) -> bool:
                 low, high, body = arg
                 if (repeated and high > 1 and high != low) or walk(body, repeated or high > 1):
                     return True
-            elif op is sre.SUBPATTERN and walk(arg[-1], repeated):
+                continue
+            # possessive repeats and atomic groups give nothing back: no backtracking into them
+            inner = ([arg[-1]] if op is sre.SUBPATTERN else arg[1] if op is sre.BRANCH
+                     else [arg[1]] if op in (sre.ASSERT, sre.ASSERT_NOT) else [])
+            if any(walk(body, repeated) for body in inner):
                 return True
-            elif op is sre.BRANCH and any(walk(body, repeated) for body in arg[1]):
-                return True
-            elif op in (sre.ASSERT, sre.ASSERT_NOT) and walk(arg[1], repeated):
-                return True
-        return False  # possessive repeats and atomic groups give nothing back: no backtracking into them
+        return False
 
     return walk(_parser.parse(pattern), False)
 

@@ -9,6 +9,7 @@ the webhook URL (it may hold a token) and the command line are never printed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import signal
@@ -163,8 +164,6 @@ def run_command(command: str, summary: Mapping[str, Any], *, timeout: float = CO
 
 
 def _stop_group(process: subprocess.Popen[bytes]) -> None:
-    try:
+    with contextlib.suppress(OSError):  # gone already
         os.killpg(process.pid, signal.SIGKILL)
-    except OSError:  # gone already
-        pass
     process.wait()

@@ -109,7 +109,8 @@ def test_max_cost_holds_within_ten_percent_when_the_overflow_endpoint_costs_far_
     async def main() -> tuple[int, str]:
         async with start_simulator(SimulatorConfig(latency_ms=30, seed=5)) as a, \
                 start_simulator(SimulatorConfig(latency_ms=30, seed=6)) as b:
-            config = make_config(tmp_path, [_rows(tmp_path, rows)], policies=["spam"], max_cost=cap, max_tokens=512, endpoints=[
+            config = make_config(tmp_path, [_rows(tmp_path, rows)], policies=["spam"], max_cost=cap,
+                                 max_tokens=512, endpoints=[
                 EndpointSpec(name="own", base_url=a.base_url, model=SIM_MODEL, concurrency=2, weight=2,
                              input_per_million=0.0, output_per_million=0.0),
                 EndpointSpec(name="dear", base_url=b.base_url, model=SIM_MODEL, concurrency=32,

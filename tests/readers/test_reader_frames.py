@@ -30,6 +30,6 @@ def test_a_generator_that_fails_midway_leaves_no_file_behind(tmp_path: Path) -> 
 def test_a_later_chunk_of_other_types_is_one_line_naming_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("pipeline.readers.frames.DICT_BATCH_ROWS", 2)
     rows = [{"id": 1, "text": "a"}, {"id": 2, "text": "b"}, {"id": "x", "text": "c"}]
-    with pytest.raises(InputError, match="^data=: a later batch") as info:
+    with pytest.raises(InputError, match=r"^data=: a later batch") as info:
         materialize(rows, columns=["id", "text"], text_column="text", folder=tmp_path)
     assert "\n" not in str(info.value)
