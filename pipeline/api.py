@@ -43,6 +43,11 @@ logger = logging.getLogger("pipeline")
 #: ``run`` flags whose long names differ from the config field they set
 _FLAG_FIELDS = {"input": "inputs", "policy": "policies"}
 _LIST_FIELDS = {"inputs", "policies", "keep_columns"}
+#: ``run`` flags that are not settings of the run: where the library takes them instead
+_NOT_SETTINGS = {"engine": "pass engine= to pipeline.run", "preflight": "call pipeline.check(config) first",
+                 "no_progress": "the library draws no progress bar (progress comes as on_event events)",
+                 "ray_address": "the library's Ray runs start Ray on this machine; use `moderate run --engine ray`",
+                 "ray_actors": "the library's Ray runs use the cluster's CPUs; use `moderate run --engine ray`"}
 #: how an engine that reports only an exit code ended
 _OUTCOMES = {exitcodes.EXIT_OK: "finished", exitcodes.EXIT_ROWS_FAILED: "finished",
              exitcodes.EXIT_CANARY: "finished", exitcodes.EXIT_BUDGET: "budget_exhausted",
@@ -68,6 +73,8 @@ def load_config(path: str | os.PathLike[str] | None = None, /, **overrides: Any)
     values: dict[str, Any] = {}
     for name, value in overrides.items():
         field_name = _FLAG_FIELDS.get(name, name)
+        if name in _NOT_SETTINGS:
+            raise ConfigError(f"load_config: {name!r} is not a setting of the run: {_NOT_SETTINGS[name]}")
         if field_name not in known:
             raise ConfigError(f"load_config: unknown setting {name!r}")
         if field_name in _LIST_FIELDS and isinstance(value, str | os.PathLike):
