@@ -29,7 +29,7 @@ import polars as pl
 from pipeline.call.client import Transport
 from pipeline.config import settings
 from pipeline.config.rules import ConfigError, validate
-from pipeline.config.settings import RunConfig
+from pipeline.config.settings import RunConfig, run_secrets
 from pipeline.core import exitcodes
 from pipeline.engines.local.app import run_local
 from pipeline.engines.runlog import LineWriter, RunLog
@@ -159,7 +159,7 @@ async def run_async(config: RunConfig, *, data: Any = None, engine: Literal["loc
         return await asyncio.to_thread(_run_on_ray, config)
     if engine != "local":
         raise ConfigError(f"engine must be 'local' or 'ray', not {engine!r}")
-    log = RunLog(_LoggerStream(), secret=os.environ.get(config.api_key_env), listener=on_event)
+    log = RunLog(_LoggerStream(), secret=run_secrets(config), listener=on_event)
     ending = await run_local(config, log=log, transport=transport, progress=False, signals=False,
                              on_start=_on_start)
     return RunResult(ending.outcome, ending.exit_code, ending.out, ending.run_cost_usd, ending.stats,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -18,7 +17,7 @@ from typing import TextIO
 
 from pipeline.call.client import Transport
 from pipeline.call.endpoints import open_endpoint, open_endpoints
-from pipeline.config.settings import RunConfig
+from pipeline.config.settings import RunConfig, run_secrets
 from pipeline.core.errors import UserError, exit_code_for
 from pipeline.core.records import Status
 from pipeline.engines.alerting import alert_after_error, alert_after_run
@@ -53,7 +52,7 @@ async def run_job_async(config: RunConfig, *, stream: TextIO | None = None, tran
                         progress: bool | None = None) -> int:
     """`run_job` inside a running event loop: a user's mistake becomes one line and its exit code."""
     log = RunLog(stream if stream is not None else sys.stderr, fmt=config.log_format,
-                 secret=os.environ.get(config.api_key_env))
+                 secret=run_secrets(config))
     try:
         ending = await run_local(config, log=log, transport=transport, progress=progress)
     except UserError as exc:

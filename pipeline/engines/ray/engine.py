@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TextIO
 
-from pipeline.config.settings import RunConfig
+from pipeline.config.settings import RunConfig, run_secrets
 from pipeline.core import exitcodes
 from pipeline.core.errors import UserError, exit_code_for
 from pipeline.core.records import Status
@@ -54,7 +54,7 @@ def run_on_ray(config: RunConfig, *, address: str | None = None, actors: int | N
     except ImportError:
         print(RAY_MISSING, file=stream)
         return exitcodes.EXIT_USAGE
-    log = RunLog(stream, fmt=config.log_format, secret=os.environ.get(config.api_key_env))
+    log = RunLog(stream, fmt=config.log_format, secret=run_secrets(config))
     try:
         ending = _run(config, log=log, address=address, actors=actors, stream=stream, progress=progress)
     except UserError as exc:
