@@ -29,7 +29,7 @@ import polars as pl
 from pipeline.call.client import Transport
 from pipeline.config import settings
 from pipeline.config.rules import ConfigError, validate
-from pipeline.config.settings import RunConfig
+from pipeline.config.settings import RunConfig, run_secrets
 from pipeline.core import exitcodes
 from pipeline.engines.local.app import run_local
 from pipeline.engines.runlog import LineWriter, RunLog
@@ -43,6 +43,11 @@ logger = logging.getLogger("pipeline")
 #: ``run`` flags whose long names differ from the config field they set
 _FLAG_FIELDS = {"input": "inputs", "policy": "policies"}
 _LIST_FIELDS = {"inputs", "policies", "keep_columns"}
+#: ``run`` flags that are not settings of the run: where the library takes them instead
+_NOT_SETTINGS = {"engine": "pass engine= to pipeline.run", "preflight": "call pipeline.check(config) first",
+                 "no_progress": "the library draws no progress bar (progress comes as on_event events)",
+                 "ray_address": "the library's Ray runs start Ray on this machine; use `moderate run --engine ray`",
+                 "ray_actors": "the library's Ray runs use the cluster's CPUs; use `moderate run --engine ray`"}
 #: how an engine that reports only an exit code ended
 _OUTCOMES = {exitcodes.EXIT_OK: "finished", exitcodes.EXIT_ROWS_FAILED: "finished",
              exitcodes.EXIT_CANARY: "finished", exitcodes.EXIT_BUDGET: "budget_exhausted",
@@ -68,6 +73,8 @@ def load_config(path: str | os.PathLike[str] | None = None, /, **overrides: Any)
     values: dict[str, Any] = {}
     for name, value in overrides.items():
         field_name = _FLAG_FIELDS.get(name, name)
+        if name in _NOT_SETTINGS:
+            raise ConfigError(f"load_config: {name!r} is not a setting of the run: {_NOT_SETTINGS[name]}")
         if field_name not in known:
             raise ConfigError(f"load_config: unknown setting {name!r}")
         if field_name in _LIST_FIELDS and isinstance(value, str | os.PathLike):
@@ -152,7 +159,7 @@ async def run_async(config: RunConfig, *, data: Any = None, engine: Literal["loc
         return await asyncio.to_thread(_run_on_ray, config)
     if engine != "local":
         raise ConfigError(f"engine must be 'local' or 'ray', not {engine!r}")
-    log = RunLog(_LoggerStream(), secret=os.environ.get(config.api_key_env), listener=on_event)
+    log = RunLog(_LoggerStream(), secret=run_secrets(config), listener=on_event)
     ending = await run_local(config, log=log, transport=transport, progress=False, signals=False,
                              on_start=_on_start)
     return RunResult(ending.outcome, ending.exit_code, ending.out, ending.run_cost_usd, ending.stats,

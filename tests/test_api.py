@@ -209,3 +209,55 @@ def test_interrupting_a_notebook_cell_drains_the_run_and_returns_interrupted(tmp
     statuses = result.labels()["status"].value_counts()
     assert dict(statuses.iter_rows())["interrupted"] > 100
     assert pipeline.run(config, data=_frame(400)).labels().filter(pl.col("status") == "ok").height == 400
+
+
+def test_every_run_flag_is_a_setting_or_a_one_line_pointer_to_where_the_library_takes_it() -> None:
+    from pipeline.cli.main import build_parser
+
+    commands = next(a for a in build_parser()._actions if a.dest == "command")
+    for action in commands.choices["run"]._actions:
+        names = [o for o in action.option_strings if o.startswith("--")]
+        if not names or action.dest == "help":
+            continue
+        name = names[0][2:].replace("-", "_")
+        try:
+            pipeline.load_config(**{name: None})
+        except pipeline.ConfigError as exc:
+            assert "unknown setting" not in str(exc) and "\n" not in str(exc), name
+
+
+@pytest.mark.parametrize("rows", [[], iter(()), pa.RecordBatchReader.from_batches(pa.schema([("id", pa.string()),
+                                                                                             ("text", pa.string())]),
+                                                                                   [])])
+def test_data_with_no_rows_tonight_is_a_finished_run_with_no_labels(tmp_path: Path, rows: object) -> None:
+    result = pipeline.run(pipeline.load_config(provider="simulator", policy=["spam"], out=str(tmp_path / "o")),
+                          data=rows)
+    assert (result.outcome, result.exit_code, result.labels().height) == ("finished", 0, 0)
+
+
+def test_ids_past_64_bits_in_a_polars_frame_are_labelled_as_text(tmp_path: Path) -> None:
+    frame = pl.DataFrame({"id": [2**70, 1], "text": ["buy now and click here", "hello"]})
+    result = pipeline.run(pipeline.load_config(provider="simulator", policy=["spam"], out=str(tmp_path / "o")),
+                          data=frame)
+    assert sorted(result.labels()["id"].to_list()) == sorted(["1", str(2**70)])
+
+
+def test_two_threads_running_one_folder_at_once_one_runs_the_other_is_refused(tmp_path: Path) -> None:
+    import threading
+
+    config = pipeline.load_config(provider="simulator", policy=["spam"], out=str(tmp_path / "o"))
+    ended: list[str] = []
+
+    def run() -> None:
+        try:
+            ended.append(pipeline.run(config, data=_frame(200)).outcome)
+        except pipeline.OutputLockedError as exc:
+            ended.append(type(exc).__name__)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(ended) in (["OutputDirLocked", "finished"], ["finished", "nothing_to_do"])
+    assert pipeline.run(config, data=_frame(200)).labels().select("id").n_unique() == 200

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -50,6 +51,10 @@ _REFUSAL = re.compile(
     re.IGNORECASE,
 )
 _JSON = json.JSONDecoder()
+#: the end of reasoning a server left in the content (no reasoning parser): the answer follows the last one
+_REASONING_END = re.compile(r"</think>|<\|channel\|>final<\|message\|>|assistantfinal", re.IGNORECASE)
+#: zero-width spaces and joiners, direction marks, soft hyphens...: invisible, so never part of a label
+_FORMAT_CHARACTERS = re.compile("[\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")
 _QUOTE_MAX = 80
 _MAX_ATTEMPTS = 200  # "{" positions tried: bounds the work on long junk full of braces
 
@@ -257,7 +262,11 @@ class PolicyLabels:
 
     The label is the first non-empty match of ``label`` in the answer (its group when it has one, else
     the whole match); the verdict is 1 when ``violation`` matches the whole label. The label becomes
-    ``category`` (and the only rule id). The patterns are checked when the config is read.
+    ``category`` (and the only rule id). The patterns are checked when the config is read. The answer is
+    read in NFKC form without invisible format characters: ``ＳＰ３`` (full width) and ``SP<zero-width
+    space>3`` are ``SP3``, not a label that would slip past the violation pattern as safe. Reasoning a server
+    left in the content (``...</think>``, Harmony's ``assistantfinal``) is not read: labels it weighs
+    there are not the answer.
 
     >>> read = PolicyLabels.from_patterns(r"\\bD-(SP[0-4])\\b", r"SP[2-4]")
     >>> read("D-SP3, R-SP0")
@@ -276,7 +285,13 @@ class PolicyLabels:
     def __call__(self, text: str) -> Verdict:
         if not text or text.isspace():
             raise InvalidOutput("empty answer")
-        for match in self.label.finditer(text):
+        answer = text
+        if not answer.isascii():
+            answer = _FORMAT_CHARACTERS.sub("", unicodedata.normalize("NFKC", answer))
+        ends = [m.end() for m in _REASONING_END.finditer(answer)]
+        if ends:
+            answer = answer[ends[-1]:]
+        for match in self.label.finditer(answer):
             found = match.group(1) if self.label.groups and match.group(1) is not None else match.group(0)
             label = _utf8(found).strip()
             if label:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pipeline.config.providers import HOSTS, RESPONSE_FORMATS, base_url_problem, model_family
 from pipeline.core.errors import UserError
@@ -115,9 +115,35 @@ def _check_patterns(config: RunConfig) -> None:
         if compiled.groups > 1:
             raise ConfigError(f"{where}: '{key}' {value!r} has {compiled.groups} groups: use one (the label) "
                               "or none, and (?:...) for the others")
+        if _nested_repeat(value):
+            raise ConfigError(f"{where}: '{key}' {value!r} repeats a repeat (like (a+)+): an answer that does "
+                              "not match would take hours to read; use a possessive ++ or *+ inside")
     if policy and config.response_format == "json_schema":
         raise ConfigError(f"{where}: 'endpoint.response_format' = \"json_schema\" constrains answers to our JSON "
                           "verdict: it cannot be used with output_format = \"policy\"")
+
+
+def _nested_repeat(pattern: str) -> bool:
+    """Whether ``pattern`` repeats a part that itself repeats a variable number of times (``(a+)+``,
+    ``(\\w*\\s?)*``): the shape whose backtracking grows exponentially with the answer's length."""
+    from re import _constants as sre  # type: ignore[attr-defined]
+    from re import _parser  # type: ignore[attr-defined]
+
+    def walk(items: Any, repeated: bool) -> bool:
+        for op, arg in items:
+            if op in (sre.MAX_REPEAT, sre.MIN_REPEAT):
+                low, high, body = arg
+                if (repeated and high > 1 and high != low) or walk(body, repeated or high > 1):
+                    return True
+                continue
+            # possessive repeats and atomic groups give nothing back: no backtracking into them
+            inner = ([arg[-1]] if op is sre.SUBPATTERN else arg[1] if op is sre.BRANCH
+                     else [arg[1]] if op in (sre.ASSERT, sre.ASSERT_NOT) else [])
+            if any(walk(body, repeated) for body in inner):
+                return True
+        return False
+
+    return walk(_parser.parse(pattern), False)
 
 
 def _check_nightly(config: RunConfig) -> None:

@@ -9,6 +9,7 @@ Every key of a config file is listed in ``SCHEMA``; an unknown key or a wrong ty
 
 from __future__ import annotations
 
+import os
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -355,3 +356,8 @@ def _check_type(path: Path, key: str, value: object, types: tuple[type, ...]) ->
         wanted = " or ".join(_TYPE_NAMES[t] for t in types)
         raise ConfigError(f"{path}: '{key}' must be {wanted}, got {type(value).__name__} {value!r}")
 
+
+def run_secrets(config: RunConfig) -> list[str]:
+    """Every API key the config's endpoints read from the environment: what logs and alerts must not show."""
+    names = dict.fromkeys([config.api_key_env, *(spec.api_key_env for spec in config.endpoints)])
+    return [value for name in names if (value := os.environ.get(name))]

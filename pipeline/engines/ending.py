@@ -8,7 +8,7 @@ from typing import Any
 
 from pipeline.core import exitcodes
 from pipeline.core.records import UNSENT_STATUSES, Status
-from pipeline.engines.runstate import RunResult, RunStats
+from pipeline.engines.runstate import RunStats, RunTally
 
 __all__ = ["PROBLEM_STATUSES", "Ending", "drifted", "exit_code", "outcome_word", "problems", "quality_code",
            "summary_line"]
@@ -39,7 +39,7 @@ def problems(report: dict) -> int:
     return sum(report["statuses"].get(s.value, 0) for s in PROBLEM_STATUSES)
 
 
-def outcome_word(result: RunResult) -> str:
+def outcome_word(result: RunTally) -> str:
     if result.internal_error:
         return "failed"
     if result.write_error:
@@ -53,7 +53,7 @@ def outcome_word(result: RunResult) -> str:
     return "finished"
 
 
-def exit_code(result: RunResult, report: dict) -> int:
+def exit_code(result: RunTally, report: dict) -> int:
     if result.internal_error:
         return exitcodes.EXIT_INTERNAL
     if result.write_error:
@@ -81,7 +81,7 @@ def drifted(report: dict) -> bool:
     return bool((report.get("drift") or {}).get("flagged"))
 
 
-def summary_line(result: RunResult, report: dict, *, policies: int, labels_dir: Path, report_path: Path,
+def summary_line(result: RunTally, report: dict, *, policies: int, labels_dir: Path, report_path: Path,
                  simulated: bool, html_path: Path | None = None) -> str:
     s = result.stats
     elapsed = result.elapsed or 1e-9

@@ -12,7 +12,7 @@ import logging
 import re
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 import orjson
@@ -25,14 +25,16 @@ _URL_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
 
 
 class RunLog:
-    def __init__(self, stream: TextIO | None = None, *, fmt: str = "text", secret: str | None = None,
+    def __init__(self, stream: TextIO | None = None, *, fmt: str = "text", secret: str | Sequence[str] | None = None,
                  clock: Callable[[], float] = time.time,
                  listener: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.stream = stream if stream is not None else sys.stderr
         self.json = fmt == "json"
         #: called with every event as a dict (``event``, ``message`` for lines, and the event's fields)
         self.listener = listener
-        self._redactor = Redactor(secret)
+        #: every key of the run (one per endpoint of [[endpoints]]) is kept out of what is written
+        keys = [secret] if isinstance(secret, str) or secret is None else list(secret)
+        self._redactors = [Redactor(key) for key in dict.fromkeys(keys)] or [Redactor(None)]
         self._clock = clock
 
     def say(self, event: str, message: str, **fields: Any) -> None:
@@ -70,7 +72,9 @@ class RunLog:
                                                   type(exc).__name__, self._clean(str(exc)))
 
     def _clean(self, text: str) -> str:
-        return _URL_CREDENTIALS.sub("[redacted]@", self._redactor.text(text))
+        for redactor in self._redactors:
+            text = redactor.text(text)
+        return _URL_CREDENTIALS.sub("[redacted]@", text)
 
     def clean(self, value: Any) -> Any:
         """``value`` with the key and URL credentials removed from every string in it (dicts, lists)."""

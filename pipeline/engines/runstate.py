@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from pipeline.core.records import Status
 
-__all__ = ["RunResult", "RunSettings", "RunStats", "new_run_id"]
+__all__ = ["RunSettings", "RunStats", "RunTally", "new_run_id"]
 
 
 @dataclass(slots=True)
@@ -46,8 +46,9 @@ class RunStats:
 
 
 @dataclass(slots=True)
-class RunResult:
-    """How a run ended. The CLI layer turns it into a summary line and an exit code."""
+class RunTally:
+    """What one run did and why it stopped (counters, rows read, the first error); `engines.session` turns it into
+    an `Ending` (outcome word, exit code) and the library into `pipeline.RunResult`."""
 
     stats: RunStats
     elapsed: float

@@ -26,7 +26,7 @@ from pipeline.core import exitcodes
 from pipeline.engines.ending import Ending, drifted, exit_code, outcome_word, problems, quality_code, summary_line
 from pipeline.engines.job import Job, UsageError, job_description, job_identity
 from pipeline.engines.runlog import RunLog
-from pipeline.engines.runstate import RunResult
+from pipeline.engines.runstate import RunTally
 from pipeline.output import open_output_dir
 from pipeline.output.outdir import Manifest, OutputDir
 from pipeline.output.resume import open_manifest
@@ -88,7 +88,7 @@ class Session:
             config, job, outdir, store, manifest, log
 
     # -- the rule for "is the folder complete" ------------------------------------------------
-    def mark_finished(self, result: RunResult, *, total_rows: int | None = None) -> None:
+    def mark_finished(self, result: RunTally, *, total_rows: int | None = None) -> None:
         """The folder is finished when the run stopped for nothing and every shard of the input is complete."""
         rows = total_rows if total_rows is not None else result.rows_read
         whole = total_rows is not None or result.input_exhausted
@@ -143,7 +143,7 @@ class Session:
                      out=str(outdir.path), **finish_fields(report))
         return Ending("nothing_to_do", code, str(outdir.path), 0.0, report, None)
 
-    def finish(self, result: RunResult, *, run_id: str, notes: list[str] | None = None,
+    def finish(self, result: RunTally, *, run_id: str, notes: list[str] | None = None,
                drift: bool = True) -> Ending:
         """Write the manifest and reports, say how the run ended (problems, then the summary), return the ending.
 
@@ -174,7 +174,7 @@ class Session:
                 run_cost_usd=round(s.spent_usd, 8), **finish_fields(report))
         return Ending(outcome_word(result), code, str(outdir.path), s.spent_usd, report, s)
 
-    def _problems(self, result: RunResult, report: dict[str, Any]) -> None:
+    def _problems(self, result: RunTally, report: dict[str, Any]) -> None:
         log = self.log
         if report["duplicate_ids"]:
             log.say("warning", f"moderate: warning: {report['duplicate_ids']:,} rows share an id with another row "

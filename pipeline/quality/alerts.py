@@ -9,8 +9,12 @@ the webhook URL (it may hold a token) and the command line are never printed.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shlex
+import signal
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -62,12 +66,24 @@ def alert_summary(*, exit_code: int, outcome: str, out: str, report: Mapping[str
             "statuses": statuses or None, "error": error}
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """Redirects are not followed: urllib would resend a POST as a bodiless GET (an alert nobody gets, counted
+    as sent) and could carry it to another host."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
+
+
 def post_webhook(url: str, summary: Mapping[str, Any], *, attempts: int = WEBHOOK_ATTEMPTS,
                  timeout: float = WEBHOOK_TIMEOUT_S, sleep: Callable[[float], None] = time.sleep) -> str | None:
     """POST ``summary`` as JSON; None once a 2xx answer came, else why the last attempt failed (no URL in it).
 
-    A 4xx answer other than 408/429 is final (the hook is misconfigured); anything else is tried
-    ``attempts`` times, 1 s then 2 s apart.
+    A 3xx answer (not followed) and a 4xx other than 408/429 are final (the hook is misconfigured);
+    anything else is tried ``attempts`` times, 1 s then 2 s apart. Each attempt has ``timeout`` seconds in
+    all, however slowly the hook trickles its answer.
     """
     body = orjson.dumps(summary, default=str)
     reason = "not sent"
@@ -77,11 +93,12 @@ def post_webhook(url: str, summary: Mapping[str, Any], *, attempts: int = WEBHOO
         request = urllib.request.Request(url, data=body, method="POST",
                                          headers={"Content-Type": "application/json", "User-Agent": "moderate"})
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as answer:
-                answer.read(65536)
+            _post_within(request, timeout)
             return None
         except urllib.error.HTTPError as exc:
             reason = f"HTTP {exc.code}"
+            if 300 <= exc.code < 400:
+                return f"{reason}, a redirect (not followed)"
             if 400 <= exc.code < 500 and exc.code not in (408, 429):
                 return reason
         except urllib.error.URLError as exc:
@@ -90,6 +107,29 @@ def post_webhook(url: str, summary: Mapping[str, Any], *, attempts: int = WEBHOO
         except (OSError, ValueError) as exc:  # a timeout, a reset connection, a URL urllib cannot use
             reason = type(exc).__name__
     return f"{reason}, after {attempts} attempts" if attempts > 1 else reason
+
+
+def _post_within(request: urllib.request.Request, timeout: float) -> None:
+    """Send ``request``, raising what urlopen raises, or TimeoutError when it takes over ``timeout`` s in all.
+
+    urlopen's timeout bounds each socket read, not the answer: a hook sending a byte every few seconds
+    would hold the end of the run for hours. The attempt runs in a daemon thread that is left behind."""
+    failure: list[BaseException] = []
+
+    def attempt() -> None:
+        try:
+            with _OPENER.open(request, timeout=timeout) as answer:
+                answer.read(65536)
+        except BaseException as exc:  # handed to the caller's thread
+            failure.append(exc)
+
+    worker = threading.Thread(target=attempt, name="moderate-webhook", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        raise TimeoutError
+    if failure:
+        raise failure[0]
 
 
 def run_command(command: str, summary: Mapping[str, Any], *, timeout: float = COMMAND_TIMEOUT_S) -> str | None:
@@ -105,14 +145,25 @@ def run_command(command: str, summary: Mapping[str, Any], *, timeout: float = CO
         return "empty command"
     program = Path(argv[0]).name
     try:
-        done = subprocess.run(argv, input=orjson.dumps(summary, default=str) + b"\n", capture_output=True,
-                              timeout=timeout, check=False)
+        # its output is not read: a child it leaves behind holding a pipe would keep us waiting past the
+        # timeout; in a session of its own, the command and its children are stopped together
+        process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL, start_new_session=True)
     except FileNotFoundError:
         return f"{program}: not found"
     except PermissionError:
         return f"{program}: not executable"
-    except subprocess.TimeoutExpired:
-        return f"{program}: still running after {timeout:g} s (stopped)"
     except OSError as exc:
         return f"{program}: {exc.strerror or type(exc).__name__}"
-    return None if done.returncode == 0 else f"{program} exited {done.returncode}"
+    try:
+        process.communicate(orjson.dumps(summary, default=str) + b"\n", timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _stop_group(process)
+        return f"{program}: still running after {timeout:g} s (stopped)"
+    return None if process.returncode == 0 else f"{program} exited {process.returncode}"
+
+
+def _stop_group(process: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(OSError):  # gone already
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()

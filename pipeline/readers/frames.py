@@ -80,14 +80,20 @@ def _chain(first: pa.RecordBatch, rest: Iterator[pa.RecordBatch]) -> Iterator[pa
 def _batches(data: Any, columns: list[str]) -> Iterator[pa.RecordBatch]:
     if type(data).__module__.startswith("polars"):
         data = data.collect() if hasattr(data, "collect") else data
-        data = data.to_arrow()
+        # Arrow has no 128-bit integers: ids past 64 bits are kept as text, as from dicts
+        wide = [s.cast(str) for s in data.get_columns() if str(s.dtype) in ("Int128", "UInt128")]
+        data = (data.with_columns(wide) if wide else data).to_arrow()
     if isinstance(data, pa.Table):
         table = data.select([c for c in columns if c in data.column_names])
         yield from table.to_batches(max_chunksize=65536) or [pa.RecordBatch.from_pylist([], schema=table.schema)]
     elif isinstance(data, pa.RecordBatchReader):
         wanted = [c for c in columns if c in data.schema.names]
+        empty = True
         for batch in data:
+            empty = False
             yield batch.select(wanted)
+        if empty:
+            yield pa.RecordBatch.from_pylist([], schema=pa.schema([data.schema.field(c) for c in wanted]))
     elif isinstance(data, pa.RecordBatch):
         yield data.select([c for c in columns if c in data.schema.names])
     elif isinstance(data, Iterable) and not isinstance(data, str | bytes | Mapping):
@@ -99,6 +105,7 @@ def _batches(data: Any, columns: list[str]) -> Iterator[pa.RecordBatch]:
 
 def _dict_batches(rows: Iterable[Any], columns: list[str]) -> Iterator[pa.RecordBatch]:
     chunk: list[dict[str, Any]] = []
+    number = 0
     for number, row in enumerate(rows, 1):
         if not isinstance(row, Mapping):
             raise InputError(f"data=: row {number} is a {type(row).__name__}, not a dict")
@@ -108,12 +115,14 @@ def _dict_batches(rows: Iterable[Any], columns: list[str]) -> Iterator[pa.Record
             chunk = []
     if chunk:
         yield _dicts_to_batch(chunk, columns)
+    elif number == 0:  # no rows (a query that found none tonight): a run with nothing to label, not an error
+        yield pa.RecordBatch.from_pylist([], schema=pa.schema([(c, pa.string()) for c in columns]))
 
 
 def _dicts_to_batch(chunk: list[dict[str, Any]], columns: list[str]) -> pa.RecordBatch:
     try:
         return pa.RecordBatch.from_pylist(chunk)
-    except (pa.ArrowException, TypeError, ValueError):  # mixed value types in a column: keep them as text
+    except (pa.ArrowException, TypeError, ValueError, OverflowError):  # mixed types, ints past 64 bits: as text
         text = [{c: None if r[c] is None else str(r[c]) for c in columns} for r in chunk]
         return pa.RecordBatch.from_pylist(text)
 

@@ -334,3 +334,22 @@ def test_policy_labels_never_fail_other_than_invalid_output(answer: str) -> None
     except InvalidOutput:
         return
     assert verdict.category and verdict.category.startswith("SP") and verdict.violation in (0, 1)
+
+
+@pytest.mark.parametrize("answer", ["D-ＳＰ３", "D-SP\u200b3, D-SP0", "D-\ufeffSP3", "D-S\u00adP3"])
+def test_a_lookalike_or_invisibly_split_label_is_read_as_the_label_it_shows(answer: str) -> None:
+    assert SP(answer) == Verdict(1, category="SP3", rule_ids=("SP3",))
+
+
+@pytest.mark.parametrize("answer", [
+    "<think>Could be D-SP0, but the link asks for a password.</think>D-SP3",
+    "analysisMaybe D-SP0? No: it asks for a password.assistantfinalD-SP3",
+    "<|channel|>analysis<|message|>D-SP0 or D-SP3?<|end|><|start|>assistant<|channel|>final<|message|>D-SP3",
+])
+def test_a_label_weighed_in_reasoning_left_in_the_content_is_not_the_answer(answer: str) -> None:
+    assert SP(answer).category == "SP3"
+
+
+def test_an_answer_that_is_all_reasoning_has_no_label() -> None:
+    with pytest.raises(InvalidOutput, match="no label matching"):
+        SP("<think>D-SP3 perhaps</think>")

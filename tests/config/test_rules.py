@@ -187,3 +187,17 @@ def test_patterns_are_kept_but_not_required_by_the_other_formats(tmp_path: Path)
                                 'violation_pattern = "SP[2-4]"\n')
     config = apply_overrides(load_config(path), {"output_format": "rationale"})
     assert config.output_format is OutputFormat.RATIONALE and config.label_pattern == "D-(SP\\d)"
+
+
+@pytest.mark.parametrize("pattern", ["(\\\\w+\\\\s?)+$", "D-((?:SP)+)*", "(?:x|(a*)*b)"])
+def test_a_pattern_that_repeats_a_repeat_is_refused_before_it_can_hang_a_run(tmp_path: Path, pattern: str) -> None:
+    message = config_error(tmp_path, f'[policies]\noutput_format = "policy"\nlabel_pattern = "{pattern}"\n'
+                                     'violation_pattern = "SP[2-4]"\n')
+    assert "'policies.label_pattern'" in message and "repeats a repeat" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("pattern", ["D-(SP\\\\d)", "(?:-\\\\s?[A-Z])+", "(\\\\w++\\\\s?)+$", "(?:SP\\\\d{2})+"])
+def test_patterns_that_cannot_backtrack_without_end_are_accepted(tmp_path: Path, pattern: str) -> None:
+    path = write_toml(tmp_path, f'[policies]\noutput_format = "policy"\nlabel_pattern = "{pattern}"\n'
+                                'violation_pattern = "SP[2-4]"\n')
+    assert load_config(path).label_pattern == pattern.replace("\\\\", "\\")

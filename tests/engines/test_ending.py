@@ -11,14 +11,14 @@ from support import make_config, run_pipeline, write_jsonl
 from pipeline.core import exitcodes
 from pipeline.core.records import Status
 from pipeline.engines.ending import PROBLEM_STATUSES, exit_code, outcome_word, problems, summary_line
-from pipeline.engines.runstate import RunResult, RunStats
+from pipeline.engines.runstate import RunStats, RunTally
 from pipeline.simulator import Faults, SimulatorConfig
 
 CLEAN = {"statuses": {"ok": 10, "skipped_empty": 2, "too_long": 1}, "cost_usd": 0.5}
 
 
-def result(**fields: object) -> RunResult:
-    r = RunResult(RunStats(), 2.0, 10, None)
+def result(**fields: object) -> RunTally:
+    r = RunTally(RunStats(), 2.0, 10, None)
     for name, value in fields.items():
         setattr(r, name, value)
     return r
@@ -65,7 +65,7 @@ def test_unsent_and_skipped_labels_are_not_problems() -> None:
 def test_summary_line_names_counts_costs_and_places() -> None:
     stats = RunStats(labels=120, sent=50, billed_calls=50, store_hits=40, duplicates=30, spent_usd=0.0123,
                      statuses=Counter({"ok": 118, "failed": 2}))
-    line = summary_line(RunResult(stats, 4.0, 60, None), CLEAN, policies=2, labels_dir=Path("out/labels"),
+    line = summary_line(RunTally(stats, 4.0, 60, None), CLEAN, policies=2, labels_dir=Path("out/labels"),
                         report_path=Path("out/cost_report.md"), simulated=False)
     assert line == ("moderate: finished: 120 labels (2 policies) in 4.0 s (30 labels/s); 50 calls, 40 from store, "
                     "30 duplicates; this run $0.0123, directory total $0.5000; failed=2 ok=118; shards in "
@@ -73,7 +73,7 @@ def test_summary_line_names_counts_costs_and_places() -> None:
 
 
 def test_summary_line_of_a_simulated_instant_run_without_labels() -> None:
-    line = summary_line(RunResult(RunStats(), 0.0, 0, None), CLEAN, policies=1, labels_dir=Path("l"),
+    line = summary_line(RunTally(RunStats(), 0.0, 0, None), CLEAN, policies=1, labels_dir=Path("l"),
                         report_path=Path("r"), simulated=True)
     assert line.startswith("moderate [SIMULATOR]: finished: 0 labels (1 policy) in 0.00 s; 0 calls")
     assert "no labels" in line
@@ -81,16 +81,16 @@ def test_summary_line_of_a_simulated_instant_run_without_labels() -> None:
 
 def test_the_rate_of_a_stopped_run_leaves_out_the_rows_marked_unsent_at_the_stop() -> None:
     stats = RunStats(labels=54_000, statuses=Counter({"ok": 100, "aborted": 53_900}))
-    line = summary_line(RunResult(stats, 1.0, 54_000, None, fatal_error="401"), CLEAN, policies=4,
+    line = summary_line(RunTally(stats, 1.0, 54_000, None, fatal_error="401"), CLEAN, policies=4,
                         labels_dir=Path("l"), report_path=Path("r"), simulated=False)
     assert "(100 labels/s)" in line and "53,9" not in line.split("labels/s")[0].split("(")[-1]
-    nothing = summary_line(RunResult(RunStats(labels=9, statuses=Counter({"interrupted": 9})), 2.0, 9, None),
+    nothing = summary_line(RunTally(RunStats(labels=9, statuses=Counter({"interrupted": 9})), 2.0, 9, None),
                            CLEAN, policies=1, labels_dir=Path("l"), report_path=Path("r"), simulated=False)
     assert "labels/s" not in nothing
 
 
 def test_summary_line_names_the_html_report_when_there_is_one() -> None:
-    line = summary_line(RunResult(RunStats(), 1.0, 0, None), CLEAN, policies=2, labels_dir=Path("o/labels"),
+    line = summary_line(RunTally(RunStats(), 1.0, 0, None), CLEAN, policies=2, labels_dir=Path("o/labels"),
                         report_path=Path("o/cost_report.md"), simulated=False, html_path=Path("o/report.html"))
     assert line.endswith("report in o/cost_report.md and o/report.html")
 
@@ -113,7 +113,7 @@ def test_wrong_canaries_exit_6_over_failed_rows_but_under_a_stop() -> None:
 
 def test_summary_line_counts_the_calls_billed_not_the_rows_sent() -> None:
     stats = RunStats(labels=10, sent=10, billed_calls=14, statuses=Counter({"ok": 10}))
-    line = summary_line(RunResult(stats, 1.0, 10, None), CLEAN, policies=1, labels_dir=Path("l"),
+    line = summary_line(RunTally(stats, 1.0, 10, None), CLEAN, policies=1, labels_dir=Path("l"),
                         report_path=Path("r"), simulated=False)
     assert "; 14 calls, " in line
 

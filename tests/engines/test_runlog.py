@@ -52,3 +52,22 @@ def test_a_line_stream_turns_printed_lines_into_events() -> None:
     print("moderate: using the built-in SIMULATOR", file=stream)  # type: ignore[arg-type]
     (event,) = [orjson.loads(line) for line in out.getvalue().splitlines()]
     assert event["event"] == "notice" and event["message"] == "moderate: using the built-in SIMULATOR"
+
+
+def test_every_key_of_a_run_with_several_endpoints_is_kept_out_of_its_lines() -> None:
+    import io
+
+    stream = io.StringIO()
+    log = RunLog(stream, secret=["sk-first-endpoint-1234", "sk-second-endpoint-5678"])
+    log.say("error", "refused sk-first-endpoint-1234 and c2stc2Vjb25kLWVuZHBvaW50LTU2Nzg= and sk-second-endpoint-5678")
+    assert "endpoint-" not in stream.getvalue() and "c2stc2Vjb25k" not in stream.getvalue()
+
+
+def test_run_secrets_reads_the_key_of_every_endpoint(monkeypatch) -> None:
+    from pipeline.config.settings import EndpointSpec, RunConfig, run_secrets
+
+    monkeypatch.setenv("MODERATION_API_KEY", "sk-run-level-key-000")
+    monkeypatch.setenv("OVERFLOW_KEY", "sk-overflow-key-111")
+    config = RunConfig(endpoints=[EndpointSpec(name="pool", provider="vllm"),
+                                  EndpointSpec(name="paid", provider="groq", api_key_env="OVERFLOW_KEY")])
+    assert run_secrets(config) == ["sk-run-level-key-000", "sk-overflow-key-111"]

@@ -8,7 +8,7 @@ import time
 import pytest
 
 import pipeline.engines.runstate as runstate_module
-from pipeline.engines.runstate import RunResult, RunStats, new_run_id
+from pipeline.engines.runstate import RunStats, RunTally, new_run_id
 
 
 def test_run_ids_are_unique() -> None:
@@ -39,7 +39,7 @@ def test_run_ids_sort_by_time(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_a_new_result_has_not_stopped_and_counts_nothing() -> None:
-    result = RunResult(RunStats(), 0.0, 0, None)
+    result = RunTally(RunStats(), 0.0, 0, None)
     assert (result.fatal_error, result.write_error, result.internal_error, result.input_exhausted) == (
         None, None, None, False)
     assert result.stats.labels == 0 and not result.stats.statuses

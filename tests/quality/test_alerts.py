@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -108,3 +109,76 @@ def test_a_failing_command_names_the_program_only(tmp_path: Path) -> None:
         f"{Path(sys.executable).name} exited 3"
     assert run_command("/nonexistent/alert --token s3cret", SUMMARY) == "alert: not found"
     assert run_command("alert 'unbalanced", SUMMARY).startswith("cannot split")
+
+
+class Redirecting(BaseHTTPRequestHandler):
+    """A hook that moved: 302 to a page that answers a GET with 200 (what urllib would resend the POST as)."""
+
+    def do_POST(self) -> None:
+        self.send_response(302)
+        self.send_header("Location", "/moved")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_webhook_that_redirects_is_a_failure_not_a_get_counted_as_sent() -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Redirecting)
+    threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/hooks/secret-token"
+        assert post_webhook(url, SUMMARY, sleep=lambda s: None) == "HTTP 302, a redirect (not followed)"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_webhook_that_trickles_its_answer_is_given_up_after_the_timeout_in_all() -> None:
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    done = threading.Event()
+
+    def trickle() -> None:  # reads the request, then sends a header byte every 0.1 s for up to 20 s
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 200:
+                if done.wait(0.1):
+                    return
+                conn.sendall(bytes([byte]))
+
+    threading.Thread(target=trickle, daemon=True).start()
+    started = time.monotonic()
+    try:
+        reason = post_webhook(f"http://127.0.0.1:{listener.getsockname()[1]}/h", SUMMARY, attempts=1, timeout=0.5)
+    finally:
+        done.set()
+        listener.close()
+    assert reason == "TimeoutError" and time.monotonic() - started < 3
+
+
+def test_a_command_that_times_out_is_stopped_with_the_children_it_started(tmp_path: Path) -> None:
+    pid_file = tmp_path / "child.pid"
+    started = time.monotonic()
+    reason = run_command(f"sh -c 'sleep 30 & echo $! > {pid_file}; wait'", SUMMARY, timeout=0.5)
+    assert reason == "sh: still running after 0.5 s (stopped)" and time.monotonic() - started < 5
+    child = Path(f"/proc/{pid_file.read_text().strip()}/stat")
+    deadline = time.monotonic() + 3
+    while child.exists() and child.read_text().split(") ")[-1][0] != "Z" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not child.exists() or child.read_text().split(") ")[-1][0] == "Z"  # gone, or dead and not yet reaped
+
+
+def test_a_command_that_never_reads_its_stdin_is_not_waited_on() -> None:
+    big = {**SUMMARY, "error": "x" * 300_000}  # more than a pipe holds
+    assert run_command("true", big) is None
+    assert run_command("sleep 30", big, timeout=0.5) == "sleep: still running after 0.5 s (stopped)"

@@ -8,11 +8,11 @@
 from __future__ import annotations
 
 import io
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.config.settings import run_secrets
 from pipeline.core.cost import batch_discount, lookup_pricing
 from pipeline.core.errors import UserError
 from pipeline.core.storage import StorageSettings, configure, is_uri
@@ -71,7 +71,7 @@ def ingest_folder(out_dir: str, files: list[str]) -> FolderIngest:
         done = ingest(job, manifest, outdir=outdir, store=store, files=[Path(f) for f in files],
                       pricing=pricing.discounted(batch_discount(provider=config.provider, model=job.model)))
         session = Session(config, _Priced(job, pricing), outdir, store, manifest,
-                          RunLog(io.StringIO(), secret=os.environ.get(config.api_key_env)))
+                          RunLog(io.StringIO(), secret=run_secrets(config)))
         report = session.reports(drift=False)
     finally:
         outdir.unlock()

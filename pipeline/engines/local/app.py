@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -18,7 +17,7 @@ from typing import TextIO
 
 from pipeline.call.client import Transport
 from pipeline.call.endpoints import open_endpoint, open_endpoints
-from pipeline.config.settings import RunConfig
+from pipeline.config.settings import RunConfig, run_secrets
 from pipeline.core.errors import UserError, exit_code_for
 from pipeline.core.records import Status
 from pipeline.engines.alerting import alert_after_error, alert_after_run
@@ -27,7 +26,7 @@ from pipeline.engines.job import UsageError, build_run, open_job
 from pipeline.engines.local.runner import Run
 from pipeline.engines.progress import LineProgress, Progress
 from pipeline.engines.runlog import JsonProgress, LineStream, RunLog
-from pipeline.engines.runstate import RunResult
+from pipeline.engines.runstate import RunTally
 from pipeline.engines.session import open_session
 from pipeline.engines.signals import RunSignals
 from pipeline.output.store import ResultStore, StoreError
@@ -53,7 +52,7 @@ async def run_job_async(config: RunConfig, *, stream: TextIO | None = None, tran
                         progress: bool | None = None) -> int:
     """`run_job` inside a running event loop: a user's mistake becomes one line and its exit code."""
     log = RunLog(stream if stream is not None else sys.stderr, fmt=config.log_format,
-                 secret=os.environ.get(config.api_key_env))
+                 secret=run_secrets(config))
     try:
         ending = await run_local(config, log=log, transport=transport, progress=progress)
     except UserError as exc:
@@ -119,7 +118,7 @@ async def _run_job(config: RunConfig, *, log: RunLog, transport: Transport | Non
         return session.finish(result, run_id=run.settings.run_id)
 
 
-async def _execute(run: Run, store: ResultStore, log: RunLog, *, signals: bool) -> RunResult:
+async def _execute(run: Run, store: ResultStore, log: RunLog, *, signals: bool) -> RunTally:
     started_at = time.time()
     store.record_run(_run_row(run, started_at, "running"))
     handlers = RunSignals(run, store, log) if signals else None

@@ -5,7 +5,7 @@ the planner; labels known at once go to their shard, requests to the bounded wor
 fixed set of workers (`pipeline.engines.local.worker`) drains. Answers go to the store at once (a background
 thread commits them) and into their shard (`pipeline.engines.local.recorder`); a complete shard is written in
 a writer thread and recorded in the manifest (`pipeline.engines.local.shardwriter`). The run returns a
-`RunResult`; signals, printing and exit codes belong to the caller.
+`RunTally`; signals, printing and exit codes belong to the caller.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pipeline.engines.local.shardwriter import ShardWriter
 from pipeline.engines.local.worker import Dispatcher
 from pipeline.engines.local.workqueue import WorkQueue
 from pipeline.engines.progress import Progress
-from pipeline.engines.runstate import RunResult, RunSettings, RunStats
+from pipeline.engines.runstate import RunSettings, RunStats, RunTally
 from pipeline.output.outdir import Manifest, OutputDir
 from pipeline.output.store import ResultStore, StoreError
 from pipeline.plan.planner import Planner, PolicyPlan, Task
@@ -51,7 +51,7 @@ class Run:
         self.inputs, self.plans, self.store, self.outdir = inputs, plans, store, outdir
         self.manifest, self.settings, self.progress = manifest, settings, progress
         self.stats = RunStats()
-        self.result = RunResult(self.stats, 0.0, 0, None)
+        self.result = RunTally(self.stats, 0.0, 0, None)
         self._grace_deadline: float | None = None
         self._queue: WorkQueue[Task] = WorkQueue(high=max(settings.concurrency * 4, BATCH_ROWS))
         self.writer = ShardWriter(outdir, manifest, on_error=self._write_failed, manifest_file=manifest_file)
@@ -73,7 +73,7 @@ class Run:
         self._spawned: set[asyncio.Task] = set()
         self._all_spawned: set[asyncio.Task] = set()
 
-    async def execute(self) -> RunResult:
+    async def execute(self) -> RunTally:
         self._loop = asyncio.get_running_loop()
         self.dispatcher.released = asyncio.Event()
         self.dispatcher.stopping = asyncio.Event()

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TextIO
 
-from pipeline.config.settings import RunConfig
+from pipeline.config.settings import RunConfig, run_secrets
 from pipeline.core import exitcodes
 from pipeline.core.errors import UserError, exit_code_for
 from pipeline.core.records import Status
@@ -31,7 +31,7 @@ from pipeline.engines.progress import Progress
 from pipeline.engines.ray.labeller import ShardSpec, ShardSummary
 from pipeline.engines.ray.ledger import ClusterLedger, merge_answers
 from pipeline.engines.runlog import RunLog
-from pipeline.engines.runstate import RunResult, RunStats, new_run_id
+from pipeline.engines.runstate import RunStats, RunTally, new_run_id
 from pipeline.engines.session import Session, open_session
 from pipeline.output.outdir import ShardInfo
 from pipeline.quality.nightly import canary_requests, canary_slots, finish_canaries, sampler
@@ -54,7 +54,7 @@ def run_on_ray(config: RunConfig, *, address: str | None = None, actors: int | N
     except ImportError:
         print(RAY_MISSING, file=stream)
         return exitcodes.EXIT_USAGE
-    log = RunLog(stream, fmt=config.log_format, secret=os.environ.get(config.api_key_env))
+    log = RunLog(stream, fmt=config.log_format, secret=run_secrets(config))
     try:
         ending = _run(config, log=log, address=address, actors=actors, stream=stream, progress=progress)
     except UserError as exc:
@@ -283,7 +283,7 @@ class _Tally:
     """The run's result, added up from the shards' summaries."""
 
     def __init__(self) -> None:
-        self.result = RunResult(RunStats(), 0.0, 0, None)
+        self.result = RunTally(RunStats(), 0.0, 0, None)
         #: the first user-facing error a shard met
         self.error: str | None = None
         self.copied = 0

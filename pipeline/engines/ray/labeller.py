@@ -33,7 +33,7 @@ from pipeline.engines.ray.shardstores import SNAPSHOT_S, ShardStores
 from pipeline.engines.ray.sharing import CopyCall, SharedState, share
 from pipeline.engines.ray.throttle import Lease, LeasedThrottle
 from pipeline.engines.runlog import RunLog
-from pipeline.engines.runstate import RunResult
+from pipeline.engines.runstate import RunTally
 from pipeline.output import open_output_dir
 from pipeline.output.outdir import Manifest
 from pipeline.output.store import ResultStore, StoreError
@@ -186,7 +186,7 @@ class ShardLabeller:
             summary.canary_answers = base64.b64encode(pickle.dumps(dict(run.canary_answers))).decode()
         return summary
 
-    async def _execute(self, run: Run, index: int, shared: SharedState) -> RunResult:
+    async def _execute(self, run: Run, index: int, shared: SharedState) -> RunTally:
         helpers = [asyncio.create_task(shared.keep_in_touch())]
         if self._interrupted is not None:
             helpers.append(asyncio.create_task(self._watch(run)))
@@ -221,7 +221,7 @@ class ShardLabeller:
             self._shared_store.close()
 
 
-def summarise(index: int, result: RunResult, shard: dict | None, first_row: int) -> ShardSummary:
+def summarise(index: int, result: RunTally, shard: dict | None, first_row: int) -> ShardSummary:
     s = result.stats
     return ShardSummary(
         index=index, shard=shard, rows_read=max(0, result.rows_read - first_row), labels=s.labels, sent=s.sent,
