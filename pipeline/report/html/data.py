@@ -58,15 +58,18 @@ def _collect(out: OutputReader, *, text_column: str | None, id_column: str | Non
     labels = pl.scan_parquet(files)
     data["policies"] = _policies(labels)
     data["statuses"] = dict(sorted(labels.group_by("status").len().collect().iter_rows()))
+    # ties broken by the other columns, so that a page is the same whichever order the shards are scanned in
     data["errors"] = (labels.filter(pl.col("status") != "ok").group_by("status", "error").len()
-                      .sort("len", descending=True).head(TOP_ROWS).collect().rows())
+                      .sort(["len", "status", "error"], descending=[True, False, False], nulls_last=True)
+                      .head(TOP_ROWS).collect().rows())
     api = labels.filter(pl.col("source") == "api")
     data["latency"] = _histogram(api.select("latency_ms").collect().get_column("latency_ms"))
     keep = ["id", "policy", "status", "violation", "category", "confidence", "rationale", "prompt_tokens",
             "cached_prompt_tokens", "completion_tokens", "cost_usd", "row_number", "input_file"]
-    data["expensive"] = api.sort("cost_usd", descending=True).head(TOP_ROWS).select(keep).collect().to_dicts()
+    data["expensive"] = (api.sort(["cost_usd", "row_number", "policy"], descending=[True, False, False])
+                         .head(TOP_ROWS).select(keep).collect().to_dicts())
     flagged = (labels.filter((pl.col("status") == "ok") & (pl.col("violation") == 1))
-               .with_columns(_pick=pl.col("row_number").hash(seed=7)).sort("_pick").head(SAMPLE_ROWS))
+               .with_columns(_pick=pl.col("row_number").hash(seed=7)).sort("_pick", "policy").head(SAMPLE_ROWS))
     data["flagged"] = flagged.select(keep).collect().to_dicts()
     data["rules"] = insights.rule_counts(labels)
     data["co_flags"] = insights.co_flags(labels)
