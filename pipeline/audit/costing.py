@@ -23,6 +23,8 @@ from pipeline.audit.projection import (
 from pipeline.config.settings import RunConfig
 from pipeline.core.cost import lookup_pricing
 from pipeline.core.errors import UserError
+from pipeline.core.storage import StorageSettings, configure
+from pipeline.output.reader import open_for_reading
 
 __all__ = ["EstimateError", "estimate", "read_calibration"]
 
@@ -37,7 +39,8 @@ def estimate(config: RunConfig, *, calibrate: str | None = None, date: str | Non
     pricing = lookup_pricing(provider=config.provider, model=model, input_per_million=config.input_per_million,
                              cached_input_per_million=config.cached_input_per_million,
                              output_per_million=config.output_per_million)
-    calibration = read_calibration(Path(calibrate)) if calibrate else None
+    configure(StorageSettings(config.storage_endpoint_url, config.storage_timeout, config.storage_lock))
+    calibration = read_calibration(calibrate) if calibrate else None
     job = count_job(config, date=date)
     per_policy: dict[str, Any] = {}
     totals = {"requests": 0, "prompt_tokens": 0, "completion": [0.0, 0.0, 0.0], "cost": [0.0, 0.0, 0.0]}
@@ -81,17 +84,35 @@ def estimate(config: RunConfig, *, calibrate: str | None = None, date: str | Non
     }
 
 
-def read_calibration(out: Path) -> dict[str, Any]:
-    """Measured completion tokens per request of a finished run, per policy and overall."""
-    try:
-        report = orjson.loads((out / "cost_report.json").read_bytes())
-    except FileNotFoundError:
-        raise EstimateError(f"{out}: no cost_report.json (--calibrate needs a finished run's directory)") from None
-    except (OSError, orjson.JSONDecodeError) as exc:
-        raise EstimateError(f"{out / 'cost_report.json'}: cannot read ({exc})") from None
-    if not report.get("requests"):
-        raise EstimateError(f"{out}: the run made no billed request; nothing to calibrate from")
+def read_calibration(out: str | Path) -> dict[str, Any]:
+    """Measured completion tokens per request of a finished run, per policy and overall.
+
+    ``out``: a local folder or an object-store URI (``s3://bucket/out``).
+    """
+    with open_for_reading(out) as folder:
+        try:
+            raw = folder.read_bytes("cost_report.json")
+            report = None if raw is None else orjson.loads(raw)
+        except (OSError, orjson.JSONDecodeError) as exc:
+            raise EstimateError(f"{folder.where('cost_report.json')}: cannot read ({exc})") from None
+    if raw is None:
+        raise EstimateError(f"{folder}: no cost_report.json (--calibrate needs a finished run's directory)")
+    if not isinstance(report, dict):
+        raise EstimateError(f"{folder.where('cost_report.json')}: cannot read (not a JSON object)")
+    if not _counts(report):
+        raise EstimateError(f"{folder.where('cost_report.json')}: not a run's cost report (no numbers of requests "
+                            "and completion tokens)")
+    if not report["requests"]:
+        raise EstimateError(f"{folder}: the run made no billed request; nothing to calibrate from")
+    per_policy = report.get("per_policy")
+    report["per_policy"] = {name: p for name, p in per_policy.items() if isinstance(p, dict) and _counts(p)} \
+        if isinstance(per_policy, dict) else {}
     return report
+
+
+def _counts(report: dict[str, Any]) -> bool:
+    return all(isinstance(report.get(k), (int, float)) and not isinstance(report.get(k), bool) and report[k] >= 0
+               for k in ("requests", "completion_tokens"))
 
 
 def _output_tokens(policy: str, config: RunConfig, calibration: dict[str, Any] | None) -> OutputTokens:

@@ -21,7 +21,7 @@ import polars as pl
 
 from pipeline.audit.multiclass import NO_CATEGORY, TooManyClasses, compare_classes, f1_bounds, interval
 from pipeline.core.errors import UserError
-from pipeline.output.outdir import atomic_write_text
+from pipeline.output.reader import OutputReader, open_for_reading
 from pipeline.readers import open_inputs
 
 BOOTSTRAP = 1000
@@ -138,11 +138,12 @@ def read_truth_classes(path: str, *, id_column: str | None, label_column: str) -
     return frame.unique("id", keep="first", maintain_order=True)
 
 
-def read_labels(out: Path) -> pl.DataFrame:
-    files = sorted((out / "labels").glob("part-*.parquet"))
-    if not files:
-        raise EvalError(f"{out}: no label shards in {out / 'labels'} (is it a run's output directory?)")
-    return pl.read_parquet(files, columns=["id", "policy", "status", "violation", "category"])
+def read_labels(out: str | Path | OutputReader) -> pl.DataFrame:
+    with open_for_reading(out) as folder:
+        files = folder.shard_files()
+        if not files:
+            raise EvalError(f"{folder}: no label shards in {folder.where('labels')} (is it a run's output directory?)")
+        return pl.read_parquet(files, columns=["id", "policy", "status", "violation", "category"])
 
 
 def evaluate_policy(labels: pl.DataFrame, truth: pl.DataFrame, *, resamples: int = BOOTSTRAP,
@@ -201,22 +202,33 @@ def evaluate_classes(labels: pl.DataFrame, truth: pl.DataFrame, *, resamples: in
 
 EVAL_FILE = "eval.json"
 
-def evaluate(out: Path, *, truth: str, id_column: str | None, label_columns: list[str],
+def evaluate(out: str | Path, *, truth: str, id_column: str | None, label_columns: list[str],
              policies: list[str] | None = None, resamples: int = BOOTSTRAP, seed: int = 0,
              compare: str = "violation") -> dict[str, Any]:
     """Score the policies of `out` against `truth`, write ``OUT/eval.json`` and return it.
 
-    ``compare``: "violation" (0/1 truth against the verdict) or "category" (truth classes against
-    the category).
+    ``out``: a local folder or an object-store URI (``s3://bucket/out``); eval.json (and report.html,
+    when the folder has a cost report) are written back there. ``compare``: "violation" (0/1 truth
+    against the verdict) or "category" (truth classes against the category).
     """
     if resamples < 1:
         raise EvalError("--bootstrap must be at least 1")
     if compare not in COMPARISONS:
         raise EvalError(f"--compare {compare}: must be one of {', '.join(COMPARISONS)}")
-    labels = read_labels(out)
+    with open_for_reading(out) as folder:
+        report = _evaluate(folder, truth=truth, id_column=id_column, label_columns=label_columns,
+                           policies=policies, resamples=resamples, seed=seed, compare=compare)
+        folder.write_text(EVAL_FILE, orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+        _refresh_html(folder)
+    return report
+
+
+def _evaluate(folder: OutputReader, *, truth: str, id_column: str | None, label_columns: list[str],
+              policies: list[str] | None, resamples: int, seed: int, compare: str) -> dict[str, Any]:
+    labels = read_labels(folder)
     known = sorted(labels.get_column("policy").unique().to_list())
     columns = _columns_by_policy(label_columns, policies or known, known)
-    violation_pattern = _recorded_violation_pattern(out)
+    violation_pattern = _recorded_violation_pattern(folder)
     read = read_truth if compare == "violation" else read_truth_classes
     truths: dict[str, pl.DataFrame] = {}
     per_policy: dict[str, Any] = {}
@@ -242,8 +254,6 @@ def evaluate(out: Path, *, truth: str, id_column: str | None, label_columns: lis
         keys = (("precision", "recall", "f1", "accuracy", "confusion") if compare == "violation"
                 else ("accuracy", "per_class", "macro_f1", "confusion"))
         report.update({k: only[k] for k in keys})
-    atomic_write_text(out / EVAL_FILE, orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
-    _refresh_html(out)
     return report
 
 
@@ -268,18 +278,16 @@ def _columns_by_policy(specs: list[str], policies: list[str], known: list[str]) 
     return {p: mapped.get(p) or default for p in chosen}  # type: ignore[misc]
 
 
-def _recorded_violation_pattern(out: Path) -> str | None:
+def _recorded_violation_pattern(folder: OutputReader) -> str | None:
     """The run's violation pattern (output format "policy"), as its manifest records it; None otherwise."""
-    try:
-        described = orjson.loads((out / "manifest.json").read_bytes()).get("description") or {}
-    except (OSError, orjson.JSONDecodeError, AttributeError):
-        return None
+    manifest = folder.read_json("manifest.json")
+    described = (manifest.get("description") or {}) if isinstance(manifest, dict) else {}
     pattern = described.get("violation_pattern") if isinstance(described, dict) else None
     return pattern if isinstance(pattern, str) and pattern else None
 
 
-def _refresh_html(out: Path) -> None:
+def _refresh_html(folder: OutputReader) -> None:
     from pipeline.report.html import write_html_report
 
-    if (out / "cost_report.json").exists():
-        write_html_report(out)
+    if folder.exists("cost_report.json"):
+        write_html_report(folder)

@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 from pipeline.core.errors import UserError
 from pipeline.core.labels import COLUMN_NAMES
 from pipeline.core.records import UNSENT_STATUSES, OutputFormat, Policy
+from pipeline.output.reader import OutputReader, open_for_reading
 from pipeline.plan.policies import PolicyError, load_policy
 from pipeline.plan.prompt import neutralise, normalise, render_system
 from pipeline.readers import InputError, open_inputs
@@ -88,15 +89,23 @@ def flat_row(example: Example, extra: list[str]) -> dict[str, Any]:
             **{c: label.get(c) for c in PROVENANCE}, **{c: label[c] for c in extra}}
 
 
-def examples(out: Path, *, policies: dict[str, Policy], inputs: list[str] | None, text_column: str,
-             id_column: str | None, partial: bool = False) -> Iterator[tuple[Example, list[str]]]:
+def examples(out: str | Path | OutputReader, *, policies: dict[str, Policy], inputs: list[str] | None,
+             text_column: str, id_column: str | None,
+             partial: bool = False) -> Iterator[tuple[Example, list[str]]]:
     """Every ok label of `out`, in row order, with its content: (example, extra label columns).
 
     Raises ExportError for a directory whose run did not finish, unless ``partial``.
     """
-    shards = sorted((out / "labels").glob("part-*.parquet"))
+    with open_for_reading(out) as folder:
+        yield from _examples(folder, policies=policies, inputs=inputs, text_column=text_column,
+                             id_column=id_column, partial=partial)
+
+
+def _examples(out: OutputReader, *, policies: dict[str, Policy], inputs: list[str] | None, text_column: str,
+              id_column: str | None, partial: bool) -> Iterator[tuple[Example, list[str]]]:
+    shards = out.shard_files()
     if not shards:
-        raise ExportError(f"{out}: no label shards in {out / 'labels'} (is it a run's output directory?)")
+        raise ExportError(f"{out}: no label shards in {out.where('labels')} (is it a run's output directory?)")
     manifest = _manifest(out)
     recorded = manifest.get("description") or {}
     # the policies as the run read them (kept in the manifest); files passed with --policy come first
@@ -134,12 +143,13 @@ def examples(out: Path, *, policies: dict[str, Policy], inputs: list[str] | None
             yield Example(label, neutralise(normalise(current[2] or "")), systems[key]), extra
 
 
-def kept_fields(out: Path) -> list[pa.Field]:
+def kept_fields(out: str | Path | OutputReader) -> list[pa.Field]:
     """The input columns the run kept (``--keep-columns``), with their types in the shards."""
-    shards = sorted((out / "labels").glob("part-*.parquet"))
-    if not shards:
-        return []
-    return [f for f in pq.read_schema(shards[0]) if f.name not in COLUMN_NAMES]
+    with open_for_reading(out) as folder:
+        shards = folder.shard_files()
+        if not shards:
+            return []
+        return [f for f in pq.read_schema(shards[0]) if f.name not in COLUMN_NAMES]
 
 
 def labelled_rows(shards: list[Path]) -> int:
@@ -166,11 +176,11 @@ def _numbered_texts(source: Any) -> Iterator[tuple[int, str, str | None]]:
             number += 1
 
 
-def _manifest(out: Path) -> dict[str, Any]:
-    try:
-        return orjson.loads((out / "manifest.json").read_bytes())
-    except (OSError, orjson.JSONDecodeError):
-        raise ExportError(f"{out}: no readable manifest.json (is it a run's output directory?)") from None
+def _manifest(out: OutputReader) -> dict[str, Any]:
+    manifest = out.read_json("manifest.json")
+    if not isinstance(manifest, dict):
+        raise ExportError(f"{out}: no readable manifest.json (is it a run's output directory?)")
+    return manifest
 
 
 def _input_files(shards: list[Path]) -> list[str]:
@@ -252,12 +262,11 @@ class ReviewQueue:
         return [item for _, _, item in sorted(self._heap, key=lambda e: (-e[0], -e[1]))]
 
 
-def recorded_columns(out: Path) -> tuple[str, str | None] | None:
+def recorded_columns(out: str | Path | OutputReader) -> tuple[str, str | None] | None:
     """The run's (text, id) input columns as its manifest records them; None for a folder from before that."""
-    try:
-        recorded = orjson.loads((out / "manifest.json").read_bytes()).get("description")
-    except (OSError, orjson.JSONDecodeError, AttributeError):
-        return None
+    with open_for_reading(out) as folder:
+        manifest = folder.read_json("manifest.json")
+    recorded = manifest.get("description") if isinstance(manifest, dict) else None
     if not isinstance(recorded, dict) or "text_column" not in recorded:
         return None
     return recorded["text_column"], recorded.get("id_column")

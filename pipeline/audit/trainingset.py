@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 from pipeline.audit.evaluate import read_truth
 from pipeline.audit.export import ExportError, ReviewQueue, chat_example, examples, flat_row, kept_fields
 from pipeline.output.outfiles import open_output, output_target
+from pipeline.output.reader import open_for_reading
 from pipeline.plan.policies import load_policies
 
 __all__ = ["FORMATS", "export"]
@@ -31,14 +32,15 @@ FLAT_SCHEMA = pa.schema([
     ("source", pa.string()), ("run_id", pa.string()), ("fingerprint", pa.string()),
 ])
 
-def export(out: Path, *, fmt: str, output: Path, review: int | None = None, review_output: str | None = None,
+def export(out: str | Path, *, fmt: str, output: Path, review: int | None = None, review_output: str | None = None,
            gold: str | None = None, gold_column: str | None = None, gold_id_column: str | None = None,
            inputs: list[str] | None = None, text_column: str = "text", id_column: str | None = None,
            policy_files: list[str] | None = None, partial: bool = False, metadata: bool = True) -> dict[str, Any]:
     """Write the training set (and the review file); returns counts and paths.
 
-    ``metadata``: each chat record carries the label's provenance under ``metadata`` (off for
-    fine-tuning APIs that refuse keys besides ``messages``).
+    ``out``: a local folder or an object-store URI (``s3://bucket/out``). ``metadata``: each chat
+    record carries the label's provenance under ``metadata`` (off for fine-tuning APIs that refuse
+    keys besides ``messages``).
     """
     if review is not None and review < 1:
         raise ExportError("--review must be at least 1")
@@ -54,8 +56,9 @@ def export(out: Path, *, fmt: str, output: Path, review: int | None = None, revi
         queue = ReviewQueue(review, truth)
     review_path = _review_path(output, review_output) if queue is not None else None
     count = 0
-    with open_output(output, flag="--output") as handle, _Writer(handle, fmt, kept_fields(out)) as writer:
-        for example, extra in examples(out, policies=policies, inputs=inputs, text_column=text_column,
+    with open_for_reading(out) as folder, open_output(output, flag="--output") as handle, \
+            _Writer(handle, fmt, kept_fields(folder)) as writer:
+        for example, extra in examples(folder, policies=policies, inputs=inputs, text_column=text_column,
                                        id_column=id_column, partial=partial):
             writer.add(chat_example(example, metadata=metadata) if fmt == "chat-jsonl" else flat_row(example, extra))
             if queue is not None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -22,7 +21,8 @@ counted. Writes OUT_DIR/eval.json (shown in OUT_DIR/report.html)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("out_dir", metavar="OUT_DIR", help="a run's output directory")
+    parser.add_argument("out_dir", metavar="OUT_DIR", help="a run's output directory (a local path or s3://, gs://, "
+                                                           "abfs://)")
     parser.add_argument("--truth", required=True, metavar="FILE",
                         help="ground truth: .parquet, .jsonl[.gz|.zst], .csv (file, folder or glob)")
     parser.add_argument("--id-column", metavar="C",
@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     try:
-        result = evaluate(Path(args.out_dir), truth=args.truth, id_column=args.id_column,
+        result = evaluate(args.out_dir, truth=args.truth, id_column=args.id_column,
                           label_columns=args.label_column, policies=args.policy,
                           resamples=args.bootstrap, seed=args.seed, compare=args.compare)
     except OSError as exc:  # a read-only or full folder

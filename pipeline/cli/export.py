@@ -21,7 +21,8 @@ The input is read again for the texts: run it from where the run ran, or pass
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("out_dir", metavar="OUT_DIR", help="a finished run's output directory")
+    parser.add_argument("out_dir", metavar="OUT_DIR",
+                        help="a finished run's output directory (a local path or s3://, gs://, abfs://)")
     parser.add_argument("--format", required=True, choices=FORMATS, dest="export_format")
     parser.add_argument("--output", required=True, metavar="FILE", help="file to write")
     parser.add_argument("--review", type=int, metavar="N",
@@ -49,9 +50,9 @@ def main(args: argparse.Namespace) -> int:
     from pipeline.report.html import recorded_columns
 
     if args.text_column is None:  # as the manifest records them; folders from before that: report.html's
-        args.text_column, recorded_id = recorded_run_columns(Path(args.out_dir)) or recorded_columns(args.out_dir)
+        args.text_column, recorded_id = recorded_run_columns(args.out_dir) or recorded_columns(args.out_dir)
         args.id_column = args.id_column or recorded_id
-    summary = export(Path(args.out_dir), fmt=args.export_format, output=Path(args.output),
+    summary = export(args.out_dir, fmt=args.export_format, output=Path(args.output),
                      review=args.review, review_output=args.review_output, gold=args.gold,
                      gold_column=args.gold_column, gold_id_column=args.gold_id_column, inputs=args.inputs,
                      text_column=args.text_column, id_column=args.id_column, policy_files=args.policies,

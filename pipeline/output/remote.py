@@ -37,6 +37,13 @@ def _azure_write_whole(location: Location, data: bytes) -> bool:
     return write_whole(location, data)
 
 
+def upload_whole(location: Location, data: bytes) -> None:
+    """Replace an object in one upload, so that readers see the old object or the new one (on Azure, one
+    Put Blob: pyarrow's stream would create the blob empty first)."""
+    if not (location.uri.startswith(("abfs://", "abfss://", "az://")) and _azure_write_whole(location, data)):
+        location.write_bytes(data)
+
+
 class RemoteOutputDir(OutputDir):
     """The same interface as `OutputDir`, on an object store."""
 
@@ -108,10 +115,7 @@ class RemoteOutputDir(OutputDir):
     def write_manifest(self, manifest: Manifest) -> None:
         if self._lock is not None:
             self._lock.check()
-        data = manifest.to_json()
-        if not (self.path.uri.startswith(("abfs://", "abfss://", "az://")) and _azure_write_whole(self.manifest_path,
-                                                                                                  data)):
-            self.manifest_path.write_bytes(data)
+        upload_whole(self.manifest_path, manifest.to_json())
         listed = {s.file for s in manifest.shards.values()}
         for old in self._listed - listed:  # replaced shards: no longer committed, now removed
             (self.path / old).delete()

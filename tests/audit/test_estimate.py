@@ -160,3 +160,25 @@ def test_unreadable_lines_are_counted_as_input_errors(tmp_path: Path) -> None:
     result = run_pipeline(config)
     assert result.labels().filter(result.labels()["status"] == "input_error").height == 1
     assert result.stats.billed == 2
+
+
+@pytest.mark.parametrize("report", [b"[]", b"{}", b'{"requests": 3}', b'{"requests": "3", "completion_tokens": 9}',
+                                    b'{"requests": 3, "completion_tokens": -1}', b"not json"])
+def test_a_calibration_folder_with_an_odd_cost_report_is_one_line_exit_2(
+        tmp_path: Path, mixed: Path, capsys: pytest.CaptureFixture[str], report: bytes) -> None:
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "cost_report.json").write_bytes(report)
+    assert main(["estimate", "--input", str(mixed), "--calibrate", str(tmp_path / "out")]) == exitcodes.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "cost_report.json" in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_a_calibration_report_with_odd_per_policy_entries_falls_back_to_the_whole_run(tmp_path: Path,
+                                                                                      mixed: Path) -> None:
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "cost_report.json").write_bytes(orjson.dumps({
+        "requests": 10, "completion_tokens": 500, "per_policy": {"spam": {"requests": "x"}, "hate_harassment": []}}))
+    config = make_config(tmp_path, [mixed])
+    result = estimate(config, calibrate=str(tmp_path / "out"))
+    assert {p["output_tokens_source"] for p in result["policies"].values()} == {"measured on all policies of the run"}
+    assert result["policies"]["spam"]["output_tokens_per_request"]["expected"] == 50

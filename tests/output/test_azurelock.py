@@ -157,3 +157,23 @@ def test_a_run_killed_mid_way_resumes_without_paying_twice_and_a_second_writer_i
         assert resumed.returncode == 0, resumed.stderr
         # only the calls in flight at the kill (4 connections) died with it unstored
         assert rows <= sim.stats()["billed"] <= rows + 4 and billed < rows
+
+
+@pytest.mark.slow
+def test_report_eval_and_export_read_an_azure_folder_and_write_back_into_it(container: str, tmp_path: Path) -> None:
+    from pipeline.cli.main import main
+    from pipeline.engines.local.app import run_job
+
+    rows = [{"id": f"r{i}", "text": f"buy now {i}" if i % 2 else f"hello {i}", "gold": i % 2} for i in range(20)]
+    data = write_jsonl(tmp_path / "in.jsonl", rows)
+    uri = f"abfs://{container}/out"
+    with SimulatorProcess() as sim:
+        config = make_config(tmp_path, [data], out=uri, base_url=sim.base_url, policies=["spam"])
+        assert run_job(config, stream=io.StringIO(), progress=False) == exitcodes.EXIT_OK
+    assert main(["report", uri]) == exitcodes.EXIT_OK
+    assert main(["eval", uri, "--truth", str(data), "--label-column", "gold"]) == exitcodes.EXIT_OK
+    assert main(["export", uri, "--format", "chat-jsonl", "--output", str(tmp_path / "train.jsonl")]) == 0
+    out = Location.parse(uri)
+    assert b'"scored": 20' in (out / "eval.json").read_bytes()
+    assert b"</html>" in (out / "report.html").read_bytes()
+    assert len((tmp_path / "train.jsonl").read_text().splitlines()) == 20

@@ -14,6 +14,7 @@ import polars as pl
 
 from pipeline.core.errors import UserError
 from pipeline.core.intervals import wilson
+from pipeline.output.reader import OutputReader, open_for_reading
 from pipeline.report.html import insights
 from pipeline.report.html.truth import truth_details
 
@@ -29,15 +30,25 @@ class ReportError(UserError):
     """The directory holds no finished report (one line)."""
 
 
-def collect(out: Path, *, text_column: str | None = "text", id_column: str | None = None) -> dict[str, Any]:
+def collect(out: str | Path | OutputReader, *, text_column: str | None = "text",
+            id_column: str | None = None) -> dict[str, Any]:
+    """What the page shows, from a local folder or one on an object store."""
+    with open_for_reading(out) as folder:
+        return _collect(folder, text_column=text_column, id_column=id_column)
+
+
+def _collect(out: OutputReader, *, text_column: str | None, id_column: str | None) -> dict[str, Any]:
     try:
-        cost = orjson.loads((out / "cost_report.json").read_bytes())
-    except FileNotFoundError:
-        raise ReportError(f"{out}: no cost_report.json (a run writes it when it ends)") from None
+        raw = out.read_bytes("cost_report.json")
+        cost = None if raw is None else orjson.loads(raw)
     except (OSError, orjson.JSONDecodeError) as exc:
-        raise ReportError(f"{out / 'cost_report.json'}: cannot read ({exc})") from None
-    files = sorted((out / "labels").glob("part-*.parquet"))
-    data: dict[str, Any] = {"cost": cost, "out": str(out), "eval": _read_json(out / "eval.json"),
+        raise ReportError(f"{out.where('cost_report.json')}: cannot read ({exc})") from None
+    if raw is None:
+        raise ReportError(f"{out}: no cost_report.json (a run writes it when it ends)")
+    if not isinstance(cost, dict):
+        raise ReportError(f"{out.where('cost_report.json')}: cannot read (not a JSON object)")
+    files = out.shard_files()
+    data: dict[str, Any] = {"cost": cost, "out": str(out), "eval": out.read_json("eval.json"),
                             "columns": {"text": text_column, "id": id_column}}
     if not files:
         data.update(policies=[], statuses={}, errors=[], latency=[], expensive=[], flagged=[],
@@ -47,15 +58,18 @@ def collect(out: Path, *, text_column: str | None = "text", id_column: str | Non
     labels = pl.scan_parquet(files)
     data["policies"] = _policies(labels)
     data["statuses"] = dict(sorted(labels.group_by("status").len().collect().iter_rows()))
+    # ties broken by the other columns, so that a page is the same whichever order the shards are scanned in
     data["errors"] = (labels.filter(pl.col("status") != "ok").group_by("status", "error").len()
-                      .sort("len", descending=True).head(TOP_ROWS).collect().rows())
+                      .sort(["len", "status", "error"], descending=[True, False, False], nulls_last=True)
+                      .head(TOP_ROWS).collect().rows())
     api = labels.filter(pl.col("source") == "api")
     data["latency"] = _histogram(api.select("latency_ms").collect().get_column("latency_ms"))
     keep = ["id", "policy", "status", "violation", "category", "confidence", "rationale", "prompt_tokens",
             "cached_prompt_tokens", "completion_tokens", "cost_usd", "row_number", "input_file"]
-    data["expensive"] = api.sort("cost_usd", descending=True).head(TOP_ROWS).select(keep).collect().to_dicts()
+    data["expensive"] = (api.sort(["cost_usd", "row_number", "policy"], descending=[True, False, False])
+                         .head(TOP_ROWS).select(keep).collect().to_dicts())
     flagged = (labels.filter((pl.col("status") == "ok") & (pl.col("violation") == 1))
-               .with_columns(_pick=pl.col("row_number").hash(seed=7)).sort("_pick").head(SAMPLE_ROWS))
+               .with_columns(_pick=pl.col("row_number").hash(seed=7)).sort("_pick", "policy").head(SAMPLE_ROWS))
     data["flagged"] = flagged.select(keep).collect().to_dicts()
     data["rules"] = insights.rule_counts(labels)
     data["co_flags"] = insights.co_flags(labels)
@@ -71,12 +85,6 @@ def collect(out: Path, *, text_column: str | None = "text", id_column: str | Non
                       id_column)
     data["throughput"] = _throughput(out, cost, api)
     return data
-
-
-def _read_json(path: Path) -> Any:
-    with contextlib.suppress(FileNotFoundError, OSError, orjson.JSONDecodeError):
-        return orjson.loads(path.read_bytes())
-    return None
 
 
 def _policies(labels: pl.LazyFrame) -> list[dict[str, Any]]:
@@ -108,10 +116,10 @@ def _histogram(values: pl.Series) -> list[tuple[float, float, int]]:
     return [(low + i * width, low + (i + 1) * width, int(counts.get(i, 0))) for i in range(LATENCY_BINS)]
 
 
-def _throughput(out: Path, cost: dict[str, Any], api: pl.LazyFrame | None) -> dict[str, Any]:
+def _throughput(out: OutputReader, cost: dict[str, Any], api: pl.LazyFrame | None) -> dict[str, Any]:
     """Answers per second over time, from the store's answer times; else each run's average."""
     run_ids = [r["run_id"] for r in cost.get("runs", [])]
-    times = _answer_times(out / "store.sqlite", run_ids)
+    times = _answer_times(out.store_path(), run_ids)
     if len(times) >= 2:
         start, end = times[0], times[-1]
         width = max((end - start) / THROUGHPUT_POINTS, 0.05)
@@ -130,8 +138,8 @@ def _throughput(out: Path, cost: dict[str, Any], api: pl.LazyFrame | None) -> di
     return {"points": points, "source": "labels per second, each run's average (no answer times in a store)"}
 
 
-def _answer_times(store: Path, run_ids: list[str]) -> list[float]:
-    if not run_ids or not store.exists():
+def _answer_times(store: Path | None, run_ids: list[str]) -> list[float]:
+    if not run_ids or store is None:
         return []
     marks = ",".join("?" * len(run_ids))
     try:

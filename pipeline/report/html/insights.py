@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import orjson
 import polars as pl
 
 from pipeline.core.labels import LABEL_SCHEMA
+
+if TYPE_CHECKING:
+    from pipeline.output.reader import OutputReader
 
 #: labels the label browser embeds at most; beyond it, a uniform sample (the page says so)
 BROWSER_ROWS = 2000
@@ -72,9 +73,9 @@ def breakdown(labels: pl.LazyFrame, *, skip: set[str]) -> dict[str, Any] | None:
     return None
 
 
-def nightly_rates(out: Path, policies: list[str]) -> list[dict[str, Any]]:
+def nightly_rates(out: OutputReader, policies: list[str]) -> list[dict[str, Any]]:
     """Violation rate per policy for each night (output directory) recorded in the run's store, oldest first."""
-    store = _store_path(out)
+    store = out.store_path()
     if store is None or not policies:
         return []
     try:
@@ -90,15 +91,6 @@ def nightly_rates(out: Path, policies: list[str]) -> list[dict[str, Any]]:
     except sqlite3.Error:
         return []
     return nights
-
-
-def _store_path(out: Path) -> Path | None:
-    with contextlib.suppress(OSError, orjson.JSONDecodeError, AttributeError):
-        store = orjson.loads((out / "manifest.json").read_bytes()).get("store")
-        if store and store != "none" and Path(store).is_file():
-            return Path(store)
-    own = out / "store.sqlite"
-    return own if own.is_file() else None
 
 
 def answer_lengths(api: pl.LazyFrame) -> list[tuple[float, float, int]]:

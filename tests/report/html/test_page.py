@@ -107,6 +107,15 @@ def test_report_of_a_directory_without_a_run_is_one_line_exit_2(tmp_path: Path,
     assert "cost_report.json" in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("cost_report", [b"[]", b"not json", b'"a string"'])
+def test_report_of_a_directory_with_an_odd_cost_report_is_one_line_exit_2(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], cost_report: bytes) -> None:
+    (tmp_path / "cost_report.json").write_bytes(cost_report)
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'cost_report.json'}: cannot read" in err and len(err.strip().splitlines()) == 1
+
+
 def test_reports_written_at_once_on_one_directory_all_succeed(hostile_run: Path) -> None:
     """Each writer has a temp file of its own: none renames another's away or finds its own gone."""
     truth = str(hostile_run.parent / "hostile.jsonl")
