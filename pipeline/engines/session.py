@@ -116,10 +116,11 @@ class Session:
         if manifest.store is not None:  # the folder keeps its own total, whatever store the next run uses
             manifest.spent_usd = report["cost_usd"]
             outdir.write_manifest(manifest)
-        if outdir.local:  # the HTML report reads the shards from a local folder
-            from pipeline.report.html import write_html_report  # polars and numpy only at the end of a run
+        from pipeline.report.html import write_html_report  # polars and numpy only at the end of a run
 
-            write_html_report(outdir.path, text_column=config.text_column, id_column=config.id_column)
+        # an object-store folder gets it too: the shards are read back once (pipeline.output.reader)
+        write_html_report(str(outdir.path) if not outdir.local else outdir.path, text_column=config.text_column,
+                          id_column=config.id_column)
         return report
 
     # -- endings ----------------------------------------------------------------------------
@@ -162,7 +163,7 @@ class Session:
         line = summary_line(result, report, policies=len(self.job.plans), labels_dir=outdir.labels,
                             report_path=outdir.path / "cost_report.md",
                             simulated=self.config.provider == "simulator",
-                            html_path=outdir.path / REPORT_FILE if outdir.local else None)
+                            html_path=outdir.path / REPORT_FILE)
         if extra := summary_notes(report):
             line += f"; {extra}"
         for note in notes or []:

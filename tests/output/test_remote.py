@@ -47,6 +47,7 @@ def test_s3_input_to_s3_output_round_trip_and_rerun_sends_nothing(tmp_path: Path
     assert first.code == exitcodes.EXIT_OK, first.stderr
     keys = s3.keys(bucket, "out/")
     assert "out/manifest.json" in keys and "out/cost_report.json" in keys and "out/.lock" not in keys
+    assert "out/report.html" in keys  # written at the end of the run, as for a local folder
     assert len([k for k in keys if k.startswith("out/labels/part-")]) == 3
     labels = _labels(s3, bucket, "out")
     assert labels.height == 240 and set(labels["status"]) == {"ok"}
