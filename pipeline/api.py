@@ -27,7 +27,7 @@ from typing import Any, Literal
 import polars as pl
 
 from pipeline.call.client import Transport
-from pipeline.config import settings
+from pipeline.config import load
 from pipeline.config.rules import ConfigError, validate
 from pipeline.config.settings import RunConfig, run_secrets
 from pipeline.core import exitcodes
@@ -68,7 +68,7 @@ def load_config(path: str | os.PathLike[str] | None = None, /, **overrides: Any)
     >>> load_config(provider="modelslab").model
     'openai-gpt-oss-safeguard-20b'
     """
-    config = settings.load_config(path)
+    config = load.load_config(path)
     known = {f.name for f in dataclasses.fields(RunConfig)} - {"source", "preset"}
     values: dict[str, Any] = {}
     for name, value in overrides.items():
@@ -84,7 +84,7 @@ def load_config(path: str | os.PathLike[str] | None = None, /, **overrides: Any)
         elif isinstance(value, os.PathLike):
             value = os.fspath(value)
         values[field_name] = value
-    return settings.apply_overrides(config, values)
+    return load.apply_overrides(config, values)
 
 
 @dataclass(slots=True)

@@ -200,7 +200,8 @@ def config_error(tmp_path: Path, text: str) -> str:
     """The one-line `ConfigError` that loading config ``text`` raises (it names the file)."""
     import pytest
 
-    from pipeline.config.settings import ConfigError, load_config
+    from pipeline.config.load import load_config
+    from pipeline.config.rules import ConfigError
 
     path = write_toml(tmp_path, text)
     with pytest.raises(ConfigError) as info:

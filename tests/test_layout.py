@@ -23,26 +23,13 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _runtime_nodes(tree: ast.AST):
-    """Every node but those under ``if TYPE_CHECKING:`` (imports for type hints only)."""
-    todo = [tree]
-    while todo:
-        node = todo.pop()
-        yield node
-        for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.If) and getattr(child.test, "id", None) == "TYPE_CHECKING":
-                todo.extend(child.orelse)
-                continue
-            todo.append(child)
-
-
 def _imports() -> dict[str, set[str]]:
     """Every module's imports of other `pipeline` modules, at any depth (lazy imports inside functions too)."""
     graph: dict[str, set[str]] = {}
     for path in PACKAGE.rglob("*.py"):
         name = _module_name(path)
         targets = graph.setdefault(name, set())
-        for node in _runtime_nodes(ast.parse(path.read_text(), filename=str(path))):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):  # type-only imports count too
             if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("pipeline"):
                 targets.add(node.module)
                 targets.update(f"{node.module}.{a.name}" for a in node.names)

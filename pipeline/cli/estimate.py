@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from pipeline.audit.costing import estimate
-from pipeline.config.settings import ConfigError
+from pipeline.config.rules import ConfigError
 from pipeline.core import exitcodes
 
 DESCRIPTION = """\

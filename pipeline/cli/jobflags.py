@@ -6,8 +6,9 @@ from __future__ import annotations
 import argparse
 
 from pipeline.cli.runflags import run_overrides
+from pipeline.config.load import apply_overrides, load_config
 from pipeline.config.rules import EFFORTS, PROVIDERS
-from pipeline.config.settings import RunConfig, apply_overrides, load_config
+from pipeline.config.settings import RunConfig
 from pipeline.core.records import OutputFormat
 
 __all__ = ["add_job_arguments", "job_config"]

@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 from support import make_config, run_pipeline, write_jsonl
 
-from pipeline.config.settings import apply_overrides, load_config
+from pipeline.config.load import apply_overrides, load_config
 from pipeline.core import exitcodes
 from pipeline.engines.local.app import run_job_async
 from pipeline.simulator import Faults, SimulatorConfig, start_simulator

@@ -5,8 +5,9 @@ from pathlib import Path
 import pytest
 from support import config_error, write_toml
 
-from pipeline.config.rules import check_context_room, validate
-from pipeline.config.settings import ConfigError, RunConfig, apply_overrides, load_config
+from pipeline.config.load import apply_overrides, load_config
+from pipeline.config.rules import ConfigError, check_context_room, validate
+from pipeline.config.settings import RunConfig
 from pipeline.core.records import OutputFormat
 
 # ---- value checks --------------------------------------------------------------------------------

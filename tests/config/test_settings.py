@@ -5,7 +5,9 @@ from pathlib import Path
 import pytest
 from support import config_error, write_toml
 
-from pipeline.config.settings import SCHEMA, ConfigError, RunConfig, apply_overrides, load_config
+from pipeline.config.load import apply_overrides, load_config
+from pipeline.config.rules import ConfigError
+from pipeline.config.settings import SCHEMA, RunConfig
 from pipeline.core.records import OutputFormat
 from pipeline.plan.policies import load_policies
 
