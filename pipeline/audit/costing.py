@@ -8,8 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from pipeline.audit.estimate import JobCount, count_job, job_model
 from pipeline.audit.projection import (
     ANSWER_TOKENS,
@@ -90,15 +88,7 @@ def read_calibration(out: str | Path) -> dict[str, Any]:
     ``out``: a local folder or an object-store URI (``s3://bucket/out``).
     """
     with open_for_reading(out) as folder:
-        try:
-            raw = folder.read_bytes("cost_report.json")
-            report = None if raw is None else orjson.loads(raw)
-        except (OSError, orjson.JSONDecodeError) as exc:
-            raise EstimateError(f"{folder.where('cost_report.json')}: cannot read ({exc})") from None
-    if raw is None:
-        raise EstimateError(f"{folder}: no cost_report.json (--calibrate needs a finished run's directory)")
-    if not isinstance(report, dict):
-        raise EstimateError(f"{folder.where('cost_report.json')}: cannot read (not a JSON object)")
+        report = folder.read_cost_report(missing="--calibrate needs a finished run's directory")
     if not _counts(report):
         raise EstimateError(f"{folder.where('cost_report.json')}: not a run's cost report (no numbers of requests "
                             "and completion tokens)")

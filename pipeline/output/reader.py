@@ -97,6 +97,21 @@ class OutputReader:
             return None if raw is None else orjson.loads(raw)
         return None
 
+    def read_cost_report(self, *, missing: str) -> dict[str, Any]:
+        """``cost_report.json`` as a dict; `OutputDirError` (one line) when it is absent, unreadable or not an
+        object. ``missing``: what to say after "no cost_report.json" (why the command needs one)."""
+        name = "cost_report.json"
+        try:
+            raw = self.read_bytes(name)
+            report = None if raw is None else orjson.loads(raw)
+        except (OSError, orjson.JSONDecodeError) as exc:
+            raise OutputDirError(f"{self.where(name)}: cannot read ({exc})") from None
+        if raw is None:
+            raise OutputDirError(f"{self}: no {name} ({missing})")
+        if not isinstance(report, dict):
+            raise OutputDirError(f"{self.where(name)}: cannot read (not a JSON object)")
+        return report
+
     def exists(self, name: str) -> bool:
         if self.location is not None:
             try:

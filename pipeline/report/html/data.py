@@ -9,7 +9,6 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-import orjson
 import polars as pl
 
 from pipeline.core.errors import UserError
@@ -38,15 +37,7 @@ def collect(out: str | Path | OutputReader, *, text_column: str | None = "text",
 
 
 def _collect(out: OutputReader, *, text_column: str | None, id_column: str | None) -> dict[str, Any]:
-    try:
-        raw = out.read_bytes("cost_report.json")
-        cost = None if raw is None else orjson.loads(raw)
-    except (OSError, orjson.JSONDecodeError) as exc:
-        raise ReportError(f"{out.where('cost_report.json')}: cannot read ({exc})") from None
-    if raw is None:
-        raise ReportError(f"{out}: no cost_report.json (a run writes it when it ends)")
-    if not isinstance(cost, dict):
-        raise ReportError(f"{out.where('cost_report.json')}: cannot read (not a JSON object)")
+    cost = out.read_cost_report(missing="a run writes it when it ends")
     files = out.shard_files()
     data: dict[str, Any] = {"cost": cost, "out": str(out), "eval": out.read_json("eval.json"),
                             "columns": {"text": text_column, "id": id_column}}
